@@ -1,0 +1,596 @@
+"""Rigid transforms of volumes: rotation about the box centre, in real and Fourier space.
+
+Conventions (``DEVELOPING.md``): arrays ``(z, y, x)``; the centre of a box of
+shape ``(Z, Y, X)`` is ``c = (Z//2, Y//2, X//2)``; rotation matrices ``R``
+(``(..., 3, 3)``, zyx frame) act on column vectors of ``(z, y, x)``
+coordinates; a pose ``(R, t)`` (``t`` in voxels) maps the reference ``f`` to
+the particle
+
+    particle(x) = f(R^T (x - c - t) + c),      i.e.  y = T_t(R f)
+
+(``ALGORITHMS.md`` sec. 1, seed 002 eq. 7-9).  Voxels that come from outside
+the reference box are zero.
+
+Three tools, for three uses:
+
+- :func:`rotate`: accurate resampling with ``ndimage.map_coordinates``
+  (spline ``order`` 0-5), batched over rotations.  For display, simulation and
+  alignment of finished volumes.
+- :class:`RotationOperator`: trilinear interpolation written as gathers with
+  precomputed indices and weights, and its adjoint written as the exact
+  transpose (trilinear splatting with a scatter-add).  The forward model
+  (:mod:`spfluo.algorithms.forward`) is built on it, so that its adjoint is
+  exact (dot-product test to float32 precision).
+- :func:`rotate_fourier`: samples a centred (``fftshift``-ed, preferably
+  oversampled, see :func:`centred_spectrum`) Fourier transform at rotated
+  frequencies, ``F{R f}(k) = F{f}(R^T k)`` (rotation and Fourier transform
+  commute), optionally only at a list of frequency points (e.g. the support of
+  an OTF in the ab initio energy).
+
+All functions run on NumPy or CuPy (``backend=None`` picks the backend of the
+input array).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from spfluo.algorithms.backend import Backend
+from spfluo.algorithms.fourier import (
+    _backend_for,
+    _check_shape3,
+    _check_volume,
+    _fit_to,
+)
+
+__all__ = [
+    "rotate",
+    "RotationOperator",
+    "rotate_fourier",
+    "centred_spectrum",
+    "volume_from_centred_spectrum",
+]
+
+_AXES3 = (-3, -2, -1)
+# points processed per chunk by the batched interpolations (bounds temporary memory)
+_CHUNK_POINTS = 1 << 22
+_ORTHO_TOL = 1e-3
+
+
+# ---------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------
+
+
+def _as_rotations(xp: Any, rotations: Any, name: str = "rotations"):
+    """Validate rotations (3, 3) or (N, 3, 3); return float64 (N, 3, 3) and whether it was single."""
+    rotations = xp.asarray(rotations)
+    if rotations.ndim not in (2, 3) or tuple(rotations.shape[-2:]) != (3, 3):
+        raise ValueError(
+            f"{name} must have shape (3, 3) or (N, 3, 3) (zyx-frame matrices), "
+            f"got shape {tuple(rotations.shape)}"
+        )
+    single = rotations.ndim == 2
+    rotations = rotations.reshape(-1, 3, 3).astype(xp.float64)
+    if rotations.shape[0] == 0:
+        raise ValueError(f"{name} is empty: give at least one rotation")
+    if not bool(xp.isfinite(rotations).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    eye = xp.eye(3)
+    err = float(xp.abs(xp.matmul(rotations, rotations.transpose(0, 2, 1)) - eye).max())
+    det = xp.linalg.det(rotations)
+    if err > _ORTHO_TOL or bool((det <= 0).any()):
+        raise ValueError(
+            f"{name} must be proper rotation matrices (R R^T = I, det R = +1); got "
+            f"max |R R^T - I| = {err:.3g} and min det = {float(det.min()):.3g}: "
+            "build them with spfluo.algorithms.geometry"
+        )
+    return rotations, single
+
+
+def _as_translations(xp: Any, translations: Any, n: int, name: str = "translations"):
+    """Validate translations None, (3,) or (N, 3) in voxels; return float64 (N, 3)."""
+    if translations is None:
+        return xp.zeros((n, 3), dtype=xp.float64)
+    t = xp.asarray(translations, dtype=xp.float64)
+    if t.shape == (3,):
+        t = xp.broadcast_to(t, (n, 3))
+    if tuple(t.shape) != (n, 3):
+        raise ValueError(
+            f"{name} must have shape (3,) or ({n}, 3) in voxels (z, y, x), got shape "
+            f"{tuple(t.shape)}"
+        )
+    if not bool(xp.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t
+
+
+def _centred_grid(xp: Any, shape: tuple[int, int, int], dtype=np.float64):
+    """(3, V) coordinates of every voxel relative to the box centre, C order."""
+    axes = [xp.arange(n, dtype=dtype) - (n // 2) for n in shape]
+    zz, yy, xx = xp.meshgrid(*axes, indexing="ij")
+    return xp.stack([zz.ravel(), yy.ravel(), xx.ravel()])
+
+
+def _source_coordinates(xp, rotations, translations, shape, grid):
+    """Input coordinates R^T (x - c - t) + c for every pose: (B, 3, V) float32."""
+    centre = xp.asarray([n // 2 for n in shape], dtype=xp.float64)
+    rt = rotations.transpose(0, 2, 1)  # (B, 3, 3)
+    offset = centre[None, :] - xp.matmul(rt, translations[:, :, None])[:, :, 0]  # (B, 3)
+    coords = xp.matmul(rt.astype(xp.float32), grid.astype(xp.float32))
+    coords += offset.astype(xp.float32)[:, :, None]
+    return coords
+
+
+# ---------------------------------------------------------------------------
+# trilinear gather / splat on a zero-padded volume
+# ---------------------------------------------------------------------------
+# The volume is embedded in a zero box padded by 1 voxel before and 2 after on
+# each axis.  Coordinates are clipped to [-1, n]: a point outside the box then
+# reads only padding (zeros), so the gather is trilinear interpolation with a
+# zero extension, and the splat (its transpose) writes into padding that is
+# cropped away.
+
+
+def _padded_shape(shape):
+    return tuple(n + 3 for n in shape)
+
+
+def _trilinear_setup(xp, coords, shape):
+    """Base flat index into the padded box (int32/int64) and fractions (3, ...) float32."""
+    zp, yp, xp_ = _padded_shape(shape)
+    idx_dtype = xp.int32 if zp * yp * xp_ < 2**31 - 1 else xp.int64
+    base = None
+    fracs = []
+    strides = (yp * xp_, xp_, 1)
+    for axis, n in enumerate(shape):
+        c = xp.clip(coords[:, axis], -1.0, float(n))
+        f = xp.floor(c)
+        fracs.append((c - f).astype(xp.float32))
+        i = (f.astype(idx_dtype) + 1) * idx_dtype(strides[axis])
+        base = i if base is None else base + i
+    return base, xp.stack(fracs)
+
+
+def _corner_offsets(shape):
+    _, yp, xp_ = _padded_shape(shape)
+    sz, sy = yp * xp_, xp_
+    return [(dz, dy, dx, dz * sz + dy * sy + dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)]
+
+
+def _gather(xp, flat, base, frac, shape, pairwise=False):
+    """Trilinear interpolation from the padded flat volume(s) (nested lerps)."""
+    _, yp, xp_ = _padded_shape(shape)
+    sz, sy = yp * xp_, xp_
+    fz, fy, fx = frac[0], frac[1], frac[2]
+
+    if pairwise:
+        def at(o):
+            return xp.take_along_axis(flat, base + o, axis=1)
+    else:
+        def at(o):
+            return flat[base + o]
+
+    c00 = at(0) * (1 - fx) + at(1) * fx
+    c01 = at(sy) * (1 - fx) + at(sy + 1) * fx
+    c10 = at(sz) * (1 - fx) + at(sz + 1) * fx
+    c11 = at(sz + sy) * (1 - fx) + at(sz + sy + 1) * fx
+    c0 = c00 * (1 - fy) + c01 * fy
+    c1 = c10 * (1 - fy) + c11 * fy
+    return c0 * (1 - fz) + c1 * fz
+
+
+def _scatter_add(backend: Backend, size: int, index, values):
+    """sum of ``values`` at ``index`` into a zero vector of length ``size`` (float64 on CPU)."""
+    xp = backend.xp
+    if backend.is_gpu:  # pragma: no cover - needs a GPU
+        import cupyx
+
+        out = xp.zeros(size, dtype=values.dtype)
+        cupyx.scatter_add(out, index.ravel(), values.ravel())
+        return out
+    return np.bincount(index.ravel(), weights=values.ravel(), minlength=size)
+
+
+def _pad_volume(xp, volume, shape):
+    """Embed (..., Z, Y, X) in the padded zero box (1 before, 2 after)."""
+    lead = tuple(volume.shape[:-3])
+    out = xp.zeros(lead + _padded_shape(shape), dtype=volume.dtype)
+    out[..., 1:-2, 1:-2, 1:-2] = volume
+    return out
+
+
+# ---------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------
+
+
+def rotate(
+    volume: Any,
+    rotations: Any,
+    *,
+    translations: Any = None,
+    order: int = 1,
+    backend: Any = None,
+):
+    """Rotate (and translate) a volume about its centre, batched over poses.
+
+    Computes ``out_i(x) = f(R_i^T (x - c - t_i) + c)`` with spline interpolation
+    of the given order (``ndimage.map_coordinates``), zero outside the box.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (Z, Y, X)
+        Real volume ``f``.
+    rotations : array_like, shape (3, 3) or (N, 3, 3)
+        Rotation matrices in the zyx frame.
+    translations : array_like, shape (3,) or (N, 3), optional
+        Translations ``t`` in voxels ``(z, y, x)`` applied after the rotation
+        (default none).
+    order : int, optional
+        Spline order 0-5 (1 = trilinear, 3 = cubic with prefiltering).
+    backend : Backend or {"cpu", "gpu"}, optional
+
+    Returns
+    -------
+    ndarray, float32, shape (N, Z, Y, X), or (Z, Y, X) for a single (3, 3) rotation
+    """
+    bk = _backend_for(backend, volume)
+    xp = bk.xp
+    volume = xp.asarray(volume)
+    _check_volume(xp, volume, "volume", ndims=(3,), expected="(Z, Y, X)")
+    if xp.iscomplexobj(volume):
+        raise ValueError(f"volume must be real, got dtype {volume.dtype}")
+    if not isinstance(order, (int, np.integer)) or not 0 <= order <= 5:
+        raise ValueError(f"order must be an integer spline order in 0..5, got {order!r}")
+    rotations, single = _as_rotations(xp, rotations)
+    n = rotations.shape[0]
+    translations = _as_translations(xp, translations, n)
+    shape = tuple(int(s) for s in volume.shape)
+    volume = volume.astype(xp.float32, copy=False)
+    npad = 0
+    if order > 1:
+        # prefilter once, not once per chunk, as map_coordinates(prefilter=True,
+        # mode="grid-constant") does: zero margin of 12 voxels, then the filter
+        npad = 12
+        volume = _fit_to(xp, volume, tuple(s + 2 * npad for s in shape))
+        volume = bk.ndimage.spline_filter(
+            volume, order=order, output=xp.float32, mode="grid-constant"
+        )
+    grid = _centred_grid(xp, shape)
+    v = grid.shape[1]
+    out = xp.empty((n,) + shape, dtype=xp.float32)
+    step = max(1, _CHUNK_POINTS // v)
+    for start in range(0, n, step):
+        sl = slice(start, min(n, start + step))
+        coords = _source_coordinates(xp, rotations[sl], translations[sl], shape, grid)
+        if npad:
+            coords += npad
+        coords = xp.moveaxis(coords, 1, 0).reshape((3, -1) + shape)  # (3, B, Z, Y, X)
+        # "grid-constant": interpolation with a zero extension, like RotationOperator
+        out[sl] = bk.ndimage.map_coordinates(
+            volume, coords, order=order, mode="grid-constant", cval=0.0, prefilter=False,
+            output=xp.float32,
+        )
+    return out[0] if single else out
+
+
+class RotationOperator:
+    """Trilinear rotation about the box centre with an exact adjoint, for a set of poses.
+
+    ``apply`` computes ``out_i(x) = f(R_i^T (x - c - t_i) + c)`` by trilinear
+    interpolation (zero outside the box); ``adjoint`` is its exact transpose
+    (trilinear splatting: each output voxel adds its value, times the 8
+    interpolation weights, to the 8 input voxels it read).  Indices and weights
+    are computed once, at construction, and stored on the backend's device:
+    16 bytes per voxel and pose (``nbytes``); build one operator per batch of
+    poses to bound memory.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Volume shape ``(Z, Y, X)`` (input and output).
+    rotations : array_like, shape (N, 3, 3) or (3, 3)
+        Rotation matrices, zyx frame (a single matrix is a batch of one).
+    translations : array_like, shape (N, 3) or (3,), optional
+        Translations in voxels ``(z, y, x)``, applied after the rotation.
+    backend : Backend or {"cpu", "gpu"}, optional
+        Default: the backend of ``rotations``.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        rotations: Any,
+        translations: Any = None,
+        *,
+        backend: Any = None,
+    ) -> None:
+        bk = _backend_for(backend, rotations)
+        xp = bk.xp
+        shape = _check_shape3(shape)
+        rotations, _ = _as_rotations(xp, rotations)
+        n = rotations.shape[0]
+        translations = _as_translations(xp, translations, n)
+        grid = _centred_grid(xp, shape)
+        coords = _source_coordinates(xp, rotations, translations, shape, grid)  # (N, 3, V)
+        base, frac = _trilinear_setup(xp, coords, shape)  # (N, V), (3, N, V)
+        self._backend = bk
+        self._shape = shape
+        self._n = n
+        self._base = base
+        self._frac = frac
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Volume shape ``(Z, Y, X)``."""
+        return self._shape
+
+    @property
+    def n_poses(self) -> int:
+        """Number of poses ``N``."""
+        return self._n
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the precomputed indices and weights, in bytes."""
+        return int(self._base.nbytes + self._frac.nbytes)
+
+    def _check(self, volumes, name, ndims):
+        xp = self._backend.xp
+        volumes = xp.asarray(volumes)
+        expected = (
+            f"(Z, Y, X) = {self._shape} or (N, Z, Y, X) with N = {self._n}"
+            if 3 in ndims else f"(N, Z, Y, X) = ({self._n}, {', '.join(map(str, self._shape))})"
+        )
+        _check_volume(xp, volumes, name, ndims=ndims, expected=expected)
+        if xp.iscomplexobj(volumes):
+            raise ValueError(f"{name} must be real, got dtype {volumes.dtype}")
+        if tuple(volumes.shape[-3:]) != self._shape or (
+            volumes.ndim == 4 and volumes.shape[0] != self._n
+        ):
+            raise ValueError(f"{name} must have shape {expected}, got {tuple(volumes.shape)}")
+        return volumes.astype(xp.float32, copy=False)
+
+    def apply(self, volume: Any):
+        """Rotate ``volume`` by every pose.
+
+        Parameters
+        ----------
+        volume : ndarray, shape (Z, Y, X) or (N, Z, Y, X)
+            One volume (rotated by every pose) or one volume per pose (volume
+            ``i`` rotated by pose ``i``).
+
+        Returns
+        -------
+        ndarray, float32, shape (N, Z, Y, X)
+        """
+        xp = self._backend.xp
+        volume = self._check(volume, "volume", (3, 4))
+        padded = _pad_volume(xp, volume, self._shape)
+        if volume.ndim == 3:
+            out = _gather(xp, padded.ravel(), self._base, self._frac, self._shape)
+        else:
+            flat = padded.reshape(self._n, -1)
+            out = _gather(xp, flat, self._base, self._frac, self._shape, pairwise=True)
+        return out.reshape((self._n,) + self._shape)
+
+    def adjoint(self, volumes: Any, *, reduce: bool = True):
+        """Exact transpose of :meth:`apply` (trilinear splatting).
+
+        Parameters
+        ----------
+        volumes : ndarray, shape (N, Z, Y, X)
+            One volume per pose, in the rotated frame.
+        reduce : bool, optional
+            True (default): the transpose of ``apply`` on one volume, i.e. the
+            sum over poses ``sum_i R_i^T volumes_i``, shape (Z, Y, X).  False:
+            the transpose of the pairwise ``apply``, one volume per pose,
+            shape (N, Z, Y, X).
+
+        Returns
+        -------
+        ndarray, float32, shape (Z, Y, X) or (N, Z, Y, X)
+        """
+        bk = self._backend
+        xp = bk.xp
+        volumes = self._check(volumes, "volumes", (4,))
+        y = volumes.reshape(self._n, -1)
+        fz, fy, fx = self._frac[0], self._frac[1], self._frac[2]
+        weights = {0: (1 - fz, 1 - fy, 1 - fx), 1: (fz, fy, fx)}
+        padded = _padded_shape(self._shape)
+        vp = int(np.prod(padded))
+        if reduce:
+            index_base = self._base
+            size = vp
+        else:
+            index_base = self._base.astype(xp.int64) + (
+                xp.arange(self._n, dtype=xp.int64)[:, None] * vp
+            )
+            size = vp * self._n
+        acc = None
+        for dz, dy, dx, off in _corner_offsets(self._shape):
+            w = weights[dz][0] * weights[dy][1] * weights[dx][2]
+            part = _scatter_add(bk, size, index_base + off, y * w)
+            acc = part if acc is None else acc + part
+        acc = acc.astype(xp.float32, copy=False)
+        if reduce:
+            return acc.reshape(padded)[1:-2, 1:-2, 1:-2].copy()
+        return acc.reshape((self._n,) + padded)[:, 1:-2, 1:-2, 1:-2].copy()
+
+
+def centred_spectrum(
+    volume: Any,
+    *,
+    oversampling: float = 2.0,
+    gridding_correction: bool = False,
+    backend: Any = None,
+):
+    """Centred Fourier transform of a volume, zero-padded for Fourier-space rotation.
+
+    The volume is zero-padded around its centre to ``round(oversampling * n)``
+    per axis, its centre moved to index 0 (``ifftshift``), Fourier transformed,
+    and the spectrum ``fftshift``-ed so that the zero frequency sits at ``m//2``.
+    Padding by 2 samples the spectrum twice as finely, which makes trilinear
+    interpolation of it (:func:`rotate_fourier`) accurate.  Frequency index
+    ``p`` (relative to ``m//2``) is ``p / m`` cycles per voxel.
+
+    Trilinear interpolation of a spectrum multiplies the real-space result by
+    ``prod_a sinc(x_a / m_a)**2`` (``x`` relative to the centre): a smooth
+    attenuation away from the centre.  ``gridding_correction=True`` divides the
+    padded volume by that factor before the transform (the gridding correction
+    used by Fourier projectors), so that rotated spectra are accurate on
+    average; the spectrum is then that of the corrected volume, exact only
+    after interpolation at off-grid frequencies.  Measured on smooth 24^3
+    volumes with ``oversampling=2`` (relative L2 error against a cubic-spline
+    real-space rotation): about 5 % without correction for random rotations
+    (0 for the identity), 0.3-1.3 % with it (6 % for the identity).
+
+    Parameters
+    ----------
+    volume : ndarray, shape (..., Z, Y, X)
+        Real volumes.
+    oversampling : float, optional
+        Padding factor >= 1 (2 by default).
+    gridding_correction : bool, optional
+        Pre-compensate the trilinear interpolation of the spectrum (see above).
+    backend : Backend or {"cpu", "gpu"}, optional
+
+    Returns
+    -------
+    ndarray, complex64, shape (..., Mz, My, Mx)
+        ``M = round(oversampling * (Z, Y, X))``.  Invert with
+        :func:`volume_from_centred_spectrum`.
+    """
+    bk = _backend_for(backend, volume)
+    xp = bk.xp
+    volume = xp.asarray(volume)
+    _check_volume(xp, volume, "volume")
+    if xp.iscomplexobj(volume):
+        raise ValueError(f"volume must be real, got dtype {volume.dtype}")
+    if not np.isfinite(oversampling) or oversampling < 1:
+        raise ValueError(f"oversampling must be a number >= 1, got {oversampling!r}")
+    shape = tuple(int(round(oversampling * n)) for n in volume.shape[-3:])
+    padded = _fit_to(xp, volume.astype(xp.float32, copy=False), shape)
+    if gridding_correction:
+        for axis, m in enumerate(shape):
+            x = (xp.arange(m, dtype=xp.float64) - m // 2) / m
+            view = [1, 1, 1]
+            view[axis] = m
+            padded = padded / (xp.sinc(x) ** 2).astype(xp.float32).reshape(view)
+    spec = bk.fftn(xp.fft.ifftshift(padded, axes=_AXES3), axes=_AXES3)
+    return xp.fft.fftshift(spec, axes=_AXES3).astype(xp.complex64, copy=False)
+
+
+def volume_from_centred_spectrum(spectrum: Any, shape: Sequence[int], *, backend: Any = None):
+    """Inverse of :func:`centred_spectrum`: real part of the inverse FFT, cropped.
+
+    Parameters
+    ----------
+    spectrum : ndarray, complex, shape (..., Mz, My, Mx)
+        Centred spectrum (zero frequency at ``m//2``).
+    shape : tuple of int
+        Output shape ``(Z, Y, X)``, each <= ``M`` (the crop keeps the centre).
+    backend : Backend or {"cpu", "gpu"}, optional
+
+    Returns
+    -------
+    ndarray, float32, shape (..., Z, Y, X)
+    """
+    bk = _backend_for(backend, spectrum)
+    xp = bk.xp
+    spectrum = xp.asarray(spectrum)
+    _check_volume(xp, spectrum, "spectrum")
+    shape = _check_shape3(shape)
+    if any(s > m for s, m in zip(shape, spectrum.shape[-3:])):
+        raise ValueError(
+            f"shape {shape} must not exceed the spectrum's shape {tuple(spectrum.shape[-3:])}"
+        )
+    spectrum = spectrum.astype(xp.complex64, copy=False)
+    vol = bk.ifftn(xp.fft.ifftshift(spectrum, axes=_AXES3), axes=_AXES3)
+    vol = xp.fft.fftshift(vol.real, axes=_AXES3)
+    return _fit_to(xp, vol, shape).astype(xp.float32, copy=False)
+
+
+def rotate_fourier(
+    volume_ft_centred: Any,
+    rotations: Any,
+    *,
+    points: Any = None,
+    backend: Any = None,
+):
+    """Rotate a centred spectrum: sample ``F{f}(R^T k)``, trilinear, batched over rotations.
+
+    Because rotation and Fourier transform commute, ``F{R f}(k) = F{f}(R^T k)``
+    for a rotation about the box centre when the spectrum is built with the
+    centre as origin (:func:`centred_spectrum`).  The spectrum is interpolated
+    trilinearly (zero outside its box): oversample it (x2) for accuracy.
+
+    ``points`` restricts the evaluation to a subset of frequencies, e.g. the
+    support of an OTF in an energy ``sum_k |y^(k) - h^(k) rho_t(k) (R f^)(k)|^2``
+    (ab initio): ``points = xp.argwhere(abs(otf_centred) > eps) - centre``
+    evaluates the rotated spectrum at those ``M`` frequencies only, for every
+    rotation, at a cost proportional to ``M``.
+
+    Parameters
+    ----------
+    volume_ft_centred : ndarray, complex, shape (Kz, Ky, Kx)
+        Centred spectrum, zero frequency at ``(Kz//2, Ky//2, Kx//2)``.
+    rotations : array_like, shape (3, 3) or (N, 3, 3)
+        Rotation matrices, zyx frame.
+    points : array_like, shape (M, 3), optional
+        Frequency coordinates ``(z, y, x)`` relative to the spectrum centre, in
+        voxels of the Fourier grid (index ``p`` is ``p / K`` cycles per voxel
+        of the padded box); need not be integers.  Default: the whole grid.
+    backend : Backend or {"cpu", "gpu"}, optional
+
+    Returns
+    -------
+    ndarray, complex64
+        Shape (N, Kz, Ky, Kx) (whole grid) or (N, M) (``points``); the leading
+        N is dropped for a single (3, 3) rotation.
+    """
+    bk = _backend_for(backend, volume_ft_centred)
+    xp = bk.xp
+    spec = xp.asarray(volume_ft_centred)
+    _check_volume(xp, spec, "volume_ft_centred", ndims=(3,), expected="(Kz, Ky, Kx)")
+    rotations, single = _as_rotations(xp, rotations)
+    shape = tuple(int(s) for s in spec.shape)
+    n = rotations.shape[0]
+    if points is None:
+        grid = _centred_grid(xp, shape)
+        out_tail = shape
+    else:
+        grid = xp.asarray(points, dtype=xp.float64)
+        if grid.ndim != 2 or grid.shape[1] != 3 or grid.shape[0] == 0:
+            raise ValueError(
+                f"points must have shape (M, 3) with M >= 1 (z, y, x frequency coordinates), "
+                f"got shape {tuple(grid.shape)}"
+            )
+        if not bool(xp.isfinite(grid).all()):
+            raise ValueError("points contains NaN or infinite values")
+        out_tail = (grid.shape[0],)
+        grid = grid.T
+    # frequency index p -> cycles p/K: R^T acts on cycles, so in index units the
+    # map is D R^T D^-1 with D = diag(K) (identity scaling for cubic boxes)
+    scale = xp.asarray(shape, dtype=xp.float64)
+    rt = rotations.transpose(0, 2, 1) * scale[None, :, None] / scale[None, None, :]
+    centre = xp.asarray([k // 2 for k in shape], dtype=xp.float32)
+    flat = _pad_volume(xp, spec.astype(xp.complex64, copy=False), shape).ravel()
+    m = grid.shape[1]
+    out = xp.empty((n, m), dtype=xp.complex64)
+    grid32 = grid.astype(xp.float32)
+    step = max(1, _CHUNK_POINTS // m)
+    for start in range(0, n, step):
+        sl = slice(start, min(n, start + step))
+        coords = xp.matmul(rt[sl].astype(xp.float32), grid32) + centre[None, :, None]
+        base, frac = _trilinear_setup(xp, coords, shape)
+        out[sl] = _gather(xp, flat, base, frac, shape)
+    out = out.reshape((n,) + out_tail)
+    return out[0] if single else out

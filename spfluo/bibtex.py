@@ -1,0 +1,44 @@
+# -*- coding: utf-8 -*-
+"""
+@article{Fortun2018,
+  title = {Reconstruction From Multiple Particles for 3D Isotropic Resolution in Fluorescence Microscopy},
+  author = {Fortun, Denis and Guichard, Paul and Hamel, Virginie and Sorzano, Carlos Oscar S. and Banterle, Niccolò and Gönczy, Pierre and Unser, Michael},
+  journal = {IEEE Transactions on Medical Imaging},
+  volume = {37},
+  number = {5},
+  pages = {1235--1246},
+  year = {2018},
+  doi = {http://dx.doi.org/10.1109/TMI.2018.2795464}
+}
+
+@inproceedings{Fortun2017,
+  title = {Reconstruction from multiple poses in fluorescence imaging: Proof of concept},
+  author = {Fortun, Denis and Guichard, Paul and Chu, Nicolas and Unser, Michael},
+  booktitle = {IEEE International Symposium on Biomedical Imaging (ISBI)},
+  year = {2017}
+}
+
+@misc{Eloy2023,
+  title = {Fast and Robust Single Particle Reconstruction in 3D Fluorescence Microscopy},
+  author = {Eloy, Thibaut and Baudrier, Etienne and Laporte, Marine and Hamel, Virginie and Guichard, Paul and Fortun, Denis},
+  note = {Single particle reconstruction by SGD with importance sampling of orientations},
+  year = {2023}
+}
+
+@phdthesis{Donati2020,
+  title = {Reconstruction methods for cryo-electron microscopy},
+  author = {Donati, Laurène},
+  school = {École polytechnique fédérale de Lausanne (EPFL)},
+  year = {2020}
+}
+
+@article{Zehni2020,
+  title = {Joint Angular Refinement and Reconstruction for Single-Particle Cryo-EM},
+  author = {Zehni, Mona and Donati, Laurène and Soubies, Emmanuel and Zhao, Zhizhen and Unser, Michael},
+  journal = {IEEE Transactions on Image Processing},
+  volume = {29},
+  pages = {6151--6163},
+  year = {2020},
+  doi = {http://dx.doi.org/10.1109/TIP.2020.2984313}
+}
+"""

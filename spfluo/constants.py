@@ -1,0 +1,36 @@
+"""Names, defaults and units shared by the plugin layer (protocols, objects, CLI).
+
+Algorithms take their defaults from their own signatures; this module holds
+what the plugin, the jobs and the command line must agree on.
+"""
+
+__all__ = [
+    "SPFLUO_HOME_VAR", "PLUGIN_NAME", "DOMAIN_NAME",
+    "UNIT_LENGTH", "UNIT_ANGLE",
+    "JOB_FILE", "JOB_MODULE", "EXIT_JOB_ERROR",
+    "VOLUME_EXT", "POSES_EXT",
+    "DEVICE_CPU", "DEVICE_GPU",
+]
+
+#: Environment variable that moves the spfluo home folder (projects, engine config).
+SPFLUO_HOME_VAR = "SPFLUO_HOME"
+
+PLUGIN_NAME = "spfluo"
+DOMAIN_NAME = "spfluo"
+
+#: Every physical length is in micrometres; every label says so.
+UNIT_LENGTH = "µm"
+UNIT_ANGLE = "deg"
+
+#: The external-process contract: ``python -m spfluo.jobs STEP extra/job.json``.
+JOB_FILE = "job.json"
+JOB_MODULE = "spfluo.jobs"
+#: Exit status of a job that rejected its input (one-line reason on stderr).
+EXIT_JOB_ERROR = 2
+
+#: File formats written by spfluo: volumes as OME-TIFF, poses as CSV.
+VOLUME_EXT = ".ome.tif"
+POSES_EXT = ".csv"
+
+DEVICE_CPU = "cpu"
+DEVICE_GPU = "gpu"

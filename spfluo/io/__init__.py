@@ -1,0 +1,37 @@
+"""File input and output for spfluo, usable without pyworkflow.
+
+- :mod:`~spfluo.io.volumes`: TIFF (plain, ImageJ, OME-TIFF) and MRC volumes with voxel sizes;
+- :mod:`~spfluo.io.poses`: stored poses in CSV (4x4 matrices or RELION Euler angles);
+- :mod:`~spfluo.io.star`: RELION 3.1 STAR files and poses in them;
+- :mod:`~spfluo.io.coordinates`: particle coordinates in CSV;
+- :mod:`~spfluo.io.atomic`: atomic writes (temporary name, then rename).
+
+Units: micrometres for lengths, ``(z, y, x)`` for voxel sizes and in-memory arrays, ``(x, y, z)``
+for stored poses (see ``DEVELOPING.md``).
+"""
+
+from spfluo.io.atomic import atomic_write_path, write_json_atomic
+from spfluo.io.coordinates import CoordinateTable, read_coordinates_csv, write_coordinates_csv
+from spfluo.io.poses import PoseTable, read_poses_csv, write_poses_csv
+from spfluo.io.star import read_poses_star, read_star, write_poses_star, write_star
+from spfluo.io.volumes import VolumeData, read_shape, read_volume, read_voxel_size, write_volume
+
+__all__ = [
+    "atomic_write_path",
+    "write_json_atomic",
+    "VolumeData",
+    "read_volume",
+    "read_voxel_size",
+    "read_shape",
+    "write_volume",
+    "PoseTable",
+    "read_poses_csv",
+    "write_poses_csv",
+    "read_star",
+    "write_star",
+    "read_poses_star",
+    "write_poses_star",
+    "CoordinateTable",
+    "read_coordinates_csv",
+    "write_coordinates_csv",
+]

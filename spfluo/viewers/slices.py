@@ -1,0 +1,117 @@
+"""Orthogonal slices and particle grids (pure matplotlib functions on arrays).
+
+Every function returns a :class:`matplotlib.figure.Figure` built without
+pyplot, so it renders headless; axes are physical, in micrometres.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["orthoslices_figure", "particles_grid_figure"]
+
+
+def _as_cz(volume) -> np.ndarray:
+    v = np.asarray(volume, dtype=np.float32)
+    if v.ndim == 3:
+        v = v[None]
+    if v.ndim != 4:
+        raise ValueError(f"expected a volume (Z, Y, X) or (C, Z, Y, X), got shape {v.shape}")
+    if v.size == 0:
+        raise ValueError("cannot show an empty volume")
+    return v
+
+
+def _limits(img):
+    finite = img[np.isfinite(img)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(finite, [0.5, 99.8])
+    return float(lo), float(hi if hi > lo else lo + 1e-6)
+
+
+def orthoslices_figure(volume, voxel_size, *, title=None, channel_names=None) -> Figure:
+    """Central XY, XZ, YZ slices and maximum projections, one row per channel.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (Z, Y, X) or (C, Z, Y, X)
+    voxel_size : tuple of float, (z, y, x) in micrometres
+    title : str, optional
+    channel_names : list of str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Six panels per channel: slices through the centre (XY at z = Z//2,
+        XZ at y = Y//2, YZ at x = X//2), then the same three views as maximum
+        projections. Axes in micrometres.
+    """
+    v = _as_cz(volume)
+    vz, vy, vx = (float(s) for s in np.broadcast_to(np.asarray(voxel_size, float), (3,)))
+    C, Z, Y, X = v.shape
+    fig = Figure(figsize=(13, 2.4 * C + 0.6), layout="constrained")
+    axes = fig.subplots(C, 6, squeeze=False)
+    ext_xy = (0, X * vx, Y * vy, 0)
+    ext_xz = (0, X * vx, Z * vz, 0)
+    ext_yz = (0, Y * vy, Z * vz, 0)
+    for c in range(C):
+        vol = v[c]
+        views = [
+            ("XY slice", vol[Z // 2], ext_xy, ("x (µm)", "y (µm)")),
+            ("XZ slice", vol[:, Y // 2, :], ext_xz, ("x (µm)", "z (µm)")),
+            ("YZ slice", vol[:, :, X // 2], ext_yz, ("y (µm)", "z (µm)")),
+            ("XY max", vol.max(axis=0), ext_xy, ("x (µm)", "y (µm)")),
+            ("XZ max", vol.max(axis=1), ext_xz, ("x (µm)", "z (µm)")),
+            ("YZ max", vol.max(axis=2), ext_yz, ("y (µm)", "z (µm)")),
+        ]
+        name = channel_names[c] if channel_names and c < len(channel_names) else f"channel {c}"
+        for ax, (label, img, extent, (xl, yl)) in zip(axes[c], views):
+            lo, hi = _limits(img)
+            ax.imshow(img, cmap="gray", extent=extent, vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_title(f"{name}: {label}" if C > 1 else label, fontsize=9)
+            ax.set_xlabel(xl, fontsize=8)
+            ax.set_ylabel(yl, fontsize=8)
+            ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def particles_grid_figure(particles, voxel_size, *, max_particles=48, ids=None,
+                          title=None) -> Figure:
+    """A grid of particles: maximum projection along z (top) and along y (bottom) of each.
+
+    Parameters
+    ----------
+    particles : sequence of ndarray, each (Z, Y, X) or (C, Z, Y, X)
+        The first channel is shown.
+    voxel_size : tuple of float, (z, y, x) in micrometres
+    max_particles : int
+        Show at most this many (the first ones).
+    ids : sequence, optional
+        Labels drawn above each particle.
+    """
+    parts = [_as_cz(p)[0] for p in list(particles)[:max_particles]]
+    if not parts:
+        raise ValueError("no particle to show")
+    vz, vy, vx = (float(s) for s in np.broadcast_to(np.asarray(voxel_size, float), (3,)))
+    n = len(parts)
+    ncol = min(8, n)
+    nrow = int(np.ceil(n / ncol))
+    fig = Figure(figsize=(1.6 * ncol, 3.2 * nrow + 0.5), layout="constrained")
+    axes = fig.subplots(2 * nrow, ncol, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for k, p in enumerate(parts):
+        r, c = divmod(k, ncol)
+        Z, Y, X = p.shape
+        top, bottom = axes[2 * r, c], axes[2 * r + 1, c]
+        top.imshow(p.max(axis=0), cmap="gray", extent=(0, X * vx, Y * vy, 0))
+        bottom.imshow(p.max(axis=1), cmap="gray", extent=(0, X * vx, Z * vz, 0))
+        top.set_title(str(ids[k]) if ids is not None else f"#{k + 1}", fontsize=8)
+    axes[0, 0].set_ylabel("XY max", fontsize=8)
+    if title:
+        fig.suptitle(f"{title} (top: XY max, bottom: XZ max; box {X * vx:.2f} µm)")
+    return fig

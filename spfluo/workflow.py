@@ -1,0 +1,270 @@
+"""Projects and runs from Python: create/open projects, set parameters from text, launch, describe.
+
+Used by the ``spfluo`` command, batch processing and the catalog.  Call
+:func:`spfluo.environment.bootstrap` before importing this module (it
+imports pyworkflow).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import pyworkflow as pw
+import pyworkflow.object as pwobj
+import pyworkflow.protocol.params as params
+from pyworkflow.project import Manager, Project
+
+__all__ = [
+    "ProjectError",
+    "create_project",
+    "open_project",
+    "list_projects",
+    "protocol_classes",
+    "protocol_class",
+    "new_protocol",
+    "set_params",
+    "launch",
+    "RunInfo",
+    "describe_runs",
+    "get_output",
+]
+
+
+class ProjectError(Exception):
+    """A project or run request that cannot be done (message says why and what to do)."""
+
+
+def _manager() -> Manager:
+    return Manager()
+
+
+def create_project(name: str, *, location: str | None = None) -> Project:
+    """Create project ``name`` in the spfluo projects folder (or at ``location``)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
+        raise ProjectError(f"invalid project name {name!r}: use letters, digits, '_', '-', '.'")
+    manager = _manager()
+    if manager.hasProject(name):
+        raise ProjectError(f"project {name!r} already exists in {manager.PROJECTS}")
+    cwd = os.getcwd()
+    try:
+        if location is None:
+            path = manager.getProjectPath(name)
+            project = Project(pw.Config.getDomain(), path)
+            project.create()
+        else:
+            project = manager.createProject(name, location=location)
+    finally:
+        os.chdir(cwd)
+    return project
+
+
+def open_project(name_or_path: str, *, chdir: bool = True) -> Project:
+    """Open a project by name (in the projects folder) or by path.
+
+    pyworkflow needs the current directory to be the project folder while
+    the project is used; with ``chdir=True`` (default) this function goes there.
+    """
+    manager = _manager()
+    if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "project.sqlite")):
+        path = os.path.abspath(name_or_path)
+    elif manager.hasProject(name_or_path):
+        path = manager.getProjectPath(name_or_path)
+    else:
+        raise ProjectError(f"no project {name_or_path!r} in {manager.PROJECTS}: "
+                           "see `spfluo project list` or create it with `spfluo project create`")
+    project = Project(pw.Config.getDomain(), path)
+    project.load(chdir=chdir)
+    return project
+
+
+def list_projects() -> list:
+    """Project infos (name, path, modification time), newest first."""
+    return _manager().listProjects()
+
+
+def protocol_classes() -> dict:
+    """spfluo protocol classes by name (the pyworkflow test plugin's are left out)."""
+    domain = pw.Config.getDomain()
+    return {name: cls for name, cls in domain.getProtocols().items()
+            if cls.__module__.startswith("spfluo.") and getattr(cls, "_label", None)}
+
+
+def protocol_class(name: str):
+    classes = protocol_classes()
+    if name in classes:
+        return classes[name]
+    lowered = {k.lower(): v for k, v in classes.items()}
+    for candidate in (name.lower(), "prot" + name.lower()):
+        if candidate in lowered:
+            return lowered[candidate]
+    raise ProjectError(f"unknown protocol {name!r}; known: {', '.join(sorted(classes))}")
+
+
+def _parse_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "y", "on"):
+        return True
+    if t in ("0", "false", "no", "n", "off"):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def set_params(project: Project, prot, values: dict) -> None:
+    """Set protocol parameters from text values.
+
+    Pointers are written ``RUNID.outputName`` (or ``RUNID`` for the run
+    itself); enums accept the choice index or its label; booleans
+    true/false/yes/no/1/0.
+    """
+    definition = prot.getDefinition()
+    for key, text in values.items():
+        param = definition.getParam(key)
+        if param is None:
+            known = sorted(name for name, _ in definition.iterParams())
+            raise ProjectError(f"{prot.getClassName()} has no parameter {key!r}; "
+                               f"parameters: {', '.join(known)}")
+        attr = getattr(prot, key)
+        text = str(text)
+        try:
+            if isinstance(param, params.PointerParam):
+                run_id, _, output = text.partition(".")
+                target = project.getProtocol(int(run_id))
+                if target is None:
+                    raise ValueError(f"no run with id {run_id}")
+                if output and not hasattr(target, output):
+                    raise ValueError(f"run {run_id} has no output {output!r} "
+                                     f"(outputs: {', '.join(n for n, _ in target.iterOutputAttributes())})")
+                attr.set(target)
+                if output:
+                    attr.setExtended(output)
+            elif isinstance(param, params.EnumParam):
+                choices = list(param.choices)
+                if text.isdigit() and int(text) < len(choices):
+                    attr.set(int(text))
+                else:
+                    matches = [i for i, c in enumerate(choices) if c.lower() == text.lower()]
+                    if not matches:
+                        raise ValueError(f"choose one of {choices} (or its index)")
+                    attr.set(matches[0])
+            elif isinstance(param, params.BooleanParam):
+                attr.set(_parse_bool(text))
+            elif isinstance(param, params.IntParam):
+                attr.set(int(text))
+            elif isinstance(param, params.FloatParam):
+                attr.set(float(text))
+            else:
+                attr.set(text)
+        except ValueError as exc:
+            raise ProjectError(f"parameter {key}={text!r}: {exc}") from exc
+
+
+def new_protocol(project: Project, class_name: str, values: dict | None = None, *,
+                 label: str | None = None):
+    """A new (unsaved) protocol of ``class_name`` with parameters set from text."""
+    prot = project.newProtocol(protocol_class(class_name))
+    if label:
+        prot.setObjLabel(label)
+    set_params(project, prot, values or {})
+    return prot
+
+
+def launch(project: Project, prot, *, validate_first: bool = True) -> str:
+    """Run ``prot`` and wait; returns its final status.
+
+    With ``validate_first`` the protocol is validated in this process first,
+    and a protocol with errors raises :class:`ProjectError` without being
+    saved, so the project is left unchanged.
+    """
+    if validate_first:
+        errors = prot.validate()
+        if errors:
+            raise ProjectError("\n".join(errors))
+    project.launchProtocol(prot, wait=True)
+    project.getRuns(refresh=True)
+    return prot.getStatus()
+
+
+@dataclass
+class RunInfo:
+    """What ``spfluo project show`` prints about one run."""
+
+    run_id: int
+    label: str
+    class_name: str
+    status: str
+    duration_s: float | None
+    error: str
+    outputs: list = field(default_factory=list)   # (name, class, description, size_bytes)
+    inputs: list = field(default_factory=list)    # (param, source run id, source output)
+
+
+def _files_size(obj) -> int:
+    files = set()
+    if hasattr(obj, "getFiles"):
+        try:
+            files = set(obj.getFiles() or [])
+        except Exception:
+            files = set()
+    if isinstance(obj, pwobj.Set) and obj.getFileName():
+        files.add(obj.getFileName())
+        if hasattr(obj, "items"):
+            for item in obj.items():
+                if hasattr(item, "getFiles"):
+                    files |= set(item.getFiles())
+    return sum(os.path.getsize(f) for f in files if f and os.path.exists(f))
+
+
+def _describe_output(obj) -> str:
+    if isinstance(obj, pwobj.Set):
+        return f"{obj.getSize()} item(s)"
+    if isinstance(obj, pwobj.Scalar):
+        return str(obj.get())
+    return str(obj)
+
+
+def describe_runs(project: Project) -> list[RunInfo]:
+    """Runs in creation order with status, duration, outputs and input provenance."""
+    project.getRunsGraph(refresh=True)
+    infos = []
+    for prot in sorted(project.getRuns(refresh=True), key=lambda p: p.getObjId()):
+        elapsed = prot.getElapsedTime()
+        duration = elapsed.total_seconds() if elapsed is not None else None
+        info = RunInfo(run_id=prot.getObjId(), label=prot.getRunName(),
+                       class_name=prot.getClassName(), status=prot.getStatus(),
+                       duration_s=duration, error=prot.getErrorMessage() or "")
+        for name, out in prot.iterOutputAttributes():
+            info.outputs.append((name, out.getClassName(), _describe_output(out), _files_size(out)))
+        for key, pointer in prot.iterInputAttributes():
+            source = pointer.getObjValue()
+            if source is None:
+                continue
+            source_id = source.getObjId()
+            if not isinstance(source, pw.protocol.Protocol):
+                parent = project.getProtocol(source.getObjParentId()) if source.hasObjParentId() else None
+                source_id = parent.getObjId() if parent is not None else source_id
+            info.inputs.append((key, source_id, pointer.getExtended() or ""))
+        infos.append(info)
+    return infos
+
+
+def get_output(project: Project, ref: str):
+    """The object named by ``RUNID.outputName``."""
+    run_id, _, name = ref.partition(".")
+    try:
+        prot = project.getProtocol(int(run_id))
+    except ValueError:
+        prot = None
+    if prot is None:
+        raise ProjectError(f"no run {run_id!r} in project {project.getName()}")
+    if not name:
+        outputs = [n for n, _ in prot.iterOutputAttributes()]
+        if len(outputs) != 1:
+            raise ProjectError(f"run {run_id} has outputs {outputs}: write RUNID.outputName")
+        name = outputs[0]
+    obj = getattr(prot, name, None)
+    if obj is None or name not in [n for n, _ in prot.iterOutputAttributes()]:
+        raise ProjectError(f"run {run_id} has no output {name!r} "
+                           f"(outputs: {', '.join(n for n, _ in prot.iterOutputAttributes())})")
+    return obj
