@@ -8,6 +8,7 @@ projects live.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import sys
 
@@ -74,7 +75,8 @@ def cmd_project_list(args) -> int:
     if not projects:
         print("no project yet: create one with `spfluo project create NAME`")
     for info in projects:
-        print(f"{info.getName():<32} {info.mTime:%Y-%m-%d %H:%M}  {info.realPath()}")
+        when = datetime.datetime.fromtimestamp(info.getModificationTime())
+        print(f"{info.getName():<32} {when:%Y-%m-%d %H:%M}  {info.realPath()}")
     return 0
 
 

@@ -6,6 +6,8 @@ imports ``spfluo``, instantiates ``spfluo.Plugin`` and collects protocols from
 ``spfluo.viewers``.
 """
 
+import os
+
 import pyworkflow.plugin as pwplugin
 from pyworkflow.protocol import Protocol
 from pyworkflow.viewer import Viewer
@@ -36,6 +38,15 @@ class Plugin(pwplugin.Plugin):
     @classmethod
     def _defineVariables(cls):
         pass
+
+    # pyworkflow derives the name and folder from the module defining this class;
+    # it lives in spfluo.plugin (so that ``import spfluo`` stays free of pyworkflow),
+    # hence both are given explicitly.
+    def getName(self):
+        return DOMAIN_NAME
+
+    def getPath(self):
+        return os.path.dirname(os.path.abspath(__file__))
 
     @classmethod
     def getEnviron(cls):

@@ -260,11 +260,14 @@ def phase_correlation_ft(
 
 def _parabola(xp, lo, mid, hi):
     """Vertex offset of the parabola through (-1, lo), (0, mid), (1, hi), in [-0.5, 0.5]."""
+    finite = xp.isfinite(lo) & xp.isfinite(hi) & xp.isfinite(mid)
+    lo = xp.where(finite, lo, 0.0)
+    hi = xp.where(finite, hi, 0.0)
+    mid = xp.where(finite, mid, 0.0)
     denom = lo - 2 * mid + hi
-    ok = xp.isfinite(lo) & xp.isfinite(hi) & (denom < 0)
-    safe = xp.where(ok, denom, -1.0)
-    delta = xp.where(ok, 0.5 * (lo - hi) / safe, 0.0)
-    return xp.clip(delta, -0.5, 0.5)
+    ok = finite & (denom < 0)
+    delta = 0.5 * (lo - hi) / xp.where(ok, denom, -1.0)
+    return xp.clip(xp.where(ok, delta, 0.0), -0.5, 0.5)
 
 
 def _refine_parabolic(xp, surface, peak_index, peak, shape):

@@ -58,15 +58,21 @@ def _check_pair(volume1, volume2, xp, names=("volume1", "volume2")):
     for name, vol in zip(names, (volume1, volume2)):
         arr = xp.asarray(vol)
         if arr.ndim != 3:
-            raise ValueError(f"{name} must be a 3D array of shape (Z, Y, X), got shape {tuple(arr.shape)}")
+            raise ValueError(
+                f"{name} must be a 3D array of shape (Z, Y, X), got shape {tuple(arr.shape)}"
+            )
         if arr.size == 0:
-            raise ValueError(f"{name} is empty (shape {tuple(arr.shape)}): give a non-empty (Z, Y, X) volume")
+            raise ValueError(
+                f"{name} is empty (shape {tuple(arr.shape)}): give a non-empty (Z, Y, X) volume"
+            )
         if arr.dtype.kind not in "biuf":
             raise ValueError(f"{name} must be a real-valued array, got dtype {arr.dtype}")
         if arr.dtype != np.float64:
             arr = arr.astype(np.float32)
         if not bool(xp.isfinite(arr).all()):
-            raise ValueError(f"{name} contains NaN or infinite values: clean it (e.g. numpy.nan_to_num) first")
+            raise ValueError(
+                f"{name} contains NaN or infinite values: clean it (e.g. numpy.nan_to_num) first"
+            )
         out.append(arr)
     if out[0].shape != out[1].shape:
         raise ValueError(
@@ -78,7 +84,9 @@ def _check_pair(volume1, volume2, xp, names=("volume1", "volume2")):
 
 def _check_threshold(threshold) -> float:
     if not isinstance(threshold, (int, float, np.integer, np.floating)) or not 0 < threshold < 1:
-        raise ValueError(f"threshold must be a number in (0, 1) (e.g. 0.143 or 0.5), got {threshold!r}")
+        raise ValueError(
+            f"threshold must be a number in (0, 1) (e.g. 0.143 or 0.5), got {threshold!r}"
+        )
     return float(threshold)
 
 
@@ -93,7 +101,7 @@ def _half_spectrum_weights(xp, shape):
 
 
 def _spectra_terms(bk: Backend, volume1, volume2):
-    """Per Fourier voxel (half spectrum, weighted by multiplicity): Re(F1 F2*), |F1|^2, |F2|^2, weight."""
+    """Re(F1 F2*), |F1|^2, |F2|^2 and the weight of each half-spectrum voxel, weighted."""
     xp = bk.xp
     f1 = bk.rfftn(volume1)
     f2 = bk.rfftn(volume2)
@@ -255,11 +263,18 @@ def resolution_in_micrometres(frequency: float, voxel_size) -> float:
     float
         ``voxel_size / frequency``, micrometres.
     """
-    if not isinstance(frequency, (int, float, np.integer, np.floating)) or not math.isfinite(frequency) or frequency <= 0:
+    if (
+        not isinstance(frequency, (int, float, np.integer, np.floating))
+        or not math.isfinite(frequency)
+        or frequency <= 0
+    ):
         raise ValueError(f"frequency must be > 0 cycles per voxel, got {frequency!r}")
     vs = np.atleast_1d(np.asarray(voxel_size, dtype=np.float64))
     if vs.ndim != 1 or vs.size not in (1, 3) or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-        raise ValueError(f"voxel_size must be a positive number or a (z, y, x) tuple in micrometres, got {voxel_size!r}")
+        raise ValueError(
+            "voxel_size must be a positive number or a (z, y, x) tuple in micrometres, "
+            f"got {voxel_size!r}"
+        )
     if not np.allclose(vs, vs[0], rtol=1e-6):
         raise ValueError(
             f"voxel_size must be isotropic to convert an FSC resolution, got {tuple(vs)}: resample "
@@ -366,7 +381,9 @@ def conical_fsc(
     except (TypeError, ValueError):
         ok = False
     if not ok or n_phi1 < 1 or n_phi2 < 1:
-        raise ValueError(f"n_directions must be two positive ints (n_phi1, n_phi2), got {n_directions!r}")
+        raise ValueError(
+            f"n_directions must be two positive ints (n_phi1, n_phi2), got {n_directions!r}"
+        )
     if (
         not isinstance(cone_half_angle, (int, float, np.integer, np.floating))
         or not 0 < cone_half_angle <= math.pi / 2
@@ -395,12 +412,15 @@ def conical_fsc(
     unit = kvec[keep][order]
     unit = unit / xp.linalg.norm(unit, axis=1, keepdims=True)
     terms = xp.stack([q[keep][order].astype(xp.float64) for q in (cross, p1, p2, w)])  # (4, V)
-    bounds = xp.searchsorted(shells, xp.arange(n_shells + 1))  # voxels of shell s: bounds[s]:bounds[s+1]
+    # the voxels of shell s are bounds[s]:bounds[s + 1]
+    bounds = xp.searchsorted(shells, xp.arange(n_shells + 1))
 
     phi1 = 2.0 * np.pi * np.arange(n_phi1) / n_phi1
     phi2 = np.linspace(0.0, np.pi / 2, n_phi2)
     p1g, p2g = np.meshgrid(phi1, phi2, indexing="ij")
-    directions = np.stack([np.cos(p2g), np.sin(p2g) * np.sin(p1g), np.sin(p2g) * np.cos(p1g)], axis=-1)
+    directions = np.stack(
+        [np.cos(p2g), np.sin(p2g) * np.sin(p1g), np.sin(p2g) * np.cos(p1g)], axis=-1
+    )
     dirs = xp.asarray(directions.reshape(-1, 3))
     n_dir = dirs.shape[0]
     cos_limit = math.cos(cone_half_angle)
@@ -412,7 +432,9 @@ def conical_fsc(
         d = dirs[start : start + batch]  # (m, 3)
         inside = xp.abs(d @ unit.T) >= cos_limit  # (m, V)
         masked = inside[None, :, :] * terms[:, None, :]  # (4, m, V)
-        csum = xp.concatenate([xp.zeros(masked.shape[:2] + (1,)), xp.cumsum(masked, axis=-1)], axis=-1)
+        csum = xp.concatenate(
+            [xp.zeros(masked.shape[:2] + (1,)), xp.cumsum(masked, axis=-1)], axis=-1
+        )
         sums[:, start : start + batch] = to_numpy(csum[..., bounds[1:]] - csum[..., bounds[:-1]])
     for q in range(4):
         sums[q, :, 0] += dc[q]
@@ -452,7 +474,11 @@ def _data_range(reference, data_range, xp) -> float:
                 "(e.g. data_range=1.0 for volumes scaled to [0, 1])"
             )
         return value
-    if not isinstance(data_range, (int, float, np.integer, np.floating)) or not math.isfinite(data_range) or data_range <= 0:
+    if (
+        not isinstance(data_range, (int, float, np.integer, np.floating))
+        or not math.isfinite(data_range)
+        or data_range <= 0
+    ):
         raise ValueError(f"data_range must be a positive number, got {data_range!r}")
     return float(data_range)
 
@@ -505,7 +531,11 @@ def ssim(
     v1, v2 = _check_pair(volume1, volume2, xp)
     if window not in ("gaussian", "global"):
         raise ValueError(f"window must be 'gaussian' or 'global', got {window!r}")
-    if not isinstance(sigma, (int, float, np.integer, np.floating)) or not math.isfinite(sigma) or sigma <= 0:
+    if (
+        not isinstance(sigma, (int, float, np.integer, np.floating))
+        or not math.isfinite(sigma)
+        or sigma <= 0
+    ):
         raise ValueError(f"sigma must be a positive number of voxels, got {sigma!r}")
     big_l = _data_range(v2, data_range, xp)
     c1 = (0.01 * big_l) ** 2
@@ -516,7 +546,9 @@ def ssim(
         mu1, mu2 = a.mean(), b.mean()
         var1, var2 = ((a - mu1) ** 2).mean(), ((b - mu2) ** 2).mean()
         cov = ((a - mu1) * (b - mu2)).mean()
-        value = ((2 * mu1 * mu2 + c1) * (2 * cov + c2)) / ((mu1**2 + mu2**2 + c1) * (var1 + var2 + c2))
+        value = ((2 * mu1 * mu2 + c1) * (2 * cov + c2)) / (
+            (mu1**2 + mu2**2 + c1) * (var1 + var2 + c2)
+        )
         return float(value)
 
     radius = int(3.5 * sigma + 0.5)

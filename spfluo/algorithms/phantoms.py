@@ -39,7 +39,9 @@ def _check_shape(shape) -> tuple[int, int, int]:
     try:
         out = tuple(int(s) for s in shape)
     except TypeError:
-        raise ValueError(f"shape must be a (Z, Y, X) tuple of 3 positive ints, got {shape!r}") from None
+        raise ValueError(
+            f"shape must be a (Z, Y, X) tuple of 3 positive ints, got {shape!r}"
+        ) from None
     if len(out) != 3 or any(s < 1 for s in out) or any(o != s for o, s in zip(out, shape)):
         raise ValueError(f"shape must be a (Z, Y, X) tuple of 3 positive ints, got {shape!r}")
     return out
@@ -47,15 +49,22 @@ def _check_shape(shape) -> tuple[int, int, int]:
 
 def _check_supersample(supersample) -> int:
     if not isinstance(supersample, (int, np.integer)) or supersample < 1:
-        raise ValueError(f"supersample must be an int >= 1 (sub-samples per voxel and axis), got {supersample!r}")
+        raise ValueError(
+            f"supersample must be an int >= 1 (sub-samples per voxel and axis), got {supersample!r}"
+        )
     return int(supersample)
 
 
 def _check_positive(name: str, value, *, allow_zero: bool = False) -> float:
     if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number (fraction of the box side), got {value!r}")
+        raise ValueError(
+            f"{name} must be a finite number (fraction of the box side), got {value!r}"
+        )
     if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} (fraction of the box side), got {value}")
+        raise ValueError(
+            f"{name} must be {'>= 0' if allow_zero else '> 0'} (fraction of the box side), "
+            f"got {value}"
+        )
     return float(value)
 
 
@@ -67,7 +76,9 @@ def _check_fits(name: str, extent: float) -> None:
         )
 
 
-def _sample(shape: tuple[int, int, int], field: Field, supersample: int, n_channels: int = 0) -> np.ndarray:
+def _sample(
+    shape: tuple[int, int, int], field: Field, supersample: int, n_channels: int = 0
+) -> np.ndarray:
     """Average ``field`` over each voxel with ``supersample^3`` regular sub-samples.
 
     One evaluation of the field on the whole grid per sub-sample offset (the loop runs over
@@ -103,7 +114,9 @@ def _shell_field(radius: float, thickness: float) -> Field:
 def _tube_field(radius: float, thickness: float, length: float) -> Field:
     def field(z, y, x):
         rho = np.sqrt(y * y + x * x)
-        return ((np.abs(rho - radius) <= thickness / 2) & (np.abs(z) <= length / 2)).astype(np.float64)
+        return ((np.abs(rho - radius) <= thickness / 2) & (np.abs(z) <= length / 2)).astype(
+            np.float64
+        )
 
     return field
 
@@ -131,7 +144,9 @@ def _barrel_field(centres: np.ndarray, rod_radius: float, length: float) -> Fiel
 def _torus_field(radius: float, half_width: float, half_height: float, z_centre: float) -> Field:
     def field(z, y, x):
         rho = np.sqrt(y * y + x * x)
-        return (((rho - radius) / half_width) ** 2 + ((z - z_centre) / half_height) ** 2 <= 1.0).astype(np.float64)
+        return (
+            ((rho - radius) / half_width) ** 2 + ((z - z_centre) / half_height) ** 2 <= 1.0
+        ).astype(np.float64)
 
     return field
 
@@ -166,7 +181,9 @@ def sphere_shell(shape, *, radius: float, thickness: float, supersample: int = 4
     return _sample(shape, _shell_field(radius, thickness), _check_supersample(supersample))
 
 
-def tube(shape, *, radius: float, thickness: float, length: float, supersample: int = 4) -> np.ndarray:
+def tube(
+    shape, *, radius: float, thickness: float, length: float, supersample: int = 4
+) -> np.ndarray:
     """Open hollow cylinder along z, centred in the box.
 
     Parameters
@@ -277,19 +294,29 @@ def c9_barrel(
     radius = _check_positive("radius", radius)
     length = _check_positive("length", length)
     rod_radius = _check_positive("rod_radius", rod_radius)
-    rod_spacing = 2.0 * rod_radius if rod_spacing is None else _check_positive("rod_spacing", rod_spacing, allow_zero=True)
+    rod_spacing = (
+        2.0 * rod_radius
+        if rod_spacing is None
+        else _check_positive("rod_spacing", rod_spacing, allow_zero=True)
+    )
     for name, value in (("blade_tilt", blade_tilt), ("phase", phase)):
         if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
             raise ValueError(f"{name} must be a finite angle in radians, got {value!r}")
     supersample = _check_supersample(supersample)
     _check_fits("the barrel (length / 2)", length / 2)
-    centres = _barrel_rod_centres(int(n_blades), radius, float(blade_tilt), rod_spacing, float(phase))
-    _check_fits("the barrel rods", float(np.max(np.hypot(centres[:, 0], centres[:, 1]))) + rod_radius)
+    centres = _barrel_rod_centres(
+        int(n_blades), radius, float(blade_tilt), rod_spacing, float(phase)
+    )
+    _check_fits(
+        "the barrel rods", float(np.max(np.hypot(centres[:, 0], centres[:, 1]))) + rod_radius
+    )
     barrel = _barrel_field(centres, rod_radius, length)
     if not second_channel:
         return _sample(shape, barrel, supersample)
 
-    torus_radius = 1.55 * radius if torus_radius is None else _check_positive("torus_radius", torus_radius)
+    torus_radius = (
+        1.55 * radius if torus_radius is None else _check_positive("torus_radius", torus_radius)
+    )
     torus_thickness = _check_positive("torus_thickness", torus_thickness)
     torus_height = _check_positive("torus_height", torus_height)
     torus_offset = _check_positive("torus_offset", torus_offset, allow_zero=True)
@@ -299,7 +326,9 @@ def c9_barrel(
             f"({torus_radius}) so that the torus has a hole"
         )
     z_centre = -length / 2 + torus_offset + torus_height / 2
-    _check_fits("the torus (torus_radius + torus_thickness / 2)", torus_radius + torus_thickness / 2)
+    _check_fits(
+        "the torus (torus_radius + torus_thickness / 2)", torus_radius + torus_thickness / 2
+    )
     _check_fits("the torus along z", abs(z_centre) + torus_height / 2)
     torus = _torus_field(torus_radius, torus_thickness / 2, torus_height / 2, z_centre)
 
@@ -320,7 +349,9 @@ def _rotation_from_vector(rotvec: np.ndarray) -> np.ndarray:
     return np.eye(3) + math.sin(angle) * kx + (1 - math.cos(angle)) * (kx @ kx)
 
 
-def asymmetric_phantom(shape, *, seed=0, n_ellipsoids: int = 4, n_rods: int = 3, supersample: int = 4) -> np.ndarray:
+def asymmetric_phantom(
+    shape, *, seed=0, n_ellipsoids: int = 4, n_rods: int = 3, supersample: int = 4
+) -> np.ndarray:
     """Ellipsoids and rods of different sizes, orientations and intensities, no symmetry.
 
     Parameters
@@ -330,9 +361,9 @@ def asymmetric_phantom(shape, *, seed=0, n_ellipsoids: int = 4, n_rods: int = 3,
     seed : int or numpy.random.Generator, default 0
         Draws the layout (``numpy.random.default_rng(seed)``).
     n_ellipsoids : int, default 4
-        Number of solid ellipsoids (semi-axes 0.06 to 0.16 box sides, all different).
+        Number of solid ellipsoids (semi-axes 0.05 to 0.12 box sides, all different).
     n_rods : int, default 3
-        Number of rods (capsules of radius 0.03 to 0.05 and length 0.2 to 0.4).
+        Number of rods (capsules of radius 0.03 to 0.05 and length 0.2 to 0.35).
     supersample : int, default 4
         Sub-samples per voxel along each axis.
 
@@ -355,19 +386,19 @@ def asymmetric_phantom(shape, *, seed=0, n_ellipsoids: int = 4, n_rods: int = 3,
     rng = np.random.default_rng(seed)
     intensities = rng.permutation(np.linspace(0.35, 1.0, n_obj))
     # distinct distances from the centre (no two objects exchangeable by a rotation)
-    distances = rng.permutation(np.linspace(0.08, 0.26, n_obj))
+    distances = rng.permutation(np.linspace(0.1, 0.3, n_obj))
     directions = rng.normal(size=(n_obj, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     centres = distances[:, None] * directions
     objects = []
-    semi = np.sort(rng.uniform(0.06, 0.16, size=(n_ellipsoids, 3)), axis=1)[:, ::-1]
+    semi = np.sort(rng.uniform(0.05, 0.12, size=(n_ellipsoids, 3)), axis=1)[:, ::-1]
     for i in range(n_ellipsoids):
         rot = _rotation_from_vector(rng.normal(size=3) * np.pi)
         objects.append(("ellipsoid", centres[i], rot, semi[i], intensities[i]))
     for i in range(n_rods):
         axis = rng.normal(size=3)
         axis /= np.linalg.norm(axis)
-        rod_length = rng.uniform(0.2, 0.4)
+        rod_length = rng.uniform(0.2, 0.35)
         rod_radius = rng.uniform(0.03, 0.05)
         j = n_ellipsoids + i
         objects.append(("rod", centres[j], axis, (rod_length, rod_radius), intensities[j]))
@@ -393,7 +424,9 @@ def asymmetric_phantom(shape, *, seed=0, n_ellipsoids: int = 4, n_rods: int = 3,
             else:
                 half, rad = factor * size[0] / 2, factor * size[1]
                 t = np.clip(orient[0] * dz + orient[1] * dy + orient[2] * dx, -half, half)
-                inside = (dz - t * orient[0]) ** 2 + (dy - t * orient[1]) ** 2 + (dx - t * orient[2]) ** 2 <= rad**2
+                inside = (dz - t * orient[0]) ** 2 + (dy - t * orient[1]) ** 2 + (
+                    dx - t * orient[2]
+                ) ** 2 <= rad**2
             out = np.maximum(out, np.where(inside, value, 0.0))
         return out
 

@@ -35,7 +35,6 @@ __all__ = [
     "psf_fwhm",
 ]
 
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548...
 
 
 # ----------------------------------------------------------------------------- validation
@@ -47,7 +46,9 @@ def _check_shape(shape, name: str = "shape") -> tuple[int, int, int]:
     try:
         out = tuple(int(s) for s in shape)
     except TypeError:
-        raise ValueError(f"{name} must be a (Z, Y, X) tuple of 3 positive ints, got {shape!r}") from None
+        raise ValueError(
+            f"{name} must be a (Z, Y, X) tuple of 3 positive ints, got {shape!r}"
+        ) from None
     if len(out) != 3 or any(s < 1 for s in out) or any(int(s) != s for s in shape):
         raise ValueError(f"{name} must be a (Z, Y, X) tuple of 3 positive ints, got {shape!r}")
     return out
@@ -98,7 +99,9 @@ def _gaussian_profile(n: int, sigma: float) -> np.ndarray:
     near = np.maximum(a - 0.5, 0.0) * scale
     far = (a + 0.5) * scale
     # mass in [|o| - 1/2, |o| + 1/2]; the centre voxel straddles 0 and gets erf(far).
-    prof = np.where(a == 0, scipy.special.erf(far), 0.5 * (scipy.special.erfc(near) - scipy.special.erfc(far)))
+    prof = np.where(
+        a == 0, scipy.special.erf(far), 0.5 * (scipy.special.erfc(near) - scipy.special.erfc(far))
+    )
     return prof / prof.sum()
 
 
@@ -156,7 +159,11 @@ def gaussian_psf(shape, sigma, *, voxel_size=None) -> np.ndarray:
 
 
 def _check_optics(numerical_aperture, wavelength, immersion_index, name_index: str) -> None:
-    for name, value in (("numerical_aperture", numerical_aperture), ("wavelength", wavelength), (name_index, immersion_index)):
+    for name, value in (
+        ("numerical_aperture", numerical_aperture),
+        ("wavelength", wavelength),
+        (name_index, immersion_index),
+    ):
         if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
     if numerical_aperture <= 0:
@@ -199,7 +206,11 @@ def _odd_box_psf(shape, vs, *, wavelength, method, params) -> np.ndarray:
         **params,
     )
     c = nxy // 2
-    vol = vol[:z_size, c - y_size // 2 : c - y_size // 2 + y_size, c - x_size // 2 : c - x_size // 2 + x_size]
+    vol = vol[
+        :z_size,
+        c - y_size // 2 : c - y_size // 2 + y_size,
+        c - x_size // 2 : c - x_size // 2 + x_size,
+    ]
     return np.clip(vol, 0.0, None)
 
 
@@ -237,7 +248,13 @@ def _optical_psf(
         raise ValueError(f"model must be 'widefield' or 'confocal', got {model!r}")
     if method not in ("scalar", "vectorial"):
         raise ValueError(f"method must be 'scalar' or 'vectorial', got {method!r}")
-    if not (isinstance(pinhole_diameter, (int, float, np.integer, np.floating)) and math.isfinite(pinhole_diameter)) or pinhole_diameter < 0:
+    if (
+        not (
+            isinstance(pinhole_diameter, (int, float, np.integer, np.floating))
+            and math.isfinite(pinhole_diameter)
+        )
+        or pinhole_diameter < 0
+    ):
         raise ValueError(f"pinhole_diameter must be >= 0 Airy units, got {pinhole_diameter!r}")
     if model == "widefield":
         psf = _odd_box_psf(shape, vs, wavelength=wavelength, method=method, params=params)
@@ -262,8 +279,6 @@ def _optical_psf(
         em = _odd_box_psf(shape, vs, wavelength=wavelength, method=method, params=params)
     ex = _odd_box_psf(shape, vs, wavelength=excitation_wavelength, method=method, params=params)
     return normalize_psf(ex * em)
-
-
 
 
 def born_wolf_psf(
@@ -324,7 +339,15 @@ def born_wolf_psf(
     """
     _check_optics(numerical_aperture, wavelength, refractive_index, "refractive_index")
     n = float(refractive_index)
-    params = {"NA": float(numerical_aperture), "ni": n, "ni0": n, "ns": n, "ng": n, "ng0": n, "pz": 0.0}
+    params = {
+        "NA": float(numerical_aperture),
+        "ni": n,
+        "ni0": n,
+        "ns": n,
+        "ng": n,
+        "ng0": n,
+        "pz": 0.0,
+    }
     return _optical_psf(
         shape,
         voxel_size=voxel_size,
@@ -436,7 +459,11 @@ def gibson_lanni_psf(
         "ng": float(coverslip_index),
         "ng0": float(coverslip_index if coverslip_index_design is None else coverslip_index_design),
         "tg": float(coverslip_thickness),
-        "tg0": float(coverslip_thickness if coverslip_thickness_design is None else coverslip_thickness_design),
+        "tg0": float(
+            coverslip_thickness
+            if coverslip_thickness_design is None
+            else coverslip_thickness_design
+        ),
         "ti0": float(working_distance),
         "pz": float(depth),
     }
@@ -495,7 +522,8 @@ def _center_of_mass(arr: np.ndarray) -> np.ndarray:
     total = arr.sum()
     return np.array(
         [
-            (arr.sum(axis=tuple(j for j in range(3) if j != ax)) * np.arange(arr.shape[ax])).sum() / total
+            (arr.sum(axis=tuple(j for j in range(3) if j != ax)) * np.arange(arr.shape[ax])).sum()
+            / total
             for ax in range(3)
         ]
     )

@@ -47,7 +47,7 @@ def _optional_float(values: Any, name: str, n: int) -> np.ndarray | None:
     return array
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CoordinateTable:
     """Particle positions in a set of images.
 
@@ -74,7 +74,8 @@ class CoordinateTable:
     def __post_init__(self):
         image_ids = np.asarray(self.image_ids)
         if image_ids.ndim != 1:
-            raise ValueError(f"CoordinateTable.image_ids must have shape (N,), got {image_ids.shape}")
+            raise ValueError("CoordinateTable.image_ids must have shape (N,), got "
+                             f"{image_ids.shape}")
         if image_ids.size and image_ids.dtype.kind not in "iuU":
             raise ValueError("CoordinateTable.image_ids must be integers or strings, got dtype "
                              f"{image_ids.dtype}")

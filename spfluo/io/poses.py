@@ -71,7 +71,7 @@ def _invalid_rotation_rows(R: np.ndarray) -> np.ndarray:
     return np.flatnonzero((err > ORTHONORMAL_TOLERANCE) | (det <= 0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PoseTable:
     """Poses of a particle set as stored in files.
 
@@ -203,9 +203,11 @@ def write_poses_csv(path: str | os.PathLike, ids: Sequence[int] | np.ndarray,
     M = table.matrices
     if format == "matrix":
         header = ["id", *MATRIX_COLUMNS]
-        columns: list[Sequence[Any]] = [table.ids] + [M[:, r, c] for r in range(3) for c in range(4)]
+        columns: list[Sequence[Any]] = [table.ids]
+        columns += [M[:, r, c] for r in range(3) for c in range(4)]
     else:
-        angles = euler_from_matrix(M[:, :3, :3], degrees=True, frame="xyz") if len(table) else np.zeros((0, 3))
+        angles = (euler_from_matrix(M[:, :3, :3], degrees=True, frame="xyz") if len(table)
+                  else np.zeros((0, 3)))
         header = ["id", *EULER_COLUMNS]
         columns = [table.ids, angles[:, 0], angles[:, 1], angles[:, 2], M[:, 0, 3], M[:, 1, 3],
                    M[:, 2, 3]]

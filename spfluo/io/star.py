@@ -432,8 +432,9 @@ def read_poses_star(path: str | os.PathLike) -> PoseTable:
                          "particles STAR file")
     missing = [lab for lab in _ANGLES if lab not in block.values]
     if missing:
-        raise ValueError(f"{where}: the particles table has no {', '.join('_' + m for m in missing)}"
-                         "; poses need rlnAngleRot, rlnAngleTilt and rlnAnglePsi (degrees)")
+        listed = ", ".join("_" + m for m in missing)
+        raise ValueError(f"{where}: the particles table has no {listed}; poses need "
+                         "rlnAngleRot, rlnAngleTilt and rlnAnglePsi (degrees)")
     n = len(block.row_lines)
     angles = np.stack([_numeric(block, lab, where) for lab in _ANGLES], axis=-1)
     origins_a = np.zeros((n, 3))

@@ -76,7 +76,7 @@ class _VolumeFileError(ValueError):
     """A ValueError whose message already names the file (not re-wrapped)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class VolumeData:
     """A volume with its voxel size.
 
@@ -140,9 +140,10 @@ def _kind(path: Path, *, writing: bool = False) -> str:
         return "ome"
     if name.endswith(_TIFF_SUFFIXES):
         return "tiff"
-    if name.endswith(_MRC_WRITE_SUFFIXES if writing else _MRC_READ_SUFFIXES):
+    mrc = _MRC_WRITE_SUFFIXES if writing else _MRC_READ_SUFFIXES
+    if name.endswith(mrc):
         return "mrc"
-    known = _OME_SUFFIXES + _TIFF_SUFFIXES + (_MRC_WRITE_SUFFIXES if writing else _MRC_READ_SUFFIXES)
+    known = _OME_SUFFIXES + _TIFF_SUFFIXES + mrc
     raise ValueError(f"unsupported volume file extension in {str(path)!r}; use one of "
                      f"{', '.join(known)}")
 
@@ -190,7 +191,7 @@ class _reading:
         if isinstance(exc, _VolumeFileError):
             raise ValueError(str(exc)) from None
         if isinstance(exc, (ValueError, OSError, EOFError, struct.error, KeyError, IndexError,
-                            TypeError, ET.ParseError, MemoryError)):
+                            TypeError, ET.ParseError)):
             raise ValueError(f"cannot read volume file {str(self.path)!r} (corrupt, truncated "
                              f"or not a supported file): {exc}") from exc
         return False
@@ -313,12 +314,8 @@ def _imagej_voxel_size(tif: tifffile.TiffFile, nz: int, path: Path):
     page = tif.pages[0]
     tags = page.tags
     unit = meta.get("unit")
-    if unit is None:
-        resunit = tags.get("ResolutionUnit")
-        code = int(resunit.value) if resunit is not None else 1
-        unit = {2: "inch", 3: "cm"}.get(code)
-        if unit is None:
-            return None
+    if unit is None:  # ImageJ writes a unit for every calibrated image
+        return None
     x_scale = _um_per_unit(unit, path, "ImageJ unit")
     if x_scale is None:
         return None
@@ -527,7 +524,8 @@ def read_volume(path: str | os.PathLike, *, voxel_size: Sequence[float] | None =
     try:
         dtype = np.dtype(dtype)
     except TypeError:
-        raise ValueError(f"dtype must be a floating point dtype such as float32, got {dtype!r}") from None
+        raise ValueError("dtype must be a floating point dtype such as float32, got "
+                         f"{dtype!r}") from None
     if dtype.kind != "f":
         raise ValueError(f"dtype must be a floating point dtype such as float32, got {dtype}")
     path = _existing(path)

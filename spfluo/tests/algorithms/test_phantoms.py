@@ -17,7 +17,9 @@ def _corr(a, b):
 
 def _rotate(vol, angle_deg, axes):
     """Rotation about the box centre (N//2 along odd axes = the geometric centre)."""
-    return scipy.ndimage.rotate(vol.astype(np.float64), angle_deg, axes=axes, reshape=False, order=1)
+    return scipy.ndimage.rotate(
+        vol.astype(np.float64), angle_deg, axes=axes, reshape=False, order=1
+    )
 
 
 PHANTOMS = {
@@ -36,7 +38,9 @@ def test_phantoms_range_dtype_shape(name, shape):
     assert vol.min() >= 0 and vol.max() <= 1
     assert vol.max() > 0.5  # the object is there
     # nothing touches the box border
-    border = np.concatenate([vol[[0, -1]].ravel(), vol[:, [0, -1]].ravel(), vol[:, :, [0, -1]].ravel()])
+    border = np.concatenate(
+        [vol[[0, -1]].ravel(), vol[:, [0, -1]].ravel(), vol[:, :, [0, -1]].ravel()]
+    )
     assert border.max() == 0
 
 
@@ -71,7 +75,10 @@ def test_refined_grid_converges_to_coarse(name):
 def test_c9_barrel_is_c9_symmetric():
     n = 41  # odd: the rotation centre of scipy.ndimage.rotate is the voxel N//2
     vol = c9_barrel(n).astype(np.float64)
-    errors = {a: np.abs(_rotate(vol, a, (1, 2)) - vol).sum() / vol.sum() for a in (0, 20, 40, 80, 120, 160)}
+    errors = {
+        a: np.abs(_rotate(vol, a, (1, 2)) - vol).sum() / vol.sum()
+        for a in (0, 20, 40, 80, 120, 160)
+    }
     # rotations by multiples of 40 degrees leave only the interpolation error of the rotation
     # itself (about the same as a rotation by 0 ... with order=1 the 0 rotation is exact, so
     # compare with a non-symmetric angle instead)
@@ -112,9 +119,10 @@ def test_c9_barrel_second_channel_torus():
     assert both.min() >= 0 and both.max() <= 1
     np.testing.assert_array_equal(both[0], c9_barrel(n))
     torus = both[1].astype(np.float64)
-    # rotation-invariant about z
-    e37 = np.abs(_rotate(torus, 37, (1, 2)) - torus).sum() / torus.sum()
-    assert e37 < 0.05
+    # rotation-invariant about z: a rotation by 37 degrees changes it less than a shift by
+    # one voxel along z does (only the interpolation of the rotation remains)
+    assert _corr(torus, _rotate(torus, 37, (1, 2))) > 0.98
+    assert _corr(torus, _rotate(torus, 37, (1, 2))) > _corr(torus, np.roll(torus, 1, axis=0)) + 0.02
     # centred around the proximal (low z) half of the barrel, wider than the barrel
     z = np.arange(n) - n // 2
     zc = (torus.sum(axis=(1, 2)) * z).sum() / torus.sum()
@@ -144,8 +152,10 @@ def test_asymmetric_phantom_seeds():
     assert np.abs(a - asymmetric_phantom(16, seed=4)).max() > 0.3
     # distinct intensity levels in the interior of the objects
     big = asymmetric_phantom(32, seed=3)
-    levels = np.unique(np.round(big[big > 0.3], 3))
-    assert len(set(np.round(np.linspace(0.35, 1.0, 7), 3)) & set(levels)) >= 5
+    values = big[big > 0.3].astype(np.float64)
+    levels = np.linspace(0.35, 1.0, 7)
+    present = [np.count_nonzero(np.isclose(values, level, atol=1e-5)) > 10 for level in levels]
+    assert sum(present) >= 5
 
 
 @pytest.mark.parametrize(

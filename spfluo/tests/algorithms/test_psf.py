@@ -48,7 +48,9 @@ def test_gaussian_psf_small_sigma_is_exact_voxel_integral():
     sigma = 0.5
     psf = gaussian_psf((1, 1, 9), (0.0, 0.0, sigma))
     offsets = np.arange(9) - 4
-    mass = scipy.stats.norm.cdf(offsets + 0.5, scale=sigma) - scipy.stats.norm.cdf(offsets - 0.5, scale=sigma)
+    mass = scipy.stats.norm.cdf(offsets + 0.5, scale=sigma) - scipy.stats.norm.cdf(
+        offsets - 0.5, scale=sigma
+    )
     np.testing.assert_allclose(psf[0, 0], mass / mass.sum(), rtol=1e-6, atol=1e-9)
     cube = gaussian_psf(9, sigma)
     assert abs(float(cube.sum(dtype=np.float64)) - 1.0) < 1e-6
@@ -115,7 +117,8 @@ def test_born_wolf_widefield_anisotropy_and_theory():
     np.testing.assert_allclose(psf, psf.transpose(0, 2, 1), atol=1e-6 * psf.max())
     fz, fy, fx = psf_fwhm(psf, voxel_size=0.05)
     assert fz / fx > 2.0
-    # textbook widefield widths: lateral 0.51 lambda / NA, axial 0.88 lambda / (n - sqrt(n^2 - NA^2))
+    # textbook widefield widths: lateral 0.51 lambda / NA,
+    # axial 0.88 lambda / (n - sqrt(n^2 - NA^2))
     assert fx == pytest.approx(0.51 * 0.52 / 1.4, rel=0.1)
     assert fz == pytest.approx(0.88 * 0.52 / (1.518 - math.sqrt(1.518**2 - 1.4**2)), rel=0.15)
 
@@ -127,13 +130,19 @@ def test_born_wolf_even_box_centred_at_half():
 
 def test_confocal_is_narrower_and_pinhole_widens():
     wide = psf_fwhm(born_wolf_psf((41, 33, 33), **OIL))
-    point = psf_fwhm(born_wolf_psf((41, 33, 33), **OIL, model="confocal", excitation_wavelength=0.488))
+    point = psf_fwhm(
+        born_wolf_psf((41, 33, 33), **OIL, model="confocal", excitation_wavelength=0.488)
+    )
     open_ = psf_fwhm(
-        born_wolf_psf((41, 33, 33), **OIL, model="confocal", excitation_wavelength=0.488, pinhole_diameter=1.0)
+        born_wolf_psf(
+            (41, 33, 33), **OIL, model="confocal", excitation_wavelength=0.488, pinhole_diameter=1.0
+        )
     )
     assert point[2] < 0.8 * wide[2] and point[0] < 0.8 * wide[0]
     assert point[2] < open_[2] < wide[2]
-    conf = born_wolf_psf((41, 33, 33), **OIL, model="confocal", excitation_wavelength=0.488, pinhole_diameter=1.0)
+    conf = born_wolf_psf(
+        (41, 33, 33), **OIL, model="confocal", excitation_wavelength=0.488, pinhole_diameter=1.0
+    )
     assert conf.dtype == np.float32 and abs(float(conf.sum(dtype=np.float64)) - 1) < 1e-5
     assert tuple(np.unravel_index(np.argmax(conf), conf.shape)) == (20, 16, 16)
 
@@ -142,7 +151,12 @@ def test_gibson_lanni_reduces_to_born_wolf_and_shows_depth_aberration():
     common = dict(voxel_size=0.05, numerical_aperture=1.4, wavelength=0.52)
     bw = born_wolf_psf((41, 25, 25), **common, refractive_index=1.518)
     gl = gibson_lanni_psf(
-        (41, 25, 25), **common, immersion_index=1.518, sample_index=1.518, coverslip_index=1.518, depth=0.0
+        (41, 25, 25),
+        **common,
+        immersion_index=1.518,
+        sample_index=1.518,
+        coverslip_index=1.518,
+        depth=0.0
     )
     np.testing.assert_allclose(gl, bw, atol=1e-6 * bw.max())
     # 5 um deep in a sample of index 1.33 under oil: asymmetric along z, focus shifted
@@ -165,7 +179,10 @@ def test_gibson_lanni_reduces_to_born_wolf_and_shows_depth_aberration():
         (dict(voxel_size=(0.1, 0.05, 0.06)), "equal y and x"),
         (dict(model="sted"), "model"),
         (dict(model="confocal"), "excitation_wavelength"),
-        (dict(model="confocal", excitation_wavelength=0.488, pinhole_diameter=-1.0), "pinhole_diameter"),
+        (
+            dict(model="confocal", excitation_wavelength=0.488, pinhole_diameter=-1.0),
+            "pinhole_diameter",
+        ),
         (dict(refractive_index=0.9), "refractive_index"),
     ],
 )
@@ -205,7 +222,9 @@ def test_center_psf_moves_centre_of_mass_to_box_centre():
     centred = center_psf(moved)
     assert centred.dtype == np.float32 and centred.min() >= 0
     np.testing.assert_allclose(_com(centred), [16, 15, 15], atol=2e-3)
-    assert float(centred.sum(dtype=np.float64)) == pytest.approx(float(np.clip(moved, 0, None).sum()), rel=1e-5)
+    assert float(centred.sum(dtype=np.float64)) == pytest.approx(
+        float(np.clip(moved, 0, None).sum()), rel=1e-5
+    )
     # and it is the reference Gaussian again (up to the cubic interpolation of the shift)
     assert np.abs(centred - reference).max() < 0.01 * reference.max()
 

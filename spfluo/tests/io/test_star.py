@@ -171,7 +171,7 @@ def test_read_star_errors(tmp_path, text, match):
     ("data_optics\nloop_\n_rlnOpticsGroup\n1\n", r"has no data_particles block \(blocks: data_optics\)"),
     ("data_particles\nloop_\n_rlnAngleRot\n_rlnAngleTilt\n1 2\n", r"no _rlnAnglePsi"),
     ("data_particles\nloop_\n_rlnAngleRot\n_rlnAngleTilt\n_rlnAnglePsi\n0 0 0\n1 nan 2\n",
-     r"line 6: _rlnAngleTilt is 'nan'; it must be a finite number"),
+     r"line 7: _rlnAngleTilt is 'nan'; it must be a finite number"),
     ("data_particles\nloop_\n_rlnAngleRot\n_rlnAngleTilt\n_rlnAnglePsi\n_rlnImageId\n0 0 0 4\n"
      "0 0 0 4\n", r"line 8: _rlnImageId 4 already used on line 7"),
     ("data_particles\nloop_\n_rlnAngleRot\n_rlnAngleTilt\n_rlnAnglePsi\n_rlnOriginX\n0 0 0 1\n",

@@ -172,6 +172,15 @@ def test_plain_tiff_needs_voxel_size(tmp_path):
     np.testing.assert_array_equal(vol.data[0], data)
 
 
+def test_uncalibrated_imagej_file_has_no_voxel_size(tmp_path):
+    path = tmp_path / "raw.tif"
+    tifffile.imwrite(path, _random((3, 4, 5)), imagej=True)  # no unit, no resolution
+    assert read_voxel_size(path) is None
+    tifffile.imwrite(path, _random((3, 4, 5)), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"spacing": 1.0, "unit": "pixel"})
+    assert read_voxel_size(path) is None
+
+
 def test_given_voxel_size_overrides_metadata(tmp_path):
     path = write_volume(tmp_path / "v.tif", _random((3, 4, 5)), VOXEL)
     assert read_volume(path, voxel_size=(1.0, 2.0, 3.0)).voxel_size == (1.0, 2.0, 3.0)

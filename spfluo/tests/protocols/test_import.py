@@ -96,7 +96,8 @@ print(json.dumps({{"runs": [[r.run_id, r.class_name, r.status, [o[0] for o in r.
     assert data["pos"] == pytest.approx([1.9, 2.3, 2.1])
     assert data["image"] == "fov_1" and data["box"] == pytest.approx(0.8)
     assert data["n_images"] == 2 and data["voxel"] == pytest.approx([0.3, 0.1, 0.1])
-    assert data["parents"] == [imp.outputImages.getObjId()]
+    # provenance: the coordinates derive from the import run's outputImages
+    assert data["parents"] == [imp.getObjId()]
 
 
 def test_import_psf_is_centred_and_normalised(project, launch, data_dir):
@@ -120,10 +121,8 @@ def test_import_particles_with_poses(project, launch, data_dir):
     from spfluo.protocols import ProtImportParticles
 
     rng = np.random.default_rng(1)
-    names = []
     for k in range(3):
         write_volume(data_dir / f"p{k}.ome.tif", _blobs((12, 12, 12), rng), (0.05, 0.05, 0.05))
-        names.append(f"p{k}.ome.tif")
     poses = np.tile(np.eye(4), (3, 1, 1))
     poses[:, 0, 3] = [0.1, -0.05, 0.0]
     poses[2, :3, :3] = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]
