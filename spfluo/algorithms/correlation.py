@@ -41,8 +41,8 @@ class ShiftResult:
     ----------
     shifts : ndarray, float32, shape (..., 3)
         Translations ``t`` in voxels ``(z, y, x)`` such that
-        ``target ~ T_t(reference)``, ``T_t r(x) = r(x - t)``; each component in
-        ``[-n/2, n/2]``.
+        ``target ~ T_t(reference)``, ``T_t r(x) = r(x - t)``; shifts are
+        periodic, each component is given in about ``[-n/2, n/2]``.
     scores : ndarray, float32, shape (...)
         Normalised cross-correlation between ``T_t(reference)`` and
         ``target`` (in ``[-1, 1]``, 1 = identical up to an affine change of

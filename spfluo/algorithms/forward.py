@@ -1,7 +1,7 @@
 """The forward operator of single particle fluorescence imaging and its exact adjoint.
 
 Particle ``i`` is the reference ``f`` rotated, translated and blurred by the PSF
-``h`` (``ALGORITHMS.md`` sec. 1; seed 002 sec. 2.2 eq. 7-10; seed 000 sec. II-C):
+``h`` (``ALGORITHMS.md`` sec. 1; seed 002 sec. 2.2 eq. 4-6 and eq. 9; seed 000 sec. II-C):
 
     y_i = A_i f = h * T_{t_i}( R_i f ),
     Fourier:  y^_i = h^ . exp(-2 i pi k . t_i) . F{R_i f}
@@ -124,6 +124,13 @@ class ForwardModel:
         self._shifted = [
             bool(xp.any(translations[s] != 0)) for s in self._batches()
         ]
+
+    @classmethod
+    def from_poses(cls, shape: Sequence[int], poses: Any, **kwargs: Any) -> "ForwardModel":
+        """Build from a :class:`spfluo.algorithms.geometry.Poses` (or any object with
+        ``rotations`` (N, 3, 3) and ``translations`` (N, 3) in voxels); ``kwargs`` as in
+        the constructor (``psf``, ``otf``, ``batch_size``, ...)."""
+        return cls(shape, poses.rotations, poses.translations, **kwargs)
 
     # -- properties ---------------------------------------------------------
 

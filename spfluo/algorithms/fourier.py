@@ -11,8 +11,10 @@ Conventions (see ``DEVELOPING.md``):
   the last axis: ``(Z, Y, X//2 + 1)``.
 - A translation by ``t`` voxels, ``T_t f(x) = f(x - t)``, multiplies the
   spectrum by the phase ramp ``exp(-2 i pi k . t)`` (``ALGORITHMS.md`` sec. 1,
-  seed 002 eq. 9).  Even sizes follow the FFT convention of ``numpy.fft``:
-  the Nyquist frequency is ``-1/2``, as in :func:`scipy.ndimage.fourier_shift`.
+  seed 002 eq. 9, whose ``rho_t`` has the opposite sign with its own Fourier
+  convention; the sign here follows from ``T_t`` and ``numpy.fft``).  Even
+  sizes follow the FFT convention of ``numpy.fft``: the Nyquist frequency is
+  ``-1/2``, as in :func:`scipy.ndimage.fourier_shift`.
 - float32 in, float32 out; complex64 in Fourier.
 
 Every function takes ``backend=None`` (the backend of the input array); pass a
@@ -306,6 +308,8 @@ def fourier_shift(
             f"volume_ft must end with the spectrum shape {expected} for shape={shape} "
             f"(rfft={rfft}), got shape {tuple(volume_ft.shape)}"
         )
+    if not bool(xp.isfinite(volume_ft).all()):
+        raise ValueError("volume_ft contains NaN or infinite values")
     shift = _as_shifts(xp, shift)
     try:
         np.broadcast_shapes(tuple(shift.shape[:-1]), tuple(volume_ft.shape[:-3]))

@@ -3,6 +3,7 @@
 - :mod:`~spfluo.io.volumes`: TIFF (plain, ImageJ, OME-TIFF) and MRC volumes with voxel sizes;
 - :mod:`~spfluo.io.poses`: stored poses in CSV (4x4 matrices or RELION Euler angles);
 - :mod:`~spfluo.io.star`: RELION 3.1 STAR files and poses in them;
+- :mod:`~spfluo.io.particles`: particle tables (files, ids, optional poses) for jobs;
 - :mod:`~spfluo.io.coordinates`: particle coordinates in CSV;
 - :mod:`~spfluo.io.atomic`: atomic writes (temporary name, then rename).
 
@@ -12,6 +13,14 @@ for stored poses (see ``DEVELOPING.md``).
 
 from spfluo.io.atomic import atomic_write_path, write_json_atomic
 from spfluo.io.coordinates import CoordinateTable, read_coordinates_csv, write_coordinates_csv
+from spfluo.io.particles import (
+    ParticleTable,
+    iter_particle_batches,
+    particle_stack_info,
+    read_particle_stack,
+    read_particle_table,
+    write_particle_table,
+)
 from spfluo.io.poses import PoseTable, read_poses_csv, write_poses_csv
 from spfluo.io.star import read_poses_star, read_star, write_poses_star, write_star
 from spfluo.io.volumes import VolumeData, read_shape, read_volume, read_voxel_size, write_volume
@@ -31,6 +40,12 @@ __all__ = [
     "write_star",
     "read_poses_star",
     "write_poses_star",
+    "ParticleTable",
+    "read_particle_table",
+    "write_particle_table",
+    "read_particle_stack",
+    "iter_particle_batches",
+    "particle_stack_info",
     "CoordinateTable",
     "read_coordinates_csv",
     "write_coordinates_csv",

@@ -293,3 +293,10 @@ def test_errors_name_the_parameter():
         F.frequency_grid((8, -1, 8))
     with pytest.raises(ValueError, match="backend must be"):
         F.frequency_grid((8, 8, 8), backend=3)
+
+
+def test_fourier_shift_rejects_nan_spectrum():
+    spec = np.zeros((4, 4, 3), np.complex64)
+    spec[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="volume_ft contains NaN"):
+        F.fourier_shift(spec, (1, 1, 1), shape=(4, 4, 4))

@@ -137,6 +137,23 @@ def test_import_particles_with_poses(project, launch, data_dir):
     for p, m in zip(items, poses):
         np.testing.assert_allclose(p.getTransform().getMatrix(), m, atol=1e-9)
 
+    # the convert layer hands them to a job and takes new poses back
+    from spfluo.io import read_particle_table
+    from spfluo.protocols.convert import particles_with_poses, write_particles_for_job
+
+    table = read_particle_table(write_particles_for_job(parts, str(data_dir / "job.csv")))
+    assert table.ids.tolist() == [p.getObjId() for p in items]
+    np.testing.assert_allclose(table.matrices, poses, atol=1e-9)
+    new = {pid: np.eye(4) for pid in table.ids.tolist()}
+    out = particles_with_poses(parts, new, str(data_dir / "new.sqlite"),
+                               extra_attributes={table.ids[0]: {"_score": 0.5}})
+    assert out.getSize() == 3 and out.hasPoses()
+    first = out.items()[0]
+    np.testing.assert_allclose(first.getTransform().getMatrix(), np.eye(4))
+    assert first.getFileName() == items[0].getFileName() and first._score.get() == 0.5
+    with pytest.raises(ValueError, match="no estimated pose"):
+        particles_with_poses(parts, {}, str(data_dir / "none.sqlite"))
+
 
 # ------------------------------------------------------------ bad inputs
 def _assert_rejected(project, cls, match, **values):
