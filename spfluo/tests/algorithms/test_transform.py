@@ -83,6 +83,17 @@ def test_rotate_90_degrees_about_z_is_rot90():
     np.testing.assert_allclose(T.rotate(v, r180), np.rot90(v, 2, axes=(1, 2)), atol=1e-5)
 
 
+def test_geometry_rotation_about_z_turns_x_towards_y():
+    # the conventions of geometry.py and transform.py agree: +x goes to +y
+    from spfluo.algorithms.geometry import rotation_about_z
+
+    v = np.zeros((5, 9, 9), np.float32)
+    v[2, 4, 6] = 1  # on +x from the centre (2, 4, 4)
+    out = T.rotate(v, rotation_about_z(np.pi / 2))
+    assert out[2, 6, 4] == pytest.approx(1, abs=1e-5)  # now on +y
+    assert out.sum() == pytest.approx(1, abs=1e-5)
+
+
 def test_rotate_composition():
     v = smooth_volume((24, 24, 24), seed=3)
     r1, r2 = random_rotations(2, seed=4)
