@@ -40,8 +40,12 @@ def _manager() -> Manager:
     return Manager()
 
 
-def create_project(name: str, *, location: str | None = None) -> Project:
-    """Create project ``name`` in the spfluo projects folder (or at ``location``)."""
+def create_project(name: str, *, location: str | None = None, chdir: bool = True) -> Project:
+    """Create project ``name`` in the spfluo projects folder (or at ``location``).
+
+    Like :func:`open_project`, the current directory is then the project folder
+    (pyworkflow needs it) unless ``chdir=False``.
+    """
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
         raise ProjectError(f"invalid project name {name!r}: use letters, digits, '_', '-', '.'")
     manager = _manager()
@@ -56,7 +60,7 @@ def create_project(name: str, *, location: str | None = None) -> Project:
         else:
             project = manager.createProject(name, location=location)
     finally:
-        os.chdir(cwd)
+        os.chdir(project.getPath() if chdir and "project" in locals() else cwd)
     return project
 
 
