@@ -133,16 +133,17 @@ def set_params(project: Project, prot, values: dict) -> None:
         text = str(text)
         try:
             if isinstance(param, params.PointerParam):
-                run_id, _, output = text.partition(".")
-                target = project.getProtocol(int(run_id))
-                if target is None:
-                    raise ValueError(f"no run with id {run_id}")
-                if output and not hasattr(target, output):
-                    raise ValueError(f"run {run_id} has no output {output!r} "
-                                     f"(outputs: {', '.join(n for n, _ in target.iterOutputAttributes())})")
-                attr.set(target)
+                run_id, _, extended = text.partition(".")
+                target = _run(project, run_id)
+                output, _, item = extended.partition(".")
                 if output:
-                    attr.setExtended(output)
+                    obj = _output(target, output)
+                    if item and (not item.isdigit() or not isinstance(obj, pwobj.Set)
+                                 or obj[int(item)] is None):
+                        raise ValueError(f"run {run_id}.{output} has no item {item!r}")
+                attr.set(target)
+                if extended:
+                    attr.setExtended(extended)
             elif isinstance(param, params.EnumParam):
                 choices = list(param.choices)
                 if text.isdigit() and int(text) < len(choices):
@@ -253,22 +254,40 @@ def describe_runs(project: Project) -> list[RunInfo]:
     return infos
 
 
-def get_output(project: Project, ref: str):
-    """The object named by ``RUNID.outputName``."""
-    run_id, _, name = ref.partition(".")
+def _run(project: Project, run_id):
+    """The protocol with id ``run_id`` (ProjectError if there is none)."""
     try:
         prot = project.getProtocol(int(run_id))
-    except ValueError:
+    except Exception:
         prot = None
     if prot is None:
-        raise ProjectError(f"no run {run_id!r} in project {project.getName()}")
+        raise ProjectError(f"no run {run_id!r} in project {os.path.basename(project.getPath())}: "
+                           "see `spfluo project show`")
+    return prot
+
+
+def _output(prot, name: str):
+    outputs = [n for n, _ in prot.iterOutputAttributes()]
+    if name not in outputs:
+        raise ProjectError(f"run {prot.getObjId()} has no output {name!r} "
+                           f"(outputs: {', '.join(outputs) or 'none'})")
+    return getattr(prot, name)
+
+
+def get_output(project: Project, ref: str):
+    """The object named by ``RUNID.outputName`` (or ``RUNID.outputName.ITEMID`` for a set item)."""
+    run_id, _, extended = ref.partition(".")
+    prot = _run(project, run_id)
+    name, _, item = extended.partition(".")
     if not name:
         outputs = [n for n, _ in prot.iterOutputAttributes()]
         if len(outputs) != 1:
             raise ProjectError(f"run {run_id} has outputs {outputs}: write RUNID.outputName")
         name = outputs[0]
-    obj = getattr(prot, name, None)
-    if obj is None or name not in [n for n, _ in prot.iterOutputAttributes()]:
-        raise ProjectError(f"run {run_id} has no output {name!r} "
-                           f"(outputs: {', '.join(n for n, _ in prot.iterOutputAttributes())})")
+    obj = _output(prot, name)
+    if item:
+        found = obj[int(item)] if item.isdigit() and isinstance(obj, pwobj.Set) else None
+        if found is None:
+            raise ProjectError(f"run {run_id}.{name} has no item {item!r}")
+        return found.clone()
     return obj

@@ -6,6 +6,7 @@ object's pixels as a NumPy array and builds objects from arrays.
 """
 
 from .data import Coordinate3D, FluoImage, FluoObject, Particle, PSFModel, Transform, Volume
+from .results import VolumeComparison
 from .sets import FluoSet, SetOfCoordinates3D, SetOfFluoImages, SetOfParticles, SetOfVolumes
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "SetOfCoordinates3D",
     "SetOfParticles",
     "SetOfVolumes",
+    "VolumeComparison",
 ]

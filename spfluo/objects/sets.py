@@ -20,6 +20,7 @@ from .data import (
     Volume,
     _as_voxel_size,
 )
+from .results import VolumeComparison
 
 __all__ = ["FluoSet", "SetOfFluoImages", "SetOfCoordinates3D", "SetOfParticles", "SetOfVolumes"]
 
@@ -28,6 +29,7 @@ def _classes_dict() -> dict:
     classes = dict(pwobj.OBJECTS_DICT)
     for cls in (FluoObject, Transform, FluoImage, PSFModel, Coordinate3D, Particle, Volume):
         classes[cls.__name__] = cls
+    classes[VolumeComparison.__name__] = VolumeComparison
     return classes
 
 

@@ -88,6 +88,13 @@ def test_project_run_show_export_load(home, tmp_path):
     assert out.returncode == 0, out.stderr
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert spfluo(home, "show", "p1", f"{run_id}.nothing", "--save", str(png)).returncode == 2
+    assert spfluo(home, "show", "p1", "999.outputImages", "--save", str(png)).returncode == 2
+    # one item of a set: RUNID.outputName.ITEMID
+    out = spfluo(home, "show", "p1", f"{run_id}.outputImages.1", "--save", str(tmp_path / "one.png"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "one.png").exists()
+    assert spfluo(home, "show", "p1", f"{run_id}.outputImages.77", "--save",
+                  str(png)).returncode == 2
 
 
 def test_unknown_project_and_protocol(home):

@@ -1,0 +1,221 @@
+"""Job ``simulate``: a simulated dataset with its ground truth, written to files.
+
+Job file::
+
+    "params":  {"kind": "particles" | "fields", "phantom": "asymmetric", "size": 50,
+                "voxel_size": 0.05, "sigma_xy": 1.5, "sigma_z": 5.0, "n_channels": 1,
+                "noise_std": 0.2, "n_spots": 120, "max_shift": 2.0,
+                # kind "particles"
+                "n_particles": 20,
+                # kind "fields"
+                "field_shape": [Z, Y, X], "field_voxel_size_z": 0.05, "n_fields": 1,
+                "particles_per_field": 30, "n_debris": 5, "touching_pairs": 2},
+    "outputs": {"volume": ".../ground_truth.ome.tif", "psf": ".../psf.ome.tif",
+                "summary": ".../simulation.json",
+                # kind "particles"
+                "particles_dir": ".../particles", "particles": ".../particles.csv",
+                # kind "fields"
+                "fields_dir": ".../fields", "coordinates": ".../coordinates.csv",
+                "poses": ".../true_poses.csv", "debris": ".../debris.csv"},
+    "seed": 0
+
+Outputs:
+
+- the ground-truth volume ``(C, D, D, D)`` and the PSF (OME-TIFF, voxel size in the
+  metadata): for particles the PSF of the particle grid ``(C, d, d, d)``; for fields the
+  same physical PSF sampled on the field's grid (its voxel size, possibly coarser in z);
+- kind ``particles``: one OME-TIFF per particle (``particle_000001.ome.tif``...) and a
+  particle table (:func:`spfluo.io.write_particle_table`) with ids 1..N, the paths and
+  the true poses (stored convention: ``(x, y, z)``, micrometres);
+- kind ``fields``: one OME-TIFF per field (``field_001.ome.tif``...), the true particle
+  centres as a coordinates CSV (``image_id, x, y, z`` in µm from the centre of voxel 0,
+  ``particle_id``), their true orientations as a poses CSV (id = ``particle_id``, zero
+  translation, column ``image_id``) and the debris centres (coordinates CSV, written
+  when there is debris);
+- a summary JSON: the parameters, the voxel sizes of the volume and of the PSF
+  (``voxel_size``, ``psf_voxel_size``, ``(z, y, x)`` µm), and for fields the list of
+  fields (id, path, shape, voxel size, touching pairs, particle size).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..algorithms.psf import gaussian_psf
+from ..algorithms.simulate import simulate_dataset, simulate_field
+from ..io import (
+    CoordinateTable,
+    write_coordinates_csv,
+    write_json_atomic,
+    write_particle_table,
+    write_poses_csv,
+    write_volume,
+)
+from .jobfile import Job, JobError, Progress
+
+__all__ = ["run", "KINDS", "PHANTOMS"]
+
+KINDS = ("particles", "fields")
+PHANTOMS = ("asymmetric", "c9", "shell", "tube")
+
+
+def _int(job: Job, name: str, default=..., *, minimum: int = 0) -> int:
+    value = job.param(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
+            or value < minimum:
+        raise JobError(f"job simulate: parameter '{name}' must be an integer >= {minimum}, "
+                       f"got {value!r}")
+    return int(value)
+
+
+def _float(job: Job, name: str, default=..., *, positive: bool = False) -> float:
+    value = job.param(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) \
+            or value < 0 or (positive and value == 0):
+        raise JobError(f"job simulate: parameter '{name}' must be a number "
+                       f"{'> 0' if positive else '>= 0'}, got {value!r}")
+    return float(value)
+
+
+def _dataset(job: Job, *, n_particles: int, noise_std: float, n_spots: int):
+    voxel = _float(job, "voxel_size", positive=True)
+    phantom = job.param("phantom", "asymmetric")
+    if phantom not in PHANTOMS:
+        raise JobError(f"job simulate: phantom must be one of {', '.join(PHANTOMS)}, "
+                       f"got {phantom!r}")
+    return simulate_dataset(
+        phantom=phantom,
+        size=_int(job, "size", minimum=8),
+        n_particles=n_particles,
+        sigma_xy=_float(job, "sigma_xy", 1.5),
+        sigma_z=_float(job, "sigma_z", 5.0),
+        n_channels=_int(job, "n_channels", 1, minimum=1),
+        voxel_size=(voxel, voxel, voxel),
+        noise_std=noise_std,
+        n_spots=n_spots,
+        max_shift=_float(job, "max_shift", 2.0),
+        seed=job.seed if job.seed is not None else 0,
+    )
+
+
+def _write_ground_truth(job: Job, data, progress: Progress) -> None:
+    write_volume(job.output("volume"), data.volume, data.voxel_size)
+    write_volume(job.output("psf"), data.psf, data.voxel_size)
+    progress.log(f"ground truth {data.volume.shape} (C, D, D, D) and PSF {data.psf.shape}, "
+                 f"voxel {data.voxel_size[0]:g} µm")
+
+
+def _run_particles(job: Job, progress: Progress) -> dict:
+    n = _int(job, "n_particles", 20, minimum=1)
+    noise_std = _float(job, "noise_std", 0.2)
+    data = _dataset(job, n_particles=n, noise_std=noise_std,
+                    n_spots=_int(job, "n_spots", 120))
+    _write_ground_truth(job, data, progress)
+    folder = job.output("particles_dir")
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = np.arange(1, n + 1)
+    paths = []
+    for k, (pid, particle) in enumerate(zip(ids, data.particles)):
+        path = folder / f"particle_{pid:06d}.ome.tif"
+        write_volume(path, particle, data.voxel_size)
+        paths.append(str(path))
+        if (k + 1) % 50 == 0 or k + 1 == n:
+            progress.step(k + 1, n, written=path.name)
+    write_particle_table(job.output("particles"), ids, paths,
+                         data.poses.to_stored(data.voxel_size))
+    return {"n_particles": n, "box_shape": list(data.particles.shape[1:]),
+            "voxel_size": list(data.voxel_size), "psf_voxel_size": list(data.voxel_size),
+            "noise_std": data.noise_std}
+
+
+def _field_psf(job: Job, field_vs, field_shape, n_channels: int) -> np.ndarray:
+    """The Gaussian PSF sampled on the field's grid, ``(C, Zp, Yp, Xp)``.
+
+    ``sigma_xy`` and ``sigma_z`` are in particle voxels (the lateral voxel size): in
+    micrometres they are ``sigma * voxel_xy``, the same physical PSF as the particles'.
+    The box is ``2 ceil(3 sigma) + 1`` field voxels per axis, capped to the field.
+    """
+    p = field_vs[2]
+    sigma_um = np.array([_float(job, "sigma_z", 5.0), _float(job, "sigma_xy", 1.5),
+                         _float(job, "sigma_xy", 1.5)]) * p
+    sigma_vox = sigma_um / np.asarray(field_vs)
+    side = [2 * int(np.ceil(3.0 * s)) + 1 for s in sigma_vox]
+    side = [max(1, min(n, f if f % 2 else f - 1)) for n, f in zip(side, field_shape)]
+    psf = gaussian_psf(tuple(side), tuple(sigma_vox))
+    return np.repeat(psf[None], n_channels, axis=0)
+
+
+def _run_fields(job: Job, progress: Progress) -> dict:
+    shape = job.param("field_shape")
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3 or \
+            not all(isinstance(s, int) and s > 0 for s in shape):
+        raise JobError(f"job simulate: parameter 'field_shape' must be [Z, Y, X] in voxels, "
+                       f"got {shape!r}")
+    n_fields = _int(job, "n_fields", 1, minimum=1)
+    per_field = _int(job, "particles_per_field", 30, minimum=1)
+    noise_std = _float(job, "noise_std", 0.2)
+    # the ground truth of the particle grid (one noiseless particle is drawn with it)
+    truth = _dataset(job, n_particles=1, noise_std=0.0, n_spots=0)
+    vz = _float(job, "field_voxel_size_z", truth.voxel_size[0], positive=True)
+    field_vs = (vz, truth.voxel_size[1], truth.voxel_size[2])
+    psf = _field_psf(job, field_vs, shape, truth.n_channels)
+    write_volume(job.output("volume"), truth.volume, truth.voxel_size)
+    write_volume(job.output("psf"), psf, field_vs)
+    progress.log(f"ground truth {truth.volume.shape} (C, D, D, D), voxel "
+                 f"{truth.voxel_size[0]:g} µm; PSF {psf.shape} on the field grid, voxel "
+                 f"{field_vs} µm (z, y, x)")
+    folder = job.output("fields_dir")
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(job.seed if job.seed is not None else 0)
+    seeds = rng.integers(0, 2**31 - 1, size=n_fields)
+    rows, poses, debris, fields = [], [], [], []
+    next_id = 1
+    for f in range(n_fields):
+        image_id = f"field_{f + 1:03d}"
+        fov = simulate_field(truth.volume, psf, shape=tuple(shape), n_particles=per_field,
+                             n_debris=_int(job, "n_debris", 5),
+                             touching_pairs=_int(job, "touching_pairs", 2),
+                             noise_std=noise_std, voxel_size=field_vs, seed=int(seeds[f]))
+        path = folder / f"{image_id}.ome.tif"
+        write_volume(path, fov.image, fov.voxel_size)
+        vs = np.asarray(fov.voxel_size, dtype=float)
+        n = len(fov.positions)
+        pids = np.arange(next_id, next_id + n)
+        next_id += n
+        rows.append((image_id, fov.positions * vs, pids))
+        poses.append((image_id, pids, fov.poses.to_stored(fov.voxel_size)))
+        debris.append((image_id, np.asarray(fov.debris_positions, float).reshape(-1, 3) * vs))
+        fields.append({"image_id": image_id, "path": str(path), "shape": list(fov.image.shape),
+                       "voxel_size": list(fov.voxel_size), "n_particles": n,
+                       "n_debris": len(fov.debris_positions),
+                       "touching_pairs": np.asarray(fov.touching_pairs).tolist(),
+                       "particle_size_voxels": float(fov.particle_size)})
+        progress.step(f + 1, n_fields, field=image_id, particles=n)
+    ids = np.concatenate([r[2] for r in rows])
+    table = CoordinateTable(
+        image_ids=np.concatenate([[r[0]] * len(r[2]) for r in rows]).astype(str),
+        positions_zyx_um=np.concatenate([r[1] for r in rows]).reshape(-1, 3),
+        particle_id=ids)
+    write_coordinates_csv(job.output("coordinates"), table)
+    write_poses_csv(job.output("poses"), ids, np.concatenate([p[2] for p in poses]),
+                    extra={"image_id": [p[0] for p in poses for _ in p[1]]})
+    n_debris = sum(len(d[1]) for d in debris)
+    if n_debris:
+        write_coordinates_csv(job.output("debris"), CoordinateTable(
+            image_ids=np.array([d[0] for d in debris for _ in d[1]], dtype=str),
+            positions_zyx_um=np.concatenate([d[1] for d in debris]).reshape(-1, 3)))
+    return {"n_particles": int(len(ids)), "n_debris": n_debris, "fields": fields,
+            "voxel_size": list(truth.voxel_size), "psf_voxel_size": list(field_vs),
+            "field_voxel_size": list(field_vs), "noise_std": noise_std}
+
+
+def run(job: Job) -> None:
+    """Simulate and write the dataset described by ``job`` (see the module docstring)."""
+    kind = job.param("kind", "particles")
+    if kind not in KINDS:
+        raise JobError(f"job simulate: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    progress = Progress("simulate")
+    summary = _run_particles(job, progress) if kind == "particles" else _run_fields(job, progress)
+    summary = {"kind": kind, "params": job.params, "seed": job.seed, **summary}
+    write_json_atomic(job.output("summary"), summary)
+    progress.log(f"done: {summary['n_particles']} particle(s)")

@@ -1,0 +1,324 @@
+"""Simulation protocol: a dataset with its ground truth (volume, PSF, poses, positions).
+
+``ProtSimulateDataset`` runs the job ``simulate`` (:mod:`spfluo.jobs.simulate`, which
+calls :mod:`spfluo.algorithms.simulate`, the setting of seed 002 sec. 4.1) and
+registers its files as objects: the ground-truth volume, the PSF, and either particles
+with their true poses or fields of view with the true particle positions and
+orientations.  It is the start of every quality test of the pipeline: reconstruct from
+its particles, then compare with ``outputVolume`` (protocol "compare volumes").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyworkflow.object as pwobj
+import pyworkflow.protocol.params as params
+
+from ..io import read_coordinates_csv, read_particle_table, read_poses_csv, read_shape
+from ..objects import (
+    Coordinate3D,
+    FluoImage,
+    Particle,
+    PSFModel,
+    SetOfCoordinates3D,
+    SetOfFluoImages,
+    SetOfParticles,
+    Volume,
+)
+from .base import ProtFluo, add_seed_param
+
+__all__ = ["ProtSimulateDataset"]
+
+PHANTOMS = ["asymmetric", "c9", "shell", "tube"]
+KIND_PARTICLES, KIND_FIELDS = 0, 1
+_JOB_KINDS = {KIND_PARTICLES: "particles", KIND_FIELDS: "fields"}
+_STEP = "simulate"
+
+
+def _image_id(path: str) -> str:
+    name = os.path.basename(str(path))
+    for ext in (".ome.tif", ".ome.tiff", ".tif", ".tiff"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return os.path.splitext(name)[0]
+
+
+class ProtSimulateDataset(ProtFluo):
+    """Simulate particles (or fields of view) of a phantom with their ground truth.
+
+    Each particle is the phantom at a uniform random orientation and a small shift,
+    with a non-uniform degree of labelling (Gaussian spots removed), blurred by a
+    Gaussian PSF, scaled to [0, 1] and corrupted by Gaussian noise (seed 002 sec. 4.1).
+    Fields of view hold many such particles, debris and touching pairs, for picking.
+    """
+
+    _label = "simulate dataset"
+    _possibleOutputs = {
+        "outputVolume": Volume,
+        "outputPSF": PSFModel,
+        "outputParticles": SetOfParticles,
+        "outputImages": SetOfFluoImages,
+        "outputCoordinates": SetOfCoordinates3D,
+    }
+    _references = ["Eloy2023", "Fortun2018"]
+
+    # --------------------------- DEFINE param functions -----------------------
+    def _defineParams(self, form):
+        form.addSection(label="Simulation")
+        form.addParam("phantom", params.EnumParam, default=0, choices=PHANTOMS,
+                      label="Phantom",
+                      help="Ground truth: an asymmetric object, a C9 centriole-like barrel "
+                           "(two channels: barrel + torus), a hollow sphere or an open tube.")
+        form.addParam("nChannels", params.IntParam, default=1, label="Channels",
+                      help="1, or 2 with the c9 phantom (barrel and a torus around it).")
+        form.addParam("boxSize", params.IntParam, default=50, label="Box size (voxels)",
+                      help="Side of the cubic particle box (and of the ground truth), voxels.")
+        form.addParam("voxelSize", params.FloatParam, default=0.05, label="Voxel size (µm)",
+                      help="Isotropic voxel size of the particles and the ground truth.")
+        line = form.addLine("PSF sigma (voxels)",
+                            help="Standard deviations of the Gaussian PSF in voxels, lateral "
+                                 "and axial (seed 002: 1.5 and 5).")
+        line.addParam("sigmaXY", params.FloatParam, default=1.5, label="x, y")
+        line.addParam("sigmaZ", params.FloatParam, default=5.0, label="z")
+        form.addParam("noiseStd", params.FloatParam, default=0.2,
+                      label="Noise std (fraction of the signal maximum)",
+                      help="Standard deviation of the Gaussian noise added to images whose "
+                           "noiseless signal is scaled to [0, 1].")
+        form.addParam("nSpots", params.IntParam, default=120,
+                      expertLevel=params.LEVEL_ADVANCED,
+                      label="Degradation spots per particle",
+                      help="Gaussian spots removed from each particle (non-uniform degree of "
+                           "labelling); 0 for none.")
+        form.addParam("maxShift", params.FloatParam, default=2.0,
+                      expertLevel=params.LEVEL_ADVANCED, label="Maximum shift (voxels)",
+                      help="Particle shifts are uniform in [-max, max] voxels on each axis.")
+        form.addParam("outputKind", params.EnumParam, default=KIND_PARTICLES,
+                      choices=["particles", "fields of view"],
+                      display=params.EnumParam.DISPLAY_HLIST, label="Output",
+                      help="Extracted particles with their true poses, or fields of view with "
+                           "the true particle positions (for picking).")
+        form.addParam("nParticles", params.IntParam, default=20,
+                      condition=f"outputKind=={KIND_PARTICLES}", label="Number of particles")
+        line = form.addLine("Field size (voxels)", condition=f"outputKind=={KIND_FIELDS}",
+                            help="Shape of each field of view: z, y, x in voxels.")
+        line.addParam("fieldZ", params.IntParam, default=64, label="z")
+        line.addParam("fieldY", params.IntParam, default=256, label="y")
+        line.addParam("fieldX", params.IntParam, default=256, label="x")
+        form.addParam("fieldVoxelSizeZ", params.FloatParam, default=0.0,
+                      condition=f"outputKind=={KIND_FIELDS}",
+                      label="Field voxel size z (µm)",
+                      help="Axial voxel size of the fields; 0 = the voxel size above "
+                           "(isotropic). The lateral voxel size is the voxel size above.")
+        form.addParam("nFields", params.IntParam, default=1,
+                      condition=f"outputKind=={KIND_FIELDS}", label="Number of fields")
+        form.addParam("particlesPerField", params.IntParam, default=20,
+                      condition=f"outputKind=={KIND_FIELDS}", label="Particles per field")
+        form.addParam("nDebris", params.IntParam, default=5,
+                      condition=f"outputKind=={KIND_FIELDS}", label="Debris per field",
+                      help="Blobs of another shape that a picker must reject.")
+        form.addParam("touchingPairs", params.IntParam, default=2,
+                      condition=f"outputKind=={KIND_FIELDS}",
+                      label="Touching pairs per field",
+                      help="Pairs of particles placed in contact (hard cases for picking).")
+        add_seed_param(form)
+
+    # --------------------------- INSERT steps functions -----------------------
+    def _insertAllSteps(self):
+        key = self._paramsKey()
+        self._insertFunctionStep(self.convertInputStep, key)
+        self._insertFunctionStep(self.computeStep, key)
+        self._insertFunctionStep(self.createOutputStep, key)
+
+    # --------------------------- STEPS functions ------------------------------
+    def convertInputStep(self, key):
+        kind = self.outputKind.get()
+        job_params = {
+            "kind": _JOB_KINDS[kind],
+            "phantom": PHANTOMS[self.phantom.get()],
+            "size": self.boxSize.get(),
+            "voxel_size": self.voxelSize.get(),
+            "sigma_xy": self.sigmaXY.get(),
+            "sigma_z": self.sigmaZ.get(),
+            "n_channels": self.nChannels.get(),
+            "noise_std": self.noiseStd.get(),
+            "n_spots": self.nSpots.get(),
+            "max_shift": self.maxShift.get(),
+        }
+        outputs = {"volume": self._getExtraPath("ground_truth.ome.tif"),
+                   "psf": self._getExtraPath("psf.ome.tif"),
+                   "summary": self._getExtraPath("simulation.json")}
+        if kind == KIND_PARTICLES:
+            job_params["n_particles"] = self.nParticles.get()
+            outputs.update(particles_dir=self._getExtraPath("particles"),
+                           particles=self._getExtraPath("particles.csv"))
+        else:
+            job_params.update(
+                field_shape=[self.fieldZ.get(), self.fieldY.get(), self.fieldX.get()],
+                field_voxel_size_z=self._fieldVoxelSizeZ(),
+                n_fields=self.nFields.get(),
+                particles_per_field=self.particlesPerField.get(),
+                n_debris=self.nDebris.get(),
+                touching_pairs=self.touchingPairs.get())
+            outputs.update(fields_dir=self._getExtraPath("fields"),
+                           coordinates=self._getExtraPath("coordinates.csv"),
+                           poses=self._getExtraPath("true_poses.csv"),
+                           debris=self._getExtraPath("debris.csv"))
+        self._writeJob(_STEP, inputs={}, params=job_params, outputs=outputs,
+                       seed=self.seed.get())
+
+    def computeStep(self, key):
+        self._runSpfluoJob(_STEP)
+
+    def createOutputStep(self, key):
+        summary = self._summaryData()
+        vs = tuple(summary["voxel_size"])
+        outputs = {}
+        path = self._getExtraPath("ground_truth.ome.tif")
+        outputs["outputVolume"] = Volume(filename=path, voxelSize=vs, shape=read_shape(path),
+                                         imageId="ground_truth")
+        # fields: the PSF is sampled on the fields' grid (their voxel size)
+        path = self._getExtraPath("psf.ome.tif")
+        outputs["outputPSF"] = PSFModel(filename=path, voxelSize=summary["psf_voxel_size"],
+                                        shape=read_shape(path), imageId="psf")
+        if self.outputKind.get() == KIND_PARTICLES:
+            outputs["outputParticles"] = self._particlesFromJob(vs)
+            self._defineOutputs(**outputs)
+        else:
+            images = self._fieldsFromJob()
+            self._defineOutputs(outputImages=images, **outputs)
+            coords = self._coordinatesFromJob()
+            self._defineOutputs(outputCoordinates=coords)
+            self._defineSources([coords], pwobj.Pointer(self, extended="outputImages"))
+
+    def _particlesFromJob(self, vs) -> SetOfParticles:
+        table = read_particle_table(self._getExtraPath("particles.csv"))
+        shape = read_shape(table.paths[0])
+        parts = SetOfParticles(filename=self._getPath("particles.sqlite"))
+        for pid, path, matrix in zip(table.ids, table.paths, table.matrices):
+            p = Particle(filename=str(path), voxelSize=vs, shape=shape, imageId=_image_id(path))
+            p.setObjId(int(pid))
+            p.setTransform(matrix)
+            parts.append(p)
+        parts.setHasPoses(True)
+        parts.write()
+        self.info(f"{parts.getSize()} particle(s) of {shape} (C, D, D, D) with true poses")
+        return parts
+
+    def _summaryData(self) -> dict:
+        with open(self._getExtraPath("simulation.json")) as fh:
+            return json.load(fh)
+
+    def _fieldsFromJob(self) -> SetOfFluoImages:
+        images = SetOfFluoImages(filename=self._getPath("images.sqlite"))
+        for field in self._summaryData()["fields"]:
+            images.append(FluoImage(filename=field["path"], voxelSize=field["voxel_size"],
+                                    shape=field["shape"], imageId=field["image_id"]))
+        images.write()
+        return images
+
+    def _coordinatesFromJob(self) -> SetOfCoordinates3D:
+        table = read_coordinates_csv(self._getExtraPath("coordinates.csv"))
+        poses = read_poses_csv(self._getExtraPath("true_poses.csv"))
+        by_id = dict(zip(poses.ids.tolist(), poses.matrices))
+        box_um = self.boxSize.get() * self.voxelSize.get()
+        coords = SetOfCoordinates3D(filename=self._getPath("coordinates.sqlite"))
+        coords.setImages(pwobj.Pointer(self, extended="outputImages"))
+        coords.setBoxSize(box_um)
+        for image_id, pos, pid in zip(table.image_ids, table.positions_zyx_um,
+                                      table.particle_id):
+            c = Coordinate3D()
+            z, y, x = pos
+            c.setPosition(x, y, z)
+            c.setImageId(str(image_id))
+            c.setBoxSize(box_um)
+            c.setTransform(by_id[int(pid)])
+            coords.append(c)
+        coords.write()
+        self.info(f"{coords.getSize()} true particle position(s) in "
+                  f"{self.nFields.get()} field(s), box {box_um:g} µm")
+        return coords
+
+    # --------------------------- INFO functions -------------------------------
+    def _validate(self):
+        errors = []
+        phantom = PHANTOMS[self.phantom.get() or 0]
+        nc = self.nChannels.get()
+        if nc not in (1, 2):
+            errors.append(f"Channels must be 1 or 2, got {nc}.")
+        elif nc == 2 and phantom != "c9":
+            errors.append(f"Two channels need the c9 phantom (barrel + torus), not {phantom}: "
+                          "choose the c9 phantom or one channel.")
+        box = self.boxSize.get()
+        if box is None or box < 8:
+            errors.append(f"Box size must be >= 8 voxels, got {box}.")
+        if not self.voxelSize.get() or self.voxelSize.get() <= 0:
+            errors.append(f"Voxel size must be > 0 µm, got {self.voxelSize.get()}.")
+        for name, label in (("sigmaXY", "PSF sigma x, y"), ("sigmaZ", "PSF sigma z"),
+                            ("noiseStd", "Noise std"), ("maxShift", "Maximum shift")):
+            value = getattr(self, name).get()
+            if value is None or value < 0:
+                errors.append(f"{label} must be >= 0, got {value}.")
+        if self.nSpots.get() is None or self.nSpots.get() < 0:
+            errors.append(f"Degradation spots must be >= 0, got {self.nSpots.get()}.")
+        if self.outputKind.get() == KIND_PARTICLES:
+            if not self.nParticles.get() or self.nParticles.get() < 1:
+                errors.append(f"Number of particles must be >= 1, got {self.nParticles.get()}.")
+        else:
+            self._validateFields(errors)
+        return errors
+
+    def _fieldVoxelSizeZ(self) -> float:
+        vz = self.fieldVoxelSizeZ.get()
+        return float(vz) if vz and vz > 0 else float(self.voxelSize.get())
+
+    def _validateFields(self, errors):
+        shape = (self.fieldZ.get(), self.fieldY.get(), self.fieldX.get())
+        if any(s is None or s < 1 for s in shape):
+            errors.append(f"Field size must be positive voxels (z, y, x), got {shape}.")
+            return
+        if self.fieldVoxelSizeZ.get() is None or self.fieldVoxelSizeZ.get() < 0:
+            errors.append(f"Field voxel size z must be >= 0 µm (0 = isotropic), got "
+                          f"{self.fieldVoxelSizeZ.get()}.")
+            return
+        box = self.boxSize.get() or 0
+        vs = self.voxelSize.get() or 0
+        extent_um = np.array(shape, float) * (self._fieldVoxelSizeZ(), vs, vs)
+        if np.any(extent_um < box * vs):
+            errors.append(f"Fields of {shape} voxels ({tuple(np.round(extent_um, 3))} µm) are "
+                          f"smaller than one particle box ({box * vs:g} µm): enlarge the fields "
+                          "or reduce the box size.")
+        for name, label, minimum in (("nFields", "Number of fields", 1),
+                                     ("particlesPerField", "Particles per field", 1),
+                                     ("nDebris", "Debris per field", 0),
+                                     ("touchingPairs", "Touching pairs per field", 0)):
+            value = getattr(self, name).get()
+            if value is None or value < minimum:
+                errors.append(f"{label} must be >= {minimum}, got {value}.")
+        pairs, per_field = self.touchingPairs.get() or 0, self.particlesPerField.get() or 0
+        if 2 * pairs > per_field:
+            errors.append(f"{pairs} touching pair(s) need {2 * pairs} particles per field, got "
+                          f"{per_field}: raise the particles per field or lower the pairs.")
+
+    def _summary(self):
+        if not hasattr(self, "outputVolume"):
+            return ["Not simulated yet."]
+        lines = [f"Phantom {PHANTOMS[self.phantom.get()]}, box {self.boxSize.get()} voxels of "
+                 f"{self.voxelSize.get():g} µm, PSF sigma {self.sigmaXY.get():g} (x, y) / "
+                 f"{self.sigmaZ.get():g} (z) voxels, noise std {self.noiseStd.get():g}."]
+        if hasattr(self, "outputParticles"):
+            lines.append(f"{self.outputParticles.getSize()} particle(s) with true poses.")
+        if hasattr(self, "outputCoordinates"):
+            lines.append(f"{self.outputImages.getSize()} field(s) of view, "
+                         f"{self.outputCoordinates.getSize()} true particle position(s).")
+        return lines
+
+    def _methods(self):
+        if not hasattr(self, "outputVolume"):
+            return []
+        return [f"Simulated data were generated from the {PHANTOMS[self.phantom.get()]} "
+                f"phantom with a Gaussian PSF (sigma {self.sigmaXY.get():g} voxels laterally, "
+                f"{self.sigmaZ.get():g} axially) and Gaussian noise of standard deviation "
+                f"{self.noiseStd.get():g}, following [Eloy2023]."]

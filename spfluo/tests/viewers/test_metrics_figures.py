@@ -1,0 +1,259 @@
+"""Metric figures render headless (PNG) and show the right numbers at the right places."""
+
+import io
+
+import numpy as np
+import pytest
+from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+from spfluo.algorithms.geometry import matrix_from_axis_angle, random_rotations
+from spfluo.algorithms.metrics import FSCCurve, fsc_resolution
+from spfluo.viewers.isosurface import default_level, isosurface_figure, isosurface_mesh
+from spfluo.viewers.metrics import (
+    conical_fsc_figure,
+    fsc_figure,
+    orientation_sphere_figure,
+    pose_error_histogram,
+    rotation_axis_directions,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=40)
+    data = buf.getvalue()
+    assert data[:8] == PNG
+    return data
+
+
+def _gid(fig, gid, kind="lines"):
+    found = []
+    for ax in fig.axes:
+        found += [a for a in getattr(ax, kind) if a.get_gid() == gid]
+    return found
+
+
+# ------------------------------------------------------------------------ FSC
+def _linear_curve(cross_at):
+    """FSC falling linearly from 1 at f=0 to 0 at f=2*cross_at (crosses 0.5 at cross_at)."""
+    f = np.arange(17) / 32
+    return f, np.clip(1 - f / (2 * cross_at), -0.2, 1)
+
+
+def test_fsc_figure_marks_resolutions_at_the_crossings():
+    f, v = _linear_curve(0.2)
+    g, w = _linear_curve(0.1)
+    fig = fsc_figure([(f, v), (g, w)], voxel_size=0.05, labels=["good", "bad"])
+    _png(fig)
+    # analytic crossings of 1 - f / (2 a) = t  ->  f = 2 a (1 - t)
+    for k, a in enumerate((0.2, 0.1)):
+        for t in (0.143, 0.5):
+            (line,) = _gid(fig, f"resolution:{k}:{t:g}")
+            assert line.get_xdata()[0] == pytest.approx(2 * a * (1 - t), abs=1e-9)
+            assert line.get_ydata()[1] == pytest.approx(t)
+    # the legend gives the resolution in micrometres: 0.05 / (2 * 0.2 * 0.5) = 0.25 µm
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("good at 0.5: 0.200 1/voxel (0.25 µm)" in t for t in texts)
+    # a top axis in µm^-1 exists for isotropic voxels, not for anisotropic ones
+    assert any("µm⁻¹" in ax.get_xlabel() for ax in fig.axes[0].child_axes)
+    fig2 = fsc_figure(FSCCurve(f, v, np.zeros(17, int)), voxel_size=(0.1, 0.05, 0.05))
+    assert not fig2.axes[0].child_axes
+
+
+def test_fsc_figure_agrees_with_fsc_resolution_and_handles_no_crossing():
+    rng = np.random.default_rng(0)
+    f = np.arange(13) / 24
+    v = np.clip(np.cos(f * 5) + 0.05 * rng.standard_normal(13), -1, 1)
+    curve = FSCCurve(f, v, np.zeros(13, int))
+    fig = fsc_figure({"noisy": curve}, thresholds=(0.3,))
+    (line,) = _gid(fig, "resolution:0:0.3")
+    assert line.get_xdata()[0] == pytest.approx(fsc_resolution(curve, threshold=0.3))
+    flat = fsc_figure((f, np.ones(13)))   # never below: no mark, the legend says so
+    assert not _gid(flat, "resolution:0:0.143")
+    texts = [t.get_text() for t in flat.axes[0].get_legend().get_texts()]
+    assert any("≥ Nyquist" in t for t in texts)
+    _png(flat)
+
+
+def test_fsc_figure_rejects_bad_input():
+    f = np.arange(5) / 10
+    with pytest.raises(ValueError, match="same length"):
+        fsc_figure((f, np.ones(4)))
+    with pytest.raises(ValueError, match="labels has 1 entries for 2"):
+        fsc_figure([(f, f), (f, f)], labels=["a"])
+    with pytest.raises(ValueError, match="thresholds"):
+        fsc_figure((f, f), thresholds=(1.5,))
+    with pytest.raises(ValueError, match="NaN"):
+        fsc_figure((f, np.full(5, np.nan)))
+    with pytest.raises(ValueError, match="voxel_size"):
+        fsc_figure((f, f), voxel_size=-1)
+    with pytest.raises(ValueError, match="at least one"):
+        fsc_figure([])
+
+
+# ------------------------------------------------------------------ conical FSC
+def test_conical_fsc_figure_map_and_profile():
+    phi1 = 2 * np.pi * np.arange(8) / 8
+    phi2 = np.linspace(0, np.pi / 2, 4)
+    res = 0.1 + 0.2 * np.sin(phi2)[None, :] + 0.01 * np.arange(8)[:, None]  # axial worst
+    fig = conical_fsc_figure(res, phi1, phi2, voxel_size=0.04, threshold=0.143)
+    _png(fig)
+    (mesh,) = _gid(fig, "conical_map", "collections")
+    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(4, 8), res.T)
+    (profile,) = _gid(fig, "conical_profile")
+    np.testing.assert_allclose(profile.get_xdata(), np.degrees(phi2))
+    np.testing.assert_allclose(profile.get_ydata(), 0.04 / res.mean(axis=0))  # µm
+    with pytest.raises(ValueError, match="shapes"):
+        conical_fsc_figure(res, phi1[:3], phi2)
+    with pytest.raises(ValueError, match="increasing"):
+        conical_fsc_figure(res, phi1[::-1], phi2)
+    with pytest.raises(ValueError, match=r"\(n_phi1, n_phi2\)"):
+        conical_fsc_figure(res[0], phi1, phi2)
+
+
+# ------------------------------------------------------------------ pose errors
+def test_pose_error_histogram_counts_and_median():
+    errors = np.array([0.5, 1.5, 1.6, 2.5, 9.9, 3.0, 0.1])
+    fig = pose_error_histogram(errors, bins=10, max_angle=10)
+    _png(fig)
+    bars = _gid(fig, "hist:0", "patches")
+    assert len(bars) == 10
+    heights = [b.get_height() for b in bars]
+    np.testing.assert_array_equal(heights, np.histogram(errors, bins=10, range=(0, 10))[0])
+    assert sum(heights) == errors.size
+    (median,) = _gid(fig, "median:0")
+    assert median.get_xdata()[0] == pytest.approx(1.6)
+    two = pose_error_histogram({"a": errors, "b": errors[:3] * 2}, bins=5)
+    assert len(_gid(two, "hist:1", "patches")) == 5
+    assert sum(b.get_height() for b in _gid(two, "hist:1", "patches")) == 3
+    with pytest.raises(ValueError, match=">= 0 degrees"):
+        pose_error_histogram([-1.0, 2.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        pose_error_histogram(np.array([]))
+
+
+# ------------------------------------------------------------------ orientations
+def test_orientation_sphere_positions_match_analytic_directions():
+    # identity: the z axis stays on +z (latitude 90); 90 deg about x (xyz) sends z to -y;
+    # 90 deg about y sends z to +x (longitude 0, latitude 0)
+    R = np.stack([np.eye(3),
+                  matrix_from_axis_angle([1.0, 0.0, 0.0], np.pi / 2),
+                  matrix_from_axis_angle([0.0, 1.0, 0.0], np.pi / 2)])
+    d = rotation_axis_directions(R)
+    np.testing.assert_allclose(d, [[0, 0, 1], [0, -1, 0], [1, 0, 0]], atol=1e-12)
+    fig = orientation_sphere_figure(R, true=R[:1])
+    _png(fig)
+    (pts,) = _gid(fig, "orientations", "collections")
+    lonlat = np.asarray(pts.get_offsets())
+    np.testing.assert_allclose(lonlat, [[0, np.pi / 2], [-np.pi / 2, 0], [0, 0]], atol=1e-9)
+    (true,) = _gid(fig, "true_orientations", "collections")
+    assert len(true.get_offsets()) == 1
+
+
+def test_orientation_histogram_follows_the_uniform_expectation():
+    R = random_rotations(3000, seed=1)
+    fig = orientation_sphere_figure(R, bins=6)
+    bars = _gid(fig, "inclination_hist", "patches")
+    counts = np.array([b.get_height() for b in bars])
+    (expected,) = _gid(fig, "uniform_expectation")
+    assert counts.sum() == 3000
+    # uniform rotations: counts within 5 sigma of N (cos a - cos b) / 2
+    exp = expected.get_ydata()
+    assert np.all(np.abs(counts - exp) < 5 * np.sqrt(exp))
+    with pytest.raises(ValueError, match=r"\(N, 3, 3\) or directions \(N, 3\)"):
+        orientation_sphere_figure(np.zeros((3, 2)))
+
+
+# ------------------------------------------------------------------ isosurface
+def _ball(shape, centre, radius):
+    z, y, x = np.indices(shape)
+    r = np.sqrt((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2)
+    return np.clip(radius + 0.5 - r, 0, 1).astype(np.float32)  # 0.5 at r = radius
+
+
+def test_isosurface_mesh_is_in_micrometres():
+    vs = (0.1, 0.05, 0.05)
+    vol = _ball((16, 24, 20), (8, 10, 9), 5.0)
+    verts, faces, level = isosurface_mesh(vol, vs, level=0.5)
+    assert level == 0.5 and len(faces) > 100
+    # vertices (x, y, z) in µm; the sphere of radius 5 voxels is anisotropic in µm
+    centre_um = np.array([9 * 0.05, 10 * 0.05, 8 * 0.1])
+    scaled = (verts - centre_um) / np.array([0.05, 0.05, 0.1])
+    r = np.linalg.norm(scaled, axis=1)
+    assert np.abs(r - 5.0).max() < 0.2
+    small, sfaces, _ = isosurface_mesh(vol, vs, level=0.5, max_faces=300)
+    assert len(sfaces) <= 300
+
+
+def test_isosurface_figure_has_faces_and_contours_per_channel():
+    vol = np.stack([_ball((16, 16, 16), (8, 8, 8), 4.0), _ball((16, 16, 16), (6, 8, 9), 3.0)])
+    fig = isosurface_figure(vol, 0.1, title="two channels")
+    _png(fig)
+    for c in range(2):
+        (coll,) = _gid(fig, f"isosurface:{c}", "collections")
+        assert isinstance(coll, Poly3DCollection)
+        assert len(coll.get_facecolor()) > 50
+        assert _gid(fig, f"level_contour:{c}:XY slice", "collections")
+    assert 0 < default_level(vol[0]) < 1
+    with pytest.raises(ValueError, match="constant"):
+        isosurface_figure(np.ones((8, 8, 8)), 0.1)
+    with pytest.raises(ValueError, match="outside the intensity range"):
+        isosurface_figure(vol[0], 0.1, level=3.0)
+    with pytest.raises(ValueError, match="NaN"):
+        isosurface_figure(np.full((8, 8, 8), np.nan), 0.1)
+
+
+# ------------------------------------------------------------------ figure makers
+def test_figure_makers_for_comparison_volume_and_posed_particles(tmp_path, monkeypatch):
+    from spfluo.io import write_particle_table, write_volume
+    from spfluo.jobs.__main__ import main
+    from spfluo.jobs.jobfile import write_job
+    from spfluo.objects import Particle, SetOfParticles, Volume, VolumeComparison
+    from spfluo.viewers import figures_for
+
+    monkeypatch.chdir(tmp_path)
+    vol = _ball((16, 16, 16), (8, 8, 8), 4.0)
+    write_volume(tmp_path / "v.ome.tif", vol, (0.1,) * 3)
+    R = random_rotations(3, seed=0)
+    stored = np.tile(np.eye(4), (3, 1, 1))
+    stored[:, :3, :3] = R[:, ::-1, ::-1]  # zyx -> xyz
+    write_particle_table(tmp_path / "p.csv", [1, 2, 3], ["a", "b", "c"], stored)
+    outputs = {"metrics": "m.json", "fsc": "fsc.csv", "conical_fsc": "c.csv",
+               "aligned": "al.ome.tif", "pose_errors": "pe.csv"}
+    job = write_job(tmp_path / "job.json", step="compare", outputs=outputs,
+                    inputs={"volume": "v.ome.tif", "reference": "v.ome.tif",
+                            "particles": "p.csv", "reference_particles": "p.csv"},
+                    params={"voxel_size": [0.1] * 3, "symmetry": 1, "register": False})
+    assert main(["compare", str(job)]) == 0
+
+    comparison = VolumeComparison()
+    comparison.setVoxelSize(0.1)
+    comparison.setFscFile("fsc.csv")
+    comparison.setConicalFscFile("c.csv")
+    comparison.setPoseErrorsFile("pe.csv")
+    names = [name for name, fig in figures_for(comparison)]
+    assert names == ["fsc", "conical_fsc", "pose_errors"]
+
+    volume = Volume(filename="v.ome.tif", voxelSize=(0.1,) * 3, shape=(1, 16, 16, 16))
+    figures = dict(figures_for(volume))
+    assert "isosurface" in figures and "slices" in figures
+    _png(figures["isosurface"])
+
+    parts = SetOfParticles(filename=str(tmp_path / "parts.sqlite"))
+    for k, m in enumerate(stored):
+        p = Particle(filename="v.ome.tif", voxelSize=(0.1,) * 3, shape=(1, 16, 16, 16),
+                     imageId=f"p{k}")
+        p.setTransform(m)
+        parts.append(p)
+    parts.setHasPoses(True)
+    parts.write()
+    figures = dict(figures_for(parts))
+    (pts,) = _gid(figures["orientations"], "orientations", "collections")
+    d = rotation_axis_directions(R)
+    assert len(pts.get_offsets()) == 3
+    np.testing.assert_allclose(np.asarray(pts.get_offsets())[:, 1],
+                               np.pi / 2 - np.arccos(np.clip(d[:, 2], -1, 1)), atol=1e-9)
+    parts.setHasPoses(False)
+    assert "orientations" not in dict(figures_for(parts))
