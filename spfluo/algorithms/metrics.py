@@ -14,6 +14,13 @@
 Register the volume onto the reference first (seed 002 sec. 4.2): these metrics assume the
 two volumes are in the same frame. Frequencies are in cycles per voxel (the inverse of a
 resolution in voxels); :func:`resolution_in_micrometres` converts for isotropic voxels.
+
+- :func:`compare_volumes` is the one call that benchmarks and the compare protocol use:
+  registration (:func:`spfluo.algorithms.registration.register_volumes`), intensity
+  matching, then SSIM, PSNR, FSC (0.143 and 0.5) and conical FSC against the ground truth.
+- :func:`pose_error_summary` summarises the angular errors of estimated particle poses
+  after the best global rotation, modulo the symmetry
+  (:func:`spfluo.algorithms.geometry.align_rotations`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import numpy as np
 
 from spfluo.algorithms.backend import Backend, backend_of, get_backend, to_numpy
 from spfluo.algorithms.fourier import shell_index
+from spfluo.algorithms.geometry import align_rotations, geodesic_distance_sym
+from spfluo.algorithms.registration import RegistrationResult, register_volumes
 
 __all__ = [
     "FSCCurve",
@@ -36,6 +45,10 @@ __all__ = [
     "ssim",
     "psnr",
     "normalize_for_comparison",
+    "PoseErrorSummary",
+    "pose_error_summary",
+    "VolumeComparison",
+    "compare_volumes",
 ]
 
 
@@ -630,3 +643,229 @@ def normalize_for_comparison(volume, reference) -> np.ndarray:
     cov = float(((vd - mv) * (rd - mr)).mean())
     scale = max(cov / var, 0.0) if var > 0 else 0.0
     return (scale * (vd - mv) + mr).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- pose errors
+
+
+@dataclass(frozen=True, eq=False)
+class PoseErrorSummary:
+    """Angular errors of estimated particle rotations against the true ones.
+
+    Attributes
+    ----------
+    errors_deg : ndarray, shape (N,), float64
+        Per-particle geodesic angle between ``R_est @ alignment`` and ``R_true``, modulo
+        the symmetry, degrees.
+    median_deg, mean_deg, rms_deg, max_deg : float
+        Median, mean, root mean square and largest error, degrees.
+    fraction_below_5deg, fraction_below_10deg : float
+        Fraction of particles whose error is below 5 (10) degrees, in ``[0, 1]``.
+    alignment : ndarray, shape (3, 3), float64
+        The global rotation ``G`` (zyx frame) with ``R_true ~ R_est @ G``
+        (:func:`spfluo.algorithms.geometry.align_rotations`); for a reconstruction
+        registered onto the truth by ``(R, t)`` (:func:`compare_volumes`), ``G`` should
+        be close to ``R^T`` modulo the symmetry.
+    symmetry : int
+        Order n of the cyclic symmetry the errors are taken modulo.
+    """
+
+    errors_deg: np.ndarray
+    median_deg: float
+    mean_deg: float
+    rms_deg: float
+    max_deg: float
+    fraction_below_5deg: float
+    fraction_below_10deg: float
+    alignment: np.ndarray
+    symmetry: int
+
+
+def pose_error_summary(R_est, R_true, *, symmetry: int = 1) -> PoseErrorSummary:
+    """Angular pose errors after the best global rotation, modulo Cn (seed 002 sec. 4.2).
+
+    Parameters
+    ----------
+    R_est : array_like, shape (N, 3, 3)
+        Estimated zyx-frame rotations (the reconstruction's frame is arbitrary).
+    R_true : array_like, shape (N, 3, 3)
+        True zyx-frame rotations of the same particles, same order.
+    symmetry : int, default 1
+        Order n of the cyclic symmetry about z of the reference.
+
+    Returns
+    -------
+    PoseErrorSummary
+        The per-particle errors (degrees), their statistics and the alignment ``G``.
+
+    Notes
+    -----
+    ``G = align_rotations(R_est, R_true, symmetry=n)`` (a geodesic L1 median, robust to
+    a few wrong poses), then ``errors = geodesic_distance_sym(R_est G, R_true, n)``:
+    the same numbers as :func:`spfluo.algorithms.geometry.pose_errors`.  Translations
+    are not assessed here (they depend on the registration of the volumes).
+    """
+    G = align_rotations(R_est, R_true, symmetry=symmetry)
+    a = np.asarray(R_est, dtype=np.float64)
+    errors = np.degrees(geodesic_distance_sym(np.matmul(a, G), R_true, symmetry=symmetry))
+    return PoseErrorSummary(
+        errors_deg=errors,
+        median_deg=float(np.median(errors)),
+        mean_deg=float(np.mean(errors)),
+        rms_deg=float(np.sqrt(np.mean(errors**2))),
+        max_deg=float(np.max(errors)),
+        fraction_below_5deg=float(np.mean(errors < 5.0)),
+        fraction_below_10deg=float(np.mean(errors < 10.0)),
+        alignment=G,
+        symmetry=int(symmetry),
+    )
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+@dataclass(frozen=True, eq=False)
+class VolumeComparison:
+    """A volume compared with a reference (ground truth) by :func:`compare_volumes`.
+
+    Attributes
+    ----------
+    ssim : float
+        SSIM (Gaussian window, sigma 1.5 voxels; :func:`ssim`) of the compared volume
+        against the reference, ``data_range`` that of the reference.
+    psnr_db : float
+        PSNR in dB (:func:`psnr`), same data range.
+    fsc : FSCCurve
+        FSC curve between the compared volume and the reference.
+    resolution_per_voxel : float
+        FSC resolution at the 0.143 threshold, cycles per voxel (seed 002).
+    resolution_05_per_voxel : float
+        FSC resolution at the 0.5 threshold, cycles per voxel.
+    resolution_um : float
+        ``resolution_per_voxel`` as a length in micrometres (``inf`` when 0).
+    resolution_05_um : float
+        ``resolution_05_per_voxel`` in micrometres (``inf`` when 0).
+    conical_fsc : ConicalFSC
+        Conical FSC (0.143) between the compared volume and the reference.
+    registration : RegistrationResult or None
+        The transform that registered the volume (``aligned = T_t(R volume)``), None when
+        ``register=False``.
+    compared : ndarray, shape (Z, Y, X), float32
+        The volume that was measured: registered, then intensity-matched to the
+        reference (:func:`normalize_for_comparison`).
+    """
+
+    ssim: float
+    psnr_db: float
+    fsc: FSCCurve
+    resolution_per_voxel: float
+    resolution_05_per_voxel: float
+    resolution_um: float
+    resolution_05_um: float
+    conical_fsc: ConicalFSC
+    registration: RegistrationResult | None
+    compared: np.ndarray
+
+
+def compare_volumes(
+    volume,
+    reference,
+    *,
+    voxel_size,
+    symmetry: int = 1,
+    register: bool = True,
+    coarse_step_deg: float = 20.0,
+    cone_half_angle: float = math.radians(20.0),
+    backend=None,
+) -> VolumeComparison:
+    """Register a volume onto a reference and measure SSIM, PSNR, FSC and conical FSC.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (Z, Y, X)
+        The volume to assess (a reconstruction, in an arbitrary frame and intensity scale).
+    reference : ndarray, shape (Z, Y, X)
+        The ground truth.
+    voxel_size : float or tuple of 3 float
+        Isotropic ``(z, y, x)`` voxel size in micrometres (for the resolutions in µm).
+    symmetry : int, default 1
+        Order n of the cyclic symmetry about z of the reference (registration modulo Cn).
+    register : bool, default True
+        Register the volume onto the reference first
+        (:func:`~spfluo.algorithms.registration.register_volumes`); False compares the
+        volumes as they are.
+    coarse_step_deg : float, default 20
+        Global search step of the registration, degrees.
+    cone_half_angle : float, default radians(20)
+        Half-angle of the cones of the conical FSC, radians.
+    backend : Backend or {"cpu", "gpu"}, optional
+
+    Returns
+    -------
+    VolumeComparison
+
+    Notes
+    -----
+    The protocol, in order (seed 002 sec. 4.2):
+
+    1. registration of ``volume`` onto ``reference`` (rotation + translation, symmetry
+       aware, NCC; the registered volume is the cubic-spline resampling, at the
+       volume's background level where it comes from outside the box);
+    2. intensity matching: :func:`normalize_for_comparison` fits ``a v + b`` (``a >= 0``)
+       to the reference by least squares, so the arbitrary scale and offset of a
+       reconstruction do not count;
+    3. SSIM and PSNR of the matched volume against the reference with the reference's
+       range as ``data_range``; FSC and conical FSC between them (invariant to the
+       scale; the offset only changes the zero frequency).
+
+    No mask: every voxel of the box counts (a mask would raise the FSC by removing the
+    background noise of reconstructions).  Several channels: register them jointly with
+    ``register_volumes`` on ``(C, D, D, D)`` arrays, then call this function per channel
+    on ``registration.aligned[c]`` with ``register=False``.
+    """
+    xp = backend_of(volume).xp if backend is None else _resolve_backend(backend, volume).xp
+    v, r = _check_pair(volume, reference, xp, names=("volume", "reference"))
+    for name, a in (("volume", v), ("reference", r)):
+        if not float(xp.max(a)) > float(xp.min(a)):
+            raise ValueError(f"{name} is constant: there is nothing to compare")
+    if not isinstance(register, (bool, np.bool_)):
+        raise ValueError(f"register must be True or False, got {register!r}")
+    vs = np.atleast_1d(np.asarray(voxel_size, dtype=np.float64)) if np.ndim(voxel_size) <= 1 \
+        else None
+    if vs is None or vs.size not in (1, 3) or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
+        raise ValueError(
+            f"voxel_size must be a positive number or a (z, y, x) tuple in micrometres, "
+            f"got {voxel_size!r}"
+        )
+    if not np.allclose(vs, vs[0], rtol=1e-6):
+        raise ValueError(
+            f"voxel_size must be isotropic to compare volumes, got {tuple(vs)}: resample the "
+            "volumes to isotropic voxels first"
+        )
+    registration = None
+    aligned = v
+    if register:
+        registration = register_volumes(
+            v, r, symmetry=symmetry, coarse_step_deg=coarse_step_deg, backend=backend
+        )
+        aligned = xp.asarray(registration.aligned)
+    compared = normalize_for_comparison(aligned, r)
+    curve = fsc(compared, r, backend=backend)
+    res143 = fsc_resolution(curve, threshold=0.143)
+    res05 = fsc_resolution(curve, threshold=0.5)
+
+    def to_um(freq: float) -> float:
+        return math.inf if freq <= 0 else resolution_in_micrometres(freq, vs)
+
+    return VolumeComparison(
+        ssim=ssim(compared, r, backend=backend),
+        psnr_db=psnr(compared, r),
+        fsc=curve,
+        resolution_per_voxel=res143,
+        resolution_05_per_voxel=res05,
+        resolution_um=to_um(res143),
+        resolution_05_um=to_um(res05),
+        conical_fsc=conical_fsc(compared, r, cone_half_angle=cone_half_angle, backend=backend),
+        registration=registration,
+        compared=to_numpy(compared).astype(np.float32),
+    )
