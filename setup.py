@@ -19,7 +19,8 @@ setup(
     include_package_data=True,
     package_data={
         "spfluo": ["protocols.conf", "templates/*.json.template"],
-        "spfluo.catalog": ["migrations/*.py", "migrations/versions/*.py", "alembic.ini"],
+        "spfluo.catalog": ["migrations/*.py", "migrations/*.mako", "migrations/versions/*.py",
+                           "alembic.ini"],
     },
     install_requires=[
         # pyworkflow pins numpy, matplotlib and pillow: let it choose them.
@@ -38,7 +39,7 @@ setup(
         "psutil",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "psycopg[binary]>=3.1"],
         "gpu": ["cupy-cuda12x>=13"],
     },
     entry_points={

@@ -13,6 +13,7 @@ import os
 import sys
 
 from .environment import bootstrap
+from .errors import ProjectError
 
 __all__ = ["main", "build_parser"]
 
@@ -47,7 +48,7 @@ def print_project(project, *, stream=None) -> None:
 
     out = stream or sys.stdout
     runs = describe_runs(project)
-    print(f"Project {project.getName()} ({project.getPath()}): {len(runs)} run(s)", file=out)
+    print(f"Project {os.path.basename(project.getPath())} ({project.getPath()}): {len(runs)} run(s)", file=out)
     for r in runs:
         print(f"  #{r.run_id:<5} {r.label:<32} {r.class_name:<28} {r.status:<9} "
               f"{_fmt_duration(r.duration_s)}", file=out)
@@ -123,7 +124,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .workflow import ProjectError, open_project
+    from .workflow import open_project
 
     project = open_project(args.name)
     project.getRunsGraph(refresh=True)
@@ -228,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", required=True, help="PNG (or PDF/SVG) path; several figures get suffixes")
     p.add_argument("--dpi", type=int, default=100)
     p.set_defaults(func=cmd_show, paths=["save"])
+
+    from .catalog.cli import add_parser as add_catalog_parser
+
+    add_catalog_parser(sub)
     return parser
 
 
@@ -239,7 +244,6 @@ def main(argv=None) -> int:
         value = getattr(args, attr)
         setattr(args, f"{attr}_abs", None if value is None else os.path.abspath(value))
     bootstrap(args.home)
-    from .workflow import ProjectError
 
     try:
         return args.func(args)

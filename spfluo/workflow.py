@@ -16,6 +16,8 @@ import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 from pyworkflow.project import Manager, Project
 
+from .errors import ProjectError
+
 __all__ = [
     "ProjectError",
     "create_project",
@@ -30,10 +32,6 @@ __all__ = [
     "describe_runs",
     "get_output",
 ]
-
-
-class ProjectError(Exception):
-    """A project or run request that cannot be done (message says why and what to do)."""
 
 
 def _manager() -> Manager:
