@@ -233,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .catalog.cli import add_parser as add_catalog_parser
 
     add_catalog_parser(sub)
+
+    from .batch.cli import add_parser as add_batch_parser
+    from .queue import add_parser as add_queue_parser
+    from .report import add_parser as add_report_parser
+
+    add_batch_parser(sub)
+    add_report_parser(sub)
+    add_queue_parser(sub)
     return parser
 
 
