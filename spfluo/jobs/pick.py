@@ -1,0 +1,259 @@
+"""Job ``pick``: find the particles like a few examples in a set of images.
+
+Job file::
+
+    {"step": "pick",
+     "inputs":  {"images": "extra/images.json",          # image list (see below)
+                 "examples": "extra/examples.csv"},      # coordinates CSV (µm), >= 3 rows
+     "params":  {"channel": 0, "diameter_um": 0.5, "threshold": 0.5,
+                 "box_size_um": 0.75, "classifier": "forest",
+                 "candidate_threshold": 3.0, "nms_distance": 0.5, "novelty": 2.5},
+     "outputs": {"coordinates": "extra/coordinates.csv",  # image_id,x,y,z,score,box_size_um,
+                                                          # particle_id
+                 "report": "extra/pick_report.json"},
+     "seed": 0}
+
+The image list is a JSON list of ``{"image_id": str, "path": str, "voxel_size": [z, y, x]}``
+(micrometres; the voxel size recorded in the project wins over the file's metadata), written
+and read by :func:`write_image_list` and :func:`read_image_list`; the ``extract`` job reads
+the same list.  Coordinates are micrometres from the centre of voxel 0 of their image
+(``spfluo.io.coordinates``).  Detection runs on ``channel``; the coordinates apply to every
+channel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..algorithms.picking import CLASSIFIERS, pick_particles
+from ..io import (
+    CoordinateTable,
+    read_coordinates_csv,
+    read_shape,
+    read_volume,
+    write_coordinates_csv,
+)
+from ..io.atomic import write_json_atomic
+from .jobfile import Job, JobError, Progress
+
+__all__ = [
+    "ImageEntry", "read_image_list", "write_image_list", "positions_by_image", "check_inside",
+    "run",
+]
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of an image list.
+
+    Attributes
+    ----------
+    image_id : str
+        Identifier of the image (unique in the list; coordinates refer to it).
+    path : str
+        Volume file (TIFF, OME-TIFF, MRC).
+    voxel_size : tuple of 3 float
+        ``(z, y, x)`` in micrometres (the project's value wins over the file's metadata).
+    """
+
+    image_id: str
+    path: str
+    voxel_size: tuple
+
+    def __post_init__(self):
+        try:
+            vs = [float(v) for v in self.voxel_size]
+        except (TypeError, ValueError):
+            vs = []
+        if len(vs) != 3 or not all(np.isfinite(vs)) or min(vs) <= 0:
+            raise ValueError(f"image {self.image_id!r}: voxel_size must be 3 positive numbers "
+                             f"(z, y, x) in micrometres, got {self.voxel_size!r}")
+        object.__setattr__(self, "image_id", str(self.image_id))
+        object.__setattr__(self, "path", str(self.path))
+        object.__setattr__(self, "voxel_size", tuple(vs))
+
+    def as_dict(self) -> dict:
+        return {"image_id": self.image_id, "path": self.path, "voxel_size": list(self.voxel_size)}
+
+    def read(self, *, channel: int | None = None) -> np.ndarray:
+        """The pixels, float32: ``(C, Z, Y, X)``, or ``(Z, Y, X)`` for one ``channel``."""
+        data = read_volume(self.path, voxel_size=self.voxel_size).data
+        if channel is None:
+            return data
+        if not 0 <= channel < data.shape[0]:
+            raise JobError(f"image {self.image_id!r} ({self.path}) has {data.shape[0]} "
+                           f"channel(s); channel {channel} does not exist (channels count from 0)")
+        return data[channel]
+
+
+def write_image_list(path: str | os.PathLike, entries: Sequence[ImageEntry]) -> Path:
+    """Write an image list (JSON) atomically; image ids must be unique."""
+    entries = list(entries)
+    if not entries:
+        raise ValueError("an image list needs at least one image")
+    ids = [e.image_id for e in entries]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise ValueError(f"image id {dup[0]!r} appears twice; image ids must be unique")
+    return write_json_atomic(path, [e.as_dict() for e in entries])
+
+
+def read_image_list(path: str | os.PathLike) -> list[ImageEntry]:
+    """Read an image list written by :func:`write_image_list`."""
+    path = Path(path)
+    if not path.exists():
+        raise JobError(f"image list {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise JobError(f"image list {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, list) or not data:
+        raise JobError(f"image list {path} must be a non-empty JSON list of images")
+    entries = []
+    for k, item in enumerate(data):
+        if not isinstance(item, dict) or not {"image_id", "path", "voxel_size"} <= set(item):
+            raise JobError(f"image list {path}, entry {k}: needs image_id, path and voxel_size")
+        try:
+            entries.append(ImageEntry(item["image_id"], item["path"], item["voxel_size"]))
+        except (TypeError, ValueError) as exc:
+            raise JobError(f"image list {path}, entry {k}: {exc}") from None
+    ids = [e.image_id for e in entries]
+    if len(set(ids)) != len(ids):
+        raise JobError(f"image list {path} repeats an image id; ids must be unique")
+    return entries
+
+
+def positions_by_image(table: CoordinateTable, entries: Sequence[ImageEntry], *,
+                      what: str = "coordinates") -> list[np.ndarray]:
+    """Positions of a coordinate table split by image, in voxels ``(z, y, x)``.
+
+    Raises JobError when a row names an image that is not in the list.
+    """
+    index = {e.image_id: k for k, e in enumerate(entries)}
+    out = [[] for _ in entries]
+    for row, (image_id, pos) in enumerate(zip(table.image_ids, table.positions_zyx_um)):
+        key = str(image_id)
+        if key not in index:
+            raise JobError(f"{what} row {row + 1}: image id {key!r} is not in the image list "
+                           f"({', '.join(sorted(index)[:5])}...)")
+        k = index[key]
+        out[k].append(pos / np.asarray(entries[k].voxel_size))
+    return [np.asarray(v, dtype=np.float64).reshape(-1, 3) for v in out]
+
+
+def check_inside(table: CoordinateTable, entries: Sequence[ImageEntry], *,
+                 what: str = "coordinates") -> None:
+    """Raise JobError for the first coordinate outside its image (headers only are read)."""
+    index = {e.image_id: e for e in entries}
+    shapes = {}
+    for row, (image_id, pos) in enumerate(zip(table.image_ids, table.positions_zyx_um)):
+        entry = index[str(image_id)]
+        if entry.image_id not in shapes:
+            shapes[entry.image_id] = np.asarray(read_shape(entry.path)[1:], dtype=np.float64)
+        extent = (shapes[entry.image_id] - 1) * np.asarray(entry.voxel_size)
+        half = 0.5 * np.asarray(entry.voxel_size)
+        if np.any(pos < -half) or np.any(pos > extent + half):
+            raise JobError(f"{what} row {row + 1}: position (x, y, z) = "
+                           f"{tuple(np.round(pos[::-1], 4))} µm is outside image "
+                           f"{entry.image_id} (x, y, z up to {tuple(np.round(extent[::-1], 4))} "
+                           "µm); fix the coordinates or their unit (micrometres)")
+
+
+class _LazyChannel:
+    """The detection channel of each image, read when the picker asks for it."""
+
+    def __init__(self, entries, channel, progress):
+        self.entries, self.channel, self.progress = entries, channel, progress
+
+    def __len__(self):
+        return len(self.entries)
+
+    def __getitem__(self, k):
+        e = self.entries[k]
+        self.progress.step(k + 1, len(self.entries), image=e.image_id)
+        return e.read(channel=self.channel)
+
+
+def _params(job: Job) -> dict:
+    channel = job.param("channel", 0)
+    if isinstance(channel, bool) or not isinstance(channel, int) or channel < 0:
+        raise JobError(f"job pick: channel must be an integer >= 0, got {channel!r}")
+    diameter = float(job.param("diameter_um"))
+    threshold = float(job.param("threshold", 0.5))
+    box = job.param("box_size_um", None)
+    box = 1.5 * diameter if box in (None, 0) else float(box)
+    if box <= 0:
+        raise JobError(f"job pick: box_size_um must be > 0, got {box}")
+    classifier = job.param("classifier", "forest")
+    if classifier not in CLASSIFIERS:
+        raise JobError(f"job pick: classifier must be one of {', '.join(CLASSIFIERS)}, "
+                       f"got {classifier!r}")
+    return {"channel": channel, "diameter": diameter, "threshold": threshold, "box": box,
+            "classifier": classifier,
+            "candidate_threshold": float(job.param("candidate_threshold", 3.0)),
+            "nms_distance": float(job.param("nms_distance", 0.5)),
+            "novelty": float(job.param("novelty", 2.5))}
+
+
+def run(job: Job) -> None:
+    """Read the images and examples, pick, write the coordinates CSV and a JSON report."""
+    progress = Progress("pick")
+    p = _params(job)
+    entries = read_image_list(job.existing_input("images"))
+    examples_path = job.existing_input("examples")
+    table = read_coordinates_csv(examples_path)
+    vs0 = entries[0].voxel_size
+    for e in entries[1:]:
+        if not np.allclose(e.voxel_size, vs0, rtol=1e-4):
+            raise JobError(f"image {e.image_id!r} has voxel size {e.voxel_size} µm but "
+                           f"{entries[0].image_id!r} has {vs0} µm; pick in images of one "
+                           "voxel size")
+    examples = positions_by_image(table, entries, what=f"examples ({examples_path})")
+    check_inside(table, entries, what=f"examples ({examples_path})")
+    n_ex = sum(len(x) for x in examples)
+    progress.log(f"{len(entries)} image(s), {n_ex} example(s), channel {p['channel']}, "
+                 f"diameter {p['diameter']:g} µm, classifier {p['classifier']}, "
+                 f"threshold {p['threshold']:g}")
+    seed = 0 if job.seed is None else int(job.seed)
+    result = pick_particles(_LazyChannel(entries, p["channel"], progress), examples, vs0,
+                            diameter=p["diameter"], threshold=p["threshold"],
+                            method=p["classifier"],
+                            candidate_threshold=p["candidate_threshold"],
+                            nms_distance=p["nms_distance"], novelty=p["novelty"], seed=seed)
+    per_image = np.bincount(result.image_index, minlength=len(entries))
+    for e, n_cand, n_det in zip(entries, result.n_candidates, per_image):
+        progress.log(f"image {e.image_id}: {n_cand} candidate(s), {n_det} detection(s)")
+    progress.log(f"{len(result)} particle(s) picked in all ({result.n_background} candidate(s) "
+                 f"unlike every example, {result.rounds} classification round(s))")
+    if len(result) == 0:
+        raise JobError("no particle found: lower the threshold or check the diameter and the "
+                       "channel")
+    ids = np.array([entries[k].image_id for k in result.image_index])
+    positions_um = result.positions * np.asarray(vs0)
+    positions_um = np.maximum(positions_um, 0.0)  # sub-voxel centres may fall just below 0
+    out = CoordinateTable(image_ids=ids, positions_zyx_um=positions_um,
+                          score=result.scores.astype(np.float64),
+                          box_size_um=np.full(len(result), p["box"]),
+                          particle_id=np.arange(1, len(result) + 1))
+    write_coordinates_csv(job.output("coordinates"), out)
+    if "report" in job.outputs:
+        write_json_atomic(job.output("report"), {
+            "images": [e.image_id for e in entries],
+            "n_candidates": result.n_candidates.tolist(),
+            "n_detections": per_image.tolist(),
+            "n_examples": n_ex,
+            "examples_kept": int(result.from_example.sum()),
+            "n_background": int(result.n_background),
+            "rounds": int(result.rounds),
+            "classifier": p["classifier"],
+            "threshold": p["threshold"],
+            "diameter_um": p["diameter"],
+            "wall_s": round(progress.elapsed, 3),
+        })
+    progress.log("done")

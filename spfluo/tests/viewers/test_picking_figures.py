@@ -1,0 +1,142 @@
+"""Picking figures render headless: boxes where the picks are, coloured by score."""
+
+import io
+
+import numpy as np
+import pytest
+from matplotlib import colormaps
+
+from spfluo.viewers.picking import (
+    SCORE_CMAP,
+    particle_gallery_figure,
+    picks_figure,
+    score_histogram_figure,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=40)
+    assert buf.getvalue()[:8] == PNG
+    return buf.getvalue()
+
+
+def _picks(fig):
+    return [p for ax in fig.axes for p in ax.patches if p.get_gid() == "pick"]
+
+
+def test_picks_figure_boxes_and_colours():
+    mip = np.random.default_rng(0).random((60, 80)).astype(np.float32)
+    pos = np.array([[1.0, 2.0], [3.0, 4.5], [5.0, 1.5]])  # (y, x) µm
+    scores = np.array([0.9, 0.2, 0.6])
+    fig = picks_figure(mip, (0.3, 0.1, 0.1), pos, scores=scores, box_size_um=0.8,
+                       threshold=0.5, ids=[7, 8, 9])
+    _png(fig)
+    boxes = _picks(fig)
+    assert len(boxes) == 3
+    for box, (y, x), s in zip(boxes, pos, scores):
+        assert box.get_width() == pytest.approx(0.8) and box.get_height() == pytest.approx(0.8)
+        assert box.get_x() + 0.4 == pytest.approx(x) and box.get_y() + 0.4 == pytest.approx(y)
+        assert np.allclose(box.get_edgecolor(), colormaps[SCORE_CMAP](s))
+    assert [b.get_linestyle() for b in boxes] == ["-", "--", "-"]  # below the threshold
+    image_ax = fig.axes[0]
+    assert image_ax.get_xlabel() == "x (µm)" and image_ax.get_ylabel() == "y (µm)"
+    assert image_ax.get_xlim() == pytest.approx((-0.05, 7.95))  # 80 pixels of 0.1 µm
+    assert any(ax.get_ylabel() == "score" for ax in fig.axes[1:])  # the colour bar
+    assert [t.get_text() for t in image_ax.texts] == ["7", "8", "9"]
+    plain = picks_figure(mip, (0.1, 0.1), pos)
+    assert len(_picks(plain)) == 3 and len(plain.axes) == 1
+
+
+def test_picks_figure_rejects_bad_input():
+    mip = np.zeros((10, 10))
+    with pytest.raises(ValueError, match=r"\(Y, X\)"):
+        picks_figure(np.zeros((2, 10, 10)), (0.1, 0.1), [[1, 1]])
+    with pytest.raises(ValueError, match="one value per pick"):
+        picks_figure(mip, (0.1, 0.1), [[1, 1], [2, 2]], scores=[0.5])
+    with pytest.raises(ValueError, match="voxel_size"):
+        picks_figure(mip, (0.1, -0.1), [[1, 1]])
+    with pytest.raises(ValueError, match="one label per pick"):
+        picks_figure(mip, (0.1, 0.1), [[1, 1]], ids=[1, 2])
+
+
+def test_score_histogram_and_gallery():
+    scores = np.array([0.1, 0.55, 0.6, 0.95, 0.97])
+    fig = score_histogram_figure(scores, threshold=0.5)
+    _png(fig)
+    ax = fig.axes[0]
+    assert sum(p.get_height() for p in ax.patches) == 5
+    assert [ln.get_gid() for ln in ax.lines] == ["threshold"]
+    with pytest.raises(ValueError, match="empty"):
+        score_histogram_figure([])
+    rng = np.random.default_rng(1)
+    parts = [rng.random((2, 10, 10, 10)) for _ in range(5)]
+    fig = particle_gallery_figure(parts, 0.1, scores=scores, ids=[11, 12, 13, 14, 15],
+                                  max_particles=3)
+    _png(fig)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["15  0.97", "14  0.95", "13  0.60"]  # best first, at most 3
+    assert sum(len(ax.images) for ax in fig.axes) == 6  # XY and XZ of each
+    with pytest.raises(ValueError, match="no particle"):
+        particle_gallery_figure([], 0.1)
+
+
+def test_figure_makers_for_picking_results(tmp_path):
+    from spfluo.io import write_volume
+    from spfluo.objects import (
+        Coordinate3D,
+        FluoImage,
+        Particle,
+        SetOfCoordinates3D,
+        SetOfFluoImages,
+        SetOfParticles,
+    )
+    from spfluo.viewers import figures_for
+    from spfluo.viewers.picking_figures import coordinates_figures, scored_particles_figures
+
+    images = SetOfFluoImages(filename=str(tmp_path / "images.sqlite"))
+    for k in range(2):
+        path = tmp_path / f"fov{k}.ome.tif"
+        write_volume(path, np.random.default_rng(k).random((2, 6, 30, 40), np.float32),
+                     (0.3, 0.1, 0.1))
+        images.append(FluoImage(filename=str(path), voxelSize=(0.3, 0.1, 0.1),
+                                shape=(2, 6, 30, 40), imageId=f"fov{k}"))
+    images.write()
+    coords = SetOfCoordinates3D(filename=str(tmp_path / "coords.sqlite"))
+    coords.setImages(images)
+    coords.setBoxSize(0.8)
+    parts = SetOfParticles(filename=str(tmp_path / "parts.sqlite"))
+    for k, (image_id, score) in enumerate([("fov0", 0.9), ("fov0", 0.3), ("fov1", 0.7)]):
+        c = Coordinate3D()
+        c.setPosition(1.0 + k, 1.5, 0.6)
+        c.setImageId(image_id)
+        c.setScore(score)
+        coords.append(c)
+        path = tmp_path / f"p{k}.ome.tif"
+        write_volume(path, np.random.default_rng(k).random((2, 8, 8, 8), np.float32),
+                     (0.1,) * 3)
+        p = Particle(filename=str(path), voxelSize=(0.1,) * 3, shape=(2, 8, 8, 8))
+        p.setCoordinate(c)
+        parts.append(p)
+    coords.write()
+    parts.write()
+    figures = dict(coordinates_figures(coords))
+    assert set(figures) == {"picks_fov0", "picks_fov1", "scores"}
+    assert len(_picks(figures["picks_fov0"])) == 2 and len(_picks(figures["picks_fov1"])) == 1
+    for fig in figures.values():
+        _png(fig)
+    assert [name for name, _ in figures_for(coords)] == ["picks_fov0", "picks_fov1", "scores"]
+    gallery = dict(scored_particles_figures(parts))
+    assert list(gallery) == ["by_score"]
+    titles = [ax.get_title() for ax in gallery["by_score"].axes if ax.get_title()]
+    assert titles == ["1  0.90", "3  0.70", "2  0.30"]
+    unscored = SetOfParticles(filename=str(tmp_path / "unscored.sqlite"))
+    p = Particle(filename=str(tmp_path / "p0.ome.tif"), voxelSize=(0.1,) * 3, shape=(2, 8, 8, 8))
+    unscored.append(p)
+    unscored.write()
+    assert scored_particles_figures(unscored) == []
+    empty = SetOfCoordinates3D(filename=str(tmp_path / "empty.sqlite"))
+    with pytest.raises(ValueError, match="empty"):
+        coordinates_figures(empty)
