@@ -1,0 +1,401 @@
+"""Refinement protocol: high-accuracy poses and volume from approximate poses.
+
+``ProtRefine`` runs the job ``refine`` (:mod:`spfluo.jobs.refine`,
+:func:`spfluo.algorithms.refine.refine`): it alternates a regularised known-pose
+reconstruction (TV or Hessian ADMM, warm-started; seed 000 sec. IV-A) with a pose update
+of every particle against the current volume, until the poses stop changing:
+
+- exhaustive search (seed 000 eq. 8), coarse to fine: the whole rotation space at 20
+  degrees, then +-10 degrees at 5, then +-5 at 1 (the schedule is a parameter);
+- continuous refinement (seed 004): a few gradient steps on each particle's rotation and
+  translation with backtracking, alternated with a few ADMM iterations.
+
+Cn symmetry, several channels with shared poses (pose search on chosen channels) and the
+gold standard (two half sets refined independently, half-map FSC each iteration) are
+supported.  The job checkpoints every outer iteration: a run that is stopped or killed
+continues from its last iteration when it is restarted ("continue").
+
+Outputs: ``outputVolume`` (a :class:`~spfluo.objects.Volume` with its half maps, the
+half-map FSC and resolution; its ``refinementLog`` attribute is the per-iteration log
+(CSV: energy, pose change, half-map resolution), ``refinedParticlesFile`` the particle
+table with the pose changes and ``summaryFile`` the run summary) and
+``outputParticles`` (the particles with the refined poses; each carries ``refineEnergy``,
+``poseChangeDeg`` (from the input poses) and ``halfSet``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyworkflow.object as pwobj
+import pyworkflow.protocol.params as params
+
+from ..io import read_particle_table, read_shape
+from ..objects import SetOfParticles, Volume
+from .base import ProtFluo, add_gpu_params, add_seed_param
+from .convert import (
+    check_psf_matches,
+    particles_with_poses,
+    read_output_poses,
+    write_particles_for_job,
+)
+
+__all__ = ["ProtRefine", "parse_schedule", "parse_channels"]
+
+_STEP = "refine"
+TV, HESSIAN = 0, 1
+_REGULARIZER_KEYS = ["tv", "hessian"]
+_REGULARIZER_LABELS = ["Total variation", "Hessian (Schatten norm)"]
+#: Seed 000 sec. V-A-4: whole space at 20 degrees, then +-10 at 5, then +-5 at 1.
+DEFAULT_SCHEDULE_TEXT = "20:all, 5:10, 1:5"
+
+
+def _pointed(pointer):
+    return pointer.get() if pointer is not None and pointer.hasValue() else None
+
+
+def parse_schedule(text: str | None) -> list[list]:
+    """``"20:all, 5:10, 1:5"`` -> ``[[20.0, None], [5.0, 10.0], [1.0, 5.0]]``.
+
+    Each stage is ``step:range`` in degrees, ``range`` ``all`` for the whole rotation space;
+    stages are separated by commas; an empty text is no exhaustive search.  Raises
+    ValueError with a message for the form.
+    """
+    text = (text or "").strip()
+    if not text:
+        return []
+    stages = []
+    for item in text.split(","):
+        parts = [p.strip() for p in item.split(":")]
+        if len(parts) != 2:
+            raise ValueError(f"Search schedule stage {item.strip()!r} must be 'step:range' in "
+                             "degrees (range 'all' for the whole rotation space), e.g. "
+                             f"'{DEFAULT_SCHEDULE_TEXT}'.")
+        try:
+            step = float(parts[0])
+            rng = None if parts[1].lower() == "all" else float(parts[1])
+        except ValueError:
+            raise ValueError(f"Search schedule stage {item.strip()!r}: step and range must be "
+                             "numbers of degrees (range 'all' for the whole space).") from None
+        if not 0 < step <= 90:
+            raise ValueError(f"Search schedule stage {item.strip()!r}: the step must be in "
+                             f"(0, 90] degrees, got {step:g}.")
+        if rng is not None and not 0 < rng <= 180:
+            raise ValueError(f"Search schedule stage {item.strip()!r}: the range must be in "
+                             f"(0, 180] degrees or 'all', got {rng:g}.")
+        stages.append([step, rng])
+    return stages
+
+
+def parse_channels(text: str | None) -> list[int] | None:
+    """'' -> None (all); '0 2' or '0,2' -> [0, 2]; ValueError on anything else."""
+    text = (text or "").replace(",", " ").strip()
+    if not text:
+        return None
+    try:
+        values = [int(v) for v in text.split()]
+    except ValueError:
+        raise ValueError(f"Pose search channels must be channel numbers separated by spaces "
+                         f"(e.g. '0 1'), got {text!r}.") from None
+    if len(set(values)) != len(values):
+        raise ValueError(f"Pose search channels {text!r} lists a channel twice.")
+    return values
+
+
+class ProtRefine(ProtFluo):
+    """Refine poses and volume: alternated pose search and regularised reconstruction.
+
+    From particles with approximate poses (ab initio output, or imported), alternate the
+    known-pose TV or Hessian reconstruction and a pose update of each particle
+    (exhaustive coarse-to-fine search, then continuous gradient refinement), with
+    optional Cn symmetry and gold-standard half sets.
+    """
+
+    _label = "refine"
+    _possibleOutputs = {"outputVolume": Volume, "outputParticles": SetOfParticles}
+    _references = ["Fortun2018", "Zehni2020", "Donati2020"]
+
+    # --------------------------- DEFINE param functions -----------------------
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
+                      important=True, label="Particles (with poses)",
+                      help="Particles with approximate poses: the output of ab initio, or "
+                           "particles imported with a poses file.")
+        form.addParam("inputPSF", params.PointerParam, pointerClass="PSFModel",
+                      important=True, label="PSF",
+                      help="The PSF at the particles' voxel size, no larger than their box: "
+                           "one channel for all, or one per channel.")
+        form.addParam("inputVolume", params.PointerParam, pointerClass="Volume",
+                      allowsNull=True, label="Initial volume (optional)",
+                      help="Reference of the first pose update (e.g. the ab initio volume), "
+                           "in the frame of the poses. Empty: the first volume is "
+                           "reconstructed from the input poses.")
+        form.addParam("symmetry", params.IntParam, default=1,
+                      label="Symmetry order (Cn about z)",
+                      help="Order n of the cyclic symmetry about the z axis of the reference "
+                           "(1 = none; 9 for a centriole). The volume's symmetry axis must be "
+                           "z: run 'align symmetry axis' first otherwise.")
+        form.addParam("searchChannels", params.StringParam, default="",
+                      label="Pose search channels (empty = all)",
+                      help="Channels compared by the pose updates, e.g. '0' (numbered from "
+                           "0); the poses are shared and every channel is reconstructed.")
+        form.addParam("doHalfMaps", params.BooleanParam, default=True,
+                      label="Gold standard (half sets)?",
+                      help="Split the particles into two random halves refined "
+                           "independently, each against its own volume, and report their "
+                           "FSC at every iteration.")
+
+        form.addSection(label="Reconstruction")
+        form.addParam("regularizer", params.EnumParam, default=TV,
+                      choices=_REGULARIZER_LABELS, label="Regulariser",
+                      help="Total variation (seed 000) or the Hessian Schatten norm "
+                           "(seed 001); both with positivity, solved by ADMM.")
+        form.addParam("weight", params.FloatParam, default=3e-3, label="Weight",
+                      help="Regularisation weight per mean particle, >= 0 (data normalised to "
+                           "a back-projection of maximum 1): typically 1e-3 to 1e-2.")
+        form.addParam("initialIterations", params.IntParam, default=100,
+                      label="ADMM iterations, first volume",
+                      help="Iterations of the first reconstruction (from scratch).")
+        form.addParam("admmIterations", params.IntParam, default=30,
+                      label="ADMM iterations per outer iteration",
+                      help="Warm-started iterations after each pose update (exhaustive "
+                           "phase).")
+        form.addParam("finalIterations", params.IntParam, default=50,
+                      expertLevel=params.LEVEL_ADVANCED,
+                      label="ADMM iterations, final volume",
+                      help="Warm-started iterations of the final reconstructions.")
+
+        form.addSection(label="Pose search")
+        form.addParam("schedule", params.StringParam, default=DEFAULT_SCHEDULE_TEXT,
+                      label="Search schedule (step:range deg)",
+                      help="Exhaustive coarse-to-fine stages, one per outer iteration: "
+                           "'step:range' in degrees, range 'all' for the whole rotation space "
+                           "(seed 000: '20:all, 5:10, 1:5'). The last stage repeats until the "
+                           "poses stop changing. Empty: no exhaustive search.")
+        form.addParam("exhaustiveIterations", params.IntParam, default=5,
+                      label="Most exhaustive iterations",
+                      help="At least the number of schedule stages.")
+        form.addParam("continuousIterations", params.IntParam, default=2,
+                      label="Continuous refinement iterations",
+                      help="Outer iterations of continuous refinement (seed 004) after the "
+                           "exhaustive search; 0 for none.")
+        form.addParam("gdSteps", params.IntParam, default=3,
+                      label="Gradient steps per continuous iteration",
+                      help="K_GD of seed 004: gradient steps on each particle's rotation and "
+                           "translation, with backtracking.")
+        form.addParam("continuousAdmm", params.IntParam, default=5,
+                      expertLevel=params.LEVEL_ADVANCED,
+                      label="ADMM iterations per continuous iteration",
+                      help="K_ADMM of seed 004 (2 to 5).")
+        form.addParam("maxShift", params.FloatParam, default=0.0,
+                      expertLevel=params.LEVEL_ADVANCED, label="Maximum shift (µm)",
+                      help="Largest particle translation searched; 0 = a quarter of the box.")
+        add_seed_param(form)
+        add_gpu_params(form)
+
+    # --------------------------- INSERT steps functions -----------------------
+    def _insertAllSteps(self):
+        key = self._paramsKey()
+        self._insertFunctionStep(self.convertInputStep, key)
+        self._insertFunctionStep(self.computeStep, key)
+        self._insertFunctionStep(self.createOutputStep, key)
+
+    # --------------------------- STEPS functions ------------------------------
+    def convertInputStep(self, key):
+        particles = self.inputParticles.get()
+        psf = self.inputPSF.get()
+        table = write_particles_for_job(particles, self._getExtraPath("particles.csv"),
+                                        with_poses=True)
+        inputs = {"particles": table, "psf": psf.getFileName()}
+        vs = particles.getVoxelSize()
+        job_params = {
+            "regularizer": _REGULARIZER_KEYS[self.regularizer.get()],
+            "weight": self.weight.get(),
+            "schedule": parse_schedule(self.schedule.get()),
+            "exhaustive_iterations": self.exhaustiveIterations.get(),
+            "continuous_iterations": self.continuousIterations.get(),
+            "gd_steps": self.gdSteps.get(),
+            "initial_admm_iterations": self.initialIterations.get(),
+            "admm_iterations": self.admmIterations.get(),
+            "continuous_admm_iterations": self.continuousAdmm.get(),
+            "final_admm_iterations": self.finalIterations.get(),
+            "symmetry": self.symmetry.get(),
+            "channels": parse_channels(self.searchChannels.get()),
+            "half_maps": bool(self.doHalfMaps.get()),
+            "max_shift": (self.maxShift.get() / vs[0]) if self.maxShift.get() else None,
+            "voxel_size": list(vs),
+            "psf_voxel_size": list(psf.getVoxelSize()),
+        }
+        volume = _pointed(self.inputVolume)
+        if volume is not None:
+            inputs["volume"] = volume.getFileName()
+            job_params["volume_voxel_size"] = list(volume.getVoxelSize())
+        outputs = {"volume": self._getExtraPath("volume.ome.tif"),
+                   "particles": self._getExtraPath("particles_refined.csv"),
+                   "log": self._getExtraPath("refine_log.csv"),
+                   "summary": self._getExtraPath("refine.json"),
+                   "checkpoint": self._getExtraPath("checkpoint.npz")}
+        if self.doHalfMaps.get():
+            outputs.update(half1=self._getExtraPath("half1.ome.tif"),
+                           half2=self._getExtraPath("half2.ome.tif"),
+                           fsc=self._getExtraPath("fsc.csv"))
+        self._writeJob(_STEP, inputs=inputs, params=job_params, outputs=outputs,
+                       seed=self.seed.get())
+
+    def computeStep(self, key):
+        self._runSpfluoJob(_STEP)
+
+    def createOutputStep(self, key):
+        with open(self._getExtraPath("refine.json")) as fh:
+            summary = json.load(fh)
+        path = self._getExtraPath("volume.ome.tif")
+        vs = tuple(summary["voxel_size"])
+        volume = Volume(filename=path, voxelSize=vs, shape=read_shape(path),
+                        imageId="refined")
+        if summary.get("half_maps"):
+            volume.setHalfMaps(self._getExtraPath("half1.ome.tif"),
+                               self._getExtraPath("half2.ome.tif"))
+            volume.setFscFile(self._getExtraPath("fsc.csv"))
+            res = summary["resolution_um"][0]
+            if res is not None:
+                volume.setResolution(res)
+        volume.refinementLog = pwobj.String(self._getExtraPath("refine_log.csv"))
+        volume.summaryFile = pwobj.String(self._getExtraPath("refine.json"))
+        volume.nIterations = pwobj.Integer(summary["iterations"])
+        volume.converged = pwobj.Boolean(summary["converged"])
+        table_path = self._getExtraPath("particles_refined.csv")
+        volume.refinedParticlesFile = pwobj.String(table_path)
+        poses = read_output_poses(table_path)
+        table = read_particle_table(table_path)
+        extra = {int(pid): {"refineEnergy": float(e), "poseChangeDeg": float(c),
+                            "halfSet": float(h)}
+                 for pid, e, c, h in zip(table.ids, table.extra["refine_energy"],
+                                         table.extra["pose_change_deg"],
+                                         table.extra["half_set"])}
+        particles = particles_with_poses(self.inputParticles.get(), poses,
+                                         self._getPath("particles_refined.sqlite"),
+                                         extra_attributes=extra)
+        self.info(f"refinement of {summary['n_particles']} particles: {summary['iterations']} "
+                  f"iteration(s) in {summary['wall_s']:.1f} s, converged "
+                  f"{summary['converged']}, median pose change "
+                  f"{summary['median_pose_change_deg']:.2f} deg")
+        self._defineOutputs(outputVolume=volume, outputParticles=particles)
+        self._defineSources([volume, particles], self.inputParticles, self.inputPSF,
+                            self.inputVolume)
+
+    # --------------------------- INFO functions -------------------------------
+    def _validate(self):
+        errors = []
+        particles = _pointed(self.inputParticles)
+        psf = _pointed(self.inputPSF)
+        if particles is None:
+            errors.append("Choose the particles (with poses) to refine.")
+        if psf is None:
+            errors.append("Choose the PSF.")
+        if errors:
+            return errors
+        items = particles.items()
+        if not items:
+            return ["The particle set is empty: extract, simulate or import particles first."]
+        missing = sum(not p.hasPose() for p in items)
+        if not particles.hasPoses() or missing:
+            errors.append(f"The particles have no poses ({missing or len(items)} particle(s) "
+                          "without one): estimate them first (ab initio), or import them with "
+                          "a poses file.")
+        vs = np.asarray(particles.getVoxelSize())
+        if not np.allclose(vs, vs[0], rtol=1e-4):
+            errors.append(f"The particles have anisotropic voxels {tuple(vs)} µm (z, y, x): "
+                          "resample them to isotropic voxels first.")
+        box = particles.getBoxShape()
+        if box is not None and len(set(box)) != 1:
+            errors.append(f"The particles must be cubic boxes, got {tuple(box)} voxels.")
+        check_psf_matches(psf, particles, errors)
+        volume = _pointed(self.inputVolume)
+        if volume is not None:
+            if not np.allclose(np.asarray(volume.getVoxelSize()), vs, rtol=1e-3):
+                errors.append(f"The initial volume's voxel size {tuple(volume.getVoxelSize())} "
+                              f"µm differs from the particles' {tuple(vs)} µm.")
+            if box is not None and tuple(volume.getDimensions()) != tuple(box):
+                errors.append(f"The initial volume is {volume.getDimensions()} voxels, the "
+                              f"particles {tuple(box)}: give a volume of the particles' box.")
+            if volume.getNumChannels() != particles.getNumChannels():
+                errors.append(f"The initial volume has {volume.getNumChannels()} channel(s), "
+                              f"the particles {particles.getNumChannels()}.")
+        sym = self.symmetry.get()
+        if sym is None or sym < 1:
+            errors.append(f"Symmetry order must be an integer >= 1 (1 = no symmetry), got {sym}.")
+        weight = self.weight.get()
+        if weight is None or weight < 0:
+            errors.append(f"Weight must be >= 0, got {weight}.")
+        for name, label, minimum in (("initialIterations", "ADMM iterations, first volume", 1),
+                                     ("admmIterations", "ADMM iterations per outer iteration", 1),
+                                     ("finalIterations", "ADMM iterations, final volume", 1),
+                                     ("continuousIterations", "Continuous refinement "
+                                                              "iterations", 0),
+                                     ("gdSteps", "Gradient steps per continuous iteration", 1),
+                                     ("continuousAdmm", "ADMM iterations per continuous "
+                                                        "iteration", 1)):
+            value = getattr(self, name).get()
+            if value is None or value < minimum:
+                errors.append(f"{label} must be >= {minimum}, got {value}.")
+        try:
+            stages = parse_schedule(self.schedule.get())
+        except ValueError as exc:
+            errors.append(str(exc))
+            stages = []
+        n_exh = self.exhaustiveIterations.get()
+        if n_exh is None or n_exh < len(stages):
+            errors.append(f"Most exhaustive iterations ({n_exh}) must be at least the number of "
+                          f"schedule stages ({len(stages)}).")
+        if not stages and not self.continuousIterations.get():
+            errors.append("Nothing to refine: give a search schedule or continuous "
+                          "refinement iterations.")
+        try:
+            channels = parse_channels(self.searchChannels.get())
+        except ValueError as exc:
+            errors.append(str(exc))
+            channels = None
+        if channels is not None:
+            n_ch = particles.getNumChannels()
+            bad = [c for c in channels if not 0 <= c < n_ch]
+            if bad:
+                errors.append(f"Pose search channel {bad[0]} does not exist: the particles have "
+                              f"{n_ch} channel(s), numbered 0 to {n_ch - 1}.")
+        if self.doHalfMaps.get() and len(items) < 2:
+            errors.append(f"The gold standard needs at least 2 particles, the set has "
+                          f"{len(items)}: set 'Gold standard (half sets)?' to No.")
+        shift = self.maxShift.get()
+        if shift is None or shift < 0:
+            errors.append(f"Maximum shift must be >= 0 µm (0 = a quarter of the box), got "
+                          f"{shift}.")
+        return errors
+
+    def _summary(self):
+        if not hasattr(self, "outputVolume"):
+            return ["Not refined yet."]
+        vol = self.outputVolume
+        lines = [f"Refinement of {self.inputParticles.get().getSize()} particles "
+                 f"({_REGULARIZER_LABELS[self.regularizer.get()]}, weight "
+                 f"{self.weight.get():g}"
+                 + (f", symmetry C{self.symmetry.get()}" if self.symmetry.get() > 1 else "")
+                 + f"): {vol.nIterations.get()} iteration(s), "
+                 + ("converged." if vol.converged.get() else "iteration limit reached.")]
+        if vol.getResolution():
+            lines.append(f"Half-map FSC resolution (0.143): {vol.getResolution():.3g} µm.")
+        return lines
+
+    def _methods(self):
+        if not hasattr(self, "outputVolume"):
+            return []
+        text = (f"Poses and volume of {self.inputParticles.get().getSize()} particles were "
+                "refined by alternating a regularised reconstruction "
+                f"({_REGULARIZER_LABELS[self.regularizer.get()].lower()}, ADMM) with an "
+                "exhaustive coarse-to-fine pose search [Fortun2018]")
+        if self.continuousIterations.get():
+            text += " and a continuous gradient-based pose refinement [Zehni2020]"
+        text += "; the sums over particles were computed once per iteration [Donati2020]."
+        if self.doHalfMaps.get():
+            text += " Two half sets were refined independently (gold standard)."
+        return [text]

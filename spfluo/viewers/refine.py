@@ -1,0 +1,152 @@
+"""Figures of a refinement: convergence per outer iteration and pose changes.
+
+- :func:`convergence_figure`: the energy after each volume update, the median rotation
+  change of each pose update (log scale) and the half-map FSC resolution of each channel,
+  against the outer iteration, the exhaustive and continuous phases marked;
+- :func:`pose_change_histogram`: the distribution of the particles' rotation changes
+  (from the input poses, in the last iteration), drawn by
+  :func:`spfluo.viewers.metrics.pose_error_histogram`.
+
+The volume (slices, isosurface) and the half-map FSC are drawn by the generic figures of
+:mod:`spfluo.viewers.isosurface`, :mod:`spfluo.viewers.slices` and
+:func:`spfluo.viewers.metrics.fsc_figure`.  Pure functions: arrays in,
+:class:`matplotlib.figure.Figure` out, no pyplot.  Artists that carry numbers have a
+``gid`` (``"energy"``, ``"change"``, ``"resolution:<channel>"``, ``"phase:continuous"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .metrics import pose_error_histogram
+
+__all__ = ["convergence_figure", "pose_change_histogram"]
+
+#: Smallest change drawn on the log axis (degrees); exact zeros sit on this floor.
+_CHANGE_FLOOR = 1e-3
+
+
+def _column(log: Mapping, name: str, n: int | None) -> np.ndarray:
+    if name not in log:
+        raise ValueError(f"log must have a {name!r} entry (see spfluo.jobs.refine."
+                         f"read_refine_log), got keys {sorted(log)}")
+    a = np.asarray(log[name], dtype=float)
+    if a.ndim != 1 or (n is not None and a.shape[0] != n):
+        raise ValueError(f"log[{name!r}] must be a 1D array of {n} values, got shape {a.shape}")
+    return a
+
+
+def convergence_figure(log: Mapping, *, voxel_size=None, title=None) -> Figure:
+    """Energy, median pose change and half-map resolution per outer iteration.
+
+    Parameters
+    ----------
+    log : mapping
+        ``iteration``, ``phase`` (0 exhaustive, 1 continuous), ``step_deg``,
+        ``energy``, ``median_change_deg`` (shape (I,)) and ``resolution`` (shape (I, C),
+        cycles per voxel, NaN without half maps), as :func:`spfluo.jobs.refine.read_refine_log`
+        returns them.
+    voxel_size : float or tuple of float, (z, y, x) in micrometres, optional
+        Isotropic voxel size: the resolution panel gets a right axis in µm.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Three stacked axes sharing the iteration axis: energy (``gid="energy"``), median
+        rotation change in degrees on a log axis (``gid="change"``; 0 is drawn at
+        1e-3 degrees), half-map resolution in cycles per voxel (one line per channel,
+        ``gid="resolution:<c>"``; a note when there are no half maps).  Continuous
+        iterations are shaded (``gid="phase:continuous"``).
+    """
+    if not isinstance(log, Mapping):
+        raise ValueError(f"log must be a mapping of columns, got {type(log).__name__}")
+    it = _column(log, "iteration", None)
+    n = it.shape[0]
+    if n == 0:
+        raise ValueError("log is empty: the refinement ran no outer iteration")
+    phase = _column(log, "phase", n)
+    energy = _column(log, "energy", n)
+    change = _column(log, "median_change_deg", n)
+    step = _column(log, "step_deg", n)
+    res = np.asarray(log.get("resolution", np.full((n, 0), np.nan)), dtype=float)
+    if res.ndim == 1:
+        res = res[:, None]
+    if res.shape[0] != n:
+        raise ValueError(f"log['resolution'] must have {n} rows, got shape {res.shape}")
+    if np.any(change[np.isfinite(change)] < 0):
+        raise ValueError("log['median_change_deg'] must hold angles >= 0 degrees")
+    vs = None
+    if voxel_size is not None:
+        v = np.atleast_1d(np.asarray(voxel_size, dtype=float))
+        if v.size not in (1, 3) or not np.all(np.isfinite(v)) or np.any(v <= 0):
+            raise ValueError(f"voxel_size must be positive micrometres, got {voxel_size!r}")
+        vs = float(v[0]) if np.allclose(v, v[0]) else None
+
+    fig = Figure(figsize=(7.5, 7.5), layout="constrained")
+    axes = fig.subplots(3, 1, sharex=True)
+    cont = phase == 1
+    for ax in axes:
+        if cont.any():
+            lo, hi = it[cont].min() - 0.5, it[cont].max() + 0.5
+            ax.axvspan(lo, hi, color="0.9", zorder=0, gid="phase:continuous")
+        ax.grid(alpha=0.3)
+    ok = np.isfinite(energy)
+    axes[0].plot(it[ok], energy[ok], "o-", color="C0", gid="energy")
+    axes[0].set_ylabel("energy (ADMM)")
+    if not ok.any():
+        axes[0].text(0.5, 0.5, "no volume update logged", ha="center", va="center",
+                     transform=axes[0].transAxes, color="0.4")
+    shown = np.maximum(change, _CHANGE_FLOOR)
+    axes[1].plot(it, shown, "s-", color="C1", gid="change")
+    for k in np.flatnonzero(phase == 0):
+        if np.isfinite(step[k]):
+            axes[1].annotate(f"{step[k]:g}°", (it[k], shown[k]), textcoords="offset points",
+                             xytext=(0, 6), ha="center", fontsize=7, color="C1")
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel("median pose change (deg)")
+    if res.shape[1] and np.isfinite(res).any():
+        for c in range(res.shape[1]):
+            axes[2].plot(it, res[:, c], "^-", color=f"C{2 + c}", gid=f"resolution:{c}",
+                         label=f"channel {c}")
+        axes[2].legend(fontsize=8)
+        axes[2].set_ylim(0, 0.52)
+        if vs:
+            right = axes[2].secondary_yaxis(
+                "right", functions=(lambda f: vs / np.maximum(f, 1e-9),
+                                    lambda r: vs / np.maximum(r, 1e-12)))
+            right.set_ylabel("resolution (µm)")
+    else:
+        axes[2].text(0.5, 0.5, "no half maps (gold standard off)", ha="center", va="center",
+                     transform=axes[2].transAxes, color="0.4")
+    axes[2].set_ylabel("half-map FSC 0.143 (1/voxel)")
+    axes[2].set_xlabel("outer iteration (shaded: continuous refinement)")
+    axes[2].set_xticks(it)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def pose_change_histogram(changes_deg, *, labels=None, title=None) -> Figure:
+    """Histogram of the particles' rotation changes (degrees), medians marked.
+
+    Parameters
+    ----------
+    changes_deg : array_like, shape (N,), or a list/dict of such arrays
+        Rotation changes in degrees (>= 0), e.g. from the input poses and in the last
+        iteration (a dict maps labels to series).
+    labels : sequence of str, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        :func:`spfluo.viewers.metrics.pose_error_histogram` with the x axis labelled as a
+        rotation change.
+    """
+    fig = pose_error_histogram(changes_deg, labels=labels, title=title)
+    fig.axes[0].set_xlabel("rotation change (deg)")
+    return fig
