@@ -1,0 +1,250 @@
+"""Ab initio by SGD with importance sampling: building blocks against oracles, recovery, resume."""
+
+import numpy as np
+import pytest
+
+from spfluo.algorithms import abinitio as A
+from spfluo.algorithms.backend import get_backend
+from spfluo.algorithms.forward import ForwardModel
+from spfluo.algorithms.geometry import Poses, random_rotations, so3_grid
+from spfluo.algorithms.metrics import compare_volumes, pose_error_summary
+from spfluo.algorithms.phantoms import asymmetric_phantom
+from spfluo.algorithms.psf import gaussian_psf
+from spfluo.algorithms.reconstruct import reconstruct
+from spfluo.algorithms.simulate import simulate_dataset
+
+# a small version of the seed 002 setting that the tests can afford (about 5 s on 2 cores)
+SIM = dict(size=20, n_particles=10, sigma_xy=0.75, sigma_z=2.0, n_spots=20, noise_std=0.1)
+FAST = dict(n_directions=32, n_psi=6, max_epochs=10)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return simulate_dataset(seed=0, **SIM)
+
+
+@pytest.fixture(scope="module")
+def clean():
+    """Noise-free particles of an asymmetric phantom (trilinear forward model), 24^3."""
+    gt = asymmetric_phantom((24,) * 3, seed=3)
+    psf = gaussian_psf((15, 15, 15), (2.0, 0.8))
+    rng = np.random.default_rng(0)
+    R = random_rotations(4, seed=rng)
+    t = rng.uniform(-1.5, 1.5, size=(4, 3))
+    particles = ForwardModel((24,) * 3, R, t, psf=psf).apply(gt)
+    return gt, psf, Poses(R, t), particles
+
+
+# ----------------------------------------------------------------- building blocks
+
+
+def test_spectral_particles_support_weights_and_noise_power():
+    rng = np.random.default_rng(1)
+    sigma = 0.3
+    noise = (sigma * rng.standard_normal((3, 1, 24, 24, 24))).astype(np.float32)
+    psf = gaussian_psf((15, 15, 15), (2.0, 0.8))
+    data = A.SpectralParticles.build(noise, psf, support_threshold=1e-3)
+    p = np.asarray(data.points)
+    assert p[:, 2].min() >= 0 and np.abs(p).max() < 12  # half spectrum, no Nyquist plane
+    np.testing.assert_array_equal(data.weights, np.where(p[:, 2] == 0, 1.0, 2.0))
+    # |h^|^2 >= threshold at every point (the OTF of a unit-sum PSF is 1 at 0)
+    assert (np.abs(data.otf) ** 2).min() >= 1e-3 * 0.999
+    # white noise of variance sigma^2 has a power D^3 sigma^2 per Fourier coefficient
+    expected = 24**3 * sigma**2
+    np.testing.assert_allclose(1.0 / np.asarray(data.inv_noise), expected, rtol=0.05)
+    assert data.band % 2 == 0 and data.band > 2 * np.sqrt((p**2).sum(1)).max()
+
+
+def test_gather_and_scatter_are_adjoint():
+    """<gather(F), v> = <F, scatter(v)>: the SGD gradient is the exact adjoint."""
+    rng = np.random.default_rng(2)
+    size = 16
+    shape = (size + 3,) * 3  # the grid inside a zero border (1 before, 2 after)
+    grid = np.zeros(shape, np.complex64)
+    grid[1:-2, 1:-2, 1:-2] = (rng.standard_normal((size,) * 3)
+                              + 1j * rng.standard_normal((size,) * 3))
+    coords = rng.uniform(0.0, size, size=(3, 3, 50)).astype(np.float32)
+    base, frac = A._setup(np, coords, size)
+    values = (rng.standard_normal((3, 50)) + 1j * rng.standard_normal((3, 50))).astype(
+        np.complex64)
+    sampled = A._gather(np, grid.ravel(), base, frac, size)
+    spread = A._scatter(get_backend("cpu"), int(np.prod(shape)), base, frac, size, values)
+    lhs = np.vdot(values, sampled)
+    rhs = np.vdot(spread, grid.ravel())
+    assert abs(lhs - rhs) <= 1e-4 * abs(lhs)
+    # and the gather is trilinear interpolation (scipy oracle, real part)
+    import scipy.ndimage
+
+    ref = scipy.ndimage.map_coordinates(grid.real, coords.transpose(1, 0, 2).reshape(3, -1) + 1,
+                                        order=1)
+    np.testing.assert_allclose(sampled.real.ravel(), ref, atol=1e-4)
+
+
+def test_energies_find_the_true_pose_and_translation(clean):
+    gt, psf, poses, particles = clean
+    data = A.SpectralParticles.build(particles, psf)
+    vol = A._FourierVolume.initial(data.backend, gt[None], data.band)
+    scale = A._make_scale(data, data.band, 6.0)
+    rng = np.random.default_rng(5)
+    for l in range(2):
+        candidates = np.concatenate([poses.rotations[l:l + 1], random_rotations(63, seed=rng)])
+        ev = A._evaluate(vol, scale, data, l, candidates, box=24, max_shift=6.0)
+        assert int(np.argmin(ev.nll)) == 0
+        np.testing.assert_allclose(ev.shifts[0], poses.translations[l], atol=0.3)
+        assert ev.relative[0] < 0.02 < ev.relative[1:].min()
+
+
+def test_smoothed_marginals_match_a_brute_force_loop():
+    grid = so3_grid(40, 12)
+    rng = np.random.default_rng(3)
+    jd = np.sort(rng.choice(40, 5, replace=False))
+    ip = np.sort(rng.choice(12, 3, replace=False))
+    qd = rng.uniform(0.5, 1.5, 40)
+    qd /= qd.sum()
+    qp = rng.uniform(0.5, 1.5, 12)
+    qp /= qp.sum()
+    p = rng.uniform(0, 1, (5, 3))
+    pi_d, pi_psi = A.smoothed_marginals(p, jd, ip, qd, qp, grid=grid, beta_d=20.0,
+                                        beta_psi=30.0)
+    # eq. 16-21 written out
+    tilde_psi = {i: sum(p[a, b] / qd[j] for a, j in enumerate(jd)) for b, i in enumerate(ip)}
+    tilde_d = {j: sum(p[a, b] / qp[i] for b, i in enumerate(ip)) for a, j in enumerate(jd)}
+    ref_psi = np.array([sum(np.exp(30.0 * np.cos(grid.psi[i] - grid.psi[k])) * v
+                            for k, v in tilde_psi.items()) for i in range(12)])
+    ref_d = np.array([sum(np.exp(20.0 * grid.directions[j] @ grid.directions[k]) * v
+                          for k, v in tilde_d.items()) for j in range(40)])
+    np.testing.assert_allclose(pi_psi, ref_psi / ref_psi.sum(), rtol=1e-10)
+    np.testing.assert_allclose(pi_d, ref_d / ref_d.sum(), rtol=1e-10)
+
+
+def test_pose_search_finds_the_true_poses(clean):
+    gt, psf, poses, particles = clean
+    result = A.pose_search(gt, particles, psf, grid=so3_grid(200, 18), max_shift=6.0)
+    errors = pose_error_summary(result.poses.rotations, poses.rotations).errors_deg
+    assert errors.max() < 3.0
+    np.testing.assert_allclose(result.poses.translations, poses.translations, atol=0.4)
+    assert result.psi_marginals.shape == (4, 18)
+    np.testing.assert_allclose(result.direction_marginals.sum(axis=1), 1.0)
+
+
+def test_local_refinement_brings_perturbed_poses_back(clean):
+    gt, psf, poses, particles = clean
+    data = A.SpectralParticles.build(particles, psf)
+    rng = np.random.default_rng(4)
+    from spfluo.algorithms.geometry import matrix_from_rotvec
+
+    turn = matrix_from_rotvec(np.deg2rad(4.0) * rng.normal(size=(4, 3)) / np.sqrt(3))
+    start = Poses(np.matmul(poses.rotations, turn), poses.translations + 0.7)
+    refined, energies = A.refine_poses_local(gt, data, start, max_shift=6.0)
+    before = pose_error_summary(start.rotations, poses.rotations).errors_deg
+    after = pose_error_summary(refined.rotations, poses.rotations).errors_deg
+    assert after.max() < 1.5 < before.max()
+    np.testing.assert_allclose(refined.translations, poses.translations, atol=0.3)
+    assert energies.shape == (4,) and np.all(energies < 0.02)
+    with pytest.raises(ValueError, match="volume must have shape"):
+        A.refine_poses_local(gt[:-1], data, start)
+    with pytest.raises(ValueError, match="one pose per particle"):
+        A.refine_poses_local(gt, data, start[:2])
+
+
+# ----------------------------------------------------------------- the whole method
+
+
+def test_sgd_recovers_an_asymmetric_phantom(dataset):
+    ds = dataset
+    result = A.sgd_reconstruction(ds.particles, ds.psf, seed=0, final_reconstruction="tikhonov",
+                                  **FAST)
+    assert result.volume.shape == (1, 20, 20, 20) and result.volume.dtype == np.float32
+    assert len(result.poses) == 10 and result.n_epochs == result.energies.size <= 10
+    errors = pose_error_summary(result.poses.rotations, ds.poses.rotations)
+    assert errors.median_deg < 10.0
+    known = reconstruct(ds.particles, ds.poses, ds.psf, method="tikhonov").volume
+    vs = ds.voxel_size
+    ceiling = compare_volumes(known[0], ds.volume[0], voxel_size=vs, register=False).ssim
+    found = compare_volumes(result.volume[0], ds.volume[0], voxel_size=vs).ssim
+    assert found >= 0.85 * ceiling, (found, ceiling)
+    # energies fall from the random start; marginals are distributions on the grid
+    assert result.energies[-1] < 0.5 * result.energies[0]
+    assert result.psi_marginals.shape == (10, result.grid.n_psi)
+    np.testing.assert_allclose(result.direction_marginals.sum(axis=1), 1.0)
+
+
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(dataset):
+    ds = dataset
+    options = dict(n_directions=12, n_psi=4, max_epochs=4, coarse_epochs=2, min_epochs=10,
+                   final_reconstruction=None, seed=7)
+    particles = ds.particles[:6]
+    full = A.sgd_reconstruction(particles, ds.psf, **options)
+
+    class Killed(Exception):
+        pass
+
+    saved = []
+
+    def checkpoint(state):
+        saved.append(A.SGDState.from_arrays(state.to_arrays()))  # as a file round trip
+        if state.epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        A.sgd_reconstruction(particles, ds.psf, checkpoint=checkpoint, **options)
+    assert [s.epoch for s in saved] == [1, 2]
+    resumed = A.sgd_reconstruction(particles, ds.psf, resume=saved[-1], **options)
+    np.testing.assert_array_equal(resumed.volume, full.volume)
+    np.testing.assert_array_equal(resumed.poses.rotations, full.poses.rotations)
+    np.testing.assert_array_equal(resumed.energies, full.energies)
+
+
+def test_symmetry_restricts_the_in_plane_grid(dataset):
+    ds = dataset
+    result = A.sgd_reconstruction(ds.particles[:4], ds.psf, symmetry=3, n_directions=8, n_psi=4,
+                                  max_epochs=1, final_reconstruction=None, global_search=False,
+                                  refine=False)
+    assert result.grid.symmetry == 3 and result.grid.n_psi == A.default_grid_size(3)[1] == 24
+    assert result.grid.psi.max() < 2 * np.pi / 3
+    assert A.default_grid_size(1) == (1500, 72)
+
+
+# ----------------------------------------------------------------- errors
+
+
+def test_bad_inputs_are_rejected(dataset):
+    ds = dataset
+    y, h = ds.particles, ds.psf
+    with pytest.raises(ValueError, match="particles must have shape"):
+        A.sgd_reconstruction(y[:, 0, 0], h)
+    with pytest.raises(ValueError, match="cubic boxes"):
+        A.sgd_reconstruction(y[..., :-1], h)
+    bad = y.copy()
+    bad[0, 0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        A.sgd_reconstruction(bad, h)
+    with pytest.raises(ValueError, match="psf has 2 channels"):
+        A.sgd_reconstruction(y, np.concatenate([h, h]))
+    with pytest.raises(ValueError, match="positive sum"):
+        A.sgd_reconstruction(y, -h)
+    with pytest.raises(ValueError, match="alpha_r"):
+        A.sgd_reconstruction(y, h, alpha_r=1.0)
+    with pytest.raises(ValueError, match="n_directions"):
+        A.sgd_reconstruction(y, h, n_directions=0)
+    with pytest.raises(ValueError, match="final_reconstruction"):
+        A.sgd_reconstruction(y, h, final_reconstruction="average")
+    with pytest.raises(ValueError, match="resume must be an SGDState"):
+        A.sgd_reconstruction(y, h, resume={"epoch": 1})
+    with pytest.raises(ValueError, match="lacks"):
+        A.SGDState.from_arrays({"epoch": np.asarray(1)})
+    with pytest.raises(ValueError, match="likelihoods must have shape"):
+        A.smoothed_marginals(np.ones((2, 2)), [0], [0], np.ones(40) / 40, np.ones(12) / 12,
+                             grid=so3_grid(40, 12))
+    with pytest.raises(ValueError, match="grid must be an SO3Grid"):
+        A.pose_search(ds.volume, y, h, grid="coarse")
+
+
+def test_resume_from_other_options_is_rejected(dataset):
+    ds = dataset
+    saved = []
+    A.sgd_reconstruction(ds.particles, ds.psf, n_directions=8, n_psi=4, max_epochs=1,
+                         final_reconstruction=None, global_search=False, refine=False,
+                         checkpoint=saved.append)
+    with pytest.raises(ValueError, match="does not match"):
+        A.sgd_reconstruction(ds.particles, ds.psf, grid_directions=500, resume=saved[-1])
