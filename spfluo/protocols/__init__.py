@@ -1,15 +1,32 @@
 """spfluo protocols (pyworkflow collects every Protocol subclass exported here)."""
 
+from .protocol_abinitio import ProtAbInitio
+from .protocol_compare import ProtCompareVolumes
 from .protocol_import import (
     ProtImportCoordinates,
     ProtImportFluoImages,
     ProtImportParticles,
     ProtImportPSF,
 )
+from .protocol_picking import ProtExtractParticles, ProtPickParticles, ProtSelectParticles
+from .protocol_reconstruct import ProtReconstructKnownPoses
+from .protocol_refine import ProtRefine
+from .protocol_simulate import ProtSimulateDataset
+from .protocol_symmetry import ProtAlignSymmetryAxis, ProtSymmetrize
 
 __all__ = [
     "ProtImportFluoImages",
     "ProtImportPSF",
     "ProtImportParticles",
     "ProtImportCoordinates",
+    "ProtSimulateDataset",
+    "ProtCompareVolumes",
+    "ProtReconstructKnownPoses",
+    "ProtAbInitio",
+    "ProtRefine",
+    "ProtAlignSymmetryAxis",
+    "ProtSymmetrize",
+    "ProtPickParticles",
+    "ProtExtractParticles",
+    "ProtSelectParticles",
 ]

@@ -5,6 +5,11 @@ before the Viewer class reads the registry.
 """
 
 from . import object_figures  # noqa: F401  (registers figure makers)
+from . import abinitio_figures  # noqa: F401
+from . import metrics_figures  # noqa: F401
+from . import picking_figures  # noqa: F401
+from . import reconstruction_figures  # noqa: F401
+from . import refine_figures  # noqa: F401
 from .registry import figures_for
 from .viewer import SpfluoViewer
 

@@ -1,0 +1,164 @@
+"""Reconstruct with known poses: real runs in a project, outputs, provenance, bad inputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from spfluo.io import read_volume, write_volume
+
+VOXEL = 0.05
+SIM = dict(boxSize=20, voxelSize=VOXEL, sigmaXY=1.0, sigmaZ=2.5, noiseStd=0.05, nSpots=0,
+           nParticles=8, seed=2)
+
+
+def _runs(project):
+    return {p.getObjId(): p.getStatus() for p in project.getRuns(refresh=True)}
+
+
+def _launch(project, cls, **values):
+    """Run ``cls`` in ``project`` and wait (a pointer value is ``(protocol, "outputName")``)."""
+    pointers = {k: v for k, v in values.items() if isinstance(v, tuple)}
+    prot = project.newProtocol(cls, **{k: v for k, v in values.items() if k not in pointers})
+    for key, (source, output) in pointers.items():
+        getattr(prot, key).set(source)
+        getattr(prot, key).setExtended(output)
+    project.launchProtocol(prot, wait=True)
+    assert prot.getStatus() == "finished", prot.getErrorMessage()
+    return prot
+
+
+def _assert_rejected(project, match, **values):
+    """Validation fails with a message matching ``match``, and the project is unchanged."""
+    from spfluo.workflow import ProjectError, launch, new_protocol
+
+    before = _runs(project)
+    prot = new_protocol(project, "ProtReconstructKnownPoses", {})
+    for k, v in values.items():
+        if isinstance(v, tuple):
+            getattr(prot, k).set(v[0])
+            getattr(prot, k).setExtended(v[1])
+        else:
+            getattr(prot, k).set(v)
+    with pytest.raises(ProjectError, match=match):
+        launch(project, prot)
+    assert _runs(project) == before
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """A project with a simulated dataset and a Hessian reconstruction of it."""
+    import pyworkflow as pw
+    from pyworkflow.project import Project
+
+    from spfluo.protocols import ProtReconstructKnownPoses, ProtSimulateDataset
+
+    cwd = os.getcwd()
+    root = tmp_path_factory.mktemp("reconstruct")
+    project = Project(pw.Config.getDomain(), str(root / "project"))
+    project.create()
+    try:
+        sim = _launch(project, ProtSimulateDataset, **SIM)
+        rec = _launch(project, ProtReconstructKnownPoses,
+                      inputParticles=(sim, "outputParticles"), inputPSF=(sim, "outputPSF"),
+                      method=0, weightMode=1, weight=1e-3, iterations=30)
+        yield project, sim, rec, root
+    finally:
+        os.chdir(cwd)
+
+
+def test_reconstruction_output_and_provenance(chain):
+    from spfluo.objects import Volume
+    from spfluo.objects.arrays import load_array
+    from spfluo.viewers import figures_for
+
+    project, sim, rec, _ = chain
+    vol = rec.outputVolume
+    assert isinstance(vol, Volume)
+    assert vol.getShape() == (1, 20, 20, 20)
+    assert vol.getVoxelSize() == pytest.approx((VOXEL,) * 3)
+    assert vol.hasHalfMaps() and all(os.path.exists(p) for p in vol.getHalfMaps())
+    summary = json.loads(open(rec._getExtraPath("reconstruction.json")).read())
+    assert summary["method"] == "hessian" and summary["weight"] == [pytest.approx(1e-3)]
+    res = summary["resolution_per_voxel"][0]
+    assert vol.getResolution() == pytest.approx(VOXEL / res)  # µm at 0.143
+    data = load_array(vol)
+    assert data.min() >= 0 and data.max() > 0  # positivity
+    truth = load_array(sim.outputVolume)[0]
+    corr = np.corrcoef(data[0].ravel(), truth.ravel())[0, 1]
+    assert corr > 0.8, corr  # the right object, in the frame of the true poses
+    parents = {p.getObjId() for p in project.getSourceParents(vol)}
+    assert parents == {sim.getObjId()}
+    names = [name for name, _ in figures_for(vol)]
+    assert {"slices", "isosurface", "half_map_fsc", "fourier_coverage"} <= set(names)
+    assert "weight" in rec.summary()[0]
+
+
+def test_reopened_project_reads_the_same_volume(chain):
+    project, _, rec, _ = chain
+    code = f"""
+import json, sys
+from spfluo.environment import bootstrap
+bootstrap({os.environ['SPFLUO_HOME']!r})
+from spfluo.workflow import open_project
+proj = open_project({project.getPath()!r})
+vol = proj.getProtocol({rec.getObjId()}).outputVolume
+print(json.dumps({{"shape": vol.getShape(), "res": vol.getResolution(),
+                  "half": vol.getHalfMaps(), "fsc": vol.getFscFile(),
+                  "coverage": vol.coverageFile.get(),
+                  "summary": proj.getProtocol({rec.getObjId()}).summary()}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    vol = rec.outputVolume
+    assert data["shape"] == [1, 20, 20, 20] and data["res"] == pytest.approx(vol.getResolution())
+    assert data["fsc"] == vol.getFscFile()
+    assert data["coverage"].endswith("coverage.ome.tif")
+    assert "weight 0.001" in data["summary"][0]
+    assert read_volume(os.path.join(project.getPath(), data["coverage"])).data.shape == \
+        (1, 22, 22, 22)
+
+
+def test_symmetry_and_automatic_weight(chain):
+    from spfluo.protocols import ProtReconstructKnownPoses
+
+    project, sim, _, _ = chain
+    rec = _launch(project, ProtReconstructKnownPoses, inputParticles=(sim, "outputParticles"),
+                  inputPSF=(sim, "outputPSF"), method=2, weightMode=0, symmetry=4)
+    summary = json.loads(open(rec._getExtraPath("reconstruction.json")).read())
+    assert summary["method"] == "tikhonov" and summary["symmetry"] == 4
+    assert summary["criterion"] == "cross-validation"
+    weights = summary["sweep"]["weights"]
+    misfit = np.array(summary["sweep"]["heldout_misfit"])[:, 0]
+    assert summary["weight"][0] == pytest.approx(weights[int(np.argmin(misfit))])
+    assert "C4" in rec.methods()[0] or "C4" in " ".join(rec.summary())
+
+
+def test_invalid_inputs_are_rejected(chain):
+    from spfluo.protocols import ProtImportParticles, ProtImportPSF
+
+    project, sim, _, root = chain
+    particles_dir = os.path.join(project.getPath(), sim._getExtraPath("particles"))
+    no_poses = _launch(project, ProtImportParticles,
+                       filesPattern=os.path.join(particles_dir, "*.ome.tif"))
+    psf = read_volume(os.path.join(project.getPath(), sim.outputPSF.getFileName())).data
+    write_volume(root / "psf_vs.tif", psf, (0.07, VOXEL, VOXEL))
+    write_volume(root / "psf_big.tif", np.ones((1, 23, 23, 23), np.float32), (VOXEL,) * 3)
+    psf_vs = _launch(project, ProtImportPSF, psfFile=str(root / "psf_vs.tif"))
+    psf_big = _launch(project, ProtImportPSF, psfFile=str(root / "psf_big.tif"))
+    good = dict(inputParticles=(sim, "outputParticles"), inputPSF=(sim, "outputPSF"))
+    _assert_rejected(project, "have no poses", inputParticles=(no_poses, "outputParticles"),
+                     inputPSF=(sim, "outputPSF"))
+    _assert_rejected(project, "PSF voxel size", inputParticles=(sim, "outputParticles"),
+                     inputPSF=(psf_vs, "outputPSF"))
+    _assert_rejected(project, "larger than the particle box",
+                     inputParticles=(sim, "outputParticles"), inputPSF=(psf_big, "outputPSF"))
+    _assert_rejected(project, "Symmetry order must be an integer >= 1", symmetry=0, **good)
+    _assert_rejected(project, "Choose the PSF", inputParticles=(sim, "outputParticles"))
+    _assert_rejected(project, "Channel 3 does not exist", channels="0 3", **good)
+    _assert_rejected(project, "chosen on half maps", doHalfMaps=False, **good)
+    _assert_rejected(project, "Padding factor", padding=4.0, **good)

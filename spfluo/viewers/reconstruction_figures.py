@@ -1,0 +1,47 @@
+"""Figures of reconstructions (:class:`~spfluo.objects.Volume`): half-map FSC, coverage.
+
+The orthogonal slices (``object_figures``) and the isosurface (``metrics_figures``) of a
+volume are registered elsewhere; this module adds, when the volume has them, the
+half-map FSC curve (0.143 and 0.5 lines, resolutions marked) and the Fourier coverage
+of the poses that made it (the volume's ``coverageFile``, written by
+"reconstruct with known poses").
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..io import read_volume
+from ..jobs.compare import read_fsc_csv
+from ..objects import Volume
+from .metrics import fsc_figure
+from .reconstruction import fourier_coverage_figure
+from .registry import figure_maker
+
+__all__ = ["reconstruction_figures"]
+
+
+def _existing(path) -> bool:
+    return bool(path) and os.path.exists(path)
+
+
+@figure_maker(Volume)
+def reconstruction_figures(volume) -> list:
+    """Half-map FSC and Fourier coverage of a reconstruction (none for a plain volume)."""
+    figures = []
+    vs = volume.getVoxelSize()
+    if _existing(volume.getFscFile()):
+        freqs, curves = read_fsc_csv(volume.getFscFile())
+        labels = [f"half maps, {name}" for name in curves] if len(curves) > 1 else ["half maps"]
+        fig = fsc_figure([(freqs, v) for v in curves.values()], voxel_size=vs, labels=labels,
+                         title="gold-standard FSC between the half maps")
+        figures.append(("half_map_fsc", fig))
+    coverage = getattr(volume, "coverageFile", None)
+    path = coverage.get() if coverage is not None else None
+    if _existing(path):
+        data = read_volume(path, voxel_size=vs).data
+        fig = fourier_coverage_figure(data, voxel_size=vs,
+                                      title="Fourier coverage of the poses (sum of rotated "
+                                            "|OTF|², mean per particle)")
+        figures.append(("fourier_coverage", fig))
+    return figures
