@@ -42,7 +42,21 @@ Discretisation, and what is approximate
       ``R_i C_j``.  Since ``(R_i C_j)^T = C_j^T R_i^T``, the sums over the ``n N`` poses are
       the sums over the ``N`` poses, rotated about z by the ``n`` elements of Cn and
       averaged: ``n`` whole-volume rotations in all (``b`` in real space, ``K`` in Fourier
-      space), whatever ``N``.
+      space), whatever ``N``.  The rotations are exact
+      (:func:`~spfluo.algorithms.transform.rotate_about_z`: quarter turn and three Fourier
+      shears, zero outside the box); an interpolating rotation would low-pass each copy
+      of ``b`` while ``K`` still claims its high frequencies (measured with trilinear
+      rotations: folding C9 made the reconstruction worse than none, SSIM 0.727 against
+      0.771 on 20 particles of 40^3, Hessian 3e-4; exact: 0.786, as good as symmetrising
+      the plain reconstruction afterwards when the poses cover Fourier space, better
+      with few particles: 0.738 against 0.705 with 4; the folded kernel matches the
+      brute-force kernel of the ``9 N`` poses to the 2.4 % of the trilinear sampling of
+      ``|H|^2``, against 6.3 % with trilinear rotations).  Summing the kernel of the ``n``
+      copies per particle instead is as accurate (measured) but costs ``n`` kernel
+      samplings per particle; rotating ``K`` costs ``n`` rotations once.  The rotated
+      ``K`` rings by 2e-5 (20 particles) to 1.4e-4 (4 particles) of its peak where it
+      vanishes; the sums keep it (they stay linear in the particles, :func:`update_sums`)
+      and the solvers use ``max(K, 0)``.
     - Channels share the poses and have one PSF each; the sums, the weights and the
       solvers work on all channels at once (the problem separates per channel).
 
@@ -71,10 +85,11 @@ Solvers
 Gold standard: :func:`reconstruct` splits the particles into two random halves
 (:func:`half_split`), computes the sums of both in the same pass (the full sums are their
 weighted mean), reconstructs both halves and reports their FSC resolution at 0.143.
-``weight="auto"`` sweeps the weight (the sums do not depend on it): by default it keeps the
+``weight="auto"`` sweeps the weight (the sums do not depend on it): by default it takes the
 weight whose half maps best predict the other half's data (held-out misfit, computed from
-the sums); maximising the half-map FSC resolution is available but degenerate for
-regularised solvers (see :func:`reconstruct`).
+the sums; minimum interpolated between the weights tried), halved for the full set (twice
+the particles of a half); maximising the half-map FSC resolution is available but
+degenerate for regularised solvers (see :func:`reconstruct`).
 
 Shapes: particles ``(N, C, D, D, D)`` (or ``(N, D, D, D)``), PSFs ``(C, d, d, d)`` or
 ``(d, d, d)`` with ``d <= D``, volumes ``(C, D, D, D)``; float32 in and out.  Poses are a
@@ -95,9 +110,9 @@ import numpy as np
 
 from spfluo.algorithms.backend import Backend, to_numpy
 from spfluo.algorithms.fourier import _backend_for, _fit_to, fourier_shift
-from spfluo.algorithms.geometry import Poses, cyclic_group
+from spfluo.algorithms.geometry import Poses, geodesic_distance
 from spfluo.algorithms.metrics import fsc, fsc_resolution
-from spfluo.algorithms.transform import rotate
+from spfluo.algorithms.transform import rotate_about_z
 
 __all__ = [
     "ReconstructionSums",
@@ -109,6 +124,7 @@ __all__ = [
     "precompute_sums",
     "precompute_half_sums",
     "combine_sums",
+    "update_sums",
     "reconstruct_tikhonov",
     "reconstruct_admm",
     "average",
@@ -154,8 +170,10 @@ class ReconstructionSums:
         (possibly padded) grid of side ``P``, in the units of the particles.
     kernel : ndarray, float32, shape (C, P, P, P//2 + 1)
         ``K(k) = (1/N) sum_i |H_c(R_i k)|^2``, the Fourier kernel of the normal operator
-        (real, even, >= 0), half spectrum of ``rfftn`` in FFT order, frequencies in
-        cycles per voxel of the ``P`` grid.  With a unit-sum PSF, ``K(0) = 1``.
+        (real, even, >= 0; with symmetry down to about -1e-4 of its peak, the ringing
+        of the exact rotations, which the solvers clamp), half spectrum of ``rfftn`` in FFT order,
+        frequencies in cycles per voxel of the ``P`` grid.  With a unit-sum PSF,
+        ``K(0) = 1``.
     n_particles : int
         ``N``, the number of particles summed (not counting symmetry copies).
     shape : tuple of int
@@ -196,7 +214,7 @@ class ReconstructionSums:
             mark the directions the poses leave poorly measured.
         """
         xp = _backend_for(None, self.kernel).xp
-        full = _half_to_full_even(xp, self.kernel, self.grid_shape)
+        full = _half_to_full_even(xp, _nonnegative(xp, self.kernel), self.grid_shape)
         return to_numpy(xp.fft.fftshift(full, axes=_AXES3)).astype(np.float32)
 
 
@@ -717,22 +735,52 @@ def _shift_real(bk, volumes, shifts):
     return bk.irfftn(spec, s=(p, p, p), axes=_AXES3).astype(xp.float32, copy=False)
 
 
-def _symmetrize(bk: Backend, b, kernel, n: int, order: int):
-    """Average ``b`` (C, P, P, P) over Cn in real space and ``kernel`` in Fourier space."""
+#: Elements (copies x voxels) rotated together by _average_about_z.
+_ROTATION_CHUNK = 1 << 23
+
+
+def _average_about_z(bk: Backend, volumes, n: int):
+    """``(1/n) sum_j C_j v`` for volumes (..., P, P, P): exact rotations about z, batched."""
+    xp = bk.xp
+    out = xp.zeros(volumes.shape, dtype=xp.float64)
+    angles = 2.0 * np.pi * np.arange(n) / n
+    step = max(1, _ROTATION_CHUNK // (3 * int(volumes.size)))  # padded planes: 2.3x
+    for start in range(0, n, step):
+        out += rotate_about_z(volumes, angles[start:start + step], backend=bk).sum(
+            axis=0, dtype=xp.float64)
+    return (out / n).astype(volumes.dtype, copy=False)
+
+
+def _symmetrize(bk: Backend, b, kernel, n: int):
+    """Average ``b`` (C, P, P, P) and ``kernel`` (C, P, P, P//2+1) over Cn, exactly.
+
+    ``b`` is turned in real space, the kernel as a function of frequency (full spectrum,
+    centred): both with :func:`~spfluo.algorithms.transform.rotate_about_z` (Fourier
+    shears, no interpolation loss).  Linear in ``(b, kernel)``: no clamping here (the
+    rotated kernel rings around 0, see :func:`_nonnegative`).
+    """
     if n == 1:
         return b, kernel
     xp = bk.xp
-    group = xp.asarray(cyclic_group(n))
-    b_sym = xp.stack([rotate(c, group, order=order, backend=bk).mean(axis=0) for c in b])
-    k_sym = None
-    if kernel is not None:
-        shape = tuple(b.shape[-3:])
-        full = xp.fft.fftshift(_half_to_full_even(xp, kernel, shape), axes=_AXES3)
-        rotated = xp.stack([rotate(c, group, order=order, backend=bk).mean(axis=0) for c in full])
-        rotated = xp.maximum(rotated, 0)
-        k_sym = xp.fft.ifftshift(rotated, axes=_AXES3)[..., : shape[-1] // 2 + 1]
-        k_sym = xp.ascontiguousarray(k_sym)
-    return b_sym, k_sym
+    b_sym = _average_about_z(bk, b, n)
+    if kernel is None:
+        return b_sym, None
+    shape = tuple(b.shape[-3:])
+    full = xp.fft.fftshift(_half_to_full_even(xp, kernel, shape), axes=_AXES3)
+    rotated = _average_about_z(bk, full, n)
+    k_sym = xp.fft.ifftshift(rotated, axes=_AXES3)[..., : shape[-1] // 2 + 1]
+    return b_sym, xp.ascontiguousarray(k_sym)
+
+
+def _nonnegative(xp, kernel):
+    """The kernel the solvers use: ``max(K, 0)``.
+
+    A kernel averaged over Cn by exact (sinc) rotations rings by up to about 1e-4 of its
+    peak where it should vanish (outside the OTF support); the sums keep that ringing so that
+    they stay linear in the particles (:func:`update_sums`, :func:`combine_sums`), and the
+    solvers clamp it.
+    """
+    return xp.maximum(kernel, 0)
 
 
 def _run_accumulation(particles, poses, psf, *, groups, n_groups, symmetry, batch_size, order,
@@ -771,7 +819,7 @@ def _run_accumulation(particles, poses, psf, *, groups, n_groups, symmetry, batc
         if acc.kernel is not None:
             p = acc.p
             k = (acc.kernel[g] / count).astype(xp.float32).reshape(n_channels, p, p, p // 2 + 1)
-        b, k = _symmetrize(bk, b, k, symmetry, order)
+        b, k = _symmetrize(bk, b, k, symmetry)
         results.append((b, k, count))
     return results, (box,) * 3, symmetry
 
@@ -903,6 +951,138 @@ def combine_sums(first: ReconstructionSums, second: ReconstructionSums) -> Recon
     )
 
 
+def _as_indices(indices, n: int) -> np.ndarray:
+    if indices is None:
+        return np.arange(n)
+    idx = np.asarray(indices)
+    if idx.dtype == bool and idx.shape == (n,):
+        return np.flatnonzero(idx)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or (
+            idx.size and (idx.min() < 0 or idx.max() >= n)) or np.unique(idx).size != idx.size:
+        raise ValueError(
+            f"indices must be distinct positions in 0..{n - 1} (or a boolean mask of {n}), "
+            f"got {indices!r}"
+        )
+    return idx.astype(np.int64)
+
+
+def update_sums(sums: ReconstructionSums, particles, old_poses: Poses, new_poses: Poses, psf,
+                *, indices=None, tolerance_deg: float = 0.0, tolerance_shift: float = 0.0,
+                batch_size: int = 16, order: int = 1, backend=None) -> ReconstructionSums:
+    """The sums after some particles changed pose: old contributions out, new ones in.
+
+    Equal (to float32 rounding) to :func:`precompute_sums` with the new poses, at the
+    cost of the particles that moved (twice: the old pose out, the new one in), e.g. in a
+    refinement where few poses change between iterations.  When the sums hold exactly
+    ``particles[indices]`` (``sums.n_particles`` of them) and more than half of them
+    moved, the sums are recomputed from them instead (one pass, cheaper).
+
+    Parameters
+    ----------
+    sums : ReconstructionSums
+        Sums that hold the particles ``particles[indices]`` at ``old_poses[indices]``
+        (and possibly other particles, left as they are); :func:`precompute_sums`,
+        :func:`precompute_half_sums` or a previous update.
+    particles : ndarray, shape (M, C, D, D, D) or (M, D, D, D)
+        Particles (the ones of the sums, or a larger set that contains them).
+    old_poses, new_poses : Poses
+        ``M`` poses each: those the sums were computed with, and the new ones.
+    psf : ndarray, shape (d, d, d) or (C, d, d, d)
+        The PSF of the sums.
+    indices : array_like of int, or boolean mask (M,), optional
+        The particles of ``particles`` that the sums hold and that may have moved
+        (default all ``M``).
+    tolerance_deg, tolerance_shift : float, default 0
+        A particle is updated when its rotation changed by more than ``tolerance_deg``
+        degrees (geodesic angle, not modulo the symmetry) or its translation by more than
+        ``tolerance_shift`` voxels; the others keep their old contribution (0 and 0:
+        every change counts, and the result is the recomputation).
+    batch_size : int, default 16
+    order : {1, 3}, default 1
+        The interpolation order the sums were computed with.
+    backend : Backend or {"cpu", "gpu"}, optional
+        Default: the backend of ``sums``.
+
+    Returns
+    -------
+    ReconstructionSums
+        Same particle count, box, padding and symmetry as ``sums``.
+
+    Notes
+    -----
+    The sums are linear in the contribution of each particle (the Cn average too: the
+    exact rotations are linear, and the kernel is clamped at 0 only by the solvers), so
+    ``sums + (1/N) S(sum_i new_i - old_i)`` with ``S`` the Cn average is the
+    recomputation; float32 storage bounds the difference to ~1e-7 of the peak per update.
+    """
+    sums = _check_sums(sums)
+    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    order = _check_order(order)
+    if not hasattr(particles, "ndim") or particles.ndim not in (4, 5):
+        raise ValueError(
+            "particles must be an array (M, C, D, D, D) or (M, D, D, D), got "
+            f"{getattr(particles, 'shape', type(particles).__name__)}"
+        )
+    arr = particles if particles.ndim == 5 else particles[:, None]
+    m = int(arr.shape[0])
+    old_poses = _check_poses(old_poses, m)
+    new_poses = _check_poses(new_poses, m)
+    if tuple(arr.shape[2:]) != tuple(sums.shape) or arr.shape[1] != sums.n_channels:
+        raise ValueError(
+            f"particles of shape {tuple(arr.shape[1:])} do not match the sums "
+            f"({sums.n_channels} channel(s), box {tuple(sums.shape)}): give the particles "
+            "the sums were computed from"
+        )
+    for name, tol in (("tolerance_deg", tolerance_deg), ("tolerance_shift", tolerance_shift)):
+        if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(tol) or tol < 0:
+            raise ValueError(f"{name} must be a number >= 0, got {tol!r}")
+    idx = _as_indices(indices, m)
+    angle = np.degrees(geodesic_distance(old_poses.rotations[idx], new_poses.rotations[idx]))
+    shift = np.linalg.norm(new_poses.translations[idx] - old_poses.translations[idx], axis=1)
+    moved = idx[(angle > tolerance_deg) | (shift > tolerance_shift)]
+    if moved.size == 0:
+        return sums
+    # out and in costs 2 passes per moved particle: when the sums hold exactly these
+    # particles and more than half of them moved, one pass over all of them is cheaper
+    rebuild = idx.size == sums.n_particles and 2 * moved.size > idx.size
+    bk = _backend_for(backend, sums.backprojection)
+    xp = bk.xp
+    box = int(sums.shape[0])
+    psf_dev = _prepare_psf(xp, psf, sums.n_channels, box)
+    p = sums.grid_shape[0]
+    acc = _Accumulator(bk, box, sums.n_channels, psf_dev, pad=p / box, order=order,
+                       n_groups=1 if rebuild else 2, with_kernel=True, filtered=True)
+    if acc.p != p:  # pragma: no cover - round(P / D * D) == P
+        raise ValueError(f"cannot rebuild the computation grid {p} of the sums")
+    workers = 1 if bk.is_gpu else min(_MAX_THREADS, os.cpu_count() or 1)
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 1:
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers))
+        todo = idx if rebuild else moved
+        for start in range(0, todo.size, batch_size):
+            sel = todo[start:start + batch_size]
+            batch = arr[sel]
+            for group, poses in ((0, new_poses),) if rebuild else ((0, new_poses),
+                                                                   (1, old_poses)):
+                acc.add_batch(batch, poses.rotations[sel], poses.translations[sel],
+                              np.full(sel.size, group), pool=pool)
+    n = float(sums.n_particles)
+    c = sums.n_channels
+    if rebuild:
+        b = (acc.b[0] / n).astype(xp.float32)
+        k = (acc.kernel[0] / n).astype(xp.float32).reshape(c, p, p, p // 2 + 1)
+        b, k = _symmetrize(bk, b, k, sums.symmetry)
+        return ReconstructionSums(b, k, sums.n_particles, sums.shape, sums.symmetry)
+    delta_b = (acc.b[0] - acc.b[1]) / n
+    delta_k = ((acc.kernel[0] - acc.kernel[1]) / n).reshape(c, p, p, p // 2 + 1)
+    delta_b, delta_k = _symmetrize(bk, delta_b, delta_k, sums.symmetry)
+    b = (sums.backprojection.astype(xp.float64) + delta_b).astype(xp.float32)
+    k = (sums.kernel.astype(xp.float64) + delta_k).astype(xp.float32)
+    return ReconstructionSums(b, k, sums.n_particles, sums.shape, sums.symmetry)
+
+
 # =====================================================================================
 # public: solvers
 # =====================================================================================
@@ -946,9 +1126,8 @@ def reconstruct_tikhonov(sums: ReconstructionSums, *, weight=3e-2):
     w = _check_weight(weight, sums.n_channels)
     shape = sums.grid_shape
     bhat = bk.rfftn(sums.backprojection, axes=_AXES3)
-    den = sums.kernel + xp.asarray(w, dtype=xp.float32)[:, None, None, None] * _gradient_symbol(
-        xp, shape
-    )
+    wk = xp.asarray(w, dtype=xp.float32)[:, None, None, None]
+    den = _nonnegative(xp, sums.kernel) + wk * _gradient_symbol(xp, shape)
     safe = den > 0
     xhat = xp.where(safe, bhat / xp.where(safe, den, 1), 0).astype(xp.complex64)
     x = bk.irfftn(xhat, s=shape, axes=_AXES3).astype(xp.float32)
@@ -1370,8 +1549,8 @@ def reconstruct_admm(sums: ReconstructionSums, *, regularizer: str = "hessian", 
             x0, u0, v0, du0, dv0 = state
             state = (x0, u0, v0, du0 * f, dv0 * f)
     (x, u, v, du, dv), rho_f, energies, primal, dual = _admm_core(
-        bk, bhat, sums.kernel, shape, w, regularizer=regularizer, iterations=iterations,
-        rho=r0, positivity=bool(positivity), state=state, callback=callback,
+        bk, bhat, _nonnegative(xp, sums.kernel), shape, w, regularizer=regularizer,
+        iterations=iterations, rho=r0, positivity=bool(positivity), state=state, callback=callback,
     )
     final = v if positivity else x
     sc = xp.asarray(scale, dtype=xp.float32)[:, None, None, None]
@@ -1554,17 +1733,42 @@ def _misfit(volume, sums: ReconstructionSums):
     xhat = bk.rfftn(x, axes=_AXES3)
     bhat = bk.rfftn(sums.backprojection, axes=_AXES3)
     w = _rfft_weights(xp, shape)
-    quad = (sums.kernel * (xhat.real**2 + xhat.imag**2) * w).sum(axis=_AXES3, dtype=xp.float64)
+    quad = (_nonnegative(xp, sums.kernel) * (xhat.real**2 + xhat.imag**2) * w).sum(
+        axis=_AXES3, dtype=xp.float64)
     lin = ((xhat.real * bhat.real + xhat.imag * bhat.imag) * w).sum(axis=_AXES3,
                                                                     dtype=xp.float64)
     return to_numpy(0.5 * quad - lin) / float(np.prod(shape))
 
 
+#: The weight that is best for a half set, times this, for the full set: the weights are
+#: per mean particle, and the best one scales as the noise variance of the mean, 1/N.
+_HALF_TO_FULL = 0.5
+
+
+def _misfit_minimum(weights, scores) -> float:
+    """The minimum of a held-out misfit sampled at ``weights`` (sorted, > 0 around the
+    minimum): the vertex of the parabola in ``log w`` through the smallest sample and its
+    two neighbours (clipped to them); the smallest sample itself at an end of the grid."""
+    i = int(np.argmin(scores))
+    if i == 0 or i == len(weights) - 1 or np.any(weights[i - 1:i + 2] <= 0):
+        return float(weights[i])
+    u = np.log(weights[i - 1:i + 2])
+    a, b, c = scores[i - 1:i + 2]
+    num = (u[1] - u[0]) ** 2 * (b - c) - (u[1] - u[2]) ** 2 * (b - a)
+    den = (u[1] - u[0]) * (b - c) - (u[1] - u[2]) * (b - a)
+    if den == 0:
+        return float(weights[i])
+    vertex = float(np.clip(u[1] - 0.5 * num / den, min(u[0], u[2]), max(u[0], u[2])))
+    return float(np.exp(vertex))
+
+
 def _select(weights, scores, criterion: str):
-    """Per channel: the weight with the smallest held-out misfit, or the largest
-    half-map resolution (ties to the larger weight)."""
+    """Per channel: the weight for the full set from the held-out misfit of the halves
+    (its interpolated minimum, scaled from a half set to the full set), or the weight of
+    the largest half-map resolution (ties to the larger weight)."""
     if criterion == "cross-validation":
-        return weights[np.argmin(scores, axis=0)]
+        return _HALF_TO_FULL * np.array(
+            [_misfit_minimum(weights, scores[:, c]) for c in range(scores.shape[1])])
     # weights are sorted from large to small: argmax returns the first (largest) of ties
     return weights[np.argmax(np.round(scores, 6), axis=0)]
 
@@ -1591,9 +1795,9 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
     weight : float, sequence of float (one per channel), None or "auto"
         Regularisation weight (see the solvers; None: the method's default).  ``"auto"``
         (needs ``half_maps``; not for the baselines) tries ``weights`` on both halves and
-        keeps, per channel, the best by ``criterion``; the sums do not depend on the
-        weight, so the sweep costs only solver iterations.  Ignored by ``"average"``;
-        ``"deconv-average"`` needs a number or None.
+        derives, per channel, the weight from their scores (``criterion``); the sums do
+        not depend on the weight, so the sweep costs only solver iterations.  Ignored by
+        ``"average"``; ``"deconv-average"`` needs a number or None.
     iterations : int, default 100
         ADMM iterations (TV, Hessian; ``"deconv-average"`` runs ``iterations // 2`` per
         particle).  During the ``"auto"`` sweep each weight runs ``iterations // 2``,
@@ -1608,11 +1812,18 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
     criterion : {"cross-validation", "fsc"}
         How ``"auto"`` scores a weight.  ``"cross-validation"`` (default): the misfit of
         each half map on the data of the other half, ``1/2 <x_A, K_B x_A> - <x_A, b_B>``
-        (a held-out prediction error, free from the sums), minimised.  ``"fsc"``: the
-        half-map FSC resolution at 0.143, maximised (ties to the larger weight).  Measured
-        on the seed 002 setting (asymmetric phantom, 20 particles of 50^3): the held-out
-        misfit picks the weight of best SSIM against the ground truth for TV and the
-        Hessian, and of best PSNR for Tikhonov; the half-map resolution grows with the
+        (a held-out prediction error, free from the sums; with symmetry the copies of a
+        particle stay in its half), minimised: the minimum is interpolated (parabola in
+        ``log w`` through the best weight tried and its neighbours), then halved, since
+        it is the best weight for a half set and weights per mean particle scale as
+        ``1/N`` (so the chosen weight is in general not one of ``weights``).  Measured
+        against the ground truth (asymmetric phantom, 20 particles of 32^3; C9 barrel, 6
+        and 20 particles of 32^3 and 20 of 40^3, with and without C9 folding; 18 cases):
+        SSIM within 0.005 of the best weight of a grid 4 per decade (Hessian and TV; 0.016
+        in one case), PSNR within 0.01 dB (Tikhonov; 0.32 dB in one case); the grid point
+        of least misfit, used as such, was 1.5 to 6 times too large: up to 0.061 SSIM
+        (Hessian), 0.043 (TV) and 0.23 dB (Tikhonov) lost.  ``"fsc"``: the half-map FSC
+        resolution at 0.143, maximised (ties to the larger weight); it grows with the
         weight for Tikhonov and saturates at Nyquist for TV and the Hessian (the
         regulariser makes both halves agree), so it picks the largest weight tried.
     weights : sequence of float, optional

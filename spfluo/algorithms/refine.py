@@ -130,6 +130,7 @@ from spfluo.algorithms.reconstruct import (
     precompute_half_sums,
     precompute_sums,
     reconstruct_admm,
+    update_sums,
 )
 from spfluo.algorithms.transform import rotate_fourier
 
@@ -1704,9 +1705,11 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
     """High-accuracy refinement: alternate regularised reconstruction and pose updates.
 
     Each outer iteration: (a) the sums of the known-pose problem for the current poses
-    (:func:`spfluo.algorithms.reconstruct.precompute_sums`), then ADMM iterations warm-started
-    from the previous state (:func:`spfluo.algorithms.reconstruct.reconstruct_admm`, TV or
-    Hessian); (b) a pose update of every particle against its half set's volume.  First the
+    (:func:`spfluo.algorithms.reconstruct.precompute_sums` the first time, then
+    :func:`~spfluo.algorithms.reconstruct.update_sums` for the particles that moved), then
+    ADMM iterations warm-started from the previous state
+    (:func:`spfluo.algorithms.reconstruct.reconstruct_admm`, TV or Hessian); (b) a pose
+    update of every particle against its half set's volume.  First the
     exhaustive search, one ``schedule`` stage per iteration, the last stage repeated until
     the median rotation change is at most ``tolerance_deg``; then ``continuous_iterations``
     continuous refinements (``gd_steps`` gradient steps each, seed 004).  Finally the
@@ -1864,14 +1867,25 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
     coarse = _Scorer(spectra, chans, max_shift, subset=_coarse_subset(spectra.frequencies))
     input_rotations = poses.rotations
 
+    cache = {}  # the last sums and their poses: the next ones are an update of them
+
     def sums_for(rotations, translations):
         current = Poses(rotations, translations)
-        if half_maps:
-            return list(precompute_half_sums(arr, current, h, halves=state.halves,
+        if cache:  # only the particles that moved are taken out and put back
+            previous = cache["poses"]
+            sums = [update_sums(s, arr, previous, current, h, indices=idx,
+                                batch_size=batch_size, backend=bk)
+                    for s, idx in zip(cache["sums"], groups)]
+        elif half_maps:
+            sums = list(precompute_half_sums(arr, current, h, halves=state.halves,
                                              symmetry=symmetry, batch_size=batch_size,
                                              backend=bk))
-        return [precompute_sums(arr, current, h, symmetry=symmetry, batch_size=batch_size,
-                                backend=bk)]
+        else:
+            sums = [precompute_sums(arr, current, h, symmetry=symmetry, batch_size=batch_size,
+                                    backend=bk)]
+        cache.update(poses=Poses(current.rotations.copy(), current.translations.copy()),
+                     sums=sums)
+        return sums
 
     last_changes = np.zeros(n)
     last_energies = np.full(n, np.nan)

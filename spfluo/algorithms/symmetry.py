@@ -48,12 +48,11 @@ from spfluo.algorithms.backend import to_numpy
 from spfluo.algorithms.fourier import _backend_for, resize_fourier
 from spfluo.algorithms.geometry import (
     Poses,
-    cyclic_group,
     fibonacci_directions,
     matrix_from_axis_angle,
     rotation_about_z,
 )
-from spfluo.algorithms.transform import rotate
+from spfluo.algorithms.transform import rotate, rotate_about_z
 
 __all__ = [
     "SymmetryAxis",
@@ -502,8 +501,10 @@ def symmetrize(volume, order: int, *, backend: Any = None):
     Returns
     -------
     ndarray, float32, same shape as ``volume``
-        ``(1/n) sum_k C_k f`` (cubic-spline rotations; outside the box counts as the
-        background level, the mean of the outer faces).
+        ``(1/n) sum_k C_k f``, the rotations exact for band-limited volumes
+        (:func:`~spfluo.algorithms.transform.rotate_about_z`: Fourier shears, no
+        interpolation blur); outside the box counts as the background level, the mean of
+        the outer faces.
     """
     bk = _backend_for(backend, volume)
     xp = bk.xp
@@ -512,10 +513,12 @@ def symmetrize(volume, order: int, *, backend: Any = None):
     if order == 1:
         out = vol.copy()
     else:
-        group = cyclic_group(order)
-        bg = _background(xp, vol).astype(xp.float32)
-        out = xp.stack([rotate(vol[c] - bg[c], group, order=3, backend=bk).mean(axis=0) + bg[c]
-                        for c in range(vol.shape[0])])
+        bg = _background(xp, vol).astype(xp.float32)[:, None, None, None]
+        base = vol - bg
+        out = xp.zeros(base.shape, dtype=xp.float64)
+        for angle in 2.0 * np.pi * np.arange(order) / order:
+            out += rotate_about_z(base, angle, backend=bk)
+        out = out / order + bg
     out = out[0] if single else out
     return out.astype(xp.float32)
 

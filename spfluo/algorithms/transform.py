@@ -27,26 +27,36 @@ Three tools, for three uses:
   commute), optionally only at a list of frequency points (e.g. the support of
   an OTF in the ab initio energy).
 
+And one exact tool for the rotations about z (Cn symmetry):
+
+- :func:`rotate_about_z`: an exact quarter turn, then three shears whose row
+  shifts are Fourier phase ramps (sinc interpolation, no low-pass), so that
+  averaging over Cn keeps the high frequencies of band-limited volumes.
+
 All functions run on NumPy or CuPy (``backend=None`` picks the backend of the
 input array).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
+import scipy.fft
 
-from spfluo.algorithms.backend import Backend
+from spfluo.algorithms.backend import Backend, to_numpy
 from spfluo.algorithms.fourier import (
     _backend_for,
     _check_shape3,
     _check_volume,
     _fit_to,
+    _real_dtype,
 )
 
 __all__ = [
     "rotate",
+    "rotate_about_z",
     "RotationOperator",
     "rotate_fourier",
     "centred_spectrum",
@@ -276,6 +286,213 @@ def rotate(
             volume, coords, order=order, mode="grid-constant", cval=0.0, prefilter=False,
             output=xp.float32,
         )
+    return out[0] if single else out
+
+
+# ---------------------------------------------------------------------------
+# exact rotation about z: quarter turn + three Fourier shears
+# ---------------------------------------------------------------------------
+#: Elements (angles x volume voxels) processed together by rotate_about_z.
+_Z_CHUNK = 1 << 24
+
+
+def _quarter_turn(xp, volume, k: int):
+    """Active rotation by ``k * 90`` degrees about z through the centre ``N//2``, exact.
+
+    ``out(p) = f(Q^-1 p)`` with indices taken modulo ``N`` (periodic box): for odd ``N``
+    this is ``np.rot90``; for even ``N`` the centre ``N//2`` is not the middle
+    ``(N-1)/2`` that ``np.rot90`` turns about, and the row or column of index 0 (the
+    coordinate ``-N/2``, which has no ``+N/2`` partner in the box) maps onto itself.
+    """
+    k %= 4
+    if k == 0:
+        return volume
+    n = volume.shape[-1]
+    rev = xp.asarray((2 * (n // 2) - np.arange(n)) % n)  # index of -y for y = i - N//2
+    if k == 2:
+        return xp.take(xp.take(volume, rev, axis=-2), rev, axis=-1)
+    swapped = xp.swapaxes(volume, -1, -2)
+    # +90 degrees (x towards y): out[i, j] = f[2c - j, i]; -90: out[i, j] = f[j, 2c - i]
+    return xp.take(swapped, rev, axis=-1 if k == 1 else -2)
+
+
+def _shear(bk: Backend, volume, amounts, axis: int):
+    """Shift every line along ``axis`` (-1: x, -2: y) by ``amounts * (u - N//2)`` voxels.
+
+    ``u`` is the index along the other in-plane axis; ``amounts`` (A,) one shear per
+    leading entry of ``volume`` (A, ..., Z, Y, X).  Periodic shift by a Fourier phase
+    ramp (sinc interpolation of the line); ``out(v) = f(v - delta)``.
+    """
+    xp = bk.xp
+    n = volume.shape[-1]
+    lead = volume.ndim - 3  # the axes after the angle axis and before (Y, X)
+    spec = bk.rfftn(volume, axes=(axis,))
+    k = np.fft.rfftfreq(n)  # cycles per voxel along the shifted axis
+    u = np.arange(n) - n // 2  # coordinate along the other axis
+    ramp = -2.0 * np.pi * np.asarray(amounts, dtype=np.float64)[:, None, None]
+    if axis == -1:  # rows of fixed y shifted along x: phase (A, Y, Kx)
+        phase = ramp * u[None, :, None] * k[None, None, :]
+    else:  # columns of fixed x shifted along y: phase (A, Ky, X)
+        phase = ramp * k[None, :, None] * u[None, None, :]
+    phase = np.exp(1j * phase).astype(spec.dtype)
+    spec *= xp.asarray(phase.reshape((phase.shape[0],) + (1,) * lead + phase.shape[1:]))
+    return bk.irfftn(spec, s=(n,), axes=(axis,)).astype(volume.dtype, copy=False)
+
+
+def _safe_plane(n: int) -> int:
+    """In-plane side of a zero-padded box in which the shears of any rotation keep the
+    whole ``n x n`` box (corners at ``n / sqrt 2``) away from the periodic wrap:
+    ``n / sqrt(2) / cos(pi / 8) = 0.765 n`` per side, plus one voxel, rounded up to a
+    fast FFT length."""
+    m = n + 2 * (math.ceil((1.0 / (math.sqrt(2.0) * math.cos(math.pi / 8)) - 0.5) * n) + 1)
+    return scipy.fft.next_fast_len(m, real=True)
+
+
+def _sheared(bk: Backend, source, phi):
+    """``source`` (..., Z, N, N) turned by each residual angle ``phi`` (A,), three shears."""
+    xp = bk.xp
+    t = -np.tan(phi / 2)
+    v = xp.broadcast_to(source, (phi.size,) + tuple(source.shape))
+    v = _shear(bk, v, t, -1)
+    v = _shear(bk, v, np.sin(phi), -2)
+    return _shear(bk, v, t, -1)
+
+
+def _rotate_about_z_periodic(bk: Backend, volume, quarter, phi):
+    """Rotations of ``volume`` (..., Z, N, N) by ``quarter * 90 deg + phi`` on the torus.
+
+    ``quarter >= 0``: the shears, then the quarter turn (the angles of every quarter share
+    one batch of shears); ``quarter < 0``: the quarter turn, then the shears; so that the
+    rotation by ``-angle`` is exactly the transpose of the rotation by ``angle`` (the
+    discrete quarter turn and shears do not commute exactly).
+    """
+    xp = bk.xp
+    out = xp.empty((phi.size,) + tuple(volume.shape), dtype=volume.dtype)
+    step = max(1, _Z_CHUNK // int(volume.size))
+    k_all = quarter % 4
+    for k in range(4):  # quarter turns alone: permutations, nothing else
+        exact = np.flatnonzero((k_all == k) & (phi == 0))
+        if exact.size:
+            out[xp.asarray(exact)] = _quarter_turn(xp, volume, k)[None]
+    first = np.flatnonzero((quarter >= 0) & (phi != 0))
+    for start in range(0, first.size, step):
+        idx = first[start:start + step]
+        v = _sheared(bk, volume, phi[idx])
+        for k in range(4):
+            sel = np.flatnonzero(k_all[idx] == k)
+            if sel.size:
+                out[xp.asarray(idx[sel])] = _quarter_turn(xp, v[xp.asarray(sel)], k)
+    for k in range(4):
+        after = np.flatnonzero((quarter < 0) & (k_all == k) & (phi != 0))
+        if after.size == 0:
+            continue
+        turned = _quarter_turn(xp, volume, k)
+        for start in range(0, after.size, step):
+            idx = after[start:start + step]
+            out[xp.asarray(idx)] = _sheared(bk, turned, phi[idx])
+    return out
+
+
+_OUTSIDE = ("zero", "wrap")
+
+
+def rotate_about_z(volume: Any, angles: Any, *, outside: str = "zero", backend: Any = None):
+    """Rotate volumes about the z axis (array axis 0) through the box centre, exactly.
+
+    Computes ``out(x) = f(R^T (x - c) + c)`` with ``R = geometry.rotation_about_z(angle)``
+    (right-handed, from +x towards +y; what :func:`rotate` does with that matrix, without
+    its interpolation loss): the angle is split into an exact quarter turn ``k * 90``
+    degrees (``k`` the nearest integer to ``angle / 90 deg``) and a residual ``phi`` in
+    ``[-45, 45]`` degrees, and the residual rotation into three shears (Paeth 1986;
+    Unser, Thevenaz & Yaroslavsky 1995)
+
+        R(phi) = S_x(-tan(phi / 2)) S_y(sin(phi)) S_x(-tan(phi / 2)),
+
+    each a shift of every row (x shears) or column (y shears) by a Fourier phase ramp:
+    periodic sinc interpolation, which neither blurs nor attenuates.  Quarter turns
+    (``phi = 0``) are permutations of the voxels.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (..., Z, N, N)
+        Real volume(s) with square ``(y, x)`` planes; every leading entry and every z
+        slice is turned alike.
+    angles : float or array_like, shape (A,)
+        Angles in radians.
+    outside : {"zero", "wrap"}, default "zero"
+        What lies outside the box.  ``"zero"`` (as :func:`rotate`): the planes are
+        zero-padded to ``~1.53 N`` (:func:`_safe_plane`) before the shears and cropped
+        after, so that what leaves the box is lost, zeros come in, and nothing wraps
+        around.  ``"wrap"``: the box is a torus (cheaper by the padding, 2.3x); see
+        the notes for what happens near the corners.
+    backend : Backend or {"cpu", "gpu"}, optional
+
+    Returns
+    -------
+    ndarray, float32 (float64 for float64 input)
+        Shape ``volume.shape`` for a scalar angle, ``(A,) + volume.shape`` otherwise.
+
+    Notes
+    -----
+    Exactness.  The shears preserve band-limited functions whose in-plane spectrum lies
+    in the disc of radius ``0.5 cos(phi/2) >= 0.46`` cycles per voxel (the x shears
+    stretch it by ``1 / cos(phi / 2)``; frequencies in the corners of the ``(ky, kx)``
+    square alias).  Measured on sums of Gaussians with sigma >= 1.5 voxels: 1e-6 of the
+    peak (float32), against 5-8 % for trilinear :func:`rotate`.
+
+    The box corners, ``outside="wrap"``.  The x shears move content by up to
+    ``tan(phi / 2) r`` along x: within the cylinder of radius ``N/2 cos(phi / 2) >=
+    0.46 N`` about the axis nothing wraps and the rotation is exact; content beyond it
+    (the corners of the box) leaves one side of the box during a shear and re-enters on
+    the other, so that after the three passes it lands, sheared, near other corners and,
+    for a few percent of it, inside the cylinder (measured: up to 5 % of a blob placed in
+    a corner ends within ``0.4 N`` of the axis).  Use ``"wrap"`` for volumes that vanish
+    outside that cylinder (or on a periodic grid where that is the model), ``"zero"``
+    otherwise.  For even ``N`` the row and the column of index 0 (coordinate ``-N/2``,
+    without a ``+N/2`` partner in the box) map onto themselves under a half turn.
+
+    Adjoint.  The rotation by ``-angle`` is exactly the transpose of the rotation by
+    ``angle``, for any volume and both ``outside`` modes (the Fourier shifts are
+    orthogonal up to the Nyquist frequency of an even side, which they scale by
+    ``cos(pi delta)``, symmetric; the three shears are a palindrome; the quarter turn comes
+    after the shears when ``k > 0`` and before them when ``k < 0``; the zero padding is
+    the transpose of the crop).  It is the inverse only on band-limited content within
+    the cylinder (above): rotating back loses what left the box.
+    """
+    bk = _backend_for(backend, volume)
+    xp = bk.xp
+    volume = xp.asarray(volume)
+    _check_volume(xp, volume, "volume", expected="(..., Z, N, N)")
+    if xp.iscomplexobj(volume) or not (np.issubdtype(volume.dtype, np.floating)
+                                       or np.issubdtype(volume.dtype, np.integer)):
+        raise ValueError(f"volume must be real, got dtype {volume.dtype}")
+    if volume.shape[-1] != volume.shape[-2]:
+        raise ValueError(
+            f"volume must have square (Y, X) planes to turn about z, got (Y, X) = "
+            f"{tuple(volume.shape[-2:])}: pad it to a square first"
+        )
+    if outside not in _OUTSIDE:
+        raise ValueError(f"outside must be 'zero' or 'wrap', got {outside!r}")
+    a = np.asarray(to_numpy(angles))
+    if a.ndim > 1 or a.size == 0 or not np.issubdtype(a.dtype, np.number) or \
+            np.iscomplexobj(a) or not np.all(np.isfinite(a)):
+        raise ValueError(f"angles must be a finite angle or a non-empty 1D array of angles in "
+                         f"radians, got {angles!r}")
+    single = a.ndim == 0
+    a = np.atleast_1d(a).astype(np.float64)
+    volume = volume.astype(_real_dtype(volume.dtype), copy=False)
+    # quarter turns k and residuals phi in [-pi/4, pi/4]
+    # (rint is odd: -angle splits into -quarter and -phi)
+    quarter = np.rint(a / (np.pi / 2))
+    phi = a - quarter * (np.pi / 2)
+    quarter = quarter.astype(np.int64)
+    n = int(volume.shape[-1])
+    if outside == "zero":
+        m = _safe_plane(n)
+        out = _rotate_about_z_periodic(bk, _fit_to(xp, volume, (m, m)), quarter, phi)
+        out = xp.ascontiguousarray(_fit_to(xp, out, (n, n)))
+    else:
+        out = _rotate_about_z_periodic(bk, volume, quarter, phi)
     return out[0] if single else out
 
 

@@ -260,11 +260,13 @@ class Particle(FluoImage):
 
 
 class Volume(FluoImage):
-    """A reconstruction, optionally with its two half maps and half-map FSC.
+    """A reconstruction, optionally with its two half maps, half-map FSC and coverage.
 
     ``fscFile`` is a CSV (frequency in 1/voxel, FSC) written by the job that
     made the volume; ``resolution`` is the half-map FSC resolution at 0.143
-    in micrometres.
+    in micrometres; ``coverageFile`` is the Fourier coverage of the poses that
+    made it (a centred spectrum ``(C, P, P, P)``, the sum of the rotated |OTF|^2
+    per particle, written by "reconstruct with known poses").
     """
 
     def __init__(self, **kwargs):
@@ -273,6 +275,7 @@ class Volume(FluoImage):
         self._halfMap2 = pwobj.String()
         self._fscFile = pwobj.String()
         self._resolution = pwobj.Float()
+        self._coverageFile = pwobj.String()
 
     def hasHalfMaps(self) -> bool:
         return bool(self._halfMap1.get()) and bool(self._halfMap2.get())
@@ -299,10 +302,27 @@ class Volume(FluoImage):
     def setResolution(self, resolution_um) -> None:
         self._resolution.set(float(resolution_um))
 
+    def getCoverageFile(self):
+        """Path of the Fourier coverage volume, or None.
+
+        Projects made before this field stored it as a dynamic ``coverageFile``
+        attribute: it is read as a fallback.
+        """
+        path = self._coverageFile.get()
+        if not path:
+            legacy = getattr(self, "coverageFile", None)
+            path = legacy.get() if isinstance(legacy, pwobj.String) else None
+        return path or None
+
+    def setCoverageFile(self, path) -> None:
+        self._coverageFile.set(str(path))
+
     def getFiles(self) -> set:
         files = {self.getFileName()}
         if self.hasHalfMaps():
             files.update(self.getHalfMaps())
         if self.getFscFile():
             files.add(self.getFscFile())
+        if self.getCoverageFile():
+            files.add(self.getCoverageFile())
         return files

@@ -215,7 +215,7 @@ class ProtReconstructKnownPoses(ProtFluo):
                 volume.setResolution(res)
         coverage = self._getExtraPath("coverage.ome.tif")
         if os.path.exists(coverage):
-            volume.coverageFile = pwobj.String(coverage)
+            volume.setCoverageFile(coverage)
         self.weightUsed.set(", ".join("n/a" if w is None else f"{w:.3g}"
                                       for w in summary["weight"]))
         self._store(self.weightUsed)

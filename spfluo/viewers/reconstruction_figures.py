@@ -27,17 +27,21 @@ def _existing(path) -> bool:
 
 @figure_maker(Volume)
 def reconstruction_figures(volume) -> list:
-    """Half-map FSC and Fourier coverage of a reconstruction (none for a plain volume)."""
+    """Half-map FSC and Fourier coverage of a reconstruction.
+
+    An empty list for a volume without them (e.g. a simulated ground truth, an imported
+    map) or whose files are gone; the voxel size, when none is recorded, is left out of
+    the axes (frequencies in cycles per voxel).
+    """
     figures = []
-    vs = volume.getVoxelSize()
+    vs = volume.getVoxelSize() if volume.hasVoxelSize() else None
     if _existing(volume.getFscFile()):
         freqs, curves = read_fsc_csv(volume.getFscFile())
         labels = [f"half maps, {name}" for name in curves] if len(curves) > 1 else ["half maps"]
         fig = fsc_figure([(freqs, v) for v in curves.values()], voxel_size=vs, labels=labels,
                          title="gold-standard FSC between the half maps")
         figures.append(("half_map_fsc", fig))
-    coverage = getattr(volume, "coverageFile", None)
-    path = coverage.get() if coverage is not None else None
+    path = volume.getCoverageFile()
     if _existing(path):
         data = read_volume(path, voxel_size=vs).data
         fig = fourier_coverage_figure(data, voxel_size=vs,

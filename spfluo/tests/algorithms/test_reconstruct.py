@@ -220,6 +220,82 @@ def test_half_sums_combine_into_the_full_sums(dataset, sums):
     np.testing.assert_allclose(h1.backprojection, only1.backprojection, atol=1e-6)
 
 
+def _moved_poses(poses, which, seed):
+    """``poses`` with the particles ``which`` turned (about 5 deg) and shifted."""
+    rng = np.random.default_rng(seed)
+    rot, t = poses.rotations.copy(), poses.translations.copy()
+    rot[which] = rot[which] @ matrix_from_axis_angle(rng.standard_normal((len(which), 3)),
+                                                     np.full(len(which), 0.09))
+    t[which] += rng.uniform(-0.7, 0.7, (len(which), 3))
+    return Poses(rot, t)
+
+
+@pytest.mark.parametrize("symmetry", [1, 9])
+def test_update_sums_equals_the_recomputation(symmetry):
+    data = simulate_dataset(phantom="c9", size=20, n_particles=8, seed=4)
+    y, psf = data.particles, data.psf
+    old = rc.precompute_sums(y, data.poses, psf, symmetry=symmetry)
+    for which in ([1, 5], [0, 2, 3, 4, 6, 7]):  # out and in; more than half: one pass
+        new = _moved_poses(data.poses, which, seed=len(which))
+        updated = rc.update_sums(old, y, data.poses, new, psf, batch_size=3)
+        expected = rc.precompute_sums(y, new, psf, symmetry=symmetry)
+        peak_b, peak_k = np.abs(expected.backprojection).max(), expected.kernel.max()
+        np.testing.assert_allclose(updated.backprojection, expected.backprojection,
+                                   atol=1e-6 * peak_b)  # measured 3e-7
+        np.testing.assert_allclose(updated.kernel, expected.kernel, atol=1e-6 * peak_k)
+        assert np.abs(old.backprojection - expected.backprojection).max() > 1e-3 * peak_b
+        assert (updated.n_particles, updated.symmetry, updated.shape) == (8, symmetry,
+                                                                         (20, 20, 20))
+        assert updated.backprojection.dtype == np.float32
+    assert rc.update_sums(old, y, data.poses, data.poses, psf) is old  # nothing moved
+
+
+def test_update_sums_of_a_half_and_tolerances():
+    data = simulate_dataset(phantom="asymmetric", size=16, n_particles=8, seed=5)
+    y, psf = data.particles, data.psf
+    halves = np.array([0, 1, 0, 1, 1, 0, 0, 1])
+    h0, h1 = rc.precompute_half_sums(y, data.poses, psf, halves=halves)
+    new = _moved_poses(data.poses, [0, 1, 2], seed=1)
+    e0, e1 = rc.precompute_half_sums(y, new, psf, halves=halves)
+    for got, want, g in ((h0, e0, 0), (h1, e1, 1)):  # the particles of one half, in place
+        up = rc.update_sums(got, y, data.poses, new, psf, indices=np.flatnonzero(halves == g))
+        np.testing.assert_allclose(up.backprojection, want.backprojection,
+                                   atol=1e-6 * np.abs(want.backprojection).max())
+        np.testing.assert_allclose(up.kernel, want.kernel, atol=1e-6)
+    # a tolerance keeps the particles that moved less (3: 0.5 deg, 0.01 voxel; 4: 1.5 deg):
+    # their old pose stays in the sums
+    rot, t = new.rotations.copy(), new.translations.copy()
+    z = np.array([0.0, 0.0, 1.0])
+    rot[3] = data.poses.rotations[3] @ matrix_from_axis_angle(z, np.radians(0.5))
+    t[3] = data.poses.translations[3] + 0.01
+    rot[4] = data.poses.rotations[4] @ matrix_from_axis_angle(z, np.radians(1.5))
+    kept_rot, kept_t = rot.copy(), t.copy()
+    kept_rot[3], kept_t[3] = data.poses.rotations[3], data.poses.translations[3]
+    full = rc.precompute_sums(y, data.poses, psf)
+    kept = rc.update_sums(full, y, data.poses, Poses(rot, t), psf, tolerance_deg=1.0,
+                          tolerance_shift=0.05)
+    expected = rc.precompute_sums(y, Poses(kept_rot, kept_t), psf)
+    np.testing.assert_allclose(kept.backprojection, expected.backprojection,
+                               atol=1e-6 * np.abs(expected.backprojection).max())
+    exact = rc.precompute_sums(y, Poses(rot, t), psf)
+    assert np.abs(kept.backprojection - exact.backprojection).max() > 1e-4 * np.abs(
+        exact.backprojection).max()
+    with pytest.raises(ValueError, match="sums must be a ReconstructionSums"):
+        rc.update_sums(full.backprojection, y, data.poses, new, psf)
+    with pytest.raises(ValueError, match="particles must be an array"):
+        rc.update_sums(full, [y], data.poses, new, psf)
+    with pytest.raises(ValueError, match="do not match the sums"):
+        rc.update_sums(full, y[..., :12, :12, :12], data.poses, new, psf)
+    with pytest.raises(ValueError, match="7 poses but there are 8"):
+        rc.update_sums(full, y, data.poses, new[:7], psf)
+    with pytest.raises(ValueError, match="indices must be distinct positions"):
+        rc.update_sums(full, y, data.poses, new, psf, indices=[0, 0, 9])
+    with pytest.raises(ValueError, match="tolerance_deg must be a number >= 0"):
+        rc.update_sums(full, y, data.poses, new, psf, tolerance_deg=-1)
+    with pytest.raises(ValueError, match="order must be 1"):
+        rc.update_sums(full, y, data.poses, new, psf, order=2)
+
+
 def test_symmetry_equals_adding_the_rotated_poses():
     """C4: the symmetrised sums equal the sums over the 4N poses R_i C_j (exact on the grid)."""
     rng = np.random.default_rng(6)
@@ -372,15 +448,83 @@ def test_reconstruction_with_true_poses_matches_the_ground_truth(dataset, sums):
 
 
 def test_symmetry_helps_when_particles_are_few():
-    """Seed 000 Fig. 6: the C9 constraint matters most with few particles."""
-    data = simulate_dataset(phantom="c9", size=32, n_particles=3, seed=3)
+    """Seed 000 Fig. 6: the C9 constraint matters most with few particles.
+
+    Seed 002 setting (C9 barrel, Gaussian PSF 1.5/5 voxels, its noise), 4 particles of
+    32^3 with their true poses.  Folding C9 into the sums must beat both the plain
+    reconstruction and its symmetrisation after the fact (which cannot fill the Fourier
+    regions that 4 poses leave empty).  Measured SSIM (weights 3e-4, 1e-3): plain 0.604,
+    0.648; symmetrised afterwards 0.705, 0.679; folded 0.738, 0.687 (with the former
+    trilinear folding: 0.693, 0.641, below the symmetrised plain reconstruction).
+    """
+    from spfluo.algorithms.symmetry import symmetrize
+
+    data = simulate_dataset(phantom="c9", size=32, n_particles=4, seed=2)
     truth = data.volume[0]
-    scores = []
-    for n in (1, 9):
-        s = rc.precompute_sums(data.particles, data.poses, data.psf, symmetry=n)
-        scores.append(_score(rc.reconstruct_admm(s, regularizer="tv", weight=1e-3,
-                                                 iterations=60).volume[0], truth)[0])
-    assert scores[1] > scores[0] + 0.05, scores
+    plain, after, folded = [], [], []
+    s1 = rc.precompute_sums(data.particles, data.poses, data.psf, symmetry=1)
+    s9 = rc.precompute_sums(data.particles, data.poses, data.psf, symmetry=9)
+    for w in (3e-4, 1e-3):
+        v1 = rc.reconstruct_admm(s1, regularizer="hessian", weight=w, iterations=60).volume[0]
+        v9 = rc.reconstruct_admm(s9, regularizer="hessian", weight=w, iterations=60).volume[0]
+        plain.append(_score(v1, truth)[0])
+        after.append(_score(symmetrize(v1, 9), truth)[0])
+        folded.append(_score(v9, truth)[0])
+    assert all(f >= a for f, a in zip(folded, after)), (folded, after)
+    assert max(folded) > max(plain) + 0.05, (folded, plain)
+    assert max(folded) > max(after) + 0.02, (folded, after)
+
+
+def test_c9_folding_is_exact_for_the_kernel_and_the_backprojection():
+    """C9 (not a grid symmetry): the folded kernel is the DTFT oracle of the 9N poses
+    (trilinear tolerance), and the folded back-projection the analytic mean of the
+    rotated copies (exact rotations: no interpolation blur)."""
+    from spfluo.algorithms.geometry import rotation_about_z
+
+    p, n = 20, 3
+    psf = gaussian_psf((19, 19, 19), (3.0, 1.0))
+    psf /= psf.sum()
+    rots = random_rotations(n, seed=1)
+    y = np.zeros((n, 1, p, p, p), np.float32)
+    folded = rc.precompute_sums(y, Poses(rots, np.zeros((n, 3))), psf, symmetry=9, pad=1.0)
+    kz, kx = np.fft.fftfreq(p), np.fft.rfftfreq(p)
+    grid = np.stack(np.meshgrid(kz, kz, kx, indexing="ij"), -1).reshape(-1, 3)
+    # the Gaussian PSF is separable (to 4e-8): its DTFT is the product of its marginals'
+    marginals = [psf.sum(axis=tuple(b for b in range(3) if b != a)) for a in range(3)]
+    expected = np.zeros(len(grid))
+    for r in rots:
+        for c in cyclic_group(9):
+            k = grid @ (r @ c).T  # the particle-frame frequency of the pose R_i C_j
+            inside = np.abs(k).max(axis=1) <= 0.5  # K is 0 beyond the Nyquist cube
+            power = np.prod([_dtft_power(m, k[:, a:a + 1]) for a, m in enumerate(marginals)],
+                            axis=0)
+            expected += power * np.prod(np.sinc(k) ** 2, axis=1) * inside
+    expected /= 9 * n
+    err = np.abs(folded.kernel[0].ravel() - expected)
+    # measured 0.024 (max) and 8e-4 (rms) of the peak: the trilinear sampling of |H|^2,
+    # as without symmetry; the former trilinear rotation of K: 0.063 and 2.5e-3
+    assert err.max() < 0.035 * expected.max()
+    assert np.sqrt(np.mean(err**2)) < 1.5e-3 * expected.max()
+    # back-projection: a delta PSF, the identity pose and an integer shift, so that
+    # b = T_{-t} y exactly; y is a sum of Gaussian blobs, shifted by t
+    blobs = [(np.array([1.0, 3.0, -2.5]), 1.6), (np.array([-2.0, -3.5, 1.0]), 1.8)]
+    shift = np.array([1.0, -2.0, 1.0])
+    q = 28
+    cells = np.indices((q, q, q)) - q // 2
+
+    def render(rotation, offset=np.zeros(3)):
+        out = np.zeros((q, q, q))
+        for centre, sigma in blobs:
+            d = cells - (rotation @ centre + offset)[:, None, None, None]
+            out += np.exp(-(d**2).sum(0) / (2 * sigma**2))
+        return out
+
+    particle = render(np.eye(3), shift).astype(np.float32)[None, None]
+    sums = rc.precompute_sums(particle, Poses(np.eye(3)[None], shift[None]),
+                              np.ones((1, 1, 1), np.float32), symmetry=9, pad=1.0)
+    oracle = np.mean([render(rotation_about_z(2 * np.pi * j / 9)) for j in range(9)], axis=0)
+    # measured 3e-6 of the peak (the former trilinear rotations: 4e-2)
+    np.testing.assert_allclose(sums.backprojection[0], oracle, atol=2e-5 * oracle.max())
 
 
 def test_reconstruct_with_half_maps_and_automatic_weight(dataset):
@@ -389,19 +533,26 @@ def test_reconstruct_with_half_maps_and_automatic_weight(dataset):
                          weight="auto", weights=grid, seed=1)
     assert out.volume.shape == (1, 32, 32, 32) and out.half_maps.shape == (2, 1, 32, 32, 32)
     assert out.sweep_weights.tolist() == sorted(grid, reverse=True)
-    assert out.weight[0] == out.sweep_weights[np.argmin(out.sweep_misfit[:, 0])]
+    # the interpolated minimum of the held-out misfit (parabola in log w through the best
+    # weight tried and its neighbours), halved: best for a half set -> the full set
+    i = int(np.argmin(out.sweep_misfit[:, 0]))
+    assert 0 < i < len(grid) - 1  # interior on this grid
+    coef = np.polyfit(np.log(out.sweep_weights[i - 1:i + 2]), out.sweep_misfit[i - 1:i + 2, 0], 2)
+    assert out.weight[0] == pytest.approx(0.5 * np.exp(-coef[1] / (2 * coef[0])), rel=1e-6)
     assert 0.1 < out.resolution_per_voxel[0] <= 0.5
     assert out.resolution_per_voxel[0] == pytest.approx(
         fsc_resolution(fsc(out.half_maps[0, 0], out.half_maps[1, 0])))
     assert np.bincount(out.halves).tolist() == [10, 10]
     assert out.coverage.shape == (1, 36, 36, 36)  # the padded grid (pad 1.125)
     assert out.coverage[0, 18, 18, 18] == pytest.approx(1.0, rel=1e-5)
-    # the held-out misfit picks a weight whose ground-truth PSNR is within 0.5 dB of the best
+    # the chosen weight's ground-truth PSNR is within 0.1 dB of the best of a fine grid
     truth = dataset.volume[0]
     s = rc.combine_sums(*rc.precompute_half_sums(dataset.particles, dataset.poses,
                                                  dataset.psf, seed=1))
-    psnrs = {w: _score(rc.reconstruct_tikhonov(s, weight=w)[0], truth)[1] for w in grid}
-    assert psnrs[out.weight[0]] > max(psnrs.values()) - 0.5
+    psnrs = [_score(rc.reconstruct_tikhonov(s, weight=w)[0], truth)[1]
+             for w in np.logspace(-3, -1, 9)]
+    chosen = _score(rc.reconstruct_tikhonov(s, weight=out.weight[0])[0], truth)[1]
+    assert chosen > max(psnrs) - 0.1, (chosen, max(psnrs))
     fsc_choice = rc.reconstruct(dataset.particles, dataset.poses, dataset.psf,
                                 method="tikhonov", weight="auto", weights=grid,
                                 criterion="fsc", seed=1)

@@ -105,7 +105,9 @@ def test_figure_maker_for_reconstructions(tmp_path, coverages):
     write_volume(tmp_path / "coverage.ome.tif", one[None], (0.05,) * 3)
     vol = Volume(filename=str(vol_path), voxelSize=(0.05,) * 3, shape=(1, 12, 12, 12))
     vol.setFscFile(str(tmp_path / "fsc.csv"))
-    vol.coverageFile = pwobj.String(str(tmp_path / "coverage.ome.tif"))
+    vol.setCoverageFile(str(tmp_path / "coverage.ome.tif"))
+    assert vol.getFiles() == {str(vol_path), str(tmp_path / "fsc.csv"),
+                              str(tmp_path / "coverage.ome.tif")}
     figures = dict(reconstruction_figures(vol))
     assert set(figures) == {"half_map_fsc", "fourier_coverage"}
     for fig in figures.values():
@@ -114,3 +116,34 @@ def test_figure_maker_for_reconstructions(tmp_path, coverages):
              if ln.get_gid() == "resolution:0:0.143"]
     assert len(marks) == 1 and marks[0].get_xdata()[0] == pytest.approx(
         (1 - 0.143) * 6 / 12, abs=1e-3)  # linear FSC 1 -> 0 over 6 shells of 1/12
+    # a project made before Volume had the field: the dynamic attribute is still read
+    legacy = Volume(filename=str(vol_path), voxelSize=(0.05,) * 3, shape=(1, 12, 12, 12))
+    legacy.coverageFile = pwobj.String(str(tmp_path / "coverage.ome.tif"))
+    assert legacy.getCoverageFile() == str(tmp_path / "coverage.ome.tif")
+    assert [name for name, _ in reconstruction_figures(legacy)] == ["fourier_coverage"]
+
+
+def test_volumes_without_reconstruction_files_get_no_reconstruction_figure(tmp_path):
+    """A simulated ground truth, files recorded but deleted, no voxel size: [] each time
+    from this maker, and the other makers of volumes do not raise either."""
+    from spfluo.algorithms.phantoms import c9_barrel
+    from spfluo.io import write_volume
+    from spfluo.objects import Volume
+    from spfluo.viewers import figures_for
+    from spfluo.viewers.reconstruction_figures import reconstruction_figures
+
+    path = tmp_path / "truth.ome.tif"
+    write_volume(path, c9_barrel(16)[None], (0.05,) * 3)
+    truth = Volume(filename=str(path), voxelSize=(0.05,) * 3, shape=(1, 16, 16, 16),
+                   imageId="ground truth")
+    assert reconstruction_figures(truth) == []
+    assert truth.getCoverageFile() is None and truth.getFiles() == {str(path)}
+    names = [name for name, _ in figures_for(truth)]
+    assert "slices" in names and not {"half_map_fsc", "fourier_coverage"} & set(names)
+    gone = Volume(filename=str(path), voxelSize=(0.05,) * 3, shape=(1, 16, 16, 16))
+    gone.setHalfMaps(tmp_path / "h1.ome.tif", tmp_path / "h2.ome.tif")
+    gone.setFscFile(tmp_path / "fsc.csv")
+    gone.setCoverageFile(tmp_path / "coverage.ome.tif")
+    assert reconstruction_figures(gone) == []
+    bare = Volume(filename=str(path), shape=(1, 16, 16, 16))  # no voxel size recorded
+    assert not bare.hasVoxelSize() and reconstruction_figures(bare) == []
