@@ -4,11 +4,16 @@
 
 Four simulated datasets of C9 barrels (``spfluo.batch.simulated.write_particles_dataset``:
 extracted particles, PSF, ground truth as ``reference.tif``) run through the template
-"SPR from extracted particles" (import particles, import PSF, ab initio with C9
-symmetry, import reference, compare): once with ``--workers 1`` (the datasets one
-after the other, ``sequential``) and once with ``--workers 2`` (``parallel``), each in
-a fresh spfluo home, on a local Dask cluster.  Default: 30 particles of 24^3 voxels per
-dataset, 6 ab initio epochs; ``--quick``: 12 particles of 16^3, 2 epochs.
+"SPR from extracted particles" (import particles, import PSF, ab initio, align the C9
+axis, refine with C9 symmetry, import reference, compare): once with ``--workers 1`` (the
+datasets one after the other, ``sequential``) and once with ``--workers 2``
+(``parallel``), each in a fresh spfluo home, on a local Dask cluster.  Default: 30
+particles of 24^3 voxels per dataset, 6 ab initio epochs, a two-stage refinement;
+``--quick``: 12 particles of 16^3, 2 epochs, one refinement iteration.  The values are
+given by template alias in each dataset's ``dataset.json`` (``max_epochs`` fills the ab
+initio form's ``maxEpochs``, ``n_directions`` ``nDirections``, ``n_psi`` ``nPsi``,
+``final_reconstruction`` ``finalReconstruction`` (2 = Tikhonov), ``refine_schedule``
+``schedule``, ...).
 
 Per case: ``wall_s`` (the whole batch, cluster start included), ``cpu_s`` (user + system
 time of this process and its finished children: workers, protocol runs, jobs),
@@ -50,8 +55,10 @@ def _cpu_s() -> float:
 
 def _settings(quick: bool) -> dict:
     if quick:
-        return {"n_particles": 12, "box": 16, "max_epochs": 2, "n_directions": 16, "n_psi": 4}
-    return {"n_particles": 30, "box": 24, "max_epochs": 6, "n_directions": 32, "n_psi": 6}
+        return {"n_particles": 12, "box": 16, "max_epochs": 2, "n_directions": 16, "n_psi": 4,
+                "refine_schedule": "30:all", "refine_iterations": 1}
+    return {"n_particles": 30, "box": 24, "max_epochs": 6, "n_directions": 32, "n_psi": 6,
+            "refine_schedule": "15:all, 5:10", "refine_iterations": 2}
 
 
 def _write_datasets(folder: str, s: dict) -> list[str]:
@@ -63,7 +70,9 @@ def _write_datasets(folder: str, s: dict) -> list[str]:
             os.path.join(folder, f"barrels_{k}"), n_particles=s["n_particles"], box=s["box"],
             voxel_size=0.05, noise_std=0.1, seed=100 + k,
             values={"max_epochs": s["max_epochs"], "n_directions": s["n_directions"],
-                    "n_psi": s["n_psi"], "final_reconstruction": 2, "registration_step": 30})
+                    "n_psi": s["n_psi"], "final_reconstruction": 2, "registration_step": 30,
+                    "refine_schedule": s["refine_schedule"],
+                    "refine_iterations": s["refine_iterations"], "continuous_iterations": 0})
         paths.append(str(path))
     return paths
 

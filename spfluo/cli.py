@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="simulate data, run the pipeline in a new project, report")
-    p.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    p.add_argument("--quick", action="store_true", help="small sizes (about 30 s): a smoke test of the same chain")
     p.add_argument("--project", default=None, help="project name (default: a new spfluo-demo-N)")
     p.add_argument("--out", default="spfluo-demo-figures", help="folder for the figures")
     p.set_defaults(func=cmd_demo, paths=["out"])

@@ -1,36 +1,264 @@
-"""``spfluo demo``: simulated fields of view through the pipeline, in a new project.
+"""``spfluo demo``: simulated fields of view through the whole pipeline, in a new project.
 
-Stage of the pipeline covered so far: simulate two fields of view of C9
-barrels (two channels) and their PSF, write them as OME-TIFF files, import
-images, PSF and a few example coordinates, print the project and write the
-figures of every output.
+The demo plays the microscope in Python (it simulates the data and writes them as
+files, as an acquisition would), then drives the protocols exactly as a user does,
+one run per step, each output pointed to as ``RUNID.outputName``:
+
+1. simulate two fields of view of C9 barrels (two channels: the barrel and a torus
+   around it), blurred by an anisotropic PSF (z 4 times worse than x, y) with noise;
+   write them (OME-TIFF), the PSF at the particles' voxel size, a few example
+   positions (the user's picks) and the ground truth;
+2. import the fields, the PSF and the examples;
+3. pick the particles like the examples (channel 0), extract them on isotropic voxels
+   (both channels);
+4. reconstruct ab initio (no symmetry), find the C9 axis and turn it to z, refine with
+   C9 symmetry;
+5. import the ground truth and compare the refined volume with it (registration
+   modulo C9): SSIM, FSC resolution.
+
+It prints a table of the runs and the final numbers, and writes the HTML report of the
+project with the figures of every output into the figures folder.  The data folder
+(``demo-data`` in the project) has the layout ``spfluo batch`` reads, so the same data
+run with ``spfluo batch spr_fields_of_view``.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import sys
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_demo", "DemoSettings"]
+__all__ = ["DemoSettings", "DemoData", "demo_settings", "simulate_demo_data", "run_demo"]
+
+#: Symmetry order of the simulated particle.
+SYMMETRY = 9
 
 
+@dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo (default) and of its ``--quick`` smoke test."""
+    """Sizes and parameters of the demo.
 
-    def __init__(self, quick: bool):
-        self.quick = quick
-        self.n_fields = 2
-        self.particle_size = 20 if quick else 32          # box of the particle, voxels
-        self.field_shape = (24, 96, 96) if quick else (32, 160, 160)
-        self.particles_per_field = 6 if quick else 15
-        self.voxel_size = (0.12, 0.04, 0.04)                # µm (z, y, x): anisotropic
-        self.psf_sigma_um = (0.24, 0.06)                    # µm (z, xy)
-        self.n_examples = 4 if quick else 8
-        self.seed = 0
+    Attributes
+    ----------
+    quick : bool
+        The smoke-test sizes (``spfluo demo --quick``).
+    n_fields : int
+        Number of fields of view.
+    field_shape : tuple of 3 int
+        Field shape ``(z, y, x)``, voxels.
+    field_voxel_size : tuple of 3 float
+        Field voxel size ``(z, y, x)``, micrometres (z coarser, as on a microscope).
+    phantom_box : int
+        Side of the box of the simulated particle, in lateral field voxels.
+    particles_per_field, n_debris, touching_pairs : int
+        Content of each field.
+    psf_sigma_um : tuple of 2 float
+        Gaussian PSF standard deviations ``(z, xy)``, micrometres.
+    noise_std : float
+        Gaussian noise standard deviation (each field's noiseless part scaled to [0, 1]).
+    n_examples : int
+        Example particles given to the picker (true positions, the user's picks).
+    particle_voxel_size : float
+        Isotropic voxel size of the extracted particles, micrometres.
+    pick, abinitio, refine, compare : dict
+        Parameters of those protocols (form names), on top of the inputs the demo sets.
+    report_figures : bool
+        Draw the figures of every output in the report (False: the report has none; the
+        final figures are written either way).
+    seed : int
+        Seed of the simulation.
+    """
+
+    quick: bool = False
+    n_fields: int = 2
+    field_shape: tuple = (32, 160, 160)
+    field_voxel_size: tuple = (0.12, 0.04, 0.04)
+    phantom_box: int = 32
+    particles_per_field: int = 15
+    n_debris: int = 2
+    touching_pairs: int = 1
+    psf_sigma_um: tuple = (0.2, 0.05)
+    noise_std: float = 0.2
+    n_examples: int = 6
+    particle_voxel_size: float = 0.064
+    pick: dict = field(default_factory=dict)
+    abinitio: dict = field(default_factory=dict)
+    refine: dict = field(default_factory=dict)
+    compare: dict = field(default_factory=dict)
+    report_figures: bool = True
+    seed: int = 0
+
+    @property
+    def box_um(self) -> float:
+        """Side of the particle box, micrometres."""
+        return self.phantom_box * self.field_voxel_size[2]
+
+    @property
+    def particle_box(self) -> int:
+        """Side of the extracted particle box, voxels of :attr:`particle_voxel_size`."""
+        return int(round(self.box_um / self.particle_voxel_size))
+
+    @property
+    def diameter_um(self) -> float:
+        """Diameter of the particle (the torus around the barrel), micrometres."""
+        return 0.8 * self.box_um
+
+
+def demo_settings(quick: bool = False, **changes) -> DemoSettings:
+    """The demo's settings: the default run, or ``quick`` (a smoke test of the same chain).
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller fields, particles and iteration counts.
+    **changes
+        Fields of :class:`DemoSettings` to replace (protocol parameter dicts are merged).
+
+    Returns
+    -------
+    DemoSettings
+    """
+    if quick:
+        base = DemoSettings(
+            quick=True, field_shape=(24, 96, 96), phantom_box=24, particles_per_field=8,
+            n_debris=1, n_examples=4, particle_voxel_size=0.06, report_figures=False,
+            abinitio={"maxEpochs": 6, "nDirections": 16, "nPsi": 6, "finalReconstruction": 2},
+            refine={"schedule": "20:all, 5:10", "exhaustiveIterations": 2,
+                    "continuousIterations": 0, "initialIterations": 40, "admmIterations": 15,
+                    "finalIterations": 20, "weight": 0.0007},
+            compare={"coarseStep": 30})
+    else:
+        base = DemoSettings(
+            abinitio={"maxEpochs": 20, "nDirections": 32, "nPsi": 8, "finalReconstruction": 2},
+            refine={"schedule": "15:all, 5:10, 2:4", "exhaustiveIterations": 4,
+                    "continuousIterations": 1, "initialIterations": 60, "admmIterations": 20,
+                    "finalIterations": 40, "weight": 0.0007},
+            compare={"coarseStep": 20})
+    merged = {}
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(getattr(base, key, None), dict):
+            merged[key] = {**getattr(base, key), **value}
+        else:
+            merged[key] = value
+    return replace(base, **merged)
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """The files the demo's "microscope" wrote.
+
+    Attributes
+    ----------
+    folder : Path
+        The data folder (``spfluo batch`` layout).
+    fields : list of Path
+        Fields of view (OME-TIFF, 2 channels).
+    psf : Path
+        The PSF at the particles' isotropic voxel size (OME-TIFF).
+    examples : Path
+        Example coordinates (CSV: image_id, x, y, z in µm).
+    reference : Path
+        The ground truth at the particles' voxel size and box (OME-TIFF, 2 channels).
+    n_particles : int
+        Particles simulated in all fields.
+    """
+
+    folder: Path
+    fields: list
+    psf: Path
+    examples: Path
+    reference: Path
+    n_particles: int
+
+
+def _check_settings(s: DemoSettings) -> None:
+    if abs(s.box_um / s.particle_voxel_size - s.particle_box) > 1e-6:
+        raise ValueError(f"particle_voxel_size={s.particle_voxel_size} µm must divide the "
+                         f"particle box of {s.box_um:g} µm ({s.phantom_box} field voxels): "
+                         "choose a divisor so that the ground truth has the particles' box.")
+    per_field = -(-s.n_examples // s.n_fields)
+    if per_field > s.particles_per_field - 2 * s.touching_pairs:
+        raise ValueError(f"n_examples={s.n_examples} needs {per_field} isolated particle(s) per "
+                         f"field, but a field has {s.particles_per_field} particle(s) of which "
+                         f"{2 * s.touching_pairs} touch: lower n_examples or simulate more "
+                         "particles.")
+
+
+def simulate_demo_data(folder: str | os.PathLike, settings: DemoSettings) -> DemoData:
+    """Write the demo's fields of view, PSF, example picks and ground truth.
+
+    Parameters
+    ----------
+    folder : path
+        Destination folder (created): ``fields/field_K.ome.tif``, ``psf.ome.tif``,
+        ``examples.csv``, ``reference.ome.tif`` and ``dataset.json`` (the values a
+        ``spfluo batch`` template needs besides the files).
+    settings : DemoSettings
+
+    Returns
+    -------
+    DemoData
+    """
+    import json
+
+    from .algorithms.phantoms import c9_barrel
+    from .algorithms.psf import gaussian_psf
+    from .algorithms.simulate import simulate_field
+    from .io import CoordinateTable, write_coordinates_csv, write_volume
+
+    s = settings
+    _check_settings(s)
+    folder = Path(folder)
+    (folder / "fields").mkdir(parents=True, exist_ok=True)
+    names = ["barrel", "torus"]
+    sz, sxy = s.psf_sigma_um
+    # the PSF on the fields' grid blurs the fields; the same PSF on the particles' isotropic
+    # grid is the one given to the reconstruction (a computed PSF, or a measured one resampled)
+    fvz, fvy, fvx = s.field_voxel_size
+    field_psf = gaussian_psf((2 * math.ceil(3 * sz / fvz) + 1, 2 * math.ceil(3 * sxy / fvy) + 1,
+                              2 * math.ceil(3 * sxy / fvx) + 1), (sz, sxy),
+                             voxel_size=s.field_voxel_size)
+    box = s.particle_box
+    psf_box = min(box - 1 + box % 2, 2 * math.ceil(3 * sz / s.particle_voxel_size) + 1)
+    psf = gaussian_psf((psf_box,) * 3, (sz, sxy), voxel_size=(s.particle_voxel_size,) * 3)
+
+    barrel = c9_barrel((s.phantom_box,) * 3, second_channel=True)
+    rng = np.random.default_rng(s.seed)
+    fields, ids, positions = [], [], []
+    per_field = np.full(s.n_fields, s.n_examples // s.n_fields)
+    per_field[: s.n_examples % s.n_fields] += 1
+    for k in range(s.n_fields):
+        fov = simulate_field(barrel, field_psf, shape=s.field_shape,
+                             n_particles=s.particles_per_field, n_debris=s.n_debris,
+                             touching_pairs=s.touching_pairs, noise_std=s.noise_std,
+                             voxel_size=s.field_voxel_size, seed=s.seed + k)
+        path = folder / "fields" / f"field_{k}.ome.tif"
+        write_volume(path, fov.image, s.field_voxel_size, channel_names=names)
+        fields.append(path)
+        # the user's examples: a few isolated particles (touching pairs are the first rows)
+        isolated = np.arange(2 * s.touching_pairs, len(fov.positions))
+        for i in rng.permutation(isolated)[: per_field[k]]:
+            ids.append(f"field_{k}")
+            positions.append(fov.positions[i] * np.asarray(s.field_voxel_size))
+    psf_path = write_volume(folder / "psf.ome.tif", psf, (s.particle_voxel_size,) * 3)
+    examples = folder / "examples.csv"
+    write_coordinates_csv(examples, CoordinateTable(image_ids=np.array(ids),
+                                                    positions_zyx_um=np.array(positions)))
+    truth = c9_barrel((box,) * 3, second_channel=True)
+    reference = write_volume(folder / "reference.ome.tif", truth, (s.particle_voxel_size,) * 3,
+                             channel_names=names)
+    with open(folder / "dataset.json", "w", encoding="utf-8") as fh:
+        json.dump({"diameter": round(s.diameter_um, 6), "box_size": round(s.box_um, 6),
+                   "particle_voxel_size": s.particle_voxel_size, "symmetry": SYMMETRY}, fh,
+                  indent=2)
+    return DemoData(folder=folder, fields=fields, psf=Path(psf_path), examples=examples,
+                    reference=Path(reference), n_particles=s.n_fields * s.particles_per_field)
 
 
 def _new_project_name() -> str:
@@ -44,89 +272,226 @@ def _new_project_name() -> str:
     raise RuntimeError("unreachable")
 
 
-def simulate_demo_data(folder: Path, settings: DemoSettings) -> dict:
-    """Write the demo's fields of view, PSF and example picks; return their paths and truth."""
-    from .algorithms.phantoms import c9_barrel
-    from .algorithms.psf import gaussian_psf
-    from .algorithms.simulate import simulate_field
-    from .io import CoordinateTable, write_coordinates_csv, write_volume
+def _cpu_seconds() -> float:
+    """CPU time (user + sys) of this process and of the finished processes it waited for."""
+    import resource
 
-    folder.mkdir(parents=True, exist_ok=True)
-    s = settings
-    barrel = c9_barrel((s.particle_size,) * 3, second_channel=True)
-    vz, vy, vx = s.voxel_size
-    sz, sxy = s.psf_sigma_um
-    psf = gaussian_psf((15, 15, 15), (sz / vz, sxy / vy, sxy / vx))
-    fields, truth = [], []
-    rng = np.random.default_rng(s.seed)
-    ids, positions = [], []
-    for k in range(s.n_fields):
-        field = simulate_field(barrel, psf, shape=s.field_shape, n_particles=s.particles_per_field,
-                               n_debris=2, touching_pairs=1, voxel_size=s.voxel_size,
-                               seed=s.seed + k)
-        path = folder / f"field_{k}.ome.tif"
-        write_volume(path, field.image, s.voxel_size, channel_names=["barrel", "torus"])
-        fields.append(path)
-        truth.append(field)
-        # the user's examples: a few isolated particles (the touching pairs are rows 0-1)
-        for i in rng.permutation(np.arange(2, len(field.positions)))[: s.n_examples // s.n_fields]:
-            ids.append(f"field_{k}")
-            positions.append(field.positions[i] * np.asarray(s.voxel_size))
-    psf_path = folder / "psf.ome.tif"
-    write_volume(psf_path, psf, s.voxel_size)
-    examples = folder / "examples.csv"
-    write_coordinates_csv(examples, CoordinateTable(image_ids=np.array(ids),
-                                                    positions_zyx_um=np.array(positions)))
-    return {"fields": fields, "psf": psf_path, "examples": examples, "truth": truth}
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def run_demo(*, name: str | None = None, quick: bool = False, out: str | None = None) -> int:
-    """Run the demo; returns the process exit status."""
-    from .cli import print_project
+def _noise_note(noise_std: float) -> str:
+    if noise_std == 0.2:
+        return " (seed 002's level)"
+    return f" ({'less' if noise_std < 0.2 else 'more'} than seed 002's 0.2)"
+
+
+def _fmt_duration(seconds) -> str:
+    return "-" if seconds is None else f"{seconds:.1f} s"
+
+
+def _print_runs(project, *, stream=None) -> list:
+    """Print the table of the project's runs (id, label, protocol, status, duration)."""
+    from .workflow import describe_runs
+
+    out = stream or sys.stdout
+    runs = describe_runs(project)
+    print(f"{'run':>5}  {'label':<28} {'protocol':<26} {'status':<9} {'duration':>9}", file=out)
+    for r in runs:
+        print(f"{'#' + str(r.run_id):>5}  {r.label:<28} {r.class_name:<26} {r.status:<9} "
+              f"{_fmt_duration(r.duration_s):>9}", file=out)
+    return runs
+
+
+def _final_figures(project, refined_id: str, compare_id: str, reference: str,
+                   out_dir: Path) -> list[Path]:
+    """The final volume and its comparison with the ground truth, under explicit names.
+
+    ``final_fsc.png`` (FSC against the ground truth), ``final_volume_<figure>.png`` (the
+    refined volume's figures: slices, isosurface, convergence) and
+    ``final_volume_vs_ground_truth.png`` (the registered volume beside the ground truth).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .io import read_volume
     from .viewers import figures_for
+    from .viewers.slices import orthoslices_figure
+
+    written = []
+    refined = project.getProtocol(int(refined_id)).outputVolume
+    comparison = project.getProtocol(int(compare_id)).outputComparison
+    for name, fig in figures_for(comparison):
+        if name == "fsc":
+            written.append(out_dir / "final_fsc.png")
+            fig.savefig(written[-1], dpi=80)
+    for name, fig in figures_for(refined):
+        written.append(out_dir / f"final_volume_{name}.png")
+        fig.savefig(written[-1], dpi=80)
+    aligned = read_volume(comparison.getAlignedFile()).data
+    truth = read_volume(reference).data
+    rows, names = [], []
+    for c, channel in enumerate(("barrel", "torus")[: aligned.shape[0]]):
+        rows += [aligned[c], truth[c]]
+        names += [f"{channel}, reconstruction", f"{channel}, ground truth"]
+    m = comparison.getMetrics()
+    fig = orthoslices_figure(np.stack(rows), comparison.getVoxelSize(), channel_names=names,
+                             title=f"refined volume registered onto the ground truth (SSIM "
+                                   f"{m['ssim']:.3f}, FSC 0.143 at "
+                                   f"{m['fsc_resolution_0143_um']:.3g} µm)")
+    written.append(out_dir / "final_volume_vs_ground_truth.png")
+    fig.savefig(written[-1], dpi=80)
+    return written
+
+
+def _resolution_text(um, per_voxel, voxel) -> str:
+    if um is None or per_voxel is None:
+        return "not reached (the FSC never crosses the threshold)"
+    text = f"{um:.3g} µm = {per_voxel:.3g} 1/voxel"
+    if per_voxel >= 0.5 - 1e-6:
+        text += f" (the Nyquist limit of {voxel:g} µm voxels)"
+    return text
+
+
+def _print_metrics(comparison, voxel: float, say) -> dict:
+    """The final numbers of every channel (from the comparison's metrics file)."""
+    import json
+
+    with open(comparison.getMetricsFile(), encoding="utf-8") as fh:
+        channels = json.load(fh)["channels"]
+    m = channels[0]
+    say(f"final volume against the ground truth (channel 0, the barrel; registered modulo "
+        f"C{SYMMETRY}):")
+    say(f"  SSIM {m['ssim']:.3f}")
+    for threshold, key in (("0.143", "0143"), ("0.5", "05")):
+        say(f"  FSC resolution ({threshold}): " + _resolution_text(
+            m[f"fsc_resolution_{key}_um"], m[f"fsc_resolution_{key}_per_voxel"], voxel))
+    for c, other in enumerate(channels[1:], start=1):
+        say(f"  channel {c} (the torus): SSIM {other['ssim']:.3f}, FSC resolution (0.143) "
+            + _resolution_text(other["fsc_resolution_0143_um"],
+                               other["fsc_resolution_0143_per_voxel"], voxel))
+    return m
+
+
+def run_demo(*, name: str | None = None, quick: bool = False, out: str | None = None,
+             settings: DemoSettings | None = None, stream=None) -> int:
+    """Run the demo in a new project; returns the process exit status (0, or 1 if a run failed).
+
+    Parameters
+    ----------
+    name : str, optional
+        Project name (default: the first free ``spfluo-demo-N``).
+    quick : bool, default False
+        Smoke-test sizes (ignored when ``settings`` is given).
+    out : path, optional
+        Folder of the figures and the HTML report (default ``spfluo-demo-figures`` in the
+        current directory).
+    settings : DemoSettings, optional
+        Sizes and parameters (default :func:`demo_settings` ``(quick)``).
+    stream : file, optional
+        Where to print (default stdout).
+    """
+    from .report import write_report
     from .workflow import create_project, launch, new_protocol
 
-    start = time.perf_counter()
-    settings = DemoSettings(quick)
+    start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
+    printer = stream or sys.stdout
+
+    def say(*args, **kwargs):
+        print(*args, **kwargs, file=printer, flush=True)
+
+    s = settings or demo_settings(quick)
+    out_dir = Path(os.path.abspath(out or "spfluo-demo-figures"))
+    out_dir.mkdir(parents=True, exist_ok=True)
     name = name or _new_project_name()
     project = create_project(name)
-    data = simulate_demo_data(Path(project.getPath()) / "demo-data", settings)
-    print(f"simulated {settings.n_fields} fields of view {settings.field_shape} (z, y, x) with "
-          f"{settings.particles_per_field} C9 barrels each, 2 channels, in {data['fields'][0].parent}")
+    data = simulate_demo_data(Path(project.getPath()) / "demo-data", s)
+    vz, vy, vx = s.field_voxel_size
+    say(f"spfluo demo{' --quick' if s.quick else ''}: project {name}")
+    say(f"simulated {s.n_fields} fields of view of {s.field_shape[2]}x{s.field_shape[1]}x"
+        f"{s.field_shape[0]} voxels of {vx:g} x {vy:g} x {vz:g} µm (x, y, z), "
+        f"{s.particles_per_field} C{SYMMETRY} barrels each (2 channels: barrel, torus), "
+        f"{s.n_debris} debris; PSF sigma {s.psf_sigma_um[1]:g} µm (x, y), "
+        f"{s.psf_sigma_um[0]:g} µm (z); noise {s.noise_std:g}" + _noise_note(s.noise_std)
+        + f"; in {data.folder}")
+    say(f"particles: boxes of {s.box_um:g} µm = {s.particle_box}^3 voxels of "
+        f"{s.particle_voxel_size:g} µm; {s.n_examples} example picks")
+    say()
 
     steps = []
+    n_steps = 10
 
     def run(cls, label, **params):
         prot = new_protocol(project, cls, {k: str(v) for k, v in params.items()}, label=label)
+        say(f"[{len(steps) + 1:2d}/{n_steps}] {label} ...", end=" ")
+        t0 = time.perf_counter()
         status = launch(project, prot)
         steps.append(prot)
+        say(f"{status} in {time.perf_counter() - t0:.1f} s")
         if status != "finished":
-            raise RuntimeError(f"{label} failed: {prot.getErrorMessage()}")
-        return prot
+            raise _RunFailed(prot)
+        return f"{prot.getObjId()}"
 
-    images = run("ProtImportFluoImages", "import fields",
-                 filesPattern=str(data["fields"][0].parent / "field_*.ome.tif"))
-    run("ProtImportPSF", "import PSF", psfFile=data["psf"])
-    run("ProtImportCoordinates", "example picks",
-        inputImages=f"{images.getObjId()}.outputImages", coordinatesFile=data["examples"],
-        boxSize=settings.particle_size * settings.voxel_size[2])
+    p = s.particle_voxel_size
+    try:
+        fields = run("ProtImportFluoImages", "import fields of view",
+                     filesPattern=data.folder / "fields" / "field_*.ome.tif")
+        psf = run("ProtImportPSF", "import PSF", psfFile=data.psf)
+        examples = run("ProtImportCoordinates", "example particles",
+                       inputImages=f"{fields}.outputImages", coordinatesFile=data.examples,
+                       boxSize=s.box_um)
+        picked = run("ProtPickParticles", "pick particles", inputImages=f"{fields}.outputImages",
+                     inputExamples=f"{examples}.outputCoordinates", channel=0,
+                     diameter=s.diameter_um, boxSize=s.box_um, **s.pick)
+        particles = run("ProtExtractParticles", "extract particles",
+                        inputCoordinates=f"{picked}.outputCoordinates", boxSize=s.box_um,
+                        voxelSize=p)
+        abinitio = run("ProtAbInitio", "ab initio", inputParticles=f"{particles}.outputParticles",
+                       inputPSF=f"{psf}.outputPSF", symmetry=1, **s.abinitio)
+        axis = run("ProtAlignSymmetryAxis", "align C9 axis",
+                   inputVolume=f"{abinitio}.outputVolume", symmetryOrder=SYMMETRY,
+                   inputParticles=f"{abinitio}.outputParticles")
+        refined = run("ProtRefine", "refine C9", inputParticles=f"{axis}.outputParticles",
+                      inputPSF=f"{psf}.outputPSF", inputVolume=f"{axis}.outputVolume",
+                      symmetry=SYMMETRY, searchChannels="0", **s.refine)
+        truth = run("ProtImportFluoImages", "import ground truth", filesPattern=data.reference)
+        compare = run("ProtCompareVolumes", "compare with ground truth",
+                      inputVolume=f"{refined}.outputVolume",
+                      referenceVolume=f"{truth}.outputImages.1", symmetry=SYMMETRY,
+                      doRegister=True, **s.compare)
+    except _RunFailed as failed:
+        prot = failed.prot
+        say()
+        _print_runs(project, stream=printer)
+        say(f"\n{prot.getRunName()} {prot.getStatus()}: {prot.getErrorMessage()}")
+        say(f"log: {prot.getLogPaths()[1]}")
+        return 1
 
-    print()
-    print_project(project)
-    out_dir = Path(out or "spfluo-demo-figures")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for prot in steps:
-        for out_name, obj in prot.iterOutputAttributes():
-            try:
-                figures = figures_for(obj)
-            except ValueError:
-                continue
-            for fig_name, fig in figures:
-                path = out_dir / f"{prot.getObjId():03d}_{out_name}_{fig_name}.png"
-                fig.savefig(path, dpi=80)
-                written += 1
-    print(f"\nwrote {written} figure(s) to {os.path.abspath(out_dir)}")
-    print(f"demo finished in {time.perf_counter() - start:.0f} s; project {name} "
-          f"(spfluo project show {name})")
+    say()
+    _print_runs(project, stream=printer)
+    comparison = project.getProtocol(int(compare)).outputComparison
+    n_picked = project.getProtocol(int(particles)).outputParticles.getSize()
+    say(f"\n{n_picked} particles picked and extracted (of {data.n_particles} simulated)")
+    _print_metrics(comparison, p, say)
+
+    t_fig = time.perf_counter()
+    finals = _final_figures(project, refined, compare, str(data.reference), out_dir)
+    report = write_report(project, out_dir, figures=s.report_figures)
+    n_run_figures = len(list(out_dir.glob("run*.png")))
+    say(f"\nwrote to {out_dir} ({time.perf_counter() - t_fig:.0f} s):")
+    say(f"  {', '.join(f.name for f in finals)}")
+    say(f"  the report {report.name} with "
+        + (f"the {n_run_figures} figures of every output" if s.report_figures
+           else "no figure of the intermediate runs (--quick)"))
+    say(f"demo finished in {time.perf_counter() - start_wall:.0f} s wall, "
+        f"{_cpu_seconds() - start_cpu:.0f} s CPU (user + sys, with the runs' processes); "
+        f"project {name} in {project.getPath()}: `spfluo project show {name}`, or open it "
+        "in Scipion")
     return 0
+
+
+class _RunFailed(Exception):
+    def __init__(self, prot):
+        super().__init__(prot.getRunName())
+        self.prot = prot

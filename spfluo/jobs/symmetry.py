@@ -92,7 +92,7 @@ def run(job: Job) -> None:
     if operation not in OPERATIONS:
         _fail(f"operation must be one of {', '.join(OPERATIONS)}, got {operation!r}")
     order = _int_param(job, "order", 0, minimum=0)
-    if order == 1:
+    if order == 1 and operation != "align":
         _fail("order 1 means no symmetry: give the order n >= 2 of Cn, or 0 to estimate it")
     path = job.existing_input("volume")
     try:
@@ -123,19 +123,29 @@ def run(job: Job) -> None:
                   f"{estimate.threshold:g}): give the order explicitly")
     names = [f"channel {c}" for c in range(vol.shape[0])]
     if operation == "align":
-        used = order or (2 if estimate.cylindrical else estimate.order)
-        axis = estimate.axis if (estimate is not None and estimate.axis.order == used) else \
-            find_symmetry_axis(vol, used)
-        result = align_symmetry_axis(vol, used, axis=axis)
-        angle = math.degrees(math.acos(float(np.clip(axis.axis[2], -1.0, 1.0))))
-        progress.log(f"C{used} axis (x, y, z) {np.round(axis.axis, 4).tolist()}, "
-                     f"{angle:.2f} deg from z, score {axis.score:.4f}; centre shift "
-                     f"{np.round(axis.centre_shift, 3).tolist()} voxels")
-        write_volume(job.output("volume"), result.volume, vs, channel_names=names)
-        transform = Poses(result.rotation[None], (result.rotation @ result.shift)[None])
-        summary.update(order=used, axis_xyz=axis.axis.tolist(), axis_score=axis.score,
-                       axis_angle_from_z_deg=angle, rotation_zyx=result.rotation.tolist(),
-                       shift_zyx_voxels=result.shift.tolist(),
+        if order == 1:
+            # C1: no axis to align; volume and poses pass on unchanged, so that a workflow
+            # keeps its alignment step for particles without symmetry
+            used, aligned, rotation, shift = 1, vol, np.eye(3), np.zeros(3)
+            axis_xyz, axis_score, angle = np.array([0.0, 0.0, 1.0]), 1.0, 0.0
+            progress.log("C1: nothing to align, the volume and poses pass on unchanged")
+        else:
+            used = order or (2 if estimate.cylindrical else estimate.order)
+            axis = estimate.axis if (estimate is not None and estimate.axis.order == used) \
+                else find_symmetry_axis(vol, used)
+            result = align_symmetry_axis(vol, used, axis=axis)
+            aligned, rotation, shift = result.volume, result.rotation, result.shift
+            axis_xyz, axis_score = axis.axis, axis.score
+            angle = math.degrees(math.acos(float(np.clip(axis.axis[2], -1.0, 1.0))))
+            progress.log(f"C{used} axis (x, y, z) {np.round(axis.axis, 4).tolist()}, "
+                         f"{angle:.2f} deg from z, score {axis.score:.4f}; centre shift "
+                         f"{np.round(axis.centre_shift, 3).tolist()} voxels")
+        write_volume(job.output("volume"), aligned, vs, channel_names=names)
+        transform = Poses(rotation[None], (rotation @ shift)[None])
+        summary.update(order=used, axis_xyz=np.asarray(axis_xyz).tolist(),
+                       axis_score=float(axis_score), axis_angle_from_z_deg=angle,
+                       rotation_zyx=np.asarray(rotation).tolist(),
+                       shift_zyx_voxels=np.asarray(shift).tolist(),
                        matrix_xyz_um=transform.to_stored(vs)[0].tolist())
         particles_path = job.input("particles", required=False)
         if particles_path is not None:
@@ -143,8 +153,7 @@ def run(job: Job) -> None:
             if not table.has_poses:
                 _fail(f"the particles of {particles_path} have no poses: there is nothing to "
                       "realign")
-            poses = realign_poses(Poses.from_stored(table.matrices, vs), result.rotation,
-                                  result.shift)
+            poses = realign_poses(Poses.from_stored(table.matrices, vs), rotation, shift)
             write_particle_table(job.output("particles"), table.ids, table.paths,
                                  poses.to_stored(vs), extra=table.extra)
             summary["n_particles"] = len(table)

@@ -52,11 +52,11 @@ def _validate_volume(volume, errors: list) -> None:
                       "it to isotropic voxels first.")
 
 
-def _validate_order(order, errors: list, *, allow_estimate: bool = True) -> None:
-    if order is None or order < 0 or order == 1:
-        errors.append("Symmetry order must be n >= 2"
-                      + (" (or 0 to estimate it)" if allow_estimate else "")
-                      + f", got {order}.")
+def _validate_order(order, errors: list, *, allow_identity: bool = False) -> None:
+    if order is None or order < 0 or (order == 1 and not allow_identity):
+        errors.append("Symmetry order must be n >= 2 (or 0 to estimate it"
+                      + ("; 1 passes the volume on unchanged" if allow_identity else "")
+                      + f"), got {order}.")
 
 
 class _SymmetryJob(ProtFluo):
@@ -144,7 +144,8 @@ class ProtAlignSymmetryAxis(_SymmetryJob):
         form.addParam("symmetryOrder", params.IntParam, default=0,
                       label="Symmetry order (0 = estimate)",
                       help="Order n >= 2 of the cyclic symmetry; 0 estimates it from the volume "
-                           "(reported in the summary) and uses it.")
+                           "(reported in the summary) and uses it; 1 (no symmetry) passes the "
+                           "volume and poses on unchanged, so a workflow can keep this step.")
         form.addParam("maxOrder", params.IntParam, default=12, condition="symmetryOrder == 0",
                       label="Largest order tried",
                       help="Orders 2 to this are scored when the order is estimated.")
@@ -186,7 +187,7 @@ class ProtAlignSymmetryAxis(_SymmetryJob):
         errors = []
         volume = _pointed(self.inputVolume)
         _validate_volume(volume, errors)
-        _validate_order(self.symmetryOrder.get(), errors)
+        _validate_order(self.symmetryOrder.get(), errors, allow_identity=True)
         if self.symmetryOrder.get() == 0 and (self.maxOrder.get() is None
                                               or self.maxOrder.get() < 2):
             errors.append(f"Largest order tried must be >= 2, got {self.maxOrder.get()}.")

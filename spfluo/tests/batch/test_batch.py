@@ -20,6 +20,18 @@ def spfluo(home, *args, cwd=None):
                           capture_output=True, text=True, env=env, cwd=cwd, timeout=280)
 
 
+def _imports_template(folder):
+    """The import stage of spr_fields_of_view (3 cheap runs) as a template file of that name."""
+    from spfluo.batch.templates import find_template
+
+    text = open(find_template("spr_fields_of_view").templatePath, encoding="utf-8").read()
+    description, _, body = text.partition("\n")
+    path = folder / "spr_fields_of_view.json.template"
+    path.write_text(description + "\n" + json.dumps(json.loads(body)[:3], ensure_ascii=False),
+                    encoding="utf-8")
+    return path
+
+
 def _rows(path):
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
@@ -55,9 +67,9 @@ def test_batch_parallel_failure_alone_and_rerun(tmp_path):
     psf = (bad / "psf.tif").read_bytes()
     (bad / "psf.tif").write_bytes(b"this is not a TIFF file")  # corrupted
     missing = tmp_path / "missing"
+    template = _imports_template(tmp_path)
 
-    res = spfluo(home, "batch", "spr_fields_of_view", good, bad, missing, "--workers", "2",
-                 "--out", out)
+    res = spfluo(home, "batch", template, good, bad, missing, "--workers", "2", "--out", out)
     assert res.returncode == 1, res.stderr + res.stdout
     rows = _rows(out / "summary.csv")
     assert set(rows) == {"spr_fields_of_view-good", "spr_fields_of_view-bad",
@@ -78,7 +90,7 @@ def test_batch_parallel_failure_alone_and_rerun(tmp_path):
 
     # fix the file and run again: the finished dataset is skipped, the failed one continues
     (bad / "psf.tif").write_bytes(psf)
-    res = spfluo(home, "batch", "spr_fields_of_view", good, bad, "--workers", "2", "--out", out)
+    res = spfluo(home, "batch", template, good, bad, "--workers", "2", "--out", out)
     assert res.returncode == 0, res.stderr + res.stdout
     assert "spr_fields_of_view-good: finished before, skipped" in res.stdout
     rows2 = _rows(out / "summary.csv")
@@ -101,7 +113,7 @@ def test_batch_on_an_existing_dask_cluster(tmp_path, spfluo_home):
     cwd = os.getcwd()
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster:
-        result = run_batch("spr_fields_of_view", [ds], out=tmp_path / "out",
+        result = run_batch(str(_imports_template(tmp_path)), [ds], out=tmp_path / "out",
                            scheduler=cluster.scheduler_address, prefix="sched", log=lines.append)
     assert os.getcwd() == cwd
     (row,) = result.rows
@@ -111,7 +123,7 @@ def test_batch_on_an_existing_dask_cluster(tmp_path, spfluo_home):
     assert lines == [f"[1/1] sched-one: finished in {row['runtime_s']} s"]
     with open(os.path.join(spfluo_home, "projects", "sched-one", STATE_FILE)) as fh:
         state = json.load(fh)
-    assert state["template"] == "spfluo-spr_fields_of_view" and len(state["runs"]) == 3
+    assert state["template"] == "local-spr_fields_of_view" and len(state["runs"]) == 3
     assert state["dataset"] == str(ds.resolve())
 
 

@@ -250,7 +250,7 @@ def test_symmetry_job_symmetrizes_and_rejects_bad_input(tmp_path, capsys):
     job = _symmetry_job(tmp_path, tmp_path / "asym.ome.tif")
     assert main(["symmetry", str(job)]) == EXIT_JOB_ERROR
     assert "no cyclic symmetry found" in capsys.readouterr().err
-    job = _symmetry_job(tmp_path, tmp_path / "asym.ome.tif", order=1)
+    job = _symmetry_job(tmp_path, tmp_path / "asym.ome.tif", operation="symmetrize", order=1)
     assert main(["symmetry", str(job)]) == EXIT_JOB_ERROR
     assert "order 1 means no symmetry" in capsys.readouterr().err
     job = _symmetry_job(tmp_path, tmp_path / "asym.ome.tif", operation="mirror")
@@ -260,3 +260,19 @@ def test_symmetry_job_symmetrizes_and_rejects_bad_input(tmp_path, capsys):
     job = _symmetry_job(tmp_path, tmp_path / "aniso.ome.tif", order=9)
     assert main(["symmetry", str(job)]) == EXIT_JOB_ERROR
     assert "isotropic voxels" in capsys.readouterr().err
+
+
+def test_align_with_order_1_passes_volume_and_poses_on(tmp_path):
+    """C1 alignment is the identity: a workflow keeps the step for asymmetric particles."""
+    vol = asymmetric_phantom(20)
+    write_volume(tmp_path / "asym.ome.tif", vol, (VS,) * 3)
+    M = Poses(np.stack([np.eye(3), np.diag([1.0, -1.0, -1.0])]),
+              np.array([[0.0, 1.0, -2.0], [0.5, 0.0, 0.0]])).to_stored((VS,) * 3)
+    write_particle_table(tmp_path / "p.csv", [1, 2], ["a.tif", "b.tif"], M)
+    job = _symmetry_job(tmp_path, tmp_path / "asym.ome.tif", order=1, particles=tmp_path / "p.csv")
+    assert main(["symmetry", str(job)]) == 0
+    np.testing.assert_array_equal(read_volume(tmp_path / "out" / "out.ome.tif").data[0], vol)
+    np.testing.assert_allclose(read_particle_table(tmp_path / "out" / "particles.csv").matrices,
+                               M, atol=1e-12)
+    summary = json.loads((tmp_path / "out" / "s.json").read_text())
+    assert summary["order"] == 1 and summary["axis_angle_from_z_deg"] == 0.0

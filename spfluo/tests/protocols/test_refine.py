@@ -196,6 +196,8 @@ def test_invalid_inputs_are_rejected(chain):
     _assert_rejected(project, "ProtRefine", "Choose the PSF",
                      inputParticles=(sim, "outputParticles"))
     _assert_rejected(project, "ProtAlignSymmetryAxis", "Symmetry order must be n >= 2",
+                     inputVolume=(sim, "outputVolume"), symmetryOrder=-1)
+    _assert_rejected(project, "ProtSymmetrize", "Symmetry order must be n >= 2",
                      inputVolume=(sim, "outputVolume"), symmetryOrder=1)
     _assert_rejected(project, "ProtAlignSymmetryAxis", "Choose the volume", symmetryOrder=9)
     _assert_rejected(project, "ProtSymmetrize", "Symmetry order must be n >= 2",
