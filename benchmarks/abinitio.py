@@ -8,7 +8,9 @@ Cases (each runs in its own process, so that ``peak_rss_mb`` is its own):
   particles, Gaussian PSF sigma_xy = 1.5, sigma_z = 5 voxels, noise 0.2, 120 DOL spots;
   N_d = 64, N_psi = 8, alpha_r = 1.2, beta = 50), SGD with importance sampling, final
   volume by the known-pose Hessian solver (weight chosen on half maps);
-- ``sgd_c9``: the C9 barrel with symmetry 9;
+- ``sgd_c9_seed{0..4}``: the C9 barrel with symmetry 9 (the same setting);
+- ``sgd_c9_seed000``: the C9 barrel in the seed 000 setting (45^3, two channels: barrel
+  and torus, 50 particles, sigma 4 / 16 voxels), symmetry 9;
 - ``sgd_sigmaz10_n40``: robustness, sigma_z = 10 and 40 particles (seed 002 sec. 4.3.5);
 - ``annealing_c9``: the simulated annealing method (seed 000) on the C9 barrel;
 - ``scaling_n{10,20,40}`` and ``scaling_nd{16,32,64}``: two full-band epochs (no coarse
@@ -19,7 +21,9 @@ Metrics: ``wall_s`` (ab initio to its final volume), ``per_epoch_s`` (mean wall 
 epochs at the full band) and ``coarse_per_epoch_s``, ``n_epochs``, ``peak_rss_mb``, ``ssim``
 and ``fsc_resolution_per_voxel`` against the ground truth after registration
 (:func:`spfluo.algorithms.metrics.compare_volumes`), ``pose_error_median_deg`` after the
-best global rotation (modulo the symmetry), the same volume metrics for the known-pose
+best global rotation (modulo the symmetry), for the barrel ``axis_error_median_deg`` (the angle between the
+estimated and true barrel axes ``R e_z`` after the same global rotation) and
+``n_upside_down`` (pose error above 90 degrees), the same volume metrics for the known-pose
 reconstruction of the same data with the true poses (``known_ssim``,
 ``known_fsc_resolution_per_voxel``: the ceiling) and ``ssim_ratio`` = ``ssim /
 known_ssim`` (target >= 0.95), ``iterate_ssim`` (the ab initio iterate before the final
@@ -62,8 +66,13 @@ def _cases(quick: bool) -> dict:
     cases = {f"sgd_asymmetric_seed{s}": dict(method="sgd", sim=dict(sim, phantom="asymmetric",
                                                                     seed=s), algo=algo)
              for s in range(5)}
-    cases["sgd_c9"] = dict(method="sgd", sim=dict(sim, phantom="c9", seed=0),
-                           algo=dict(algo, symmetry=9))
+    for s in range(5):
+        cases[f"sgd_c9_seed{s}"] = dict(method="sgd", sim=dict(sim, phantom="c9", seed=s),
+                                        algo=dict(algo, symmetry=9))
+    cases["sgd_c9_seed000"] = dict(method="sgd", sim=dict(size=45, n_particles=50, sigma_xy=4.0,
+                                                          sigma_z=16.0, phantom="c9",
+                                                          n_channels=2, seed=0),
+                                   algo=dict(algo, symmetry=9))
     cases["sgd_sigmaz10_n40"] = dict(method="sgd", sim=dict(sim, phantom="asymmetric",
                                                             sigma_z=10.0, n_particles=40,
                                                             seed=0), algo=algo)
@@ -131,6 +140,13 @@ def run_case(name: str, spec: dict, gpu: bool) -> dict:
     out["pose_error_median_deg"] = round(pe.median_deg, 3)
     out["pose_error_max_deg"] = round(pe.max_deg, 2)
     out["fraction_below_10deg"] = round(pe.fraction_below_10deg, 3)
+    out["n_upside_down"] = int((pe.errors_deg > 90.0).sum())
+    if sym > 1:
+        ez = np.array([1.0, 0.0, 0.0])
+        a = np.einsum("nij,j->ni", np.matmul(result.poses.rotations, pe.alignment), ez)
+        b = np.einsum("nij,j->ni", ds.poses.rotations, ez)
+        axis = np.degrees(np.arccos(np.clip((a * b).sum(axis=1), -1.0, 1.0)))
+        out["axis_error_median_deg"] = round(float(np.median(axis)), 2)
     vs = ds.voxel_size
     found = compare_volumes(result.volume[0], ds.volume[0], voxel_size=vs, symmetry=sym)
     iterate = compare_volumes(result.iterate[0], ds.volume[0], voxel_size=vs, symmetry=sym)
@@ -174,8 +190,8 @@ def main(argv=None) -> int:
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         results.append(res)
         keys = ("wall_s", "n_epochs", "per_epoch_s", "ssim", "known_ssim", "ssim_ratio",
-                "pose_error_median_deg", "fsc_resolution_per_voxel", "peak_rss_mb",
-                "load_avg_1min")
+                "pose_error_median_deg", "n_upside_down", "axis_error_median_deg",
+                "fsc_resolution_per_voxel", "peak_rss_mb", "load_avg_1min")
         print(f"{name}: " + ", ".join(f"{k}={res[k]}" for k in keys if k in res), flush=True)
         with open(args.out, "w") as fh:  # partial results survive an interruption
             json.dump(results, fh, indent=2)

@@ -77,12 +77,11 @@ from spfluo.algorithms.backend import to_numpy
 from spfluo.algorithms.fourier import _backend_for, _fit_to, resize_fourier, shift_volume
 from spfluo.algorithms.geometry import (
     Poses,
-    cyclic_group,
     matrix_from_rotvec,
     rotation_about_z,
     so3_grid,
 )
-from spfluo.algorithms.transform import rotate
+from spfluo.algorithms.transform import rotate, rotate_about_z
 from spfluo.algorithms.reconstruct import (
     ReconstructionSums,
     precompute_sums,
@@ -268,9 +267,9 @@ def _centre_and_align(volume, symmetry: int, *, backend, n_directions: int = 400
     score = (a * b).sum(axis=1) / xp.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1) + 1e-30)
     best = turn[int(to_numpy(xp.argmax(score)))]
     aligned = xp.stack([rotate(v[k], best, order=3, backend=backend) for k in range(v.shape[0])])
-    group = cyclic_group(symmetry)
-    out = xp.stack([rotate(aligned[k], group, order=1, backend=backend).mean(axis=0)
-                    for k in range(v.shape[0])])
+    # mean over Cn by exact rotations about z (no interpolation blur)
+    out = sum(rotate_about_z(aligned, 2.0 * np.pi * k / symmetry, backend=backend)
+              for k in range(symmetry)) / symmetry
     return xp.maximum(out, 0.0).astype(xp.float32)
 
 
