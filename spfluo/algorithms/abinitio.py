@@ -160,6 +160,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.fft
 
+from spfluo.algorithms._validation import check_int
 from spfluo.algorithms.backend import Backend, to_numpy
 from spfluo.algorithms.fourier import _backend_for, _fit_to, otf_from_psf, resize_fourier
 from spfluo.algorithms.geometry import (
@@ -208,12 +209,6 @@ _DAMPING_POSES = 150
 # ---------------------------------------------------------------------------
 
 
-def _check_int(value, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_float(value, name: str, *, low: float, high: float = math.inf,
                  low_inclusive: bool = True) -> float:
     try:
@@ -226,6 +221,26 @@ def _check_float(value, name: str, *, low: float, high: float = math.inf,
         raise ValueError(f"{name} must be a finite number in {bracket}{low:g}, {high:g}], "
                          f"got {value!r}")
     return v
+
+
+def _check_max_shift(max_shift, box: int) -> float:
+    """Largest translation norm in voxels (>= 0); None gives ``box / 4``."""
+    if max_shift is None:
+        max_shift = box / 4.0
+    return _check_float(max_shift, "max_shift", low=0.0)
+
+
+def _as_reference(xp, volume, data: "SpectralParticles"):
+    """A volume to compare with the particles of ``data``: (C, D, D, D) float32."""
+    box = data.box
+    vol = xp.asarray(volume, dtype=xp.float32)
+    if vol.ndim == 3:
+        vol = vol[None]
+    if tuple(vol.shape) != (data.n_channels, box, box, box):
+        raise ValueError(f"volume must have shape ({box}, {box}, {box}) (or with "
+                         f"{data.n_channels} channels first) like the particles, got "
+                         f"{tuple(xp.asarray(volume).shape)}")
+    return vol
 
 
 def _as_particles(xp, particles) -> tuple[Any, bool]:
@@ -296,7 +311,7 @@ def default_grid_size(symmetry: int = 1) -> tuple[int, int]:
         ``(1500, ceil(72 / n))`` (at least 4 in-plane angles): about 5 degrees
         between neighbouring directions and between in-plane angles.
     """
-    n = _check_int(symmetry, "symmetry", minimum=1)
+    n = check_int(symmetry, "symmetry", minimum=1)
     return DEFAULT_M_D, max(4, int(math.ceil(DEFAULT_M_PSI / n)))
 
 
@@ -1279,15 +1294,8 @@ def refine_poses_local(volume, data: SpectralParticles, poses: Poses, *,
     bk = data.backend
     xp = bk.xp
     box = data.box
-    if max_shift is None:
-        max_shift = box / 4.0
-    max_shift = _check_float(max_shift, "max_shift", low=0.0)
-    vol = xp.asarray(volume, dtype=xp.float32)
-    if vol.ndim == 3:
-        vol = vol[None]
-    if tuple(vol.shape) != (data.n_channels, box, box, box):
-        raise ValueError(f"volume must have shape ({data.n_channels}, {box}, {box}, {box}) like "
-                         f"the particles, got {tuple(vol.shape)}")
+    max_shift = _check_max_shift(max_shift, box)
+    vol = _as_reference(xp, volume, data)
     if not isinstance(poses, Poses) or len(poses) != data.n_particles:
         raise ValueError(f"poses must be a Poses with one pose per particle "
                          f"({data.n_particles}), got {poses!r}")
@@ -1693,16 +1701,8 @@ def pose_search(volume, particles, psf, *, grid: SO3Grid | None = None,
         raise ValueError(f"grid must be an SO3Grid (geometry.so3_grid), got {type(grid).__name__}")
     downsampling = _check_float(downsampling, "downsampling", low=1.0)
     temperature = _check_float(temperature, "temperature", low=0.0, low_inclusive=False)
-    if max_shift is None:
-        max_shift = box / 4.0
-    max_shift = _check_float(max_shift, "max_shift", low=0.0)
-    vol = xp.asarray(volume, dtype=xp.float32)
-    if vol.ndim == 3:
-        vol = vol[None]
-    if tuple(vol.shape) != (data.n_channels, box, box, box):
-        raise ValueError(f"volume must have shape ({box}, {box}, {box}) (or with "
-                         f"{data.n_channels} channels first) like the particles, got "
-                         f"{tuple(xp.asarray(volume).shape)}")
+    max_shift = _check_max_shift(max_shift, box)
+    vol = _as_reference(xp, volume, data)
     coarse_band = _coarse_band(data.band, downsampling)
     fv = _FourierVolume.initial(bk, vol, data.band)
     fv_coarse = fv.resized(coarse_band) if coarse_band != data.band else fv
@@ -1874,17 +1874,17 @@ def sgd_reconstruction(
     xp = bk.xp
     y, squeeze = _as_particles(xp, particles)
     n, c, box = int(y.shape[0]), int(y.shape[1]), int(y.shape[2])
-    max_epochs = _check_int(max_epochs, "max_epochs", minimum=1)
-    min_epochs = _check_int(min_epochs, "min_epochs", minimum=0)
-    coarse_epochs = _check_int(coarse_epochs, "coarse_epochs", minimum=0)
+    max_epochs = check_int(max_epochs, "max_epochs", minimum=1)
+    min_epochs = check_int(min_epochs, "min_epochs", minimum=0)
+    coarse_epochs = check_int(coarse_epochs, "coarse_epochs", minimum=0)
     downsampling = _check_float(downsampling, "downsampling", low=1.0)
-    n_directions = _check_int(n_directions, "n_directions", minimum=1)
-    n_psi = _check_int(n_psi, "n_psi", minimum=1)
-    symmetry = _check_int(symmetry, "symmetry", minimum=1)
+    n_directions = check_int(n_directions, "n_directions", minimum=1)
+    n_psi = check_int(n_psi, "n_psi", minimum=1)
+    symmetry = check_int(symmetry, "symmetry", minimum=1)
     md_default, mpsi_default = default_grid_size(symmetry)
-    grid_directions = md_default if grid_directions is None else _check_int(
+    grid_directions = md_default if grid_directions is None else check_int(
         grid_directions, "grid_directions", minimum=1)
-    grid_psi = mpsi_default if grid_psi is None else _check_int(grid_psi, "grid_psi", minimum=1)
+    grid_psi = mpsi_default if grid_psi is None else check_int(grid_psi, "grid_psi", minimum=1)
     alpha_r = _check_float(alpha_r, "alpha_r", low=1.0, low_inclusive=False)
     beta_d = _check_float(beta_d, "beta_d", low=0.0)
     beta_psi = _check_float(beta_psi, "beta_psi", low=0.0)
@@ -1894,10 +1894,8 @@ def sgd_reconstruction(
     memory = _check_float(memory, "memory", low=0.0, high=1.0)
     regularization = _check_float(regularization, "regularization", low=0.0)
     tol = _check_float(tol, "tol", low=0.0)
-    patience = _check_int(patience, "patience", minimum=1)
-    if max_shift is None:
-        max_shift = box / 4.0
-    max_shift = _check_float(max_shift, "max_shift", low=0.0)
+    patience = check_int(patience, "patience", minimum=1)
+    max_shift = _check_max_shift(max_shift, box)
     if final_reconstruction not in (None,) + FINAL_METHODS:
         raise ValueError(f"final_reconstruction must be one of {FINAL_METHODS} or None, got "
                          f"{final_reconstruction!r}")

@@ -65,12 +65,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from spfluo.algorithms._validation import check_int
 from spfluo.algorithms.abinitio import (
     AbInitioResult,
     _as_particles,
     _as_psf,
     _check_float,
-    _check_int,
+    _check_max_shift,
+    _symmetrize,
     pose_search,
 )
 from spfluo.algorithms.backend import to_numpy
@@ -81,7 +83,7 @@ from spfluo.algorithms.geometry import (
     rotation_about_z,
     so3_grid,
 )
-from spfluo.algorithms.transform import rotate, rotate_about_z
+from spfluo.algorithms.transform import rotate
 from spfluo.algorithms.reconstruct import (
     ReconstructionSums,
     precompute_sums,
@@ -123,7 +125,7 @@ def select_representatives(particles, n_classes: int, *, seed=0) -> np.ndarray:
         raise ValueError(f"particles must have shape (N, D, D, D) or (N, C, D, D, D), got "
                          f"{arr.shape}")
     n = arr.shape[0]
-    n_classes = _check_int(n_classes, "n_classes", minimum=1)
+    n_classes = check_int(n_classes, "n_classes", minimum=1)
     if n_classes > n:
         raise ValueError(f"n_classes must be at most the number of particles ({n}), got "
                          f"{n_classes}: ask for fewer classes")
@@ -268,9 +270,7 @@ def _centre_and_align(volume, symmetry: int, *, backend, n_directions: int = 400
     best = turn[int(to_numpy(xp.argmax(score)))]
     aligned = xp.stack([rotate(v[k], best, order=3, backend=backend) for k in range(v.shape[0])])
     # mean over Cn by exact rotations about z (no interpolation blur)
-    out = sum(rotate_about_z(aligned, 2.0 * np.pi * k / symmetry, backend=backend)
-              for k in range(symmetry)) / symmetry
-    return xp.maximum(out, 0.0).astype(xp.float32)
+    return xp.maximum(_symmetrize(backend, aligned, symmetry), 0.0).astype(xp.float32)
 
 
 def annealing_reconstruction(
@@ -357,12 +357,12 @@ def annealing_reconstruction(
     y, squeeze = _as_particles(xp, particles)
     n, c, box = int(y.shape[0]), int(y.shape[1]), int(y.shape[2])
     h = _as_psf(xp, psf, c)
-    n_classes = _check_int(n_classes, "n_classes", minimum=1)
+    n_classes = check_int(n_classes, "n_classes", minimum=1)
     if n_classes > n:
         raise ValueError(f"n_classes must be at most the number of particles ({n}), got "
                          f"{n_classes}")
-    working_size = _check_int(working_size, "working_size", minimum=8)
-    n_loops = _check_int(n_loops, "n_loops", minimum=1)
+    working_size = check_int(working_size, "working_size", minimum=8)
+    n_loops = check_int(n_loops, "n_loops", minimum=1)
     gamma = _check_float(gamma, "gamma", low=0.0, high=1.0, low_inclusive=False)
     if gamma >= 1.0:
         raise ValueError(f"gamma must be < 1 (the temperature must decrease), got {gamma!r}")
@@ -371,13 +371,11 @@ def annealing_reconstruction(
     sigma_rotation = _check_float(sigma_rotation, "sigma_rotation", low=0.0)
     sigma_translation = _check_float(sigma_translation, "sigma_translation", low=0.0)
     weight = _check_float(weight, "weight", low=0.0)
-    n_probe = _check_int(n_probe, "n_probe", minimum=1)
-    symmetry = _check_int(symmetry, "symmetry", minimum=1)
-    grid_directions = _check_int(grid_directions, "grid_directions", minimum=1)
-    grid_psi = _check_int(grid_psi, "grid_psi", minimum=1)
-    if max_shift is None:
-        max_shift = box / 4.0
-    max_shift = _check_float(max_shift, "max_shift", low=0.0)
+    n_probe = check_int(n_probe, "n_probe", minimum=1)
+    symmetry = check_int(symmetry, "symmetry", minimum=1)
+    grid_directions = check_int(grid_directions, "grid_directions", minimum=1)
+    grid_psi = check_int(grid_psi, "grid_psi", minimum=1)
+    max_shift = _check_max_shift(max_shift, box)
     if final_reconstruction is not None and not isinstance(final_reconstruction, str):
         raise ValueError(f"final_reconstruction must be a method name or None, got "
                          f"{final_reconstruction!r}")

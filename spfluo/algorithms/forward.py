@@ -207,26 +207,21 @@ class ForwardModel:
                 spec *= factor
         return bk.irfftn(spec, s=self._shape, axes=_AXES3).astype(stack.dtype, copy=False)
 
-    def _check_volume(self, volume):
+    def _check_real(self, array, name: str, shape: tuple, axes: str):
+        """``array`` as float32 on the backend, real, finite and of exactly ``shape``."""
         xp = self._backend.xp
-        volume = xp.asarray(volume)
-        _check_volume(xp, volume, "volume", ndims=(3,), expected=f"(Z, Y, X) = {self._shape}")
-        if tuple(volume.shape) != self._shape:
-            raise ValueError(f"volume must have shape {self._shape}, got {tuple(volume.shape)}")
-        if xp.iscomplexobj(volume):
-            raise ValueError(f"volume must be real, got dtype {volume.dtype}")
-        return volume.astype(xp.float32, copy=False)
+        array = xp.asarray(array)
+        _check_volume(xp, array, name, ndims=(len(shape),), expected=f"{axes} = {shape}",
+                      real=True)
+        if tuple(array.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(array.shape)}")
+        return array.astype(xp.float32, copy=False)
+
+    def _check_volume(self, volume):
+        return self._check_real(volume, "volume", self._shape, "(Z, Y, X)")
 
     def _check_particles(self, particles):
-        xp = self._backend.xp
-        particles = xp.asarray(particles)
-        expected = (self._n,) + self._shape
-        _check_volume(xp, particles, "particles", ndims=(4,), expected=f"(N, Z, Y, X) = {expected}")
-        if tuple(particles.shape) != expected:
-            raise ValueError(f"particles must have shape {expected}, got {tuple(particles.shape)}")
-        if xp.iscomplexobj(particles):
-            raise ValueError(f"particles must be real, got dtype {particles.dtype}")
-        return particles.astype(xp.float32, copy=False)
+        return self._check_real(particles, "particles", (self._n,) + self._shape, "(N, Z, Y, X)")
 
     # -- the operator ---------------------------------------------------------
 

@@ -81,9 +81,10 @@ def _check_shape3(shape: Any, name: str = "shape") -> tuple[int, int, int]:
 
 def _check_volume(
     xp: Any, volume: Any, name: str, *, ndims: Sequence[int] | None = None,
-    expected: str = "(..., Z, Y, X)", finite: bool = True,
+    expected: str = "(..., Z, Y, X)", finite: bool = True, real: bool = False,
 ) -> None:
-    """Validate the dimensionality (``ndims``, default >= 3), size and finiteness of an array."""
+    """Validate the dimensionality (``ndims``, default >= 3), size and finiteness of an array
+    (and, with ``real``, that it is not complex)."""
     ok = volume.ndim >= 3 if ndims is None else volume.ndim in tuple(ndims)
     if not ok:
         raise ValueError(f"{name} must have shape {expected}, got shape {tuple(volume.shape)}")
@@ -94,6 +95,8 @@ def _check_volume(
             f"{name} contains NaN or infinite values: clean the input "
             "(e.g. numpy.nan_to_num) before calling"
         )
+    if real and xp.iscomplexobj(volume):
+        raise ValueError(f"{name} must be real, got dtype {volume.dtype}")
 
 
 def _real_dtype(dtype: Any) -> np.dtype:
@@ -534,9 +537,7 @@ def otf_from_psf(psf: Any, shape: Sequence[int], *, rfft: bool = True, backend: 
     bk = _backend_for(backend, psf)
     xp = bk.xp
     psf = xp.asarray(psf)
-    _check_volume(xp, psf, "psf", ndims=(3,), expected="(Z, Y, X)")
-    if xp.iscomplexobj(psf):
-        raise ValueError(f"psf must be real, got dtype {psf.dtype}")
+    _check_volume(xp, psf, "psf", ndims=(3,), expected="(Z, Y, X)", real=True)
     shape = _check_shape3(shape)
     h = _fit_to(xp, psf.astype(xp.float32, copy=False), shape)
     h = xp.fft.ifftshift(h, axes=_AXES3)

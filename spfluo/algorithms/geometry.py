@@ -63,6 +63,8 @@ from typing import Sequence
 
 import numpy as np
 
+from spfluo.algorithms._validation import check_int, check_symmetry
+
 __all__ = [
     "swap_xyz_zyx",
     "matrix_from_euler",
@@ -147,19 +149,27 @@ def _as_rotations(R, name: str = "R") -> np.ndarray:
     return a
 
 
-def _check_symmetry(symmetry) -> int:
-    if isinstance(symmetry, bool) or not isinstance(symmetry, (int, np.integer)) or symmetry < 1:
+def _as_rotation_pair(R1, R2) -> tuple[np.ndarray, np.ndarray]:
+    """Two stacks of rotation matrices as float64, checked to broadcast over leading axes."""
+    a = _as_rotations(R1, "R1").astype(np.float64, copy=False)
+    b = _as_rotations(R2, "R2").astype(np.float64, copy=False)
+    try:
+        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
         raise ValueError(
-            f"symmetry must be the order n >= 1 of the cyclic group Cn (1 = no symmetry), "
-            f"got {symmetry!r}"
-        )
-    return int(symmetry)
+            f"R1 of shape {a.shape} and R2 of shape {b.shape} do not broadcast "
+            "over their leading axes"
+        ) from None
+    return a, b
 
 
-def _check_count(n, name: str, *, minimum: int = 1) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {n!r}")
-    return int(n)
+def _quaternions_of(R, frame: str) -> tuple[np.ndarray, np.ndarray]:
+    """The validated input ``R`` (its dtype kept) and its xyz-frame unit quaternions
+    ``(w, x, y, z)``, float64, ``w >= 0``."""
+    _check_frame(frame)
+    a = _as_rotations(R, "R")
+    q = _matrix_xyz_to_quat(_to_xyz(a.astype(np.float64), frame))
+    return a, q
 
 
 def _check_angle(value, name: str, *, low: float, high: float, low_inclusive: bool) -> float:
@@ -480,9 +490,7 @@ def quaternion_from_matrix(R, *, frame: str = "zyx") -> np.ndarray:
     ndarray, shape (..., 4)
         Scalar-first unit quaternions with the canonical sign ``w >= 0``.
     """
-    _check_frame(frame)
-    a = _as_rotations(R, "R")
-    q = _matrix_xyz_to_quat(_to_xyz(a.astype(np.float64), frame))
+    a, q = _quaternions_of(R, frame)
     return q.astype(_float_dtype(a), copy=False)
 
 
@@ -524,9 +532,7 @@ def rotvec_from_matrix(R, *, frame: str = "zyx") -> np.ndarray:
     ndarray, shape (..., 3)
         ``log(R)`` as a vector in ``(x, y, z)`` order.
     """
-    _check_frame(frame)
-    a = _as_rotations(R, "R")
-    q = _matrix_xyz_to_quat(_to_xyz(a.astype(np.float64), frame))
+    a, q = _quaternions_of(R, frame)
     return _quat_to_rotvec(q).astype(_float_dtype(a), copy=False)
 
 
@@ -582,9 +588,7 @@ def axis_angle_from_matrix(R, *, frame: str = "zyx") -> tuple[np.ndarray, np.nda
     angle : ndarray, shape (...)
         Right-handed angles in radians, in ``[0, pi]``.
     """
-    _check_frame(frame)
-    a = _as_rotations(R, "R")
-    q = _matrix_xyz_to_quat(_to_xyz(a.astype(np.float64), frame))
+    a, q = _quaternions_of(R, frame)
     vnorm = np.linalg.norm(q[..., 1:], axis=-1)
     angle = 2.0 * np.arctan2(vnorm, q[..., 0])
     safe = vnorm > 1e-300
@@ -635,7 +639,7 @@ def random_rotations(n: int, *, seed=None) -> np.ndarray:
     Normalised 4D standard normal vectors are uniform on the unit sphere of
     quaternions, which double covers SO(3) with the Haar measure.
     """
-    n = _check_count(n, "n", minimum=0)
+    n = check_int(n, "n", minimum=0)
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((n, 4))
     norm = np.linalg.norm(q, axis=-1, keepdims=True)
@@ -713,7 +717,7 @@ def fibonacci_directions(n: int) -> np.ndarray:
         ``phi1_j = 2 pi j / G mod 2 pi`` (``G`` the golden ratio) and
         ``phi2_j = arccos(1 - (2 j + 1) / n)``.
     """
-    n = _check_count(n, "n")
+    n = check_int(n, "n", minimum=1)
     j = np.arange(n, dtype=np.float64)
     phi1 = np.mod(2.0 * np.pi * j / _GOLDEN_RATIO, 2.0 * np.pi)
     phi2 = np.arccos(1.0 - (2.0 * j + 1.0) / n)
@@ -770,7 +774,7 @@ class SO3Grid:
         if p.ndim != 1 or p.shape[0] < 1:
             raise ValueError(f"psi must have shape (M_psi,) with M_psi >= 1, got shape {p.shape}")
         p = np.array(p, dtype=np.float64)
-        sym = _check_symmetry(self.symmetry)
+        sym = check_symmetry(self.symmetry)
         d.flags.writeable = False
         p.flags.writeable = False
         object.__setattr__(self, "directions", d)
@@ -883,9 +887,9 @@ def so3_grid(n_directions: int, n_psi: int, *, symmetry: int = 1) -> SO3Grid:
     SO3Grid
         See :class:`SO3Grid` for the element convention.
     """
-    n_directions = _check_count(n_directions, "n_directions")
-    n_psi = _check_count(n_psi, "n_psi")
-    symmetry = _check_symmetry(symmetry)
+    n_directions = check_int(n_directions, "n_directions", minimum=1)
+    n_psi = check_int(n_psi, "n_psi", minimum=1)
+    symmetry = check_symmetry(symmetry)
     psi = 2.0 * np.pi * np.arange(n_psi) / (n_psi * symmetry)
     return SO3Grid(directions=fibonacci_directions(n_directions), psi=psi, symmetry=symmetry)
 
@@ -907,7 +911,7 @@ def so3_grid_for_step(step: float, *, symmetry: int = 1) -> SO3Grid:
         of solid angle) and ``n_psi = ceil(2 pi / (step * symmetry))``.
     """
     step = _check_angle(step, "step", low=0.0, high=np.pi, low_inclusive=False)
-    symmetry = _check_symmetry(symmetry)
+    symmetry = check_symmetry(symmetry)
     n_d = max(1, int(np.ceil(4.0 * np.pi / step**2 - 1e-9)))
     n_psi = max(1, int(np.ceil(2.0 * np.pi / (step * symmetry) - 1e-9)))
     if n_d * n_psi > _MAX_GRID_SIZE:
@@ -1035,15 +1039,7 @@ def geodesic_distance(R1, R2) -> np.ndarray:
     Computed in float64 as ``atan2(|vee(Q - Q^T)| / 2, (tr Q - 1) / 2)``, which
     is accurate at small angles and near pi (no arccos of a clipped cosine).
     """
-    a = _as_rotations(R1, "R1").astype(np.float64, copy=False)
-    b = _as_rotations(R2, "R2").astype(np.float64, copy=False)
-    try:
-        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except ValueError:
-        raise ValueError(
-            f"R1 of shape {a.shape} and R2 of shape {b.shape} do not broadcast "
-            "over their leading axes"
-        ) from None
+    a, b = _as_rotation_pair(R1, R2)
     return _geodesic(a, b)
 
 
@@ -1063,16 +1059,8 @@ def geodesic_distance_sym(R1, R2, *, symmetry: int = 1) -> np.ndarray:
         ``min_k geodesic_distance(R1, R2 @ C_k)`` in radians: poses of a
         Cn-symmetric reference are equivalent under ``R ~ R C_k``.
     """
-    symmetry = _check_symmetry(symmetry)
-    a = _as_rotations(R1, "R1").astype(np.float64, copy=False)
-    b = _as_rotations(R2, "R2").astype(np.float64, copy=False)
-    try:
-        np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    except ValueError:
-        raise ValueError(
-            f"R1 of shape {a.shape} and R2 of shape {b.shape} do not broadcast "
-            "over their leading axes"
-        ) from None
+    symmetry = check_symmetry(symmetry)
+    a, b = _as_rotation_pair(R1, R2)
     if symmetry == 1:
         return _geodesic(a, b)
     b_sym = np.matmul(b[..., None, :, :], cyclic_group(symmetry))
@@ -1165,7 +1153,7 @@ class Poses:
     @classmethod
     def identity(cls, n: int) -> "Poses":
         """``n`` poses with identity rotation and zero translation (``n >= 0``)."""
-        n = _check_count(n, "n", minimum=0)
+        n = check_int(n, "n", minimum=0)
         return cls(np.broadcast_to(np.eye(3), (n, 3, 3)), np.zeros((n, 3)))
 
     @classmethod
@@ -1327,7 +1315,7 @@ def align_rotations(R_est, R_true, *, symmetry: int = 1) -> np.ndarray:
     best start by the L1 cost is then refined by alternating the choice of
     ``k_l`` with Weiszfeld steps on SO(3) (robust to outlier poses).
     """
-    symmetry = _check_symmetry(symmetry)
+    symmetry = check_symmetry(symmetry)
     A = _as_rotations(R_est, "R_est").astype(np.float64)
     B = _as_rotations(R_true, "R_true").astype(np.float64)
     if A.ndim != 3 or B.ndim != 3 or A.shape != B.shape:

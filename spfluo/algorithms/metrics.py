@@ -95,6 +95,15 @@ def _check_pair(volume1, volume2, xp, names=("volume1", "volume2")):
     return out
 
 
+def _check_fsc_pair(volume1, volume2, xp):
+    """:func:`_check_pair`, and neither volume all zeros (its FSC would be undefined)."""
+    v1, v2 = _check_pair(volume1, volume2, xp)
+    for name, v in (("volume1", v1), ("volume2", v2)):
+        if not bool(xp.any(v != 0)):
+            raise ValueError(f"{name} is all zeros: the FSC is undefined")
+    return v1, v2
+
+
 def _check_threshold(threshold) -> float:
     if not isinstance(threshold, (int, float, np.integer, np.floating)) or not 0 < threshold < 1:
         raise ValueError(
@@ -205,10 +214,7 @@ def fsc(volume1, volume2, *, backend=None) -> FSCCurve:
     """
     bk = _resolve_backend(backend, volume1)
     xp = bk.xp
-    v1, v2 = _check_pair(volume1, volume2, xp)
-    for name, v in (("volume1", v1), ("volume2", v2)):
-        if not bool(xp.any(v != 0)):
-            raise ValueError(f"{name} is all zeros: the FSC is undefined")
+    v1, v2 = _check_fsc_pair(volume1, volume2, xp)
     shape = tuple(v1.shape)
     n, n_shells = _n_shells(shape)
     cross, p1, p2, w = _spectra_terms(bk, v1, v2)
@@ -384,10 +390,7 @@ def conical_fsc(
     """
     bk = _resolve_backend(backend, volume1)
     xp = bk.xp
-    v1, v2 = _check_pair(volume1, volume2, xp)
-    for name, v in (("volume1", v1), ("volume2", v2)):
-        if not bool(xp.any(v != 0)):
-            raise ValueError(f"{name} is all zeros: the FSC is undefined")
+    v1, v2 = _check_fsc_pair(volume1, volume2, xp)
     try:
         n_phi1, n_phi2 = (int(k) for k in n_directions)
         ok = len(tuple(n_directions)) == 2 and all(int(k) == k for k in n_directions)

@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from spfluo.algorithms._validation import check_box_shape
+
 __all__ = ["c9_barrel", "asymmetric_phantom", "sphere_shell", "tube"]
 
 # A field takes the (z, y, x) coordinates (broadcastable arrays, box units) and returns
@@ -31,20 +33,6 @@ Field = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 # ----------------------------------------------------------------------------- sampling
-
-
-def _check_shape(shape) -> tuple[int, int, int]:
-    if isinstance(shape, (int, np.integer)):
-        shape = (int(shape),) * 3
-    try:
-        out = tuple(int(s) for s in shape)
-    except TypeError:
-        raise ValueError(
-            f"shape must be a (Z, Y, X) tuple of 3 positive ints, got {shape!r}"
-        ) from None
-    if len(out) != 3 or any(s < 1 for s in out) or any(o != s for o, s in zip(out, shape)):
-        raise ValueError(f"shape must be a (Z, Y, X) tuple of 3 positive ints, got {shape!r}")
-    return out
 
 
 def _check_supersample(supersample) -> int:
@@ -174,7 +162,7 @@ def sphere_shell(shape, *, radius: float, thickness: float, supersample: int = 4
     volume : ndarray, shape (Z, Y, X), float32
         Values in ``[0, 1]`` (fraction of each voxel inside the wall).
     """
-    shape = _check_shape(shape)
+    shape = check_box_shape(shape)
     radius = _check_positive("radius", radius)
     thickness = _check_positive("thickness", thickness)
     _check_fits("the shell (radius + thickness / 2)", radius + thickness / 2)
@@ -204,7 +192,7 @@ def tube(
     volume : ndarray, shape (Z, Y, X), float32
         Values in ``[0, 1]``; invariant under any rotation about the z axis.
     """
-    shape = _check_shape(shape)
+    shape = check_box_shape(shape)
     radius = _check_positive("radius", radius)
     thickness = _check_positive("thickness", thickness)
     length = _check_positive("length", length)
@@ -288,7 +276,7 @@ def c9_barrel(
     high, 272 nm wide starting about 50 nm above the proximal end (Fig. 10); the default
     sizes keep those proportions inside the box.
     """
-    shape = _check_shape(shape)
+    shape = check_box_shape(shape)
     if not isinstance(n_blades, (int, np.integer)) or n_blades < 1:
         raise ValueError(f"n_blades must be an int >= 1, got {n_blades!r}")
     radius = _check_positive("radius", radius)
@@ -375,7 +363,7 @@ def asymmetric_phantom(
         orientations, and sit at distinct distances from the centre, so that no rotation
         maps the phantom onto itself: registration has a unique solution.
     """
-    shape = _check_shape(shape)
+    shape = check_box_shape(shape)
     supersample = _check_supersample(supersample)
     for name, value in (("n_ellipsoids", n_ellipsoids), ("n_rods", n_rods)):
         if not isinstance(value, (int, np.integer)) or value < 0:

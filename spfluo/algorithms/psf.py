@@ -24,6 +24,7 @@ import numpy as np
 import scipy.signal
 import scipy.special
 
+from spfluo.algorithms._validation import check_box_shape
 from spfluo.algorithms.fourier import shift_volume
 
 __all__ = [
@@ -38,20 +39,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _check_shape(shape, name: str = "shape") -> tuple[int, int, int]:
-    if isinstance(shape, (int, np.integer)):
-        shape = (int(shape),) * 3
-    try:
-        out = tuple(int(s) for s in shape)
-    except TypeError:
-        raise ValueError(
-            f"{name} must be a (Z, Y, X) tuple of 3 positive ints, got {shape!r}"
-        ) from None
-    if len(out) != 3 or any(s < 1 for s in out) or any(int(s) != s for s in shape):
-        raise ValueError(f"{name} must be a (Z, Y, X) tuple of 3 positive ints, got {shape!r}")
-    return out
 
 
 def _check_voxel_size(voxel_size) -> np.ndarray:
@@ -135,7 +122,7 @@ def gaussian_psf(shape, sigma, *, voxel_size=None) -> np.ndarray:
     not change the total. The variance of the sampled profile is ``sigma^2 + 1/12`` voxel^2
     (the voxel box adds its own), which matters only for sigma below about one voxel.
     """
-    shape = _check_shape(shape)
+    shape = check_box_shape(shape)
     s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
     if s.ndim != 1 or s.size not in (1, 2, 3):
         raise ValueError(
@@ -237,7 +224,7 @@ def _optical_psf(
     method,
     params,
 ) -> np.ndarray:
-    shape = _check_shape(shape)
+    shape = check_box_shape(shape)
     vs = _check_voxel_size(voxel_size)
     if not np.isclose(vs[1], vs[2], rtol=1e-6):
         raise ValueError(

@@ -108,6 +108,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from spfluo.algorithms._validation import check_int
 from spfluo.algorithms.backend import Backend, to_numpy
 from spfluo.algorithms.fourier import _backend_for, _fit_to, fourier_shift
 from spfluo.algorithms.geometry import Poses, geodesic_distance
@@ -339,12 +340,6 @@ class Reconstruction:
 # =====================================================================================
 
 
-def _check_int(value, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_order(order) -> int:
     if isinstance(order, bool) or order not in (1, 3):
         raise ValueError(f"order must be 1 (trilinear) or 3 (cubic spline), got {order!r}")
@@ -402,6 +397,16 @@ def _prepare_psf(xp, psf, n_channels: int, box: int):
     if psf.shape[0] != n_channels:
         psf = np.repeat(psf, n_channels, axis=0)
     return xp.asarray(psf)
+
+
+def _finite_batch(xp, batch):
+    """A batch of particles as float32 on the device, checked for NaN and infinities."""
+    batch = xp.asarray(batch, dtype=xp.float32)
+    if not bool(xp.isfinite(batch).all()):
+        raise ValueError(
+            "particles contain NaN or infinite values: clean them before reconstructing"
+        )
+    return batch
 
 
 def _batches(particles, n_poses: int, batch_size: int, xp):
@@ -638,11 +643,7 @@ class _Accumulator:
         bk = self.bk
         xp = bk.xp
         p = self.p
-        batch = xp.asarray(batch, dtype=xp.float32)
-        if not bool(xp.isfinite(batch).all()):
-            raise ValueError(
-                "particles contain NaN or infinite values: clean them before reconstructing"
-            )
+        batch = _finite_batch(xp, batch)
         if p != self.box:
             batch = _fit_to(xp, batch, (p, p, p))
         shifted = bool(np.any(translations != 0))
@@ -785,8 +786,8 @@ def _nonnegative(xp, kernel):
 
 def _run_accumulation(particles, poses, psf, *, groups, n_groups, symmetry, batch_size, order,
                       pad, backend, with_kernel, filtered, transform=None):
-    symmetry = _check_int(symmetry, "symmetry", minimum=1)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    symmetry = check_int(symmetry, "symmetry", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     order = _check_order(order)
     pad = _check_pad(pad)
     poses = _check_poses(poses, None)
@@ -844,7 +845,7 @@ def half_split(n_particles: int, *, seed=0) -> np.ndarray:
     ndarray, int8, shape (N,)
         0 or 1 per particle; half 0 has ``ceil(N / 2)`` particles.
     """
-    n = _check_int(n_particles, "n_particles", minimum=2)
+    n = check_int(n_particles, "n_particles", minimum=2)
     rng = np.random.default_rng(seed)
     labels = np.zeros(n, dtype=np.int8)
     labels[rng.permutation(n)[(n + 1) // 2 :]] = 1
@@ -1016,7 +1017,7 @@ def update_sums(sums: ReconstructionSums, particles, old_poses: Poses, new_poses
     recomputation; float32 storage bounds the difference to ~1e-7 of the peak per update.
     """
     sums = _check_sums(sums)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     order = _check_order(order)
     if not hasattr(particles, "ndim") or particles.ndim not in (4, 5):
         raise ValueError(
@@ -1526,7 +1527,7 @@ def reconstruct_admm(sums: ReconstructionSums, *, regularizer: str = "hessian", 
     """
     sums = _check_sums(sums)
     regularizer = _check_regularizer(regularizer)
-    iterations = _check_int(iterations, "iterations", minimum=1)
+    iterations = check_int(iterations, "iterations", minimum=1)
     bk = _backend_for(None, sums.backprojection)
     xp = bk.xp
     c = sums.n_channels
@@ -1637,11 +1638,7 @@ def _deconvolve_transform(weight, iterations):
     def transform(batch, acc, psf):
         bk = acc.bk
         xp = bk.xp
-        batch = xp.asarray(batch, dtype=xp.float32)
-        if not bool(xp.isfinite(batch).all()):
-            raise ValueError(
-                "particles contain NaN or infinite values: clean them before reconstructing"
-            )
+        batch = _finite_batch(xp, batch)
         w = _check_weight(weight, acc.n_channels)
         shape = tuple(batch.shape[-3:])
         h = xp.fft.ifftshift(_fit_to(xp, psf, shape), axes=_AXES3)
@@ -1685,7 +1682,7 @@ def deconv_average(particles, poses, psf, *, weight=3e-3, iterations: int = 50,
     reconstruction: this is the baseline whose time seed 001 Fig. 3 compares.
     """
     n = len(_check_poses(poses, None))
-    iterations = _check_int(iterations, "iterations", minimum=1)
+    iterations = check_int(iterations, "iterations", minimum=1)
     _check_weight(weight, np.atleast_1d(np.asarray(weight, dtype=float)).size)
     (res,), _, _ = _run_accumulation(
         particles, poses, psf, groups=np.zeros(n, np.int64), n_groups=1, symmetry=symmetry,
@@ -1849,8 +1846,8 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     poses = _check_poses(poses, None)
     n = len(poses)
-    iterations = _check_int(iterations, "iterations", minimum=1)
-    symmetry = _check_int(symmetry, "symmetry", minimum=1)
+    iterations = check_int(iterations, "iterations", minimum=1)
+    symmetry = check_int(symmetry, "symmetry", minimum=1)
     if criterion not in _CRITERIA:
         raise ValueError(
             f"criterion must be 'cross-validation' or 'fsc', got {criterion!r}"

@@ -111,6 +111,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from spfluo.algorithms._validation import check_int, check_symmetry
 from spfluo.algorithms.backend import Backend, to_numpy
 from spfluo.algorithms.fourier import _backend_for, _fit_to, otf_from_psf
 from spfluo.algorithms.geometry import (
@@ -122,9 +123,12 @@ from spfluo.algorithms.geometry import (
     swap_xyz_zyx,
     uniform_rotation_grid,
 )
-from spfluo.algorithms.metrics import fsc, fsc_resolution
 from spfluo.algorithms.reconstruct import (
     ADMMState,
+    _check_poses,
+    _check_regularizer,
+    _half_fsc,
+    _prepare_psf,
     combine_sums,
     half_split,
     precompute_half_sums,
@@ -163,7 +167,6 @@ _COARSE_BAND = 0.5
 _NEWTON_ITERATIONS = 3
 #: Phase codes of the history.
 PHASE_EXHAUSTIVE, PHASE_CONTINUOUS = 0, 1
-_REGULARIZERS = ("tv", "hessian")
 
 
 # =====================================================================================
@@ -241,12 +244,6 @@ def _as_schedule(schedule) -> tuple[SearchStage, ...]:
 # =====================================================================================
 
 
-def _check_int(value, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_float(value, name: str, *, low: float, high: float = math.inf,
                  low_inclusive: bool = True, unit: str = "") -> float:
     ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
@@ -257,28 +254,6 @@ def _check_float(value, name: str, *, low: float, high: float = math.inf,
         raise ValueError(f"{name} must be a number in {bracket}{low:g}, {high:g}]{unit}, "
                          f"got {value!r}")
     return v
-
-
-def _check_symmetry(symmetry) -> int:
-    if isinstance(symmetry, bool) or not isinstance(symmetry, (int, np.integer)) or symmetry < 1:
-        raise ValueError(
-            f"symmetry must be the order n >= 1 of the cyclic group Cn (1 = none), "
-            f"got {symmetry!r}"
-        )
-    return int(symmetry)
-
-
-def _check_poses(poses, n: int) -> Poses:
-    if not isinstance(poses, Poses):
-        raise ValueError(
-            f"poses must be a spfluo.algorithms.geometry.Poses, got {type(poses).__name__}: "
-            "build one with Poses(rotations, translations)"
-        )
-    if len(poses) != n:
-        raise ValueError(
-            f"poses has {len(poses)} poses but there are {n} particles: give one pose per particle"
-        )
-    return poses
 
 
 def _as_particles(particles) -> np.ndarray:
@@ -308,32 +283,6 @@ def _as_particles(particles) -> np.ndarray:
     if np.iscomplexobj(arr) if isinstance(arr, np.ndarray) else arr.dtype.kind == "c":
         raise ValueError(f"particles must be real, got dtype {arr.dtype}")
     return arr
-
-
-def _as_psf(psf, n_channels: int, box: int) -> np.ndarray:
-    """(C, d, d, d) float32 host array, unit sum per channel."""
-    psf = np.asarray(to_numpy(psf))
-    if psf.ndim == 3:
-        psf = psf[None]
-    if psf.ndim != 4 or psf.size == 0:
-        raise ValueError(f"psf must have shape (d, d, d) or (C, d, d, d), got {psf.shape}")
-    if not np.issubdtype(psf.dtype, np.number) or np.iscomplexobj(psf):
-        raise ValueError(f"psf must be real, got dtype {psf.dtype}")
-    if not np.all(np.isfinite(psf)):
-        raise ValueError("psf contains NaN or infinite values: clean it first")
-    if any(s > box for s in psf.shape[1:]):
-        raise ValueError(f"psf of shape {psf.shape[1:]} is larger than the particle box "
-                         f"({box} voxels): crop the PSF to the box")
-    if psf.shape[0] not in (1, n_channels):
-        raise ValueError(f"psf has {psf.shape[0]} channels but the particles have {n_channels}: "
-                         "give one PSF per channel, or one for all")
-    sums = psf.reshape(psf.shape[0], -1).sum(axis=1, dtype=np.float64)
-    if np.any(sums <= 0):
-        raise ValueError(f"psf must have a positive sum in every channel, got sums {sums}")
-    psf = (psf / sums[:, None, None, None]).astype(np.float32)
-    if psf.shape[0] != n_channels:
-        psf = np.repeat(psf, n_channels, axis=0)
-    return psf
 
 
 def _as_channels(channels, n_channels: int) -> tuple[int, ...]:
@@ -457,10 +406,10 @@ def particle_spectra(particles, psf, *, support_threshold: float = 1e-3, pad: fl
     n, c, d = int(arr.shape[0]), int(arr.shape[1]), int(arr.shape[2])
     threshold = _check_float(support_threshold, "support_threshold", low=0.0, high=1.0,
                              low_inclusive=False)
-    batch_size = _check_int(batch_size, "batch_size", minimum=1)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
     pad = _check_float(pad, "pad", low=1.0, high=3.0)
     p = max(d, int(round(pad * d)))
-    h = _as_psf(psf, c, d)
+    h = _prepare_psf(np, psf, c, d)
     otf = xp.stack([otf_from_psf(xp.asarray(h[k]), (p, p, p), backend=bk) for k in range(c)])
     power = to_numpy(xp.abs(otf) ** 2).astype(np.float64)
     power = (power / power.reshape(c, -1).max(axis=1)[:, None, None, None]).max(axis=0)
@@ -644,6 +593,18 @@ def _gram_axis(extent: int, box: int, grid: int) -> np.ndarray:
     diff = s[None, :] - s[:, None]  # [q', q] -> q - q'
     x = np.arange(box) - box // 2
     return np.exp(2j * np.pi * np.multiply.outer(diff, x) / grid).sum(axis=-1) / grid
+
+
+def _newton_step(grad: np.ndarray, hess: np.ndarray, limit: float) -> np.ndarray:
+    """Newton ascent steps ``-H^-1 g`` (B, 3) in voxels, zero where ``H`` (B, 3, 3) is not
+    negative definite, each shortened to a norm of at most ``limit`` voxels."""
+    concave = np.linalg.eigvalsh(hess).max(axis=1) < 0
+    step = np.zeros_like(grad)
+    if concave.any():
+        step[concave] = -np.linalg.solve(hess[concave], grad[concave][:, :, None])[:, :, 0]
+    norm = np.linalg.norm(step, axis=1)
+    step *= np.minimum(1.0, limit / np.maximum(norm, 1e-12))[:, None]
+    return step
 
 
 class _Scorer:
@@ -895,13 +856,7 @@ class _Scorer:
             _, grad, hess = self.correlation(x, t, derivatives=True)
             hess_h = to_numpy(hess)
             grad_h = to_numpy(grad)
-            concave = np.linalg.eigvalsh(hess_h).max(axis=1) < 0
-            step = np.zeros_like(grad_h)
-            if concave.any():
-                step[concave] = -np.linalg.solve(hess_h[concave],
-                                                 grad_h[concave][:, :, None])[:, :, 0]
-            norm = np.linalg.norm(step, axis=1)
-            step *= np.minimum(1.0, limit / np.maximum(norm, 1e-12))[:, None]
+            step = _newton_step(grad_h, hess_h, limit)
             t_new = self.project(t + xp.asarray(step))
             c_new = self.correlation(x, t_new)
             better = c_new > c
@@ -930,13 +885,7 @@ class _Scorer:
             a = (xp.maximum(c, 0.0) / xp.maximum(n, 1e-300))[:, None]
             hess_h = to_numpy(hc - 0.5 * a[:, :, None] * hn)
             grad_h = to_numpy(gc - 0.5 * a * gn)
-            concave = np.linalg.eigvalsh(hess_h).max(axis=1) < 0
-            step = np.zeros_like(grad_h)
-            if concave.any():
-                step[concave] = -np.linalg.solve(hess_h[concave],
-                                                 grad_h[concave][:, :, None])[:, :, 0]
-            norm = np.linalg.norm(step, axis=1)
-            step *= np.minimum(1.0, limit / np.maximum(norm, 1e-12))[:, None]
+            step = _newton_step(grad_h, hess_h, limit)
             t_new = self.project(t + xp.asarray(step))
             c_new = self.correlation(x, t_new)
             n_new = self.model_energy(m, t_new)
@@ -1176,10 +1125,10 @@ def search_poses(volume, spectra: ParticleSpectra, poses: Poses, *, step_deg: fl
     n = spectra.n_particles
     poses = _check_poses(poses, n)
     stage = SearchStage(step_deg, range_deg)
-    symmetry = _check_symmetry(symmetry)
+    symmetry = check_symmetry(symmetry)
     chans = _as_channels(channels, spectra.n_channels)
     max_shift = _check_max_shift(max_shift, spectra.box)
-    top_k = _check_int(top_k, "top_k", minimum=1)
+    top_k = check_int(top_k, "top_k", minimum=1)
     boxed = spectra.grid != spectra.box
     model = _Model(spectra.backend, volume, spectra, chans,
                    gradient=boxed and not stage.is_global)
@@ -1433,7 +1382,7 @@ def refine_poses_continuous(volume, spectra: ParticleSpectra, poses: Poses, *, s
     spectra = _check_spectra(spectra)
     n = spectra.n_particles
     poses = _check_poses(poses, n)
-    steps = _check_int(steps, "steps", minimum=1)
+    steps = check_int(steps, "steps", minimum=1)
     max_angle = math.radians(_check_float(max_angle_deg, "max_angle_deg", low=0.0, high=90.0,
                                           low_inclusive=False, unit=" degrees"))
     max_step = _check_float(max_shift_step, "max_shift_step", low=0.0, low_inclusive=False,
@@ -1441,8 +1390,8 @@ def refine_poses_continuous(volume, spectra: ParticleSpectra, poses: Poses, *, s
     eta = _check_float(eta, "eta", low=0.0, high=1.0, low_inclusive=False)
     if eta >= 1.0:
         raise ValueError(f"eta must be in (0, 1), got {eta!r}")
-    max_backtracks = _check_int(max_backtracks, "max_backtracks", minimum=1)
-    symmetry = _check_symmetry(symmetry)
+    max_backtracks = check_int(max_backtracks, "max_backtracks", minimum=1)
+    symmetry = check_symmetry(symmetry)
     chans = _as_channels(channels, spectra.n_channels)
     max_shift = _check_max_shift(max_shift, spectra.box)
     a0 = _initial_steps(angle_steps_deg, n, math.degrees(max_angle) / 2, "angle_steps_deg")
@@ -1672,25 +1621,6 @@ class RefineResult:
     state: RefineState
 
 
-def _half_resolution(v0, v1) -> tuple[list, np.ndarray]:
-    curves, res = [], []
-    for c in range(v0.shape[0]):
-        if not (np.any(v0[c]) and np.any(v1[c])):
-            curves.append(None)
-            res.append(0.0)
-            continue
-        curve = fsc(v0[c], v1[c])
-        curves.append(curve)
-        res.append(fsc_resolution(curve, threshold=0.143))
-    return curves, np.array(res, dtype=np.float64)
-
-
-def _check_regularizer(regularizer) -> str:
-    if regularizer not in _REGULARIZERS:
-        raise ValueError(f"regularizer must be 'tv' or 'hessian', got {regularizer!r}")
-    return regularizer
-
-
 def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv",
            weight=3e-3, schedule=DEFAULT_SCHEDULE, exhaustive_iterations: int | None = None,
            tolerance_deg: float | None = None, continuous_iterations: int = 2,
@@ -1794,7 +1724,7 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
     poses = _check_poses(poses, n)
     regularizer = _check_regularizer(regularizer)
     stages = _as_schedule(schedule)
-    n_exh = len(stages) + 2 if exhaustive_iterations is None else _check_int(
+    n_exh = len(stages) + 2 if exhaustive_iterations is None else check_int(
         exhaustive_iterations, "exhaustive_iterations", minimum=0)
     if n_exh < len(stages):
         raise ValueError(f"exhaustive_iterations must be at least the number of schedule "
@@ -1803,22 +1733,22 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
         tol = stages[-1].step_deg / 2.0 if stages else 0.0
     else:
         tol = _check_float(tolerance_deg, "tolerance_deg", low=0.0, unit=" degrees")
-    n_cont = _check_int(continuous_iterations, "continuous_iterations", minimum=0)
-    gd_steps = _check_int(gd_steps, "gd_steps", minimum=1)
+    n_cont = check_int(continuous_iterations, "continuous_iterations", minimum=0)
+    gd_steps = check_int(gd_steps, "gd_steps", minimum=1)
     cont_tol = _check_float(continuous_tolerance_deg, "continuous_tolerance_deg", low=0.0,
                             unit=" degrees")
-    it0 = _check_int(initial_admm_iterations, "initial_admm_iterations", minimum=1)
-    it_exh = _check_int(admm_iterations, "admm_iterations", minimum=1)
-    it_cont = _check_int(continuous_admm_iterations, "continuous_admm_iterations", minimum=1)
-    it_final = _check_int(final_admm_iterations, "final_admm_iterations", minimum=1)
-    symmetry = _check_symmetry(symmetry)
+    it0 = check_int(initial_admm_iterations, "initial_admm_iterations", minimum=1)
+    it_exh = check_int(admm_iterations, "admm_iterations", minimum=1)
+    it_cont = check_int(continuous_admm_iterations, "continuous_admm_iterations", minimum=1)
+    it_final = check_int(final_admm_iterations, "final_admm_iterations", minimum=1)
+    symmetry = check_symmetry(symmetry)
     chans = _as_channels(channels, c)
     if not isinstance(half_maps, (bool, np.bool_)):
         raise ValueError(f"half_maps must be True or False, got {half_maps!r}")
     if half_maps and n < 2:
         raise ValueError(f"half maps need at least 2 particles, got {n}: set half_maps=False")
     max_shift = _check_max_shift(max_shift, d)
-    h = _as_psf(psf, c, d)
+    h = _prepare_psf(np, psf, c, d)
     bk = _backend_for(backend, particles)
     init_volume = None
     if volume is not None:
@@ -1917,7 +1847,7 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
                 vols.append(to_numpy(res.volume).astype(np.float32))
                 energy += float(res.energies[-1])
             admm = tuple(admm_new)
-            resolution = (_half_resolution(vols[0], vols[1])[1] if half_maps
+            resolution = (_half_fsc(vols[0], vols[1])[1] if half_maps
                           else np.full(c, np.nan))
         # (b) pose update, each half set against its own volume
         energies = np.empty(n)
@@ -1990,7 +1920,7 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
                                    init=init)
             maps.append(to_numpy(res.volume).astype(np.float32))
         half = np.stack(maps)
-        curves, resolution = _half_resolution(half[0], half[1])
+        curves, resolution = _half_fsc(half[0], half[1])
         curves = tuple(curves)
         full = combine_sums(sums[0], sums[1])
         res = reconstruct_admm(full, regularizer=regularizer, weight=weight,

@@ -70,6 +70,7 @@ import scipy.fft
 import scipy.ndimage
 
 from spfluo.algorithms import phantoms as _phantoms
+from spfluo.algorithms._validation import check_int
 from spfluo.algorithms.fourier import otf_from_psf
 from spfluo.algorithms.geometry import Poses, as_voxel_size, random_rotations
 from spfluo.algorithms.psf import gaussian_psf
@@ -245,12 +246,6 @@ def _check_nonneg(name: str, value: Any, *, positive: bool = False) -> float:
             f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}"
         )
     return float(value)
-
-
-def _check_count(name: str, value: Any, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _check_range(name: str, value: Any, *, low: float, high: float) -> tuple[float, float]:
@@ -470,14 +465,14 @@ def simulate_particles(
     vol = _check_ground_truth(volume)
     n_ch, size = vol.shape[0], vol.shape[1]
     h = _check_psf(psf, n_ch)
-    factor = _check_count("oversampling", oversampling, minimum=1)
+    factor = check_int(oversampling, "oversampling", minimum=1)
     if factor > 4:
         raise ValueError(f"oversampling must be an integer in 1..4, got {oversampling!r}")
     max_shift = _check_nonneg("max_shift", max_shift)
     noise_std = _check_nonneg("noise_std", noise_std)
     if poisson_photons is not None:
         poisson_photons = _check_nonneg("poisson_photons", poisson_photons, positive=True)
-    n_spots = _check_count("n_spots", n_spots)
+    n_spots = check_int(n_spots, "n_spots", minimum=0)
     spot_sigma = _check_range("spot_sigma", spot_sigma, low=1e-6, high=1.0)
     spot_intensity = _check_range("spot_intensity", spot_intensity, low=0.0, high=1.0)
     vs = tuple(float(v) for v in as_voxel_size(voxel_size))
@@ -496,7 +491,7 @@ def simulate_particles(
             )
         lengths["translations"] = t.shape[0]
     if n_particles is not None:
-        lengths["n_particles"] = _check_count("n_particles", n_particles, minimum=1)
+        lengths["n_particles"] = check_int(n_particles, "n_particles", minimum=1)
     if len(set(lengths.values())) > 1:
         raise ValueError(
             f"the number of particles is ambiguous: {lengths}; give consistent lengths"
@@ -661,8 +656,8 @@ def simulate_dataset(
     """
     if phantom not in _PHANTOMS:
         raise ValueError(f"phantom must be one of {_PHANTOMS}, got {phantom!r}")
-    size = _check_count("size", size, minimum=8)
-    n_channels = _check_count("n_channels", n_channels, minimum=1)
+    size = check_int(size, "size", minimum=8)
+    n_channels = check_int(n_channels, "n_channels", minimum=1)
     if n_channels > 2 or (n_channels == 2 and phantom != "c9"):
         raise ValueError(
             f"n_channels must be 1, or 2 with phantom='c9' (barrel + torus), got "
@@ -676,9 +671,9 @@ def simulate_dataset(
                 f"{key} is built by simulate_dataset; call simulate_particles to give your own"
             )
     factor = kwargs.get("oversampling", 2)
-    factor = _check_count("oversampling", factor, minimum=1)
+    factor = check_int(factor, "oversampling", minimum=1)
     if "rotations" not in kwargs and "translations" not in kwargs:
-        kwargs.setdefault("n_particles", _check_count("n_particles", n_particles, minimum=1))
+        kwargs.setdefault("n_particles", check_int(n_particles, "n_particles", minimum=1))
     volume = _phantom_channels(phantom, size, n_channels, supersample=4)
     fine = None
     if 1 < factor <= 4:
@@ -872,9 +867,9 @@ def simulate_field(
         ok = False
     if not ok:
         raise ValueError(f"shape must be three positive integers (Z, Y, X), got {shape!r}")
-    n_particles = _check_count("n_particles", n_particles, minimum=0)
-    n_debris = _check_count("n_debris", n_debris, minimum=0)
-    touching_pairs = _check_count("touching_pairs", touching_pairs, minimum=0)
+    n_particles = check_int(n_particles, "n_particles", minimum=0)
+    n_debris = check_int(n_debris, "n_debris", minimum=0)
+    touching_pairs = check_int(touching_pairs, "touching_pairs", minimum=0)
     if 2 * touching_pairs > n_particles:
         raise ValueError(
             f"touching_pairs={touching_pairs} needs {2 * touching_pairs} particles, but "

@@ -253,9 +253,7 @@ def rotate(
     bk = _backend_for(backend, volume)
     xp = bk.xp
     volume = xp.asarray(volume)
-    _check_volume(xp, volume, "volume", ndims=(3,), expected="(Z, Y, X)")
-    if xp.iscomplexobj(volume):
-        raise ValueError(f"volume must be real, got dtype {volume.dtype}")
+    _check_volume(xp, volume, "volume", ndims=(3,), expected="(Z, Y, X)", real=True)
     if not isinstance(order, (int, np.integer)) or not 0 <= order <= 5:
         raise ValueError(f"order must be an integer spline order in 0..5, got {order!r}")
     rotations, single = _as_rotations(xp, rotations)
@@ -568,9 +566,7 @@ class RotationOperator:
             f"(Z, Y, X) = {self._shape} or (N, Z, Y, X) with N = {self._n}"
             if 3 in ndims else f"(N, Z, Y, X) = ({self._n}, {', '.join(map(str, self._shape))})"
         )
-        _check_volume(xp, volumes, name, ndims=ndims, expected=expected)
-        if xp.iscomplexobj(volumes):
-            raise ValueError(f"{name} must be real, got dtype {volumes.dtype}")
+        _check_volume(xp, volumes, name, ndims=ndims, expected=expected, real=True)
         if tuple(volumes.shape[-3:]) != self._shape or (
             volumes.ndim == 4 and volumes.shape[0] != self._n
         ):
@@ -690,9 +686,7 @@ def centred_spectrum(
     bk = _backend_for(backend, volume)
     xp = bk.xp
     volume = xp.asarray(volume)
-    _check_volume(xp, volume, "volume")
-    if xp.iscomplexobj(volume):
-        raise ValueError(f"volume must be real, got dtype {volume.dtype}")
+    _check_volume(xp, volume, "volume", real=True)
     if not np.isfinite(oversampling) or oversampling < 1:
         raise ValueError(f"oversampling must be a number >= 1, got {oversampling!r}")
     shape = tuple(int(round(oversampling * n)) for n in volume.shape[-3:])

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from spfluo.io._text import format_number, read_text_file
 from spfluo.io.atomic import atomic_write_path
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
@@ -39,15 +40,8 @@ class CsvTable:
 def read_csv_table(path: str | os.PathLike, what: str) -> CsvTable:
     """Read a CSV file into header and rows of stripped strings, with line numbers."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} file not found: {str(path)!r}")
-    if path.is_dir():
-        raise ValueError(f"{str(path)!r} is a folder, not a {what} CSV file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{str(path)!r} is not a UTF-8 text file ({exc}); save the {what} "
-                         "table as UTF-8 CSV") from None
+    text = read_text_file(path, what=what, kind=f"{what} CSV", encoding="utf-8-sig",
+                          fix=f"; save the {what} table as UTF-8 CSV")
     header: list[str] | None = None
     rows: list[list[str]] = []
     lines: list[int] = []
@@ -116,13 +110,8 @@ def infer_column(values: Sequence[str]) -> np.ndarray:
 
 def format_value(value: Any) -> str:
     """Text of one CSV cell: shortest exact form for floats, plain text otherwise."""
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
-    return str(value)
+    text = format_number(value)
+    return str(value) if text is None else text
 
 
 def write_csv_table(path: str | os.PathLike, header: Sequence[str],

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from spfluo.algorithms.geometry import euler_from_matrix, matrix_from_euler
+from spfluo.io._text import format_number, read_text_file
 from spfluo.io.atomic import atomic_write_path
 from spfluo.io.poses import PoseTable
 
@@ -96,14 +97,7 @@ def _tokenize(text: str, path: Path):
 
 
 def _parse(path: Path) -> dict[str, _Block]:
-    if not path.exists():
-        raise FileNotFoundError(f"STAR file not found: {str(path)!r}")
-    if path.is_dir():
-        raise ValueError(f"{str(path)!r} is a folder, not a STAR file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{str(path)!r} is not a UTF-8 text STAR file ({exc})") from None
+    text = read_text_file(path, what="STAR", kind="STAR")
     tokens = list(_tokenize(text, path))
     where = repr(str(path))
     blocks: dict[str, _Block] = {}
@@ -214,12 +208,9 @@ def read_star(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _format_cell(value: Any, where: str) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return repr(float(value))
+    number = format_number(value)
+    if number is not None:
+        return number
     text = str(value)
     if "\n" in text or "\r" in text:
         raise ValueError(f"{where}: value {text!r} contains a line break; STAR values are on "

@@ -54,27 +54,37 @@ Files written:
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
-import math
 import os
 import time
 
 import numpy as np
 
 from ..algorithms.abinitio import SGDState, default_grid_size, sgd_reconstruction
-from ..algorithms.backend import get_backend
 from ..algorithms.geometry import Poses, align_rotations, geodesic_distance_sym
 from ..io import (
     atomic_write_path,
-    particle_stack_info,
-    read_particle_stack,
-    read_particle_table,
-    read_volume,
-    read_voxel_size,
     write_json_atomic,
     write_particle_table,
     write_volume,
+)
+from ._checkpoint import (
+    checkpoint_path,
+    input_digest,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
+from ._inputs import (
+    check_psf_shape,
+    choice_param,
+    float_param,
+    int_param,
+    job_backend,
+    particle_voxel_size,
+    read_particle_data,
+    read_particle_files,
+    read_volume_input,
+    seed_param,
 )
 from .jobfile import Job, JobError, Progress
 
@@ -89,96 +99,21 @@ def _fail(message: str):
     raise JobError(f"job abinitio: {message}")
 
 
-def _int_param(job: Job, name: str, default, *, minimum: int) -> int:
-    value = job.param(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
-            or value < minimum:
-        _fail(f"parameter '{name}' must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _float_param(job: Job, name: str, default, *, low: float, strict: bool = False) -> float:
-    value = job.param(name, default)
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value) and (value > low if strict else value >= low))
-    if not ok:
-        _fail(f"parameter '{name}' must be a number {'>' if strict else '>='} {low:g}, got "
-              f"{value!r}")
-    return float(value)
-
-
-def _voxel_size(job: Job, file_vs) -> tuple[float, float, float]:
-    given = job.param("voxel_size", None)
-    vs = given if given is not None else file_vs
-    if vs is None:
-        _fail("the particle files carry no voxel size: give params.voxel_size [z, y, x] in µm")
-    arr = np.atleast_1d(np.asarray(vs, dtype=float))
-    if arr.size == 1:
-        arr = np.repeat(arr, 3)
-    if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        _fail(f"voxel_size must be three positive numbers (z, y, x) in µm, got {vs!r}")
-    if not np.allclose(arr, arr[0], rtol=1e-4):
-        _fail(f"particles must have isotropic voxels, got {tuple(arr)} µm (z, y, x): resample "
-              "them (the extract protocol does it)")
-    return tuple(float(v) for v in arr)
-
-
 def _read_psf(job: Job, voxel_size, n_channels: int, box: int) -> np.ndarray:
-    path = job.existing_input("psf")
-    try:
-        psf_vs = job.param("psf_voxel_size", None) or read_voxel_size(path)
-        if psf_vs is None:
-            _fail(f"the PSF {path} records no voxel size: give params.psf_voxel_size")
-        psf = read_volume(path, voxel_size=psf_vs)
-    except ValueError as exc:
-        _fail(f"cannot read the PSF {path}: {exc}")
-    if not np.allclose(psf.voxel_size, voxel_size, rtol=1e-3):
-        _fail(f"the PSF voxel size {tuple(psf.voxel_size)} µm differs from the particles' "
-              f"{tuple(voxel_size)} µm: resample the PSF to the particles' voxel size")
-    data = psf.data
-    if any(s > box for s in data.shape[1:]):
-        _fail(f"the PSF ({tuple(data.shape[1:])} voxels) is larger than the particle box "
-              f"({box}): crop it to the box")
-    if data.shape[0] not in (1, n_channels):
-        _fail(f"the PSF has {data.shape[0]} channels and the particles {n_channels}: give one "
-              "PSF per channel or one for all")
-    if not np.all(np.isfinite(data)) or not np.all(data.reshape(data.shape[0], -1).sum(1) > 0):
-        _fail(f"the PSF {path} has non-finite values or a channel with no positive sum")
-    return data
+    psf = read_volume_input(job, "psf", voxel_size, what="PSF",
+                            mismatch_fix="resample the PSF to the particles' voxel size")
+    check_psf_shape(job, psf, n_channels=n_channels, box=box)
+    if not np.all(np.isfinite(psf)) or not np.all(psf.reshape(psf.shape[0], -1).sum(1) > 0):
+        _fail(f"the PSF {job.input('psf')} has non-finite values or a channel with no "
+              "positive sum")
+    return psf
 
 
 def _digest(job: Job, table, paths) -> str:
     """Fingerprint of everything the SGD result depends on (for safe resuming)."""
-    content = {"params": job.params, "seed": job.seed, "device": job.device,
-               "ids": table.ids.tolist(), "paths": list(paths),
-               "mtimes": [os.path.getmtime(p) for p in paths],
-               "psf": str(job.input("psf")), "psf_mtime": os.path.getmtime(job.input("psf")),
-               "version": _CHECKPOINT_VERSION}
-    return hashlib.sha1(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _load_checkpoint(path, digest: str, progress: Progress) -> SGDState | None:
-    if path is None or not os.path.exists(path):
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        if str(arrays.pop("digest", "")) != digest:
-            progress.log(f"checkpoint {path} is from other inputs or parameters: starting anew")
-            return None
-        state = SGDState.from_arrays(arrays)
-    except (OSError, ValueError, KeyError) as exc:
-        progress.log(f"checkpoint {path} is unreadable ({exc}): starting anew")
-        return None
-    progress.log(f"resuming from the checkpoint of epoch {state.epoch}")
-    return state
-
-
-def _save_checkpoint(path, state: SGDState, digest: str) -> None:
-    arrays = state.to_arrays()
-    arrays["digest"] = np.asarray(digest)
-    with atomic_write_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+    psf = job.input("psf")
+    return input_digest(job, table, paths, version=_CHECKPOINT_VERSION,
+                        psf=str(psf), psf_mtime=os.path.getmtime(psf))
 
 
 def _write_energies(path, result) -> None:
@@ -219,51 +154,37 @@ def run(job: Job) -> None:
     """Ab initio reconstruction of the particles of ``job`` (see the module docstring)."""
     progress = Progress("abinitio")
     start = time.perf_counter()
-    method = job.param("method", "sgd")
-    if method not in METHODS:
-        _fail(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    method = choice_param(job, "method", "sgd", METHODS)
     final = job.param("final_reconstruction", "hessian")
     if final is not None and final not in FINAL_METHODS:
         _fail(f"final_reconstruction must be one of {', '.join(FINAL_METHODS)} or null, got "
               f"{final!r}")
-    symmetry = _int_param(job, "symmetry", 1, minimum=1)
-    seed = job.seed if job.seed is not None else 0
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        _fail(f"seed must be an integer, got {seed!r}")
+    symmetry = int_param(job, "symmetry", 1, minimum=1)
+    seed = seed_param(job)
 
-    table = read_particle_table(job.existing_input("particles"))
-    paths = [str(p) for p in table.paths]
-    missing = [p for p in paths if not os.path.exists(p)]
-    if missing:
-        _fail(f"{len(missing)} particle file(s) are missing, first {missing[0]}")
-    (n_channels, *box), file_vs = particle_stack_info(paths)
-    if len(set(box)) != 1:
-        _fail(f"particles must be cubic boxes, got (z, y, x) = {tuple(box)}")
+    files = read_particle_files(job)
+    table, paths, n_channels, box = files.table, files.paths, files.n_channels, files.box
     n = len(table)
     if n < 2:
         _fail(f"ab initio needs at least 2 particles, got {n}")
-    vs = _voxel_size(job, file_vs)
+    vs = particle_voxel_size(job, files.file_voxel_size,
+                             resample_hint="resample them (the extract protocol does it)")
     psf = _read_psf(job, vs, n_channels, box[0])
-    particles = read_particle_stack(paths)
-    if not np.all(np.isfinite(particles)):
-        _fail("the particles contain NaN or infinite values: fix the files")
-    try:
-        backend = get_backend(job.device)
-    except RuntimeError as exc:
-        _fail(str(exc))
+    particles = read_particle_data(job, files)
+    backend = job_backend(job)
     progress.log(f"{n} particles of {tuple(box)} voxels, {n_channels} channel(s), voxel "
                  f"{vs[0]:g} µm, method {method}, symmetry C{symmetry}, device {job.device}")
 
     options: dict = {}
     if method == "sgd":
-        beta = _float_param(job, "beta", 50.0, low=0.0)
+        beta = float_param(job, "beta", 50.0, low=0.0)
         options = dict(
-            max_epochs=_int_param(job, "max_epochs", 40, minimum=1),
-            n_directions=_int_param(job, "n_directions", 64, minimum=1),
-            n_psi=_int_param(job, "n_psi", 8, minimum=1),
-            alpha_r=_float_param(job, "alpha_r", 1.2, low=1.0, strict=True),
+            max_epochs=int_param(job, "max_epochs", 40, minimum=1),
+            n_directions=int_param(job, "n_directions", 64, minimum=1),
+            n_psi=int_param(job, "n_psi", 8, minimum=1),
+            alpha_r=float_param(job, "alpha_r", 1.2, low=1.0, strict=True),
             beta_d=beta, beta_psi=beta,
-            downsampling=_float_param(job, "downsampling", 2.0, low=1.0),
+            downsampling=float_param(job, "downsampling", 2.0, low=1.0),
             symmetry=symmetry, final_reconstruction=final, seed=seed,
         )
         md, mpsi = default_grid_size(symmetry)
@@ -272,10 +193,10 @@ def run(job: Job) -> None:
                      f"{options['alpha_r']:g}, beta = {beta:g}, downsampling "
                      f"{options['downsampling']:g} for the first epochs")
         digest = _digest(job, table, paths)
-        checkpoint_path = job.outputs.get("checkpoint")
-        if checkpoint_path:
-            job.output("checkpoint")
-        resume = _load_checkpoint(checkpoint_path, digest, progress)
+        checkpoint_file = checkpoint_path(job)
+        resume = load_checkpoint(
+            checkpoint_file, digest, progress, state_class=SGDState,
+            resumed=lambda st: f"resuming from the checkpoint of epoch {st.epoch}")
         max_epochs = options["max_epochs"]
 
         def report(info):
@@ -287,8 +208,8 @@ def run(job: Job) -> None:
                           epoch_s=float(info["seconds"]))
 
         def save(state):
-            if checkpoint_path:
-                _save_checkpoint(checkpoint_path, state, digest)
+            if checkpoint_file:
+                save_checkpoint(checkpoint_file, state, digest)
 
         try:
             result = sgd_reconstruction(particles, psf, checkpoint=save, resume=resume,
@@ -298,11 +219,11 @@ def run(job: Job) -> None:
     else:
         from ..algorithms.annealing import annealing_reconstruction
 
-        n_classes = _int_param(job, "n_classes", 10, minimum=1)
+        n_classes = int_param(job, "n_classes", 10, minimum=1)
         if n_classes > n:
             _fail(f"n_classes ({n_classes}) must be at most the number of particles ({n})")
         options = dict(n_classes=n_classes,
-                       working_size=_int_param(job, "working_size", 30, minimum=8),
+                       working_size=int_param(job, "working_size", 30, minimum=8),
                        symmetry=symmetry, final_reconstruction=final, seed=seed)
         progress.log(f"annealing: {n_classes} classes, working size "
                      f"{options['working_size']} voxels")
@@ -344,9 +265,7 @@ def run(job: Job) -> None:
         np.savez(fh, **marginals)
     summary["wall_s"] = time.perf_counter() - start
     write_json_atomic(job.output("summary"), summary)
-    checkpoint_path = job.outputs.get("checkpoint")
-    if checkpoint_path and os.path.exists(checkpoint_path):
-        os.remove(checkpoint_path)
+    remove_checkpoint(job)
     progress.log(f"done in {summary['wall_s']:.1f} s: {result.n_epochs} epochs"
                  + (" (energy plateau)" if method == "sgd" and result.converged else ""))
 

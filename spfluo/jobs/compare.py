@@ -43,26 +43,15 @@ import numpy as np
 from ..algorithms.geometry import Poses, geodesic_distance_sym, swap_xyz_zyx
 from ..algorithms.metrics import compare_volumes, pose_error_summary
 from ..algorithms.registration import register_volumes
-from ..io import (
-    atomic_write_path,
-    read_particle_table,
-    read_volume,
-    write_json_atomic,
-    write_volume,
-)
+from ..io import read_particle_table, read_volume, write_json_atomic, write_volume
+from ._inputs import bool_param
+from ._outputs import write_csv, write_fsc_csv
 from .jobfile import Job, JobError, Progress
 
 __all__ = ["run", "read_fsc_csv", "read_conical_csv", "read_pose_errors_csv"]
 
 
 # ----------------------------------------------------------------------------- CSV files
-def _write_csv(path, header: list[str], columns: list) -> None:
-    data = np.column_stack([np.asarray(c, dtype=float) for c in columns])
-    with atomic_write_path(path) as tmp, open(tmp, "w") as fh:
-        fh.write(",".join(header) + "\n")
-        np.savetxt(fh, data, delimiter=",", fmt="%.10g")
-
-
 def _read_csv(path, required: tuple[str, ...], what: str) -> dict:
     path = Path(path)
     if not path.exists():
@@ -195,7 +184,7 @@ def _pose_errors(job: Job, symmetry: int, registration, progress: Progress):
     r_est = swap_xyz_zyx(est.matrices)[:, :3, :3]
     r_true = swap_xyz_zyx(ref.matrices)[:, :3, :3]
     summary = pose_error_summary(r_est, r_true, symmetry=symmetry)
-    _write_csv(job.output("pose_errors"), ["id", "error_deg"], [est.ids, summary.errors_deg])
+    write_csv(job.output("pose_errors"), ["id", "error_deg"], [est.ids, summary.errors_deg])
     info = {"n_matched_particles": len(est), "median_deg": summary.median_deg,
             "mean_deg": summary.mean_deg, "rms_deg": summary.rms_deg,
             "max_deg": summary.max_deg, "fraction_below_5deg": summary.fraction_below_5deg,
@@ -219,9 +208,7 @@ def run(job: Job) -> None:
     symmetry = job.param("symmetry", 1)
     if isinstance(symmetry, bool) or not isinstance(symmetry, int) or symmetry < 1:
         raise JobError(f"job compare: symmetry must be an integer >= 1, got {symmetry!r}")
-    register = job.param("register", True)
-    if not isinstance(register, bool):
-        raise JobError(f"job compare: register must be true or false, got {register!r}")
+    register = bool_param(job, "register", True)
     cone = math.radians(float(job.param("cone_half_angle_deg", 20.0)))
     step = float(job.param("coarse_step_deg", 20.0))
     n_channels = vol.shape[0]
@@ -256,14 +243,12 @@ def run(job: Job) -> None:
         maps.append(result.conical_fsc)
         progress.step(c + 1, n_channels, ssim=result.ssim, psnr_db=result.psnr_db,
                       fsc_0143_per_voxel=result.resolution_per_voxel)
-    _write_csv(job.output("fsc"),
-               ["frequency_per_voxel"] + [f"fsc_channel_{c}" for c in range(n_channels)],
-               [fscs[0].frequencies] + [f.values for f in fscs])
+    write_fsc_csv(job.output("fsc"), fscs)
     p1, p2 = np.meshgrid(np.degrees(maps[0].phi1), np.degrees(maps[0].phi2), indexing="ij")
-    _write_csv(job.output("conical_fsc"),
-               ["phi1_deg", "phi2_deg"]
-               + [f"resolution_per_voxel_channel_{c}" for c in range(n_channels)],
-               [p1.ravel(), p2.ravel()] + [m.resolution.ravel() for m in maps])
+    write_csv(job.output("conical_fsc"),
+              ["phi1_deg", "phi2_deg"]
+              + [f"resolution_per_voxel_channel_{c}" for c in range(n_channels)],
+              [p1.ravel(), p2.ravel()] + [m.resolution.ravel() for m in maps])
 
     pose_info = _pose_errors(job, symmetry, registration, progress)
     metrics = dict(channels[0])

@@ -26,6 +26,7 @@ import numpy as np
 from ..algorithms.extraction import box_voxels, extract_particles
 from ..io import read_coordinates_csv, write_particle_table, write_volume
 from ..io.atomic import write_json_atomic
+from ._inputs import choice_param
 from .jobfile import Job, JobError, Progress
 from .pick import check_inside, positions_by_image, read_image_list
 
@@ -44,10 +45,7 @@ def _params(job: Job) -> dict:
     border = job.param("border", "pad")
     if border not in ("pad", "skip"):
         raise JobError(f"job extract: border must be 'pad' or 'skip', got {border!r}")
-    normalize = job.param("normalize", "none")
-    if normalize not in _NORMALIZE:
-        raise JobError(f"job extract: normalize must be one of {', '.join(_NORMALIZE)}, "
-                       f"got {normalize!r}")
+    normalize = choice_param(job, "normalize", "none", _NORMALIZE)
     return {"box": box, "voxel_size": vs, "border": border, "normalize": _NORMALIZE[normalize],
             "size": box_voxels(box, vs)}
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Job", "JobError", "Progress", "load_job", "write_job"]
+__all__ = ["Job", "JobError", "Progress", "load_job", "write_job", "read_json_file"]
 
 _REQUIRED = ("step", "inputs", "params", "outputs")
 
@@ -76,15 +76,21 @@ class Job:
         return default
 
 
+def read_json_file(path: str | os.PathLike, *, what: str) -> Any:
+    """The JSON value in ``path``; a missing or invalid file is a JobError naming ``what``."""
+    path = Path(path)
+    if not path.exists():
+        raise JobError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise JobError(f"{what} {path} is not valid JSON: {exc}") from exc
+
+
 def load_job(path: str | os.PathLike) -> Job:
     """Read and check a job file."""
     path = Path(path)
-    if not path.exists():
-        raise JobError(f"job file {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise JobError(f"job file {path} is not valid JSON: {exc}") from exc
+    data = read_json_file(path, what="job file")
     if not isinstance(data, dict):
         raise JobError(f"job file {path} must hold a JSON object")
     missing = [k for k in _REQUIRED if k not in data]

@@ -23,7 +23,6 @@ channel.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,8 @@ from ..io import (
     write_coordinates_csv,
 )
 from ..io.atomic import write_json_atomic
-from .jobfile import Job, JobError, Progress
+from ._inputs import choice_param
+from .jobfile import Job, JobError, Progress, read_json_file
 
 __all__ = [
     "ImageEntry", "read_image_list", "write_image_list", "positions_by_image", "check_inside",
@@ -107,12 +107,7 @@ def write_image_list(path: str | os.PathLike, entries: Sequence[ImageEntry]) -> 
 def read_image_list(path: str | os.PathLike) -> list[ImageEntry]:
     """Read an image list written by :func:`write_image_list`."""
     path = Path(path)
-    if not path.exists():
-        raise JobError(f"image list {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise JobError(f"image list {path} is not valid JSON: {exc}") from None
+    data = read_json_file(path, what="image list")
     if not isinstance(data, list) or not data:
         raise JobError(f"image list {path} must be a non-empty JSON list of images")
     entries = []
@@ -190,10 +185,7 @@ def _params(job: Job) -> dict:
     box = 1.5 * diameter if box in (None, 0) else float(box)
     if box <= 0:
         raise JobError(f"job pick: box_size_um must be > 0, got {box}")
-    classifier = job.param("classifier", "forest")
-    if classifier not in CLASSIFIERS:
-        raise JobError(f"job pick: classifier must be one of {', '.join(CLASSIFIERS)}, "
-                       f"got {classifier!r}")
+    classifier = choice_param(job, "classifier", "forest", CLASSIFIERS)
     return {"channel": channel, "diameter": diameter, "threshold": threshold, "box": box,
             "classifier": classifier,
             "candidate_threshold": float(job.param("candidate_threshold", 3.0)),

@@ -51,6 +51,7 @@ from ..io import (
     write_poses_csv,
     write_volume,
 )
+from ._inputs import choice_param, float_param, int_param
 from .jobfile import Job, JobError, Progress
 
 __all__ = ["run", "KINDS", "PHANTOMS"]
@@ -60,29 +61,18 @@ PHANTOMS = ("asymmetric", "c9", "shell", "tube")
 
 
 def _int(job: Job, name: str, default=..., *, minimum: int = 0) -> int:
-    value = job.param(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
-            or value < minimum:
-        raise JobError(f"job simulate: parameter '{name}' must be an integer >= {minimum}, "
-                       f"got {value!r}")
-    return int(value)
+    """Integer parameter >= ``minimum`` (required when there is no ``default``)."""
+    return int_param(job, name, default, minimum=minimum)
 
 
 def _float(job: Job, name: str, default=..., *, positive: bool = False) -> float:
-    value = job.param(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) \
-            or value < 0 or (positive and value == 0):
-        raise JobError(f"job simulate: parameter '{name}' must be a number "
-                       f"{'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
+    """Finite number parameter >= 0 (> 0 when ``positive``; required without ``default``)."""
+    return float_param(job, name, default, low=0.0, strict=positive)
 
 
 def _dataset(job: Job, *, n_particles: int, noise_std: float, n_spots: int):
     voxel = _float(job, "voxel_size", positive=True)
-    phantom = job.param("phantom", "asymmetric")
-    if phantom not in PHANTOMS:
-        raise JobError(f"job simulate: phantom must be one of {', '.join(PHANTOMS)}, "
-                       f"got {phantom!r}")
+    phantom = choice_param(job, "phantom", "asymmetric", PHANTOMS)
     return simulate_dataset(
         phantom=phantom,
         size=_int(job, "size", minimum=8),
@@ -211,9 +201,7 @@ def _run_fields(job: Job, progress: Progress) -> dict:
 
 def run(job: Job) -> None:
     """Simulate and write the dataset described by ``job`` (see the module docstring)."""
-    kind = job.param("kind", "particles")
-    if kind not in KINDS:
-        raise JobError(f"job simulate: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    kind = choice_param(job, "kind", "particles", KINDS)
     progress = Progress("simulate")
     summary = _run_particles(job, progress) if kind == "particles" else _run_fields(job, progress)
     summary = {"kind": kind, "params": job.params, "seed": job.seed, **summary}

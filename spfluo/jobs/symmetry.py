@@ -47,6 +47,7 @@ from ..algorithms.symmetry import (
 )
 from ..io import read_particle_table, read_volume, write_json_atomic, write_particle_table, \
     write_volume
+from ._inputs import choice_param, int_param
 from .jobfile import Job, JobError, Progress
 
 __all__ = ["run", "OPERATIONS"]
@@ -58,16 +59,8 @@ def _fail(message: str):
     raise JobError(f"job symmetry: {message}")
 
 
-def _int_param(job: Job, name: str, default, *, minimum: int) -> int:
-    value = job.param(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value \
-            or value < minimum:
-        _fail(f"parameter '{name}' must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _estimate(volume, job: Job, progress: Progress, axis=None) -> dict:
-    max_order = _int_param(job, "max_order", 12, minimum=2)
+    max_order = int_param(job, "max_order", 12, minimum=2)
     threshold = job.param("threshold", 0.6)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or \
             not 0 < threshold <= 1:
@@ -88,10 +81,8 @@ def run(job: Job) -> None:
     """Align or symmetrise the volume of ``job`` (see the module docstring)."""
     progress = Progress("symmetry")
     start = time.perf_counter()
-    operation = job.param("operation", "align")
-    if operation not in OPERATIONS:
-        _fail(f"operation must be one of {', '.join(OPERATIONS)}, got {operation!r}")
-    order = _int_param(job, "order", 0, minimum=0)
+    operation = choice_param(job, "operation", "align", OPERATIONS)
+    order = int_param(job, "order", 0, minimum=0)
     if order == 1 and operation != "align":
         _fail("order 1 means no symmetry: give the order n >= 2 of Cn, or 0 to estimate it")
     path = job.existing_input("volume")

@@ -2,7 +2,9 @@
 
 ``ProtFluo`` adds no behaviour driven by flags: it gives every protocol the
 same way to write its job file, run ``python -m spfluo.jobs STEP`` (on the
-CPU or on the GPUs pyworkflow assigned), and make resume safe.
+CPU or on the GPUs pyworkflow assigned), read the job's JSON results back,
+and make resume safe.  ``ProtFluoJob`` is the protocol that runs one job:
+``convertInputStep`` -> ``computeStep`` -> ``createOutputStep``.
 
 Resume safety: pyworkflow's "continue" mode re-runs a step only when that
 step's own arguments changed.  Every spfluo step therefore receives
@@ -24,7 +26,7 @@ import pyworkflow.protocol.params as params
 from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE
 from ..jobs.jobfile import write_job
 
-__all__ = ["ProtFluo", "add_gpu_params", "add_seed_param"]
+__all__ = ["ProtFluo", "ProtFluoJob", "add_gpu_params", "add_seed_param", "pointed"]
 
 
 def add_gpu_params(form, *, default_use_gpu: bool = False) -> None:
@@ -41,6 +43,11 @@ def add_seed_param(form) -> None:
     form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
                   label="Random seed",
                   help="The same seed gives the same result on the CPU.")
+
+
+def pointed(pointer):
+    """The object ``pointer`` points to, or None when the pointer is missing or unset."""
+    return pointer.get() if pointer is not None and pointer.hasValue() else None
 
 
 class ProtFluo(pwprot.Protocol):
@@ -76,6 +83,11 @@ class ProtFluo(pwprot.Protocol):
                   seed=seed)
         return path
 
+    def _readJobJson(self, name: str) -> dict:
+        """The JSON file ``extra/<name>`` that a job wrote (its summary or report)."""
+        with open(self._getExtraPath(name)) as fh:
+            return json.load(fh)
+
     def _runSpfluoJob(self, step: str) -> None:
         """Run ``python -m spfluo.jobs STEP extra/<step>_job.json`` as an external process."""
         program = shlex.quote(sys.executable)
@@ -92,3 +104,50 @@ class ProtFluo(pwprot.Protocol):
                 continue
             for out in outputs:
                 self._defineRelation(pwobj.RELATION_SOURCE, pointer, out)
+
+
+class ProtFluoJob(ProtFluo):
+    """Base of the protocols that run one spfluo job (not shown in the GUI).
+
+    Subclasses set ``_jobStep`` (the job's STEP name) and define
+    ``convertInputStep(key)`` (write the inputs and the job file with
+    :meth:`_writeJob`) and ``createOutputStep(key)`` (read the job's files back
+    into objects); ``computeStep`` runs the job as an external process.
+    """
+
+    _label = None
+    #: STEP of ``python -m spfluo.jobs STEP``, set by every subclass.
+    _jobStep = None
+
+    # --------------------------- INSERT steps functions -----------------------
+    def _insertAllSteps(self):
+        key = self._paramsKey()
+        self._insertFunctionStep(self.convertInputStep, key)
+        self._insertFunctionStep(self.computeStep, key)
+        self._insertFunctionStep(self.createOutputStep, key)
+
+    # --------------------------- STEPS functions ------------------------------
+    def computeStep(self, key):
+        self._runSpfluoJob(self._jobStep)
+
+    # --------------------------- UTILS functions ------------------------------
+    def _halfMapOutputs(self) -> dict:
+        """Job outputs of a gold-standard run: the two half maps and their FSC (CSV)."""
+        return {"half1": self._getExtraPath("half1.ome.tif"),
+                "half2": self._getExtraPath("half2.ome.tif"),
+                "fsc": self._getExtraPath("fsc.csv")}
+
+    def _setHalfMaps(self, volume, summary: dict) -> None:
+        """Attach the half maps, FSC file and resolution (µm, first channel) to ``volume``.
+
+        Nothing is attached when the job's ``summary`` says it made no half maps; the
+        resolution is left unset when the FSC never fell below the threshold.
+        """
+        if not summary.get("half_maps"):
+            return
+        files = self._halfMapOutputs()
+        volume.setHalfMaps(files["half1"], files["half2"])
+        volume.setFscFile(files["fsc"])
+        res = summary["resolution_um"][0]
+        if res is not None:
+            volume.setResolution(res)

@@ -5,18 +5,27 @@
   :func:`spfluo.io.read_particle_table`.
 - :func:`particles_with_poses`: a job's output poses -> a new SetOfParticles
   (same files, new poses).
-- :func:`psf_path`: the PSF file of a PSFModel, checked against the particles.
+- :func:`read_output_poses`: the poses a job wrote, by particle id.
+- :func:`image_from_file`: an image object (Volume, PSFModel, Particle...) for a file a
+  job wrote; :func:`image_id_from_path` names it after its file.
+- Validation shared by the forms: :func:`check_psf_matches`,
+  :func:`check_particles_with_poses`, :func:`check_symmetry_order`,
+  :func:`parse_channel_list` and :func:`check_channel_list`.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from ..io import read_poses_csv, read_particle_table, write_particle_table
+from ..io import read_poses_csv, read_particle_table, read_shape, write_particle_table
 from ..objects import Particle, SetOfParticles
 
 __all__ = ["write_particles_for_job", "particles_with_poses", "check_psf_matches",
-           "read_output_poses"]
+           "read_output_poses", "image_from_file", "image_id_from_path",
+           "check_particles_with_poses", "check_symmetry_order", "parse_channel_list",
+           "check_channel_list"]
 
 
 def write_particles_for_job(particles: SetOfParticles, path: str, *,
@@ -58,6 +67,33 @@ def read_output_poses(path: str) -> dict:
             raise
     table = read_poses_csv(path)
     return dict(zip(table.ids.tolist(), table.matrices))
+
+
+def image_from_file(cls, path, voxel_size, *, image_id: str):
+    """An image object of class ``cls`` for the file ``path``, its shape read from the file.
+
+    Parameters
+    ----------
+    cls : type
+        A :class:`~spfluo.objects.FluoImage` subclass (Volume, PSFModel, Particle...).
+    path : str or path-like
+        The image file (OME-TIFF, TIFF or MRC).
+    voxel_size : sequence of 3 floats
+        Voxel size ``(z, y, x)`` in micrometres.
+    image_id : str
+        Name of the image in the project.
+    """
+    return cls(filename=str(path), voxelSize=tuple(voxel_size), shape=read_shape(path),
+               imageId=image_id)
+
+
+def image_id_from_path(path) -> str:
+    """File name without its (possibly double, e.g. .ome.tif) extension."""
+    name = os.path.basename(str(path))
+    for ext in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".mrcs", ".mrc"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return os.path.splitext(name)[0]
 
 
 def particles_with_poses(template: SetOfParticles, poses: dict, filename: str, *,
@@ -108,3 +144,60 @@ def check_psf_matches(psf, particles, errors: list) -> None:
     if psf.getNumChannels() not in (1, particles.getNumChannels()):
         errors.append(f"The PSF has {psf.getNumChannels()} channel(s) and the particles "
                       f"{particles.getNumChannels()}: give one PSF per channel (or one for all).")
+
+
+def check_particles_with_poses(particles, errors: list) -> list:
+    """Validation shared by known-pose protocols: a non-empty set, one pose per particle.
+
+    Returns the particles of the set; an empty list (the reason in ``errors``) when the
+    set is empty.
+    """
+    items = particles.items()
+    if not items:
+        errors.append("The particle set is empty: extract, simulate or import particles first.")
+        return items
+    missing = sum(not p.hasPose() for p in items)
+    if not particles.hasPoses() or missing:
+        errors.append(f"The particles have no poses ({missing or len(items)} particle(s) "
+                      "without one): estimate them first (ab initio), or import them with "
+                      "a poses file.")
+    return items
+
+
+def check_symmetry_order(order, errors: list) -> None:
+    """Validation of a 'Symmetry order (Cn about z)' parameter: an integer n >= 1."""
+    if order is None or order < 1:
+        errors.append(f"Symmetry order must be an integer >= 1 (1 = no symmetry), got {order}.")
+
+
+def parse_channel_list(text: str | None, *, label: str) -> list[int] | None:
+    """'' -> None (all); '0 2' or '0,2' -> [0, 2]; ValueError on anything else.
+
+    ``label`` is the form's name of one channel (e.g. 'Channel'), used in the messages.
+    """
+    text = (text or "").replace(",", " ").strip()
+    if not text:
+        return None
+    try:
+        values = [int(v) for v in text.split()]
+    except ValueError:
+        raise ValueError(f"{label}s must be channel numbers separated by spaces "
+                         f"(e.g. '0 1'), got {text!r}.") from None
+    if len(set(values)) != len(values):
+        raise ValueError(f"{label}s {text!r} lists a channel twice.")
+    return values
+
+
+def check_channel_list(text: str | None, particles, errors: list, *, label: str) -> None:
+    """Validation of a channel list parameter: parsable, every channel in the particles."""
+    try:
+        channels = parse_channel_list(text, label=label)
+    except ValueError as exc:
+        errors.append(str(exc))
+        return
+    if channels is not None:
+        n_ch = particles.getNumChannels()
+        bad = [c for c in channels if not 0 <= c < n_ch]
+        if bad:
+            errors.append(f"{label} {bad[0]} does not exist: the particles have {n_ch} "
+                          f"channel(s), numbered 0 to {n_ch - 1}.")

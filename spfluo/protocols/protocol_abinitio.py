@@ -26,16 +26,15 @@ particles with their estimated poses), both derived from the particles and the P
 
 from __future__ import annotations
 
-import json
-
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
-from ..io import read_shape
 from ..objects import SetOfParticles, Volume
-from .base import ProtFluo, add_gpu_params, add_seed_param
+from .base import ProtFluoJob, add_gpu_params, add_seed_param, pointed
 from .convert import (
     check_psf_matches,
+    check_symmetry_order,
+    image_from_file,
     particles_with_poses,
     read_output_poses,
     write_particles_for_job,
@@ -54,11 +53,7 @@ _FINAL_LABELS = ["Hessian (Schatten norm)", "Total variation", "Tikhonov (closed
                  "none (keep the ab initio iterate)"]
 
 
-def _pointed(pointer):
-    return pointer.get() if pointer is not None and pointer.hasValue() else None
-
-
-class ProtAbInitio(ProtFluo):
+class ProtAbInitio(ProtFluoJob):
     """Reconstruct a volume and estimate the particles' poses without a template.
 
     The particles (cubic boxes, isotropic voxels) are seen through the PSF at unknown
@@ -70,6 +65,7 @@ class ProtAbInitio(ProtFluo):
     _label = "ab initio reconstruction"
     _possibleOutputs = {"outputVolume": Volume, "outputParticles": SetOfParticles}
     _references = ["Eloy2023", "Fortun2018"]
+    _jobStep = _STEP
 
     # --------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
@@ -137,13 +133,6 @@ class ProtAbInitio(ProtFluo):
         add_seed_param(form)
         add_gpu_params(form)
 
-    # --------------------------- INSERT steps functions -----------------------
-    def _insertAllSteps(self):
-        key = self._paramsKey()
-        self._insertFunctionStep(self.convertInputStep, key)
-        self._insertFunctionStep(self.computeStep, key)
-        self._insertFunctionStep(self.createOutputStep, key)
-
     # --------------------------- STEPS functions ------------------------------
     def convertInputStep(self, key):
         particles = self.inputParticles.get()
@@ -171,15 +160,10 @@ class ProtAbInitio(ProtFluo):
         self._writeJob(_STEP, inputs={"particles": table, "psf": psf.getFileName()},
                        params=job_params, outputs=outputs, seed=self.seed.get())
 
-    def computeStep(self, key):
-        self._runSpfluoJob(_STEP)
-
     def createOutputStep(self, key):
-        with open(self._getExtraPath("abinitio.json")) as fh:
-            summary = json.load(fh)
-        path = self._getExtraPath("volume.ome.tif")
-        volume = Volume(filename=path, voxelSize=tuple(summary["voxel_size"]),
-                        shape=read_shape(path), imageId="abinitio")
+        summary = self._readJobJson("abinitio.json")
+        volume = image_from_file(Volume, self._getExtraPath("volume.ome.tif"),
+                                 summary["voxel_size"], image_id="abinitio")
         volume.energiesFile = pwobj.String(self._getExtraPath("energies.csv"))
         volume.marginalsFile = pwobj.String(self._getExtraPath("marginals.npz"))
         volume.summaryFile = pwobj.String(self._getExtraPath("abinitio.json"))
@@ -203,8 +187,8 @@ class ProtAbInitio(ProtFluo):
     # --------------------------- INFO functions -------------------------------
     def _validate(self):
         errors = []
-        particles = _pointed(self.inputParticles)
-        psf = _pointed(self.inputPSF)
+        particles = pointed(self.inputParticles)
+        psf = pointed(self.inputPSF)
         if particles is None:
             errors.append("Choose the particles to reconstruct.")
         if psf is None:
@@ -224,9 +208,7 @@ class ProtAbInitio(ProtFluo):
             errors.append(f"Particles must have isotropic voxels, got {tuple(vs)} µm (z, y, x): "
                           "extract them with isotropic resampling.")
         check_psf_matches(psf, particles, errors)
-        sym = self.symmetry.get()
-        if sym is None or sym < 1:
-            errors.append(f"Symmetry order must be an integer >= 1 (1 = no symmetry), got {sym}.")
+        check_symmetry_order(self.symmetry.get(), errors)
         if self._methodKey() == "sgd":
             for label, value, low in (("Maximum number of epochs", self.maxEpochs.get(), 1),
                                       ("N_d", self.nDirections.get(), 1),

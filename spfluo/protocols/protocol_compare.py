@@ -14,25 +14,19 @@ image ids of its source, and re-imported files keep their names.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyworkflow.protocol.params as params
 
 from ..io import write_particle_table
 from ..objects import PSFModel, VolumeComparison
-from .base import ProtFluo
+from .base import ProtFluoJob, pointed
 
 __all__ = ["ProtCompareVolumes"]
 
 _STEP = "compare"
 
 
-def _pointed(pointer):
-    return pointer.get() if pointer is not None and pointer.hasValue() else None
-
-
-class ProtCompareVolumes(ProtFluo):
+class ProtCompareVolumes(ProtFluoJob):
     """Compare a volume with a reference: FSC, conical FSC, SSIM, PSNR, pose errors.
 
     The volume is first registered onto the reference (rotation + translation, modulo
@@ -44,6 +38,7 @@ class ProtCompareVolumes(ProtFluo):
     _label = "compare volumes"
     _possibleOutputs = {"outputComparison": VolumeComparison}
     _references = ["Eloy2023", "Fortun2018"]
+    _jobStep = _STEP
 
     # --------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
@@ -81,13 +76,6 @@ class ProtCompareVolumes(ProtFluo):
                       label="Registration angular step (deg)",
                       help="Spacing of the global rotation search of the registration.")
 
-    # --------------------------- INSERT steps functions -----------------------
-    def _insertAllSteps(self):
-        key = self._paramsKey()
-        self._insertFunctionStep(self.convertInputStep, key)
-        self._insertFunctionStep(self.computeStep, key)
-        self._insertFunctionStep(self.createOutputStep, key)
-
     # --------------------------- STEPS functions ------------------------------
     def convertInputStep(self, key):
         volume = self.inputVolume.get()
@@ -118,12 +106,8 @@ class ProtCompareVolumes(ProtFluo):
                       "coarse_step_deg": self.coarseStep.get()}
         self._writeJob(_STEP, inputs=inputs, params=job_params, outputs=outputs)
 
-    def computeStep(self, key):
-        self._runSpfluoJob(_STEP)
-
     def createOutputStep(self, key):
-        with open(self._getExtraPath("metrics.json")) as fh:
-            data = json.load(fh)
+        data = self._readJobJson("metrics.json")
         comparison = VolumeComparison()
         comparison.setMetrics(data["metrics"])
         comparison.setVoxelSize(data["voxel_size"])
@@ -142,7 +126,7 @@ class ProtCompareVolumes(ProtFluo):
     # --------------------------- INFO functions -------------------------------
     def _validate(self):
         errors = []
-        volume, reference = _pointed(self.inputVolume), _pointed(self.referenceVolume)
+        volume, reference = pointed(self.inputVolume), pointed(self.referenceVolume)
         if volume is None:
             errors.append("Choose the volume to assess.")
         if reference is None:
@@ -178,7 +162,7 @@ class ProtCompareVolumes(ProtFluo):
         step = self.coarseStep.get()
         if step is None or not 0 < step <= 90:
             errors.append(f"Registration angular step must be in (0, 90] degrees, got {step}.")
-        est, ref = _pointed(self.inputParticles), _pointed(self.referenceParticles)
+        est, ref = pointed(self.inputParticles), pointed(self.referenceParticles)
         if (est is None) != (ref is None):
             errors.append("Give both particle sets (estimated and true poses) to measure pose "
                           "errors, or neither.")
@@ -199,13 +183,13 @@ class ProtCompareVolumes(ProtFluo):
 
     # --------------------------- UTILS functions ------------------------------
     def _hasParticles(self) -> bool:
-        return _pointed(self.inputParticles) is not None and \
-            _pointed(self.referenceParticles) is not None
+        return pointed(self.inputParticles) is not None and \
+            pointed(self.referenceParticles) is not None
 
     def _matchParticles(self, errors: list) -> list:
         """Pairs (estimated, true) matched by image id; problems go to ``errors``."""
-        sets = {"estimated": _pointed(self.inputParticles),
-                "true": _pointed(self.referenceParticles)}
+        sets = {"estimated": pointed(self.inputParticles),
+                "true": pointed(self.referenceParticles)}
         items = {}
         for what, particles in sets.items():
             its = particles.items()

@@ -35,6 +35,7 @@ from ..objects import (
 )
 from ..objects.arrays import image_from_array
 from .base import ProtFluo
+from .convert import image_id_from_path
 
 __all__ = [
     "ProtImportFluoImages",
@@ -70,15 +71,6 @@ def _check_given_voxel_size(prot, errors: list) -> None:
     if vs is not None and (not all(v and v > 0 for v in vs)):
         errors.append(f"Voxel size must be > 0 µm, got z={prot.voxelSizeZ.get()}, "
                       f"xy={prot.voxelSizeXY.get()}.")
-
-
-def _image_id(path: str) -> str:
-    """File name without its (possibly double, e.g. .ome.tif) extension."""
-    name = os.path.basename(path)
-    for ext in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".mrcs", ".mrc"):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return os.path.splitext(name)[0]
 
 
 def _inspect_files(files, given_vs, errors, *, what):
@@ -152,7 +144,7 @@ class _ProtImportFiles(ProtFluo):
         if not files:
             errors.append(f"No file matches {pattern}: check the folder and the wildcard.")
             return []
-        ids = [_image_id(f) for f in files]
+        ids = [image_id_from_path(f) for f in files]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             errors.append(f"Several files share the name {dup[0]!r}: file names (without "
@@ -200,7 +192,8 @@ class ProtImportFluoImages(_ProtImportFiles):
         images = SetOfFluoImages(filename=self._getPath("images.sqlite"))
         for src, dst in self._placeFiles():
             shape, vs = found[src]
-            images.append(FluoImage(filename=dst, voxelSize=vs, shape=shape, imageId=_image_id(src)))
+            images.append(FluoImage(filename=dst, voxelSize=vs, shape=shape,
+                                    imageId=image_id_from_path(src)))
             self.info(f"imported {src}: {shape[0]} channel(s), {shape[1:]} voxels (z, y, x), "
                       f"voxel {vs} µm")
         images.write()
@@ -324,7 +317,7 @@ class ProtImportParticles(_ProtImportFiles):
         names = None
         for column in ("path", "image_name", "rlnImageName"):
             if column in table.extra:
-                names = [_image_id(str(v).split("@")[-1]) for v in table.extra[column]]
+                names = [image_id_from_path(str(v).split("@")[-1]) for v in table.extra[column]]
                 break
         if names is None:
             if len(table.ids) != len(files):
@@ -334,12 +327,12 @@ class ProtImportParticles(_ProtImportFiles):
                 return None
             return list(table.matrices)
         by_name = dict(zip(names, table.matrices))
-        missing = [f for f in files if _image_id(f) not in by_name]
+        missing = [f for f in files if image_id_from_path(f) not in by_name]
         if missing:
             errors.append(f"Poses file {path} has no pose for {missing[0]} "
                           f"({len(missing)} file(s) without pose): every particle needs one.")
             return None
-        return [by_name[_image_id(f)] for f in files]
+        return [by_name[image_id_from_path(f)] for f in files]
 
     def _validateParticles(self, errors):
         found = self._validateFiles(errors)
@@ -371,7 +364,8 @@ class ProtImportParticles(_ProtImportFiles):
         parts = SetOfParticles(filename=self._getPath("particles.sqlite"))
         for k, (src, dst) in enumerate(self._placeFiles()):
             shape, vs = info[src]
-            p = Particle(filename=dst, voxelSize=vs, shape=shape, imageId=_image_id(src))
+            p = Particle(filename=dst, voxelSize=vs, shape=shape,
+                         imageId=image_id_from_path(src))
             if poses is not None:
                 p.setTransform(poses[k])
             parts.append(p)

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
@@ -26,12 +25,12 @@ from ..io import (
     CoordinateTable,
     read_coordinates_csv,
     read_particle_table,
-    read_shape,
     write_coordinates_csv,
 )
 from ..jobs.pick import ImageEntry, write_image_list
 from ..objects import Coordinate3D, Particle, SetOfCoordinates3D, SetOfParticles
-from .base import ProtFluo, add_seed_param
+from .base import ProtFluo, ProtFluoJob, add_seed_param, pointed
+from .convert import image_from_file
 
 __all__ = ["ProtPickParticles", "ProtExtractParticles", "ProtSelectParticles"]
 
@@ -48,10 +47,6 @@ MIN_EXAMPLES = 3
 
 
 # ----------------------------------------------------------------------------- helpers
-def _pointed(pointer):
-    return pointer.get() if pointer is not None and pointer.hasValue() else None
-
-
 def _write_images(images, path: str) -> str:
     """The image list of a SetOfFluoImages for a job (ids, files, voxel sizes)."""
     write_image_list(path, [ImageEntry(img.getImageId(), img.getFileName(), img.getVoxelSize())
@@ -104,7 +99,7 @@ def _parse_ids(text: str | None) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- pick
-class ProtPickParticles(ProtFluo):
+class ProtPickParticles(ProtFluoJob):
     """Pick particles like a few examples (about 10-20) in a set of fields of view.
 
     Candidates are blobs of the maximum projection along z (extended along z) and of the
@@ -116,7 +111,7 @@ class ProtPickParticles(ProtFluo):
     _label = "pick particles"
     _possibleOutputs = {"outputCoordinates": SetOfCoordinates3D}
     _references = ["Fortun2018"]
-    _STEP = "pick"
+    _jobStep = "pick"
 
     # --------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
@@ -161,13 +156,6 @@ class ProtPickParticles(ProtFluo):
                            "background for the classifier.")
         add_seed_param(form)
 
-    # --------------------------- INSERT steps functions -----------------------
-    def _insertAllSteps(self):
-        key = self._paramsKey()
-        self._insertFunctionStep(self.convertInputStep, key)
-        self._insertFunctionStep(self.computeStep, key)
-        self._insertFunctionStep(self.createOutputStep, key)
-
     # --------------------------- STEPS functions ------------------------------
     def convertInputStep(self, key):
         images = self.inputImages.get()
@@ -180,13 +168,10 @@ class ProtPickParticles(ProtFluo):
                       "classifier": _CLASSIFIER_KEYS[self.classifier.get()],
                       "candidate_threshold": self.candidateThreshold.get(),
                       "novelty": self.novelty.get()}
-        self._writeJob(self._STEP, inputs=inputs, params=job_params,
+        self._writeJob(self._jobStep, inputs=inputs, params=job_params,
                        outputs={"coordinates": self._getExtraPath("coordinates.csv"),
                                 "report": self._getExtraPath("pick_report.json")},
                        seed=self.seed.get())
-
-    def computeStep(self, key):
-        self._runSpfluoJob(self._STEP)
 
     def createOutputStep(self, key):
         table = read_coordinates_csv(self._getExtraPath("coordinates.csv"))
@@ -204,8 +189,7 @@ class ProtPickParticles(ProtFluo):
             c.setScore(float(score))
             coords.append(c)
         coords.write()
-        with open(self._getExtraPath("pick_report.json")) as fh:
-            report = json.load(fh)
+        report = self._readJobJson("pick_report.json")
         self.info(f"{coords.getSize()} particle(s) picked; candidates per image: "
                   f"{dict(zip(report['images'], report['n_candidates']))}")
         self._defineOutputs(outputCoordinates=coords)
@@ -214,8 +198,8 @@ class ProtPickParticles(ProtFluo):
     # --------------------------- INFO functions -------------------------------
     def _validate(self):
         errors = []
-        images = _pointed(self.inputImages)
-        examples = _pointed(self.inputExamples)
+        images = pointed(self.inputImages)
+        examples = pointed(self.inputExamples)
         if images is None:
             errors.append("Choose the images to pick in.")
         if examples is None:
@@ -275,13 +259,13 @@ class ProtPickParticles(ProtFluo):
         box = self.boxSize.get()
         if box:
             return float(box)
-        examples = _pointed(self.inputExamples)
+        examples = pointed(self.inputExamples)
         given = examples.getBoxSize() if examples is not None else None
         return float(given) if given else 1.5 * float(self.diameter.get())
 
 
 # ----------------------------------------------------------------------------- extract
-class ProtExtractParticles(ProtFluo):
+class ProtExtractParticles(ProtFluoJob):
     """Extract a cubic box around each coordinate, every channel, on isotropic voxels.
 
     The fields of view usually have coarser voxels along z; each box is resampled (cubic
@@ -292,7 +276,7 @@ class ProtExtractParticles(ProtFluo):
     _label = "extract particles"
     _possibleOutputs = {"outputParticles": SetOfParticles}
     _references = ["Fortun2018"]
-    _STEP = "extract"
+    _jobStep = "extract"
 
     # --------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
@@ -316,13 +300,6 @@ class ProtExtractParticles(ProtFluo):
                       help="None; zero mean and unit variance over each box; or over the "
                            "background around each particle (outside the inscribed sphere).")
 
-    # --------------------------- INSERT steps functions -----------------------
-    def _insertAllSteps(self):
-        key = self._paramsKey()
-        self._insertFunctionStep(self.convertInputStep, key)
-        self._insertFunctionStep(self.computeStep, key)
-        self._insertFunctionStep(self.createOutputStep, key)
-
     # --------------------------- STEPS functions ------------------------------
     def convertInputStep(self, key):
         coords = self.inputCoordinates.get()
@@ -332,13 +309,10 @@ class ProtExtractParticles(ProtFluo):
         job_params = {"box_size_um": self._boxSize(), "voxel_size_um": self._voxelSize(),
                       "border": _BORDER_KEYS[self.border.get()],
                       "normalize": _NORMALIZE_KEYS[self.normalize.get()]}
-        self._writeJob(self._STEP, inputs=inputs, params=job_params,
+        self._writeJob(self._jobStep, inputs=inputs, params=job_params,
                        outputs={"particles": self._getExtraPath("particles.csv"),
                                 "particles_dir": self._getExtraPath("particles"),
                                 "report": self._getExtraPath("extract_report.json")})
-
-    def computeStep(self, key):
-        self._runSpfluoJob(self._STEP)
 
     def createOutputStep(self, key):
         coords = {c.getObjId(): c for c in self.inputCoordinates.get().items()}
@@ -346,16 +320,14 @@ class ProtExtractParticles(ProtFluo):
         vs = (self._voxelSize(),) * 3
         parts = SetOfParticles(filename=self._getPath("particles.sqlite"))
         for pid, path, image_id in zip(table.ids, table.paths, table.extra["image_id"]):
-            p = Particle(filename=str(path), voxelSize=vs, shape=read_shape(path),
-                         imageId=f"{image_id}_{int(pid)}")
+            p = image_from_file(Particle, path, vs, image_id=f"{image_id}_{int(pid)}")
             p.setObjId(int(pid))
             p.setCoordinate(coords[int(pid)])
             p.setSourceImageId(str(image_id))
             parts.append(p)
         parts.setHasPoses(False)
         parts.write()
-        with open(self._getExtraPath("extract_report.json")) as fh:
-            report = json.load(fh)
+        report = self._readJobJson("extract_report.json")
         action = "padded" if report["border"] == "pad" else "skipped"
         self.info(f"{parts.getSize()} particle(s) of {report['box_voxels']}^3 voxels of "
                   f"{vs[0]:g} µm; {report['n_crossing_border']} crossed the border ({action})")
@@ -366,7 +338,7 @@ class ProtExtractParticles(ProtFluo):
 
     # --------------------------- INFO functions -------------------------------
     def _validate(self):
-        coords = _pointed(self.inputCoordinates)
+        coords = pointed(self.inputCoordinates)
         if coords is None:
             return ["Choose the coordinates to extract."]
         if coords.getSize() == 0:
@@ -416,7 +388,7 @@ class ProtExtractParticles(ProtFluo):
         box = self.boxSize.get()
         if box:
             return float(box)
-        coords = _pointed(self.inputCoordinates)
+        coords = pointed(self.inputCoordinates)
         given = coords.getBoxSize() if coords is not None else None
         return float(given) if given else 0.0
 
@@ -499,7 +471,7 @@ class ProtSelectParticles(ProtFluo):
 
     def _selection(self, errors: list) -> list:
         """The items kept (clones); problems go to ``errors``."""
-        source = _pointed(self.inputSet)
+        source = pointed(self.inputSet)
         if source is None:
             errors.append("Choose the coordinates or particles to select from.")
             return []

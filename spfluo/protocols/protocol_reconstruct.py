@@ -17,16 +17,22 @@ The Fourier coverage (summed rotated |OTF|^2) is kept as the volume's ``coverage
 
 from __future__ import annotations
 
-import json
 import os
 
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
-from ..io import read_shape
 from ..objects import Volume
-from .base import ProtFluo, add_gpu_params, add_seed_param
-from .convert import check_psf_matches, write_particles_for_job
+from .base import ProtFluoJob, add_gpu_params, add_seed_param, pointed
+from .convert import (
+    check_channel_list,
+    check_particles_with_poses,
+    check_psf_matches,
+    check_symmetry_order,
+    image_from_file,
+    parse_channel_list,
+    write_particles_for_job,
+)
 
 __all__ = ["ProtReconstructKnownPoses"]
 
@@ -38,28 +44,11 @@ _METHOD_KEYS = ["hessian", "tv", "tikhonov", "average", "deconv-average"]
 HESSIAN, TV, TIKHONOV, AVERAGE, DECONV_AVERAGE = range(5)
 WEIGHT_AUTO, WEIGHT_GIVEN = 0, 1
 _CRITERIA = ["cross-validation", "fsc"]
+#: Name of one channel in the messages about the 'Channels' parameter.
+_CHANNEL_LABEL = "Channel"
 
 
-def _pointed(pointer):
-    return pointer.get() if pointer is not None and pointer.hasValue() else None
-
-
-def _parse_channels(text: str | None) -> list[int] | None:
-    """'' -> None (all); '0 2' or '0,2' -> [0, 2]; ValueError on anything else."""
-    text = (text or "").replace(",", " ").strip()
-    if not text:
-        return None
-    try:
-        values = [int(v) for v in text.split()]
-    except ValueError:
-        raise ValueError(f"Channels must be channel numbers separated by spaces (e.g. '0 1'), "
-                         f"got {text!r}.") from None
-    if len(set(values)) != len(values):
-        raise ValueError(f"Channels {text!r} lists a channel twice.")
-    return values
-
-
-class ProtReconstructKnownPoses(ProtFluo):
+class ProtReconstructKnownPoses(ProtFluoJob):
     """Reconstruct a volume from particles with known poses (and a PSF).
 
     Solves ``min_x>=0 sum_i ||y_i - H_i x||^2 / 2N + w phi(x)`` where ``H_i`` blurs by the
@@ -71,6 +60,7 @@ class ProtReconstructKnownPoses(ProtFluo):
     _label = "reconstruct with known poses"
     _possibleOutputs = {"outputVolume": Volume}
     _references = ["Fortun2017", "Fortun2018", "Donati2020"]
+    _jobStep = _STEP
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -156,13 +146,6 @@ class ProtReconstructKnownPoses(ProtFluo):
         add_seed_param(form)
         add_gpu_params(form)
 
-    # --------------------------- INSERT steps functions -----------------------
-    def _insertAllSteps(self):
-        key = self._paramsKey()
-        self._insertFunctionStep(self.convertInputStep, key)
-        self._insertFunctionStep(self.computeStep, key)
-        self._insertFunctionStep(self.createOutputStep, key)
-
     # --------------------------- STEPS functions ------------------------------
     def convertInputStep(self, key):
         particles = self.inputParticles.get()
@@ -175,14 +158,14 @@ class ProtReconstructKnownPoses(ProtFluo):
             "criterion": _CRITERIA[self.criterion.get()],
             "iterations": self.iterations.get(),
             "symmetry": self.symmetry.get(),
-            "channels": _parse_channels(self.channels.get()),
+            "channels": parse_channel_list(self.channels.get(), label=_CHANNEL_LABEL),
             "half_maps": bool(self.doHalfMaps.get()),
             "voxel_size": list(particles.getVoxelSize()),
             "order": 1 if self.interpolation.get() == 0 else 3,
             "pad": self.padding.get(),
             "batch_size": self.batchSize.get(),
         }
-        psf = _pointed(self.inputPSF)
+        psf = pointed(self.inputPSF)
         if psf is not None:
             inputs["psf"] = psf.getFileName()
             job_params["psf_voxel_size"] = list(psf.getVoxelSize())
@@ -190,29 +173,15 @@ class ProtReconstructKnownPoses(ProtFluo):
                    "summary": self._getExtraPath("reconstruction.json"),
                    "coverage": self._getExtraPath("coverage.ome.tif")}
         if self.doHalfMaps.get():
-            outputs.update(half1=self._getExtraPath("half1.ome.tif"),
-                           half2=self._getExtraPath("half2.ome.tif"),
-                           fsc=self._getExtraPath("fsc.csv"))
+            outputs.update(self._halfMapOutputs())
         self._writeJob(_STEP, inputs=inputs, params=job_params, outputs=outputs,
                        seed=self.seed.get())
 
-    def computeStep(self, key):
-        self._runSpfluoJob(_STEP)
-
     def createOutputStep(self, key):
-        with open(self._getExtraPath("reconstruction.json")) as fh:
-            summary = json.load(fh)
-        path = self._getExtraPath("volume.ome.tif")
-        vs = tuple(summary["voxel_size"])
-        volume = Volume(filename=path, voxelSize=vs, shape=read_shape(path),
-                        imageId="reconstruction")
-        if summary.get("half_maps"):
-            volume.setHalfMaps(self._getExtraPath("half1.ome.tif"),
-                               self._getExtraPath("half2.ome.tif"))
-            volume.setFscFile(self._getExtraPath("fsc.csv"))
-            res = summary["resolution_um"][0]
-            if res is not None:
-                volume.setResolution(res)
+        summary = self._readJobJson("reconstruction.json")
+        volume = image_from_file(Volume, self._getExtraPath("volume.ome.tif"),
+                                 summary["voxel_size"], image_id="reconstruction")
+        self._setHalfMaps(volume, summary)
         coverage = self._getExtraPath("coverage.ome.tif")
         if os.path.exists(coverage):
             volume.setCoverageFile(coverage)
@@ -227,25 +196,18 @@ class ProtReconstructKnownPoses(ProtFluo):
     # --------------------------- INFO functions -------------------------------
     def _validate(self):
         errors = []
-        particles = _pointed(self.inputParticles)
+        particles = pointed(self.inputParticles)
         if particles is None:
             return ["Choose the particles (with poses) to reconstruct."]
-        items = particles.items()
+        items = check_particles_with_poses(particles, errors)
         if not items:
-            return ["The particle set is empty: extract, simulate or import particles first."]
-        missing = sum(not p.hasPose() for p in items)
-        if not particles.hasPoses() or missing:
-            errors.append(f"The particles have no poses ({missing or len(items)} particle(s) "
-                          "without one): estimate them first (ab initio), or import them "
-                          "with a poses file.")
+            return errors
         method = self._methodKey()
-        psf = _pointed(self.inputPSF)
+        psf = pointed(self.inputPSF)
         if psf is None and method != "average":
             errors.append("Choose the PSF (only the 'Average' method works without one).")
         check_psf_matches(psf, particles, errors)
-        sym = self.symmetry.get()
-        if sym is None or sym < 1:
-            errors.append(f"Symmetry order must be an integer >= 1 (1 = no symmetry), got {sym}.")
+        check_symmetry_order(self.symmetry.get(), errors)
         iterations = self.iterations.get()
         if method in ("hessian", "tv", "deconv-average") and (iterations is None
                                                               or iterations < 1):
@@ -259,17 +221,7 @@ class ProtReconstructKnownPoses(ProtFluo):
         if self.doHalfMaps.get() and len(items) < 2:
             errors.append(f"Half maps need at least 2 particles, the set has {len(items)}: "
                           "set 'Half maps and FSC?' to No.")
-        try:
-            channels = _parse_channels(self.channels.get())
-        except ValueError as exc:
-            errors.append(str(exc))
-            channels = None
-        if channels is not None:
-            n_ch = particles.getNumChannels()
-            bad = [c for c in channels if not 0 <= c < n_ch]
-            if bad:
-                errors.append(f"Channel {bad[0]} does not exist: the particles have {n_ch} "
-                              f"channel(s), numbered 0 to {n_ch - 1}.")
+        check_channel_list(self.channels.get(), particles, errors, label=_CHANNEL_LABEL)
         pad = self.padding.get()
         if pad is None or not 1 <= pad <= 3:
             errors.append(f"Padding factor must be in [1, 3], got {pad}.")

@@ -25,17 +25,20 @@ table with the pose changes and ``summaryFile`` the run summary) and
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
-from ..io import read_particle_table, read_shape
+from ..io import read_particle_table
 from ..objects import SetOfParticles, Volume
-from .base import ProtFluo, add_gpu_params, add_seed_param
+from .base import ProtFluoJob, add_gpu_params, add_seed_param, pointed
 from .convert import (
+    check_channel_list,
+    check_particles_with_poses,
     check_psf_matches,
+    check_symmetry_order,
+    image_from_file,
+    parse_channel_list,
     particles_with_poses,
     read_output_poses,
     write_particles_for_job,
@@ -49,10 +52,8 @@ _REGULARIZER_KEYS = ["tv", "hessian"]
 _REGULARIZER_LABELS = ["Total variation", "Hessian (Schatten norm)"]
 #: Seed 000 sec. V-A-4: whole space at 20 degrees, then +-10 at 5, then +-5 at 1.
 DEFAULT_SCHEDULE_TEXT = "20:all, 5:10, 1:5"
-
-
-def _pointed(pointer):
-    return pointer.get() if pointer is not None and pointer.hasValue() else None
+#: Name of one channel in the messages about the 'Pose search channels' parameter.
+_CHANNEL_LABEL = "Pose search channel"
 
 
 def parse_schedule(text: str | None) -> list[list]:
@@ -90,20 +91,10 @@ def parse_schedule(text: str | None) -> list[list]:
 
 def parse_channels(text: str | None) -> list[int] | None:
     """'' -> None (all); '0 2' or '0,2' -> [0, 2]; ValueError on anything else."""
-    text = (text or "").replace(",", " ").strip()
-    if not text:
-        return None
-    try:
-        values = [int(v) for v in text.split()]
-    except ValueError:
-        raise ValueError(f"Pose search channels must be channel numbers separated by spaces "
-                         f"(e.g. '0 1'), got {text!r}.") from None
-    if len(set(values)) != len(values):
-        raise ValueError(f"Pose search channels {text!r} lists a channel twice.")
-    return values
+    return parse_channel_list(text, label=_CHANNEL_LABEL)
 
 
-class ProtRefine(ProtFluo):
+class ProtRefine(ProtFluoJob):
     """Refine poses and volume: alternated pose search and regularised reconstruction.
 
     From particles with approximate poses (ab initio output, or imported), alternate the
@@ -115,6 +106,7 @@ class ProtRefine(ProtFluo):
     _label = "refine"
     _possibleOutputs = {"outputVolume": Volume, "outputParticles": SetOfParticles}
     _references = ["Fortun2018", "Zehni2020", "Donati2020"]
+    _jobStep = _STEP
 
     # --------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
@@ -195,13 +187,6 @@ class ProtRefine(ProtFluo):
         add_seed_param(form)
         add_gpu_params(form)
 
-    # --------------------------- INSERT steps functions -----------------------
-    def _insertAllSteps(self):
-        key = self._paramsKey()
-        self._insertFunctionStep(self.convertInputStep, key)
-        self._insertFunctionStep(self.computeStep, key)
-        self._insertFunctionStep(self.createOutputStep, key)
-
     # --------------------------- STEPS functions ------------------------------
     def convertInputStep(self, key):
         particles = self.inputParticles.get()
@@ -228,7 +213,7 @@ class ProtRefine(ProtFluo):
             "voxel_size": list(vs),
             "psf_voxel_size": list(psf.getVoxelSize()),
         }
-        volume = _pointed(self.inputVolume)
+        volume = pointed(self.inputVolume)
         if volume is not None:
             inputs["volume"] = volume.getFileName()
             job_params["volume_voxel_size"] = list(volume.getVoxelSize())
@@ -238,29 +223,15 @@ class ProtRefine(ProtFluo):
                    "summary": self._getExtraPath("refine.json"),
                    "checkpoint": self._getExtraPath("checkpoint.npz")}
         if self.doHalfMaps.get():
-            outputs.update(half1=self._getExtraPath("half1.ome.tif"),
-                           half2=self._getExtraPath("half2.ome.tif"),
-                           fsc=self._getExtraPath("fsc.csv"))
+            outputs.update(self._halfMapOutputs())
         self._writeJob(_STEP, inputs=inputs, params=job_params, outputs=outputs,
                        seed=self.seed.get())
 
-    def computeStep(self, key):
-        self._runSpfluoJob(_STEP)
-
     def createOutputStep(self, key):
-        with open(self._getExtraPath("refine.json")) as fh:
-            summary = json.load(fh)
-        path = self._getExtraPath("volume.ome.tif")
-        vs = tuple(summary["voxel_size"])
-        volume = Volume(filename=path, voxelSize=vs, shape=read_shape(path),
-                        imageId="refined")
-        if summary.get("half_maps"):
-            volume.setHalfMaps(self._getExtraPath("half1.ome.tif"),
-                               self._getExtraPath("half2.ome.tif"))
-            volume.setFscFile(self._getExtraPath("fsc.csv"))
-            res = summary["resolution_um"][0]
-            if res is not None:
-                volume.setResolution(res)
+        summary = self._readJobJson("refine.json")
+        volume = image_from_file(Volume, self._getExtraPath("volume.ome.tif"),
+                                 summary["voxel_size"], image_id="refined")
+        self._setHalfMaps(volume, summary)
         volume.refinementLog = pwobj.String(self._getExtraPath("refine_log.csv"))
         volume.summaryFile = pwobj.String(self._getExtraPath("refine.json"))
         volume.nIterations = pwobj.Integer(summary["iterations"])
@@ -288,22 +259,17 @@ class ProtRefine(ProtFluo):
     # --------------------------- INFO functions -------------------------------
     def _validate(self):
         errors = []
-        particles = _pointed(self.inputParticles)
-        psf = _pointed(self.inputPSF)
+        particles = pointed(self.inputParticles)
+        psf = pointed(self.inputPSF)
         if particles is None:
             errors.append("Choose the particles (with poses) to refine.")
         if psf is None:
             errors.append("Choose the PSF.")
         if errors:
             return errors
-        items = particles.items()
+        items = check_particles_with_poses(particles, errors)
         if not items:
-            return ["The particle set is empty: extract, simulate or import particles first."]
-        missing = sum(not p.hasPose() for p in items)
-        if not particles.hasPoses() or missing:
-            errors.append(f"The particles have no poses ({missing or len(items)} particle(s) "
-                          "without one): estimate them first (ab initio), or import them with "
-                          "a poses file.")
+            return errors
         vs = np.asarray(particles.getVoxelSize())
         if not np.allclose(vs, vs[0], rtol=1e-4):
             errors.append(f"The particles have anisotropic voxels {tuple(vs)} µm (z, y, x): "
@@ -312,7 +278,7 @@ class ProtRefine(ProtFluo):
         if box is not None and len(set(box)) != 1:
             errors.append(f"The particles must be cubic boxes, got {tuple(box)} voxels.")
         check_psf_matches(psf, particles, errors)
-        volume = _pointed(self.inputVolume)
+        volume = pointed(self.inputVolume)
         if volume is not None:
             if not np.allclose(np.asarray(volume.getVoxelSize()), vs, rtol=1e-3):
                 errors.append(f"The initial volume's voxel size {tuple(volume.getVoxelSize())} "
@@ -323,9 +289,7 @@ class ProtRefine(ProtFluo):
             if volume.getNumChannels() != particles.getNumChannels():
                 errors.append(f"The initial volume has {volume.getNumChannels()} channel(s), "
                               f"the particles {particles.getNumChannels()}.")
-        sym = self.symmetry.get()
-        if sym is None or sym < 1:
-            errors.append(f"Symmetry order must be an integer >= 1 (1 = no symmetry), got {sym}.")
+        check_symmetry_order(self.symmetry.get(), errors)
         weight = self.weight.get()
         if weight is None or weight < 0:
             errors.append(f"Weight must be >= 0, got {weight}.")
@@ -352,17 +316,7 @@ class ProtRefine(ProtFluo):
         if not stages and not self.continuousIterations.get():
             errors.append("Nothing to refine: give a search schedule or continuous "
                           "refinement iterations.")
-        try:
-            channels = parse_channels(self.searchChannels.get())
-        except ValueError as exc:
-            errors.append(str(exc))
-            channels = None
-        if channels is not None:
-            n_ch = particles.getNumChannels()
-            bad = [c for c in channels if not 0 <= c < n_ch]
-            if bad:
-                errors.append(f"Pose search channel {bad[0]} does not exist: the particles have "
-                              f"{n_ch} channel(s), numbered 0 to {n_ch - 1}.")
+        check_channel_list(self.searchChannels.get(), particles, errors, label=_CHANNEL_LABEL)
         if self.doHalfMaps.get() and len(items) < 2:
             errors.append(f"The gold standard needs at least 2 particles, the set has "
                           f"{len(items)}: set 'Gold standard (half sets)?' to No.")

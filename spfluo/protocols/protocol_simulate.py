@@ -10,9 +10,6 @@ its particles, then compare with ``outputVolume`` (protocol "compare volumes").
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
@@ -28,7 +25,8 @@ from ..objects import (
     SetOfParticles,
     Volume,
 )
-from .base import ProtFluo, add_seed_param
+from .base import ProtFluoJob, add_seed_param
+from .convert import image_from_file, image_id_from_path
 
 __all__ = ["ProtSimulateDataset"]
 
@@ -38,15 +36,7 @@ _JOB_KINDS = {KIND_PARTICLES: "particles", KIND_FIELDS: "fields"}
 _STEP = "simulate"
 
 
-def _image_id(path: str) -> str:
-    name = os.path.basename(str(path))
-    for ext in (".ome.tif", ".ome.tiff", ".tif", ".tiff"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return os.path.splitext(name)[0]
-
-
-class ProtSimulateDataset(ProtFluo):
+class ProtSimulateDataset(ProtFluoJob):
     """Simulate particles (or fields of view) of a phantom with their ground truth.
 
     Each particle is the phantom at a uniform random orientation and a small shift,
@@ -64,6 +54,7 @@ class ProtSimulateDataset(ProtFluo):
         "outputCoordinates": SetOfCoordinates3D,
     }
     _references = ["Eloy2023", "Fortun2018"]
+    _jobStep = _STEP
 
     # --------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
@@ -125,13 +116,6 @@ class ProtSimulateDataset(ProtFluo):
                       help="Pairs of particles placed in contact (hard cases for picking).")
         add_seed_param(form)
 
-    # --------------------------- INSERT steps functions -----------------------
-    def _insertAllSteps(self):
-        key = self._paramsKey()
-        self._insertFunctionStep(self.convertInputStep, key)
-        self._insertFunctionStep(self.computeStep, key)
-        self._insertFunctionStep(self.createOutputStep, key)
-
     # --------------------------- STEPS functions ------------------------------
     def convertInputStep(self, key):
         kind = self.outputKind.get()
@@ -169,20 +153,16 @@ class ProtSimulateDataset(ProtFluo):
         self._writeJob(_STEP, inputs={}, params=job_params, outputs=outputs,
                        seed=self.seed.get())
 
-    def computeStep(self, key):
-        self._runSpfluoJob(_STEP)
-
     def createOutputStep(self, key):
         summary = self._summaryData()
         vs = tuple(summary["voxel_size"])
         outputs = {}
-        path = self._getExtraPath("ground_truth.ome.tif")
-        outputs["outputVolume"] = Volume(filename=path, voxelSize=vs, shape=read_shape(path),
-                                         imageId="ground_truth")
+        outputs["outputVolume"] = image_from_file(
+            Volume, self._getExtraPath("ground_truth.ome.tif"), vs, image_id="ground_truth")
         # fields: the PSF is sampled on the fields' grid (their voxel size)
-        path = self._getExtraPath("psf.ome.tif")
-        outputs["outputPSF"] = PSFModel(filename=path, voxelSize=summary["psf_voxel_size"],
-                                        shape=read_shape(path), imageId="psf")
+        outputs["outputPSF"] = image_from_file(
+            PSFModel, self._getExtraPath("psf.ome.tif"), summary["psf_voxel_size"],
+            image_id="psf")
         if self.outputKind.get() == KIND_PARTICLES:
             outputs["outputParticles"] = self._particlesFromJob(vs)
             self._defineOutputs(**outputs)
@@ -198,7 +178,8 @@ class ProtSimulateDataset(ProtFluo):
         shape = read_shape(table.paths[0])
         parts = SetOfParticles(filename=self._getPath("particles.sqlite"))
         for pid, path, matrix in zip(table.ids, table.paths, table.matrices):
-            p = Particle(filename=str(path), voxelSize=vs, shape=shape, imageId=_image_id(path))
+            p = Particle(filename=str(path), voxelSize=vs, shape=shape,
+                         imageId=image_id_from_path(path))
             p.setObjId(int(pid))
             p.setTransform(matrix)
             parts.append(p)
@@ -208,8 +189,7 @@ class ProtSimulateDataset(ProtFluo):
         return parts
 
     def _summaryData(self) -> dict:
-        with open(self._getExtraPath("simulation.json")) as fh:
-            return json.load(fh)
+        return self._readJobJson("simulation.json")
 
     def _fieldsFromJob(self) -> SetOfFluoImages:
         images = SetOfFluoImages(filename=self._getPath("images.sqlite"))

@@ -19,24 +19,22 @@ Outputs: ``outputVolume`` (a :class:`~spfluo.objects.Volume`; ``symmetryOrder`` 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
-from ..io import read_shape
 from ..objects import SetOfParticles, Volume
-from .base import ProtFluo
-from .convert import particles_with_poses, read_output_poses, write_particles_for_job
+from .base import ProtFluoJob, pointed
+from .convert import (
+    image_from_file,
+    particles_with_poses,
+    read_output_poses,
+    write_particles_for_job,
+)
 
 __all__ = ["ProtAlignSymmetryAxis", "ProtSymmetrize"]
 
 _STEP = "symmetry"
-
-
-def _pointed(pointer):
-    return pointer.get() if pointer is not None and pointer.hasValue() else None
 
 
 def _validate_volume(volume, errors: list) -> None:
@@ -52,17 +50,21 @@ def _validate_volume(volume, errors: list) -> None:
                       "it to isotropic voxels first.")
 
 
-def _validate_order(order, errors: list, *, allow_identity: bool = False) -> None:
+def _validate_order(order, max_order, errors: list, *, allow_identity: bool = False) -> None:
+    """The symmetry order, and the largest order tried when it is estimated (order 0)."""
     if order is None or order < 0 or (order == 1 and not allow_identity):
         errors.append("Symmetry order must be n >= 2 (or 0 to estimate it"
                       + ("; 1 passes the volume on unchanged" if allow_identity else "")
                       + f"), got {order}.")
+    if order == 0 and (max_order is None or max_order < 2):
+        errors.append(f"Largest order tried must be >= 2, got {max_order}.")
 
 
-class _SymmetryJob(ProtFluo):
+class _SymmetryJob(ProtFluoJob):
     """Shared steps of the symmetry protocols (not shown in the GUI)."""
 
     _label = None
+    _jobStep = _STEP
     _operation = None
 
     def __init__(self, **kwargs):
@@ -70,12 +72,6 @@ class _SymmetryJob(ProtFluo):
         # the order estimate (order 0), stored by the output step
         self.estimatedOrder = pwobj.Integer()
         self.estimateCylindrical = pwobj.Boolean()
-
-    def _insertAllSteps(self):
-        key = self._paramsKey()
-        self._insertFunctionStep(self.convertInputStep, key)
-        self._insertFunctionStep(self.computeStep, key)
-        self._insertFunctionStep(self.createOutputStep, key)
 
     def _jobInputs(self) -> tuple[dict, dict]:
         volume = self.inputVolume.get()
@@ -90,20 +86,15 @@ class _SymmetryJob(ProtFluo):
                 "max_order": self.maxOrder.get(),
                 "voxel_size": list(volume.getVoxelSize())}
 
-    def computeStep(self, key):
-        self._runSpfluoJob(_STEP)
-
     def _summaryData(self) -> dict:
-        with open(self._getExtraPath("symmetry.json")) as fh:
-            return json.load(fh)
+        return self._readJobJson("symmetry.json")
 
     def _outputVolume(self, summary) -> Volume:
-        path = self._getExtraPath(f"{self._operation}.ome.tif")
-        volume = Volume(filename=path, voxelSize=tuple(summary["voxel_size"]),
-                        shape=read_shape(path),
-                        imageId=f"{self.inputVolume.get().getImageId() or 'volume'}_"
-                                f"{'aligned' if self._operation == 'align' else 'sym'}"
-                                f"_C{summary['order']}")
+        volume = image_from_file(
+            Volume, self._getExtraPath(f"{self._operation}.ome.tif"), summary["voxel_size"],
+            image_id=f"{self.inputVolume.get().getImageId() or 'volume'}_"
+                     f"{'aligned' if self._operation == 'align' else 'sym'}"
+                     f"_C{summary['order']}")
         volume.symmetryOrder = pwobj.Integer(summary["order"])
         volume.summaryFile = pwobj.String(self._getExtraPath("symmetry.json"))
         return volume
@@ -157,7 +148,7 @@ class ProtAlignSymmetryAxis(_SymmetryJob):
     # --------------------------- STEPS functions ------------------------------
     def convertInputStep(self, key):
         inputs, outputs = self._jobInputs()
-        particles = _pointed(self.inputParticles)
+        particles = pointed(self.inputParticles)
         if particles is not None:
             inputs["particles"] = write_particles_for_job(
                 particles, self._getExtraPath("particles.csv"), with_poses=True)
@@ -171,7 +162,7 @@ class ProtAlignSymmetryAxis(_SymmetryJob):
         volume.axisAngleDeg = pwobj.Float(summary["axis_angle_from_z_deg"])
         volume.axisScore = pwobj.Float(summary["axis_score"])
         outputs = {"outputVolume": volume}
-        particles = _pointed(self.inputParticles)
+        particles = pointed(self.inputParticles)
         if particles is not None:
             poses = read_output_poses(self._getExtraPath("particles_aligned.csv"))
             outputs["outputParticles"] = particles_with_poses(
@@ -185,13 +176,11 @@ class ProtAlignSymmetryAxis(_SymmetryJob):
     # --------------------------- INFO functions -------------------------------
     def _validate(self):
         errors = []
-        volume = _pointed(self.inputVolume)
+        volume = pointed(self.inputVolume)
         _validate_volume(volume, errors)
-        _validate_order(self.symmetryOrder.get(), errors, allow_identity=True)
-        if self.symmetryOrder.get() == 0 and (self.maxOrder.get() is None
-                                              or self.maxOrder.get() < 2):
-            errors.append(f"Largest order tried must be >= 2, got {self.maxOrder.get()}.")
-        particles = _pointed(self.inputParticles)
+        _validate_order(self.symmetryOrder.get(), self.maxOrder.get(), errors,
+                        allow_identity=True)
+        particles = pointed(self.inputParticles)
         if particles is not None and volume is not None:
             items = particles.items()
             if not items:
@@ -262,11 +251,8 @@ class ProtSymmetrize(_SymmetryJob):
     # --------------------------- INFO functions -------------------------------
     def _validate(self):
         errors = []
-        _validate_volume(_pointed(self.inputVolume), errors)
-        _validate_order(self.symmetryOrder.get(), errors)
-        if self.symmetryOrder.get() == 0 and (self.maxOrder.get() is None
-                                              or self.maxOrder.get() < 2):
-            errors.append(f"Largest order tried must be >= 2, got {self.maxOrder.get()}.")
+        _validate_volume(pointed(self.inputVolume), errors)
+        _validate_order(self.symmetryOrder.get(), self.maxOrder.get(), errors)
         return errors
 
     def _summary(self):

@@ -7,7 +7,7 @@ projects).
 """
 
 import atexit
-import os
+import functools
 import shutil
 import tempfile
 
@@ -19,6 +19,12 @@ atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 
 import pytest  # noqa: E402
 
+# the shared test helpers report their failed asserts with pytest's detail
+pytest.register_assert_rewrite("spfluo.tests._projects", "spfluo.tests.jobs._subprocess",
+                               "spfluo.tests.viewers._figures")
+
+from spfluo.tests._projects import launch_protocol, new_project  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def spfluo_home():
@@ -29,16 +35,8 @@ def spfluo_home():
 @pytest.fixture
 def project(tmp_path):
     """A fresh pyworkflow Project in a temporary folder (cwd restored afterwards)."""
-    import pyworkflow as pw
-    from pyworkflow.project import Project
-
-    cwd = os.getcwd()
-    proj = Project(pw.Config.getDomain(), str(tmp_path / "project"))
-    proj.create()
-    try:
+    with new_project(tmp_path / "project") as proj:
         yield proj
-    finally:
-        os.chdir(cwd)
 
 
 @pytest.fixture
@@ -55,17 +53,4 @@ def launch(project):
 
     A pointer parameter takes ``(protocol, "outputName")``.
     """
-
-    def _launch(cls, *, label=None, **values):
-        pointers = {k: v for k, v in values.items() if isinstance(v, tuple)}
-        plain = {k: v for k, v in values.items() if k not in pointers}
-        prot = project.newProtocol(cls, **plain)
-        for key, (source, output) in pointers.items():
-            getattr(prot, key).set(source)
-            getattr(prot, key).setExtended(output)
-        if label:
-            prot.setObjLabel(label)
-        project.launchProtocol(prot, wait=True)
-        return prot
-
-    return _launch
+    return functools.partial(launch_protocol, project)

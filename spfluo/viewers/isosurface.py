@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
+from ._images import as_channel_volume
+
 __all__ = ["isosurface_figure", "isosurface_mesh", "default_level"]
 
 _COLORS = ((0.2, 0.55, 0.9), (0.95, 0.45, 0.2), (0.3, 0.75, 0.35), (0.8, 0.3, 0.7))
@@ -21,12 +23,8 @@ _LIGHT = np.array([0.45, -0.35, 0.82])  # (x, y, z), from above and in front
 
 
 def _as_cz(volume) -> np.ndarray:
-    v = np.asarray(volume, dtype=np.float32)
-    if v.ndim == 3:
-        v = v[None]
-    if v.ndim != 4:
-        raise ValueError(f"volume must have shape (Z, Y, X) or (C, Z, Y, X), got {v.shape}")
-    if v.size == 0 or min(v.shape[1:]) < 2:
+    v = as_channel_volume(volume)
+    if min(v.shape[1:]) < 2:
         raise ValueError(f"volume must be at least 2 voxels along each axis, got shape {v.shape}")
     if not np.all(np.isfinite(v)):
         raise ValueError("volume holds NaN or infinite values: clean it (numpy.nan_to_num)")

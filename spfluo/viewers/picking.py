@@ -12,15 +12,12 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from ._images import display_limits, projection_grid
+
 __all__ = ["picks_figure", "score_histogram_figure", "particle_gallery_figure"]
 
 #: Colour map of the scores (0 = dark purple, 1 = yellow).
 SCORE_CMAP = "viridis"
-
-
-def _limits(img):
-    lo, hi = np.percentile(img, [0.5, 99.8])
-    return float(lo), float(hi if hi > lo else lo + 1e-6)
 
 
 def _check_scores(scores, n: int, name: str = "scores"):
@@ -75,7 +72,7 @@ def picks_figure(projection, voxel_size, positions_yx_um, *, scores=None, box_si
     box = float(box_size_um) if box_size_um else 0.1 * width
     fig = Figure(figsize=(7.5, 6.5 * height / max(width, 1e-9) + 0.8), layout="constrained")
     ax = fig.add_subplot()
-    lo, hi = _limits(img)
+    lo, hi = display_limits(img)
     # pixel k covers [k - 1/2, k + 1/2] voxels around its centre k * vs
     extent = (-vs[1] / 2, width - vs[1] / 2, height - vs[0] / 2, -vs[0] / 2)
     ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, extent=extent, interpolation="nearest")
@@ -169,18 +166,13 @@ def particle_gallery_figure(particles, voxel_size, *, scores=None, ids=None, max
     order = np.arange(len(parts)) if s is None else np.argsort(-s, kind="stable")
     order = order[:max_particles]
     v = float(np.asarray(voxel_size, dtype=np.float64).ravel()[-1])
-    ncol = int(min(8, len(order)))
-    nrow = int(np.ceil(len(order) / ncol))
-    fig = Figure(figsize=(1.5 * ncol, 3.0 * nrow + 0.5), layout="constrained")
-    axes = fig.subplots(2 * nrow, ncol, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
+    fig, axes, ncol = projection_grid(len(order), width=1.5)
     for slot, k in enumerate(order):
         r, c = divmod(slot, ncol)
         p = parts[k]
         size = p.shape[2] * v
         for row, img in ((2 * r, p.max(axis=0)), (2 * r + 1, p.max(axis=1))):
-            lo, hi = _limits(img)
+            lo, hi = display_limits(img)
             axes[row, c].imshow(img, cmap="gray", vmin=lo, vmax=hi,
                                 extent=(0, size, img.shape[0] * v, 0))
         label = str(ids[k]) if ids is not None else f"#{k + 1}"

@@ -9,26 +9,9 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from ._images import as_channel_volume, display_limits, projection_grid
+
 __all__ = ["orthoslices_figure", "particles_grid_figure"]
-
-
-def _as_cz(volume) -> np.ndarray:
-    v = np.asarray(volume, dtype=np.float32)
-    if v.ndim == 3:
-        v = v[None]
-    if v.ndim != 4:
-        raise ValueError(f"expected a volume (Z, Y, X) or (C, Z, Y, X), got shape {v.shape}")
-    if v.size == 0:
-        raise ValueError("cannot show an empty volume")
-    return v
-
-
-def _limits(img):
-    finite = img[np.isfinite(img)]
-    if finite.size == 0:
-        return 0.0, 1.0
-    lo, hi = np.percentile(finite, [0.5, 99.8])
-    return float(lo), float(hi if hi > lo else lo + 1e-6)
 
 
 def orthoslices_figure(volume, voxel_size, *, title=None, channel_names=None) -> Figure:
@@ -48,7 +31,7 @@ def orthoslices_figure(volume, voxel_size, *, title=None, channel_names=None) ->
         XZ at y = Y//2, YZ at x = X//2), then the same three views as maximum
         projections. Axes in micrometres.
     """
-    v = _as_cz(volume)
+    v = as_channel_volume(volume)
     vz, vy, vx = (float(s) for s in np.broadcast_to(np.asarray(voxel_size, float), (3,)))
     C, Z, Y, X = v.shape
     fig = Figure(figsize=(13, 2.4 * C + 0.6), layout="constrained")
@@ -68,7 +51,7 @@ def orthoslices_figure(volume, voxel_size, *, title=None, channel_names=None) ->
         ]
         name = channel_names[c] if channel_names and c < len(channel_names) else f"channel {c}"
         for ax, (label, img, extent, (xl, yl)) in zip(axes[c], views):
-            lo, hi = _limits(img)
+            lo, hi = display_limits(img)
             ax.imshow(img, cmap="gray", extent=extent, vmin=lo, vmax=hi, interpolation="nearest")
             ax.set_title(f"{name}: {label}" if C > 1 else label, fontsize=9)
             ax.set_xlabel(xl, fontsize=8)
@@ -93,17 +76,11 @@ def particles_grid_figure(particles, voxel_size, *, max_particles=48, ids=None,
     ids : sequence, optional
         Labels drawn above each particle.
     """
-    parts = [_as_cz(p)[0] for p in list(particles)[:max_particles]]
+    parts = [as_channel_volume(p)[0] for p in list(particles)[:max_particles]]
     if not parts:
         raise ValueError("no particle to show")
     vz, vy, vx = (float(s) for s in np.broadcast_to(np.asarray(voxel_size, float), (3,)))
-    n = len(parts)
-    ncol = min(8, n)
-    nrow = int(np.ceil(n / ncol))
-    fig = Figure(figsize=(1.6 * ncol, 3.2 * nrow + 0.5), layout="constrained")
-    axes = fig.subplots(2 * nrow, ncol, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
+    fig, axes, ncol = projection_grid(len(parts), width=1.6)
     for k, p in enumerate(parts):
         r, c = divmod(k, ncol)
         Z, Y, X = p.shape

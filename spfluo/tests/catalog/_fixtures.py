@@ -17,10 +17,13 @@ Call :func:`spfluo.environment.bootstrap` first (the conftest does).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 
 import numpy as np
+
+from spfluo.tests._projects import launch_protocol, new_project, run_statuses
 
 __all__ = ["make_data", "build_template", "copy_project", "store_run", "volume_output",
            "RECON_RESOLUTIONS", "N_RUNS"]
@@ -64,18 +67,6 @@ def _coords(folder) -> str:
     with open(path, "w") as f:
         f.write("image_id,x,y,z\nfov_0,0.8,0.8,0.6\nfov_1,0.5,0.9,0.9\n")
     return path
-
-
-def _launch(project, cls, *, label=None, **values):
-    pointers = {k: v for k, v in values.items() if isinstance(v, tuple)}
-    prot = project.newProtocol(cls, **{k: v for k, v in values.items() if k not in pointers})
-    for key, (source, output) in pointers.items():
-        getattr(prot, key).set(source)
-        getattr(prot, key).setExtended(output)
-    if label:
-        prot.setObjLabel(label)
-    project.launchProtocol(prot, wait=True)
-    return prot
 
 
 def store_run(project, cls, *, label, pointers=(), outputs=None, params=None,
@@ -141,9 +132,7 @@ def volume_output(name: str, resolution: float):
 
 def build_template(path, data: dict):
     """Create the 10-run template project at ``path`` (about 8 s); returns {key: run id}."""
-    import pyworkflow as pw
     import pyworkflow.object as pwobj
-    from pyworkflow.project import Project
 
     from spfluo.protocols import (
         ProtImportCoordinates,
@@ -152,22 +141,20 @@ def build_template(path, data: dict):
         ProtImportPSF,
     )
 
-    cwd = os.getcwd()
-    project = Project(pw.Config.getDomain(), str(path))
-    project.create()
-    try:
+    with new_project(path) as project:
+        launch = functools.partial(launch_protocol, project)
         ids = {}
-        imp = _launch(project, ProtImportFluoImages, label="fields", filesPattern=data["fov"])
-        psf = _launch(project, ProtImportPSF, label="psf", psfFile=data["psf"])
-        coords = _launch(project, ProtImportCoordinates, label="picks",
-                         inputImages=(imp, "outputImages"), coordinatesFile=data["coords"],
-                         boxSize=0.6)
-        parts = _launch(project, ProtImportParticles, label="particles",
-                        filesPattern=data["particles"], posesFile=data["poses"], copyFiles=True)
-        imp2 = _launch(project, ProtImportFluoImages, label="cells", filesPattern=data["fov2"],
-                       voxelSizeSource=1, voxelSizeXY=0.1, voxelSizeZ=0.25)
-        bad1 = _launch(project, ProtImportFluoImages, label="typo",
-                       filesPattern=os.path.join(os.path.dirname(data["fov"]), "none_*.tif"))
+        imp = launch(ProtImportFluoImages, label="fields", filesPattern=data["fov"])
+        psf = launch(ProtImportPSF, label="psf", psfFile=data["psf"])
+        coords = launch(ProtImportCoordinates, label="picks",
+                        inputImages=(imp, "outputImages"), coordinatesFile=data["coords"],
+                        boxSize=0.6)
+        parts = launch(ProtImportParticles, label="particles",
+                       filesPattern=data["particles"], posesFile=data["poses"], copyFiles=True)
+        imp2 = launch(ProtImportFluoImages, label="cells", filesPattern=data["fov2"],
+                      voxelSizeSource=1, voxelSizeXY=0.1, voxelSizeZ=0.25)
+        bad1 = launch(ProtImportFluoImages, label="typo",
+                      filesPattern=os.path.join(os.path.dirname(data["fov"]), "none_*.tif"))
         missing = os.path.join(os.path.dirname(data["psf"]), "missing.tif")
         bad2 = store_run(project, ProtImportPSF, label="no psf", status="failed",
                          error=f"Protocol has validation errors:\nPSF file {missing} does not "
@@ -188,14 +175,12 @@ def build_template(path, data: dict):
                           ("cells", imp2), ("typo", bad1), ("no_psf", bad2), ("recon", recon),
                           ("recon2", recon2), ("compare", compare)):
             ids[key] = prot.getObjId()
-        statuses = {p.getObjId(): p.getStatus() for p in project.getRuns(refresh=True)}
+        statuses = run_statuses(project)
         expected_failed = {ids["typo"], ids["no_psf"]}
         wrong = {k: s for k, s in statuses.items() if (s == "failed") != (k in expected_failed)}
         if wrong:
             raise RuntimeError(f"template project: unexpected run statuses {wrong}")
         project.closeMapper()
-    finally:
-        os.chdir(cwd)
     return ids
 
 

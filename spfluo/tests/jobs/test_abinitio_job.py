@@ -14,6 +14,8 @@ from spfluo.jobs.__main__ import main
 from spfluo.jobs.abinitio import read_energies_csv
 from spfluo.jobs.jobfile import write_job
 
+from ._subprocess import assert_ran_without_pyworkflow, run_job_in_subprocess
+
 VOXEL = 0.05
 FAST = {"method": "sgd", "max_epochs": 4, "n_directions": 12, "n_psi": 4,
         "final_reconstruction": "tikhonov"}
@@ -51,12 +53,8 @@ def _job(folder, data_folder, *, particles="particles.csv", psf="psf.ome.tif", s
 def test_sgd_job_without_pyworkflow(tmp_path, data):
     folder, ds = data
     job = _job(tmp_path, folder)
-    code = ("import sys; from spfluo.jobs.__main__ import main; rc = main(sys.argv[1:]); "
-            "print('pyworkflow' in sys.modules, 'matplotlib' in sys.modules); sys.exit(rc)")
-    out = subprocess.run([sys.executable, "-c", code, "abinitio", str(job)], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "False False"
+    out = run_job_in_subprocess("abinitio", job, tmp_path)
+    assert_ran_without_pyworkflow(out)
     # progress: epoch, energy, elapsed and remaining time in the log
     assert "4/4 energy=" in out.stdout and "remaining ~" in out.stdout
     assert "known-pose reconstruction (tikhonov)" in out.stdout

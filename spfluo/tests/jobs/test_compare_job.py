@@ -1,8 +1,6 @@
 """Job ``compare`` on its own (no pyworkflow): metrics, curves, pose errors, bad input."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,8 @@ from spfluo.io import write_particle_table, write_volume
 from spfluo.jobs.compare import read_conical_csv, read_fsc_csv, read_pose_errors_csv
 from spfluo.jobs.__main__ import main
 from spfluo.jobs.jobfile import write_job
+
+from ._subprocess import assert_ran_without_pyworkflow, run_job_in_subprocess
 
 VS = 0.05
 ANGLE_DEG = 30.0
@@ -66,12 +66,8 @@ def test_compare_job_without_pyworkflow(tmp_path, truth):
     tables, ids = _pose_tables(tmp_path)
     job = _job(tmp_path, tmp_path / "moved.ome.tif", tmp_path / "truth.ome.tif",
                particles=tables)
-    code = ("import sys; from spfluo.jobs.__main__ import main; rc = main(sys.argv[1:]); "
-            "print('pyworkflow' in sys.modules, 'matplotlib' in sys.modules); sys.exit(rc)")
-    out = subprocess.run([sys.executable, "-c", code, "compare", str(job)], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "False False"
+    out = run_job_in_subprocess("compare", job, tmp_path)
+    assert_ran_without_pyworkflow(out)
 
     data = json.loads((tmp_path / "out" / "metrics.json").read_text())
     m = data["metrics"]

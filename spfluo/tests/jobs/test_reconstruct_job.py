@@ -2,8 +2,6 @@
 
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +13,8 @@ from spfluo.io import read_volume, write_particle_table, write_volume
 from spfluo.jobs.__main__ import main
 from spfluo.jobs.compare import read_fsc_csv
 from spfluo.jobs.jobfile import write_job
+
+from ._subprocess import assert_ran_without_pyworkflow, run_job_in_subprocess
 
 VS = 0.05
 
@@ -53,12 +53,8 @@ def _job(folder, inputs, **params):
 
 def test_job_runs_without_pyworkflow(tmp_path, data):
     job = _job(tmp_path, _inputs(tmp_path / "in", data), channels=[1], batch_size=3)
-    code = ("import sys; from spfluo.jobs.__main__ import main; rc = main(sys.argv[1:]); "
-            "print('pyworkflow' in sys.modules, 'matplotlib' in sys.modules); sys.exit(rc)")
-    out = subprocess.run([sys.executable, "-c", code, "reconstruct", str(job)], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "False False"
+    out = run_job_in_subprocess("reconstruct", job, tmp_path)
+    assert_ran_without_pyworkflow(out)
     assert "half-map FSC resolution" in out.stdout  # progress lines in the log
     vol = read_volume(tmp_path / "out" / "volume.ome.tif")
     assert vol.data.shape == (1, 20, 20, 20) and vol.voxel_size == pytest.approx((VS,) * 3)

@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,6 +17,8 @@ from spfluo.jobs import refine as refine_job
 from spfluo.jobs.__main__ import main
 from spfluo.jobs.compare import read_fsc_csv
 from spfluo.jobs.jobfile import load_job, write_job
+
+from ._subprocess import assert_ran_without_pyworkflow, run_job_in_subprocess
 
 VS = 0.05
 
@@ -77,17 +77,12 @@ def uninterrupted(tmp_path_factory, inputs):
     """The job run as an external process, as a protocol runs it."""
     folder = tmp_path_factory.mktemp("refine_run")
     job = _job(folder, inputs)
-    code = ("import sys; from spfluo.jobs.__main__ import main; rc = main(sys.argv[1:]); "
-            "print('pyworkflow' in sys.modules, 'matplotlib' in sys.modules); sys.exit(rc)")
-    out = subprocess.run([sys.executable, "-c", code, "refine", str(job)], cwd=folder,
-                         capture_output=True, text=True)
-    return folder, out
+    return folder, run_job_in_subprocess("refine", job, folder)
 
 
 def test_job_runs_without_pyworkflow(uninterrupted, data, start):
     folder, out = uninterrupted
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "False False"
+    assert_ran_without_pyworkflow(out)
     assert "iteration 0 (exhaustive step 5 deg +-10 deg)" in out.stdout
     assert "iteration 2 (continuous)" in out.stdout
     vol = read_volume(folder / "out" / "volume.ome.tif")

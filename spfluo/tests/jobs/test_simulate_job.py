@@ -1,8 +1,6 @@
 """Job ``simulate`` on its own (no pyworkflow): files, ground truth, determinism, bad input."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +15,8 @@ from spfluo.io import (
 )
 from spfluo.jobs.__main__ import main
 from spfluo.jobs.jobfile import write_job
+
+from ._subprocess import assert_ran_without_pyworkflow, run_job_in_subprocess
 
 BASE = {"phantom": "asymmetric", "size": 16, "voxel_size": 0.06, "sigma_xy": 1.0,
         "sigma_z": 2.0, "n_channels": 1, "noise_std": 0.1, "n_spots": 5, "max_shift": 1.5}
@@ -45,12 +45,8 @@ def _fields_job(folder, **params):
 
 def test_particles_without_pyworkflow(tmp_path):
     job = _particles_job(tmp_path)
-    code = ("import sys; from spfluo.jobs.__main__ import main; rc = main(sys.argv[1:]); "
-            "print('pyworkflow' in sys.modules, 'matplotlib' in sys.modules); sys.exit(rc)")
-    out = subprocess.run([sys.executable, "-c", code, "simulate", str(job)], cwd=tmp_path,
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "False False"
+    out = run_job_in_subprocess("simulate", job, tmp_path)
+    assert_ran_without_pyworkflow(out)
     assert "4/4" in out.stdout  # progress lines
 
     table = read_particle_table(tmp_path / "out" / "particles.csv")

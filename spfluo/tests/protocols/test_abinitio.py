@@ -10,51 +10,26 @@ import pytest
 
 from spfluo.algorithms.geometry import Poses
 from spfluo.io import write_volume
+from spfluo.tests._projects import assert_rejected, finished
 
 SIM = dict(boxSize=20, voxelSize=0.05, sigmaXY=0.75, sigmaZ=2.0, noiseStd=0.1, nSpots=10,
            nParticles=6)
 FAST = dict(maxEpochs=3, nDirections=12, nPsi=4, finalReconstruction=2)  # 2 = Tikhonov
 
 
-def _runs(project):
-    return {p.getObjId(): p.getStatus() for p in project.getRuns(refresh=True)}
-
-
-def _finished(prot):
-    assert prot.getStatus() == "finished", prot.getErrorMessage()
-    return prot
-
-
-def _assert_rejected(project, cls, match, **values):
-    """Validation fails with a message matching ``match``, and the project is unchanged."""
-    from spfluo.workflow import ProjectError, launch, new_protocol
-
-    before = _runs(project)
-    prot = new_protocol(project, cls.__name__, {})
-    for k, v in values.items():
-        if isinstance(v, tuple):
-            getattr(prot, k).set(v[0])
-            getattr(prot, k).setExtended(v[1])
-        else:
-            getattr(prot, k).set(v)
-    with pytest.raises(ProjectError, match=match):
-        launch(project, prot)
-    assert _runs(project) == before
-
-
 @pytest.fixture
 def simulated(launch):
     from spfluo.protocols import ProtSimulateDataset
 
-    return _finished(launch(ProtSimulateDataset, seed=1, **SIM))
+    return finished(launch(ProtSimulateDataset, seed=1, **SIM))
 
 
 def test_abinitio_chain_outputs_and_figures(project, launch, simulated):
     from spfluo.protocols import ProtAbInitio
     from spfluo.viewers import figures_for
 
-    prot = _finished(launch(ProtAbInitio, inputParticles=(simulated, "outputParticles"),
-                            inputPSF=(simulated, "outputPSF"), seed=2, **FAST))
+    prot = finished(launch(ProtAbInitio, inputParticles=(simulated, "outputParticles"),
+                           inputPSF=(simulated, "outputPSF"), seed=2, **FAST))
     volume, particles = prot.outputVolume, prot.outputParticles
     assert volume.getShape() == (1, 20, 20, 20)
     assert volume.getVoxelSize() == pytest.approx((0.05,) * 3)
@@ -108,21 +83,21 @@ def test_bad_inputs_are_rejected(project, launch, simulated, data_dir):
 
     parts = (simulated, "outputParticles")
     psf = (simulated, "outputPSF")
-    _assert_rejected(project, ProtAbInitio, "Choose the PSF", inputParticles=parts)
-    _assert_rejected(project, ProtAbInitio, "Symmetry order must be", inputParticles=parts,
-                     inputPSF=psf, symmetry=0)
-    _assert_rejected(project, ProtAbInitio, "Decay of the uniform share must be > 1",
-                     inputParticles=parts, inputPSF=psf, alphaR=1.0)
-    _assert_rejected(project, ProtAbInitio, "N_d must be", inputParticles=parts,
-                     inputPSF=psf, nDirections=0)
-    _assert_rejected(project, ProtAbInitio, "Downsampling must be >= 1",
-                     inputParticles=parts, inputPSF=psf, downsampling=0.5)
-    _assert_rejected(project, ProtAbInitio, "Number of classes must be between 1 and",
-                     inputParticles=parts, inputPSF=psf, method=1, nClasses=7)
+    assert_rejected(project, ProtAbInitio, "Choose the PSF", inputParticles=parts)
+    assert_rejected(project, ProtAbInitio, "Symmetry order must be", inputParticles=parts,
+                    inputPSF=psf, symmetry=0)
+    assert_rejected(project, ProtAbInitio, "Decay of the uniform share must be > 1",
+                    inputParticles=parts, inputPSF=psf, alphaR=1.0)
+    assert_rejected(project, ProtAbInitio, "N_d must be", inputParticles=parts,
+                    inputPSF=psf, nDirections=0)
+    assert_rejected(project, ProtAbInitio, "Downsampling must be >= 1",
+                    inputParticles=parts, inputPSF=psf, downsampling=0.5)
+    assert_rejected(project, ProtAbInitio, "Number of classes must be between 1 and",
+                    inputParticles=parts, inputPSF=psf, method=1, nClasses=7)
     # a PSF at another voxel size
     z, y, x = np.indices((9, 9, 9)) - 4
     write_volume(data_dir / "psf.tif", np.exp(-(z**2 + y**2 + x**2) / 4.0).astype(np.float32),
                  (0.1, 0.1, 0.1))
-    other = _finished(launch(ProtImportPSF, psfFile=str(data_dir / "psf.tif")))
-    _assert_rejected(project, ProtAbInitio, "PSF voxel size", inputParticles=parts,
-                     inputPSF=(other, "outputPSF"))
+    other = finished(launch(ProtImportPSF, psfFile=str(data_dir / "psf.tif")))
+    assert_rejected(project, ProtAbInitio, "PSF voxel size", inputParticles=parts,
+                    inputPSF=(other, "outputPSF"))

@@ -10,6 +10,7 @@ import pytest
 
 from spfluo.io import write_coordinates_csv, write_poses_csv, write_volume
 from spfluo.io.coordinates import CoordinateTable
+from spfluo.tests._projects import assert_rejected
 
 
 def _blobs(shape, rng, n=3):
@@ -32,10 +33,6 @@ def fields(data_dir):
         write_volume(p, vol, (0.3, 0.1, 0.1))
         paths.append(p)
     return paths
-
-
-def _runs(project):
-    return {p.getObjId(): p.getStatus() for p in project.getRuns(refresh=True)}
 
 
 def test_import_images(project, launch, fields, data_dir):
@@ -156,48 +153,31 @@ def test_import_particles_with_poses(project, launch, data_dir):
 
 
 # ------------------------------------------------------------ bad inputs
-def _assert_rejected(project, cls, match, **values):
-    """Validation fails with a message matching ``match``, and the project is unchanged."""
-    from spfluo.workflow import ProjectError, launch, new_protocol
-
-    before = _runs(project)
-    prot = new_protocol(project, cls.__name__, {})
-    for k, v in values.items():
-        if isinstance(v, tuple):
-            getattr(prot, k).set(v[0])
-            getattr(prot, k).setExtended(v[1])
-        else:
-            getattr(prot, k).set(v)
-    with pytest.raises(ProjectError, match=match):
-        launch(project, prot)
-    assert _runs(project) == before
-
-
 def test_bad_image_imports_are_rejected(project, launch, fields, data_dir):
     from spfluo.protocols import ProtImportFluoImages
 
     ok = launch(ProtImportFluoImages, filesPattern=str(data_dir / "fov_*.tif"))
-    _assert_rejected(project, ProtImportFluoImages, "empty", filesPattern="")
-    _assert_rejected(project, ProtImportFluoImages, "No file matches",
-                     filesPattern=str(data_dir / "nothing_*.tif"))
+    assert_rejected(project, ProtImportFluoImages, "empty", filesPattern="")
+    assert_rejected(project, ProtImportFluoImages, "No file matches",
+                    filesPattern=str(data_dir / "nothing_*.tif"))
     (data_dir / "broken.tif").write_bytes(b"II*\x00garbage")
-    _assert_rejected(project, ProtImportFluoImages, "broken.tif",
-                     filesPattern=str(data_dir / "broken.tif"))
+    assert_rejected(project, ProtImportFluoImages, "broken.tif",
+                    filesPattern=str(data_dir / "broken.tif"))
     import tifffile
 
     tifffile.imwrite(data_dir / "novs.tif", np.zeros((4, 8, 8), np.float32))
-    _assert_rejected(project, ProtImportFluoImages, "no voxel size.*given below",
-                     filesPattern=str(data_dir / "novs.tif"))
+    assert_rejected(project, ProtImportFluoImages, "no voxel size.*given below",
+                    filesPattern=str(data_dir / "novs.tif"))
     write_volume(data_dir / "mix_a.tif", np.ones((4, 8, 8), np.float32), (0.3, 0.1, 0.1))
     write_volume(data_dir / "mix_b.tif", np.ones((4, 8, 8), np.float32), (0.2, 0.1, 0.1))
-    _assert_rejected(project, ProtImportFluoImages, "Voxel sizes differ",
-                     filesPattern=str(data_dir / "mix_*.tif"))
+    assert_rejected(project, ProtImportFluoImages, "Voxel sizes differ",
+                    filesPattern=str(data_dir / "mix_*.tif"))
     write_volume(data_dir / "ch_a.tif", np.ones((2, 4, 8, 8), np.float32), (0.3, 0.1, 0.1))
     write_volume(data_dir / "ch_b.tif", np.ones((4, 8, 8), np.float32), (0.3, 0.1, 0.1))
-    _assert_rejected(project, ProtImportFluoImages, "Channel counts differ",
-                     filesPattern=str(data_dir / "ch_*.tif"))
-    _assert_rejected(project, ProtImportFluoImages, "Voxel size must be > 0",
-                     filesPattern=str(data_dir / "fov_*.tif"), voxelSizeSource=1, voxelSizeZ=0.0)
+    assert_rejected(project, ProtImportFluoImages, "Channel counts differ",
+                    filesPattern=str(data_dir / "ch_*.tif"))
+    assert_rejected(project, ProtImportFluoImages, "Voxel size must be > 0",
+                    filesPattern=str(data_dir / "fov_*.tif"), voxelSizeSource=1, voxelSizeZ=0.0)
     # the earlier run and its output are intact
     assert project.getProtocol(ok.getObjId()).outputImages.getSize() == 2
 
@@ -216,36 +196,36 @@ def test_bad_psf_and_particles_and_coordinates(project, launch, fields, data_dir
     from spfluo.protocols import ProtImportCoordinates, ProtImportFluoImages, ProtImportParticles, \
         ProtImportPSF
 
-    _assert_rejected(project, ProtImportPSF, "does not exist", psfFile=str(data_dir / "none.tif"))
+    assert_rejected(project, ProtImportPSF, "does not exist", psfFile=str(data_dir / "none.tif"))
     write_volume(data_dir / "zero.tif", np.zeros((5, 5, 5), np.float32), (0.1, 0.1, 0.1))
-    _assert_rejected(project, ProtImportPSF, "no positive value", psfFile=str(data_dir / "zero.tif"))
+    assert_rejected(project, ProtImportPSF, "no positive value", psfFile=str(data_dir / "zero.tif"))
     nan = np.ones((5, 5, 5), np.float32)
     nan[2, 2, 2] = np.nan
     import tifffile
 
     tifffile.imwrite(data_dir / "nan.tif", nan, imagej=True, resolution=(10, 10),
                      metadata={"spacing": 0.1, "unit": "micron"})
-    _assert_rejected(project, ProtImportPSF, "nan.tif", psfFile=str(data_dir / "nan.tif"))
+    assert_rejected(project, ProtImportPSF, "nan.tif", psfFile=str(data_dir / "nan.tif"))
 
     rng = np.random.default_rng(2)
     for k in range(3):
         write_volume(data_dir / f"q{k}.tif", _blobs((10, 10, 10), rng), (0.05, 0.05, 0.05))
     write_poses_csv(data_dir / "two.csv", np.arange(2), np.tile(np.eye(4), (2, 1, 1)))
-    _assert_rejected(project, ProtImportParticles, "2 pose.*3 particle",
-                     filesPattern=str(data_dir / "q*.tif"), posesFile=str(data_dir / "two.csv"))
+    assert_rejected(project, ProtImportParticles, "2 pose.*3 particle",
+                    filesPattern=str(data_dir / "q*.tif"), posesFile=str(data_dir / "two.csv"))
     write_volume(data_dir / "r0.tif", _blobs((10, 12, 12), rng), (0.05, 0.05, 0.05))
-    _assert_rejected(project, ProtImportParticles, "cubic", filesPattern=str(data_dir / "r0.tif"))
+    assert_rejected(project, ProtImportParticles, "cubic", filesPattern=str(data_dir / "r0.tif"))
 
     imp = launch(ProtImportFluoImages, filesPattern=str(data_dir / "fov_*.tif"))
     outside = CoordinateTable(image_ids=np.array(["fov_0"]),
                               positions_zyx_um=np.array([[0.5, 1.0, 5.0]]))
     write_coordinates_csv(data_dir / "outside.csv", outside)
-    _assert_rejected(project, ProtImportCoordinates, "outside image fov_0",
-                     inputImages=(imp, "outputImages"),
-                     coordinatesFile=str(data_dir / "outside.csv"), boxSize=1.0)
+    assert_rejected(project, ProtImportCoordinates, "outside image fov_0",
+                    inputImages=(imp, "outputImages"),
+                    coordinatesFile=str(data_dir / "outside.csv"), boxSize=1.0)
     unknown = CoordinateTable(image_ids=np.array(["fov_9"]),
                               positions_zyx_um=np.array([[0.5, 1.0, 1.0]]))
     write_coordinates_csv(data_dir / "unknown.csv", unknown)
-    _assert_rejected(project, ProtImportCoordinates, "fov_9",
-                     inputImages=(imp, "outputImages"),
-                     coordinatesFile=str(data_dir / "unknown.csv"), boxSize=1.0)
+    assert_rejected(project, ProtImportCoordinates, "fov_9",
+                    inputImages=(imp, "outputImages"),
+                    coordinatesFile=str(data_dir / "unknown.csv"), boxSize=1.0)

@@ -13,36 +13,11 @@ from spfluo.algorithms.psf import gaussian_psf
 from spfluo.algorithms.reconstruct import precompute_sums, reconstruct_admm
 from spfluo.algorithms.simulate import simulate_field
 from spfluo.io import CoordinateTable, write_coordinates_csv, write_volume
+from spfluo.tests._projects import assert_rejected, finished
 
 VS = (0.2, 0.1, 0.1)  # field voxels (z, y, x), micrometres
 D = 24  # particle box, voxels of 0.1 µm
 SIGMA = (4.8, 1.5, 1.5)  # PSF, in particle voxels (0.1 µm)
-
-
-def _runs(project):
-    return {p.getObjId(): p.getStatus() for p in project.getRuns(refresh=True)}
-
-
-def _assert_rejected(project, cls, match, **values):
-    """Validation fails with a message matching ``match``, and the project is unchanged."""
-    from spfluo.workflow import ProjectError, launch, new_protocol
-
-    before = _runs(project)
-    prot = new_protocol(project, cls.__name__, {})
-    for k, v in values.items():
-        if isinstance(v, tuple):
-            getattr(prot, k).set(v[0])
-            getattr(prot, k).setExtended(v[1])
-        else:
-            getattr(prot, k).set(v)
-    with pytest.raises(ProjectError, match=match):
-        launch(project, prot)
-    assert _runs(project) == before
-
-
-def _finished(prot):
-    assert prot.getStatus() == "finished", prot.getErrorMessage()
-    return prot
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +73,14 @@ def test_pick_extract_select_and_reconstruct(project, launch, data_dir, fovs, tr
     )
 
     _write_fields(data_dir, fovs)
-    images = _finished(launch(ProtImportFluoImages, filesPattern=str(data_dir / "fov_*.tif")))
+    images = finished(launch(ProtImportFluoImages, filesPattern=str(data_dir / "fov_*.tif")))
     _examples_csv(data_dir / "examples.csv", fovs[0].positions[:8])
-    examples = _finished(launch(ProtImportCoordinates, inputImages=(images, "outputImages"),
-                                coordinatesFile=str(data_dir / "examples.csv"), boxSize=2.4))
+    examples = finished(launch(ProtImportCoordinates, inputImages=(images, "outputImages"),
+                               coordinatesFile=str(data_dir / "examples.csv"), boxSize=2.4))
     diameter = _diameter(fovs)
-    pick = _finished(launch(ProtPickParticles, inputImages=(images, "outputImages"),
-                            inputExamples=(examples, "outputCoordinates"), channel=0,
-                            diameter=diameter, threshold=0.5))
+    pick = finished(launch(ProtPickParticles, inputImages=(images, "outputImages"),
+                           inputExamples=(examples, "outputCoordinates"), channel=0,
+                           diameter=diameter, threshold=0.5))
     coords = pick.outputCoordinates
     assert coords.getBoxSize() == pytest.approx(2.4)  # the examples' box size
     assert coords.getImages().getSize() == 2
@@ -122,8 +97,8 @@ def test_pick_extract_select_and_reconstruct(project, launch, data_dir, fovs, tr
     assert [p.getObjId() for p in project.getSourceParents(coords)] == [images.getObjId(),
                                                                          examples.getObjId()]
 
-    extract = _finished(launch(ProtExtractParticles,
-                               inputCoordinates=(pick, "outputCoordinates")))
+    extract = finished(launch(ProtExtractParticles,
+                              inputCoordinates=(pick, "outputCoordinates")))
     parts = extract.outputParticles
     assert parts.getSize() == len(items) and not parts.hasPoses()
     assert parts.getVoxelSize() == pytest.approx((0.1, 0.1, 0.1))  # the images' x voxel
@@ -156,14 +131,14 @@ def test_pick_extract_select_and_reconstruct(project, launch, data_dir, fovs, tr
 
     # select: by score, then an exclusion list, on coordinates and on particles
     ids = sorted(by_id)
-    sel = _finished(launch(ProtSelectParticles, inputSet=(pick, "outputCoordinates"),
-                           minScore=0.9, excludeIds=f"{ids[0]}, {ids[1]}-{ids[2]}"))
+    sel = finished(launch(ProtSelectParticles, inputSet=(pick, "outputCoordinates"),
+                          minScore=0.9, excludeIds=f"{ids[0]}, {ids[1]}-{ids[2]}"))
     kept = sel.outputCoordinates
     expected = [i for i in ids[3:] if by_id[i].getScore() >= 0.9]
     assert sorted(c.getObjId() for c in kept.items()) == expected
     assert kept.getImages().getSize() == 2 and kept.getBoxSize() == pytest.approx(2.4)
-    sel2 = _finished(launch(ProtSelectParticles, inputSet=(extract, "outputParticles"),
-                            excludeIds=str(ids[-1])))
+    sel2 = finished(launch(ProtSelectParticles, inputSet=(extract, "outputParticles"),
+                           excludeIds=str(ids[-1])))
     assert sel2.outputParticles.getSize() == parts.getSize() - 1
     assert sel2.outputParticles.getVoxelSize() == pytest.approx((0.1,) * 3)
 
@@ -181,47 +156,47 @@ def test_bad_picking_inputs_are_rejected(project, launch, data_dir, fovs):
     (data_dir / "big").mkdir()
     _write_fields(data_dir / "small", fovs[:1])
     _write_fields(data_dir / "big", fovs[:1], shape=(2, 24, 200, 200))
-    small = _finished(launch(ProtImportFluoImages,
-                             filesPattern=str(data_dir / "small" / "fov_*.tif")))
-    big = _finished(launch(ProtImportFluoImages, filesPattern=str(data_dir / "big" / "fov_*.tif")))
+    small = finished(launch(ProtImportFluoImages,
+                            filesPattern=str(data_dir / "small" / "fov_*.tif")))
+    big = finished(launch(ProtImportFluoImages, filesPattern=str(data_dir / "big" / "fov_*.tif")))
     far = np.array([[10, 150, 150], [10, 160, 160.0]])  # two picks, outside the small fields
     _examples_csv(data_dir / "far.csv", far)
-    outside = _finished(launch(ProtImportCoordinates, inputImages=(big, "outputImages"),
-                               coordinatesFile=str(data_dir / "far.csv"), boxSize=2.4))
+    outside = finished(launch(ProtImportCoordinates, inputImages=(big, "outputImages"),
+                              coordinatesFile=str(data_dir / "far.csv"), boxSize=2.4))
     _examples_csv(data_dir / "ok.csv", fovs[0].positions[:4])
-    ok = _finished(launch(ProtImportCoordinates, inputImages=(small, "outputImages"),
-                          coordinatesFile=str(data_dir / "ok.csv"), boxSize=2.4))
+    ok = finished(launch(ProtImportCoordinates, inputImages=(small, "outputImages"),
+                         coordinatesFile=str(data_dir / "ok.csv"), boxSize=2.4))
     good = dict(inputImages=(small, "outputImages"), inputExamples=(ok, "outputCoordinates"),
                 diameter=1.5)
     for match in ("Only 2 example", "outside image fov_0"):
-        _assert_rejected(project, ProtPickParticles, match,
-                         **{**good, "inputExamples": (outside, "outputCoordinates")})
-    _assert_rejected(project, ProtPickParticles, "larger than the images",
-                     **{**good, "diameter": 50.0})
-    _assert_rejected(project, ProtPickParticles, "fewer than 3 voxels",
-                     **{**good, "diameter": 0.2})
-    _assert_rejected(project, ProtPickParticles, "channel 5 does not exist",
-                     **{**good, "channel": 5})
-    _assert_rejected(project, ProtPickParticles, "threshold must be in",
-                     **{**good, "threshold": 1.5})
-    _assert_rejected(project, ProtPickParticles, "Choose the example",
-                     inputImages=(small, "outputImages"), diameter=1.5)
+        assert_rejected(project, ProtPickParticles, match,
+                        **{**good, "inputExamples": (outside, "outputCoordinates")})
+    assert_rejected(project, ProtPickParticles, "larger than the images",
+                    **{**good, "diameter": 50.0})
+    assert_rejected(project, ProtPickParticles, "fewer than 3 voxels",
+                    **{**good, "diameter": 0.2})
+    assert_rejected(project, ProtPickParticles, "channel 5 does not exist",
+                    **{**good, "channel": 5})
+    assert_rejected(project, ProtPickParticles, "threshold must be in",
+                    **{**good, "threshold": 1.5})
+    assert_rejected(project, ProtPickParticles, "Choose the example",
+                    inputImages=(small, "outputImages"), diameter=1.5)
 
     coords = (ok, "outputCoordinates")
-    _assert_rejected(project, ProtExtractParticles, "at least 4",
-                     inputCoordinates=coords, boxSize=0.3)
-    _assert_rejected(project, ProtExtractParticles, "larger than the images",
-                     inputCoordinates=coords, boxSize=20.0)
-    _assert_rejected(project, ProtExtractParticles, "Voxel size must be",
-                     inputCoordinates=coords, voxelSize=-0.1)
+    assert_rejected(project, ProtExtractParticles, "at least 4",
+                    inputCoordinates=coords, boxSize=0.3)
+    assert_rejected(project, ProtExtractParticles, "larger than the images",
+                    inputCoordinates=coords, boxSize=20.0)
+    assert_rejected(project, ProtExtractParticles, "Voxel size must be",
+                    inputCoordinates=coords, voxelSize=-0.1)
 
-    _assert_rejected(project, ProtSelectParticles, "Give a minimum score",
-                     inputSet=coords)
-    _assert_rejected(project, ProtSelectParticles, "not an id or a range",
-                     inputSet=coords, excludeIds="3 a")
-    _assert_rejected(project, ProtSelectParticles, r"\[99\] are not in the input set",
-                     inputSet=coords, excludeIds="99")
-    _assert_rejected(project, ProtSelectParticles, "have no score",
-                     inputSet=coords, minScore=0.5)
-    _assert_rejected(project, ProtSelectParticles, "keeps no item",
-                     inputSet=coords, excludeIds="1-4")
+    assert_rejected(project, ProtSelectParticles, "Give a minimum score",
+                    inputSet=coords)
+    assert_rejected(project, ProtSelectParticles, "not an id or a range",
+                    inputSet=coords, excludeIds="3 a")
+    assert_rejected(project, ProtSelectParticles, r"\[99\] are not in the input set",
+                    inputSet=coords, excludeIds="99")
+    assert_rejected(project, ProtSelectParticles, "have no score",
+                    inputSet=coords, minScore=0.5)
+    assert_rejected(project, ProtSelectParticles, "keeps no item",
+                    inputSet=coords, excludeIds="1-4")

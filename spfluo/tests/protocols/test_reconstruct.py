@@ -1,5 +1,6 @@
 """Reconstruct with known poses: real runs in a project, outputs, provenance, bad inputs."""
 
+import functools
 import json
 import os
 import subprocess
@@ -9,65 +10,25 @@ import numpy as np
 import pytest
 
 from spfluo.io import read_volume, write_volume
+from spfluo.tests._projects import assert_rejected, finished, launch_protocol, new_project
 
 VOXEL = 0.05
 SIM = dict(boxSize=20, voxelSize=VOXEL, sigmaXY=1.0, sigmaZ=2.5, noiseStd=0.05, nSpots=0,
            nParticles=8, seed=2)
 
 
-def _runs(project):
-    return {p.getObjId(): p.getStatus() for p in project.getRuns(refresh=True)}
-
-
-def _launch(project, cls, **values):
-    """Run ``cls`` in ``project`` and wait (a pointer value is ``(protocol, "outputName")``)."""
-    pointers = {k: v for k, v in values.items() if isinstance(v, tuple)}
-    prot = project.newProtocol(cls, **{k: v for k, v in values.items() if k not in pointers})
-    for key, (source, output) in pointers.items():
-        getattr(prot, key).set(source)
-        getattr(prot, key).setExtended(output)
-    project.launchProtocol(prot, wait=True)
-    assert prot.getStatus() == "finished", prot.getErrorMessage()
-    return prot
-
-
-def _assert_rejected(project, match, **values):
-    """Validation fails with a message matching ``match``, and the project is unchanged."""
-    from spfluo.workflow import ProjectError, launch, new_protocol
-
-    before = _runs(project)
-    prot = new_protocol(project, "ProtReconstructKnownPoses", {})
-    for k, v in values.items():
-        if isinstance(v, tuple):
-            getattr(prot, k).set(v[0])
-            getattr(prot, k).setExtended(v[1])
-        else:
-            getattr(prot, k).set(v)
-    with pytest.raises(ProjectError, match=match):
-        launch(project, prot)
-    assert _runs(project) == before
-
-
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """A project with a simulated dataset and a Hessian reconstruction of it."""
-    import pyworkflow as pw
-    from pyworkflow.project import Project
-
     from spfluo.protocols import ProtReconstructKnownPoses, ProtSimulateDataset
 
-    cwd = os.getcwd()
     root = tmp_path_factory.mktemp("reconstruct")
-    project = Project(pw.Config.getDomain(), str(root / "project"))
-    project.create()
-    try:
-        sim = _launch(project, ProtSimulateDataset, **SIM)
-        rec = _launch(project, ProtReconstructKnownPoses,
-                      inputParticles=(sim, "outputParticles"), inputPSF=(sim, "outputPSF"),
-                      method=0, weightMode=1, weight=1e-3, iterations=30)
+    with new_project(root / "project") as project:
+        sim = finished(launch_protocol(project, ProtSimulateDataset, **SIM))
+        rec = finished(launch_protocol(
+            project, ProtReconstructKnownPoses, inputParticles=(sim, "outputParticles"),
+            inputPSF=(sim, "outputPSF"), method=0, weightMode=1, weight=1e-3, iterations=30))
         yield project, sim, rec, root
-    finally:
-        os.chdir(cwd)
 
 
 def test_reconstruction_output_and_provenance(chain):
@@ -130,8 +91,9 @@ def test_symmetry_and_automatic_weight(chain):
     from spfluo.protocols import ProtReconstructKnownPoses
 
     project, sim, _, _ = chain
-    rec = _launch(project, ProtReconstructKnownPoses, inputParticles=(sim, "outputParticles"),
-                  inputPSF=(sim, "outputPSF"), method=2, weightMode=0, symmetry=4)
+    rec = finished(launch_protocol(
+        project, ProtReconstructKnownPoses, inputParticles=(sim, "outputParticles"),
+        inputPSF=(sim, "outputPSF"), method=2, weightMode=0, symmetry=4))
     summary = json.loads(open(rec._getExtraPath("reconstruction.json")).read())
     assert summary["method"] == "tikhonov" and summary["symmetry"] == 4
     assert summary["criterion"] == "cross-validation"
@@ -149,22 +111,24 @@ def test_invalid_inputs_are_rejected(chain):
 
     project, sim, _, root = chain
     particles_dir = os.path.join(project.getPath(), sim._getExtraPath("particles"))
-    no_poses = _launch(project, ProtImportParticles,
-                       filesPattern=os.path.join(particles_dir, "*.ome.tif"))
+    no_poses = finished(launch_protocol(project, ProtImportParticles,
+                                        filesPattern=os.path.join(particles_dir, "*.ome.tif")))
     psf = read_volume(os.path.join(project.getPath(), sim.outputPSF.getFileName())).data
     write_volume(root / "psf_vs.tif", psf, (0.07, VOXEL, VOXEL))
     write_volume(root / "psf_big.tif", np.ones((1, 23, 23, 23), np.float32), (VOXEL,) * 3)
-    psf_vs = _launch(project, ProtImportPSF, psfFile=str(root / "psf_vs.tif"))
-    psf_big = _launch(project, ProtImportPSF, psfFile=str(root / "psf_big.tif"))
+    psf_vs = finished(launch_protocol(project, ProtImportPSF, psfFile=str(root / "psf_vs.tif")))
+    psf_big = finished(launch_protocol(project, ProtImportPSF,
+                                       psfFile=str(root / "psf_big.tif")))
     good = dict(inputParticles=(sim, "outputParticles"), inputPSF=(sim, "outputPSF"))
-    _assert_rejected(project, "have no poses", inputParticles=(no_poses, "outputParticles"),
-                     inputPSF=(sim, "outputPSF"))
-    _assert_rejected(project, "PSF voxel size", inputParticles=(sim, "outputParticles"),
-                     inputPSF=(psf_vs, "outputPSF"))
-    _assert_rejected(project, "larger than the particle box",
-                     inputParticles=(sim, "outputParticles"), inputPSF=(psf_big, "outputPSF"))
-    _assert_rejected(project, "Symmetry order must be an integer >= 1", symmetry=0, **good)
-    _assert_rejected(project, "Choose the PSF", inputParticles=(sim, "outputParticles"))
-    _assert_rejected(project, "Channel 3 does not exist", channels="0 3", **good)
-    _assert_rejected(project, "chosen on half maps", doHalfMaps=False, **good)
-    _assert_rejected(project, "Padding factor", padding=4.0, **good)
+    rejected = functools.partial(assert_rejected, project, "ProtReconstructKnownPoses")
+    rejected("have no poses", inputParticles=(no_poses, "outputParticles"),
+             inputPSF=(sim, "outputPSF"))
+    rejected("PSF voxel size", inputParticles=(sim, "outputParticles"),
+             inputPSF=(psf_vs, "outputPSF"))
+    rejected("larger than the particle box",
+             inputParticles=(sim, "outputParticles"), inputPSF=(psf_big, "outputPSF"))
+    rejected("Symmetry order must be an integer >= 1", symmetry=0, **good)
+    rejected("Choose the PSF", inputParticles=(sim, "outputParticles"))
+    rejected("Channel 3 does not exist", channels="0 3", **good)
+    rejected("chosen on half maps", doHalfMaps=False, **good)
+    rejected("Padding factor", padding=4.0, **good)

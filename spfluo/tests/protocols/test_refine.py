@@ -11,65 +11,27 @@ import numpy as np
 import pytest
 
 from spfluo.io import read_particle_table, read_volume, write_volume
+from spfluo.tests._projects import assert_rejected, finished, launch_protocol, new_project
 
 VOXEL = 0.05
 SIM = dict(phantom=1, nChannels=2, boxSize=20, voxelSize=VOXEL, sigmaXY=1.0, sigmaZ=2.0,
            noiseStd=0.03, nSpots=0, nParticles=8, seed=3)  # the C9 barrel and its torus
 
 
-def _runs(project):
-    return {p.getObjId(): p.getStatus() for p in project.getRuns(refresh=True)}
-
-
-def _launch(project, cls, **values):
-    pointers = {k: v for k, v in values.items() if isinstance(v, tuple)}
-    prot = project.newProtocol(cls, **{k: v for k, v in values.items() if k not in pointers})
-    for key, (source, output) in pointers.items():
-        getattr(prot, key).set(source)
-        getattr(prot, key).setExtended(output)
-    project.launchProtocol(prot, wait=True)
-    assert prot.getStatus() == "finished", prot.getErrorMessage()
-    return prot
-
-
-def _assert_rejected(project, class_name, match, **values):
-    """Validation fails with a message matching ``match``, and the project is unchanged."""
-    from spfluo.workflow import ProjectError, launch, new_protocol
-
-    before = _runs(project)
-    prot = new_protocol(project, class_name, {})
-    for k, v in values.items():
-        if isinstance(v, tuple):
-            getattr(prot, k).set(v[0])
-            getattr(prot, k).setExtended(v[1])
-        else:
-            getattr(prot, k).set(v)
-    with pytest.raises(ProjectError, match=match):
-        launch(project, prot)
-    assert _runs(project) == before
-
-
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """A simulated C9 dataset (2 channels), refined with C9 symmetry from its poses."""
-    import pyworkflow as pw
-    from pyworkflow.project import Project
-
     from spfluo.protocols import ProtRefine, ProtSimulateDataset
 
-    cwd = os.getcwd()
     root = tmp_path_factory.mktemp("refine")
-    project = Project(pw.Config.getDomain(), str(root / "project"))
-    project.create()
-    try:
-        sim = _launch(project, ProtSimulateDataset, **SIM)
-        ref = _launch(project, ProtRefine, inputParticles=(sim, "outputParticles"),
-                      inputPSF=(sim, "outputPSF"), symmetry=9, schedule="4:8",
-                      exhaustiveIterations=1, continuousIterations=1, initialIterations=30,
-                      admmIterations=10, finalIterations=20, searchChannels="0")
+    with new_project(root / "project") as project:
+        sim = finished(launch_protocol(project, ProtSimulateDataset, **SIM))
+        ref = finished(launch_protocol(
+            project, ProtRefine, inputParticles=(sim, "outputParticles"),
+            inputPSF=(sim, "outputPSF"), symmetry=9, schedule="4:8", exhaustiveIterations=1,
+            continuousIterations=1, initialIterations=30, admmIterations=10,
+            finalIterations=20, searchChannels="0"))
         yield project, sim, ref, root
-    finally:
-        os.chdir(cwd)
 
 
 def test_refine_outputs_values_and_provenance(chain):
@@ -144,8 +106,9 @@ def test_align_symmetry_axis_estimates_the_order_and_symmetrize(chain):
 
     project, sim, ref, _ = chain
     # the ground truth's axis is z already: found there, order 9 estimated and reported
-    align = _launch(project, ProtAlignSymmetryAxis, inputVolume=(sim, "outputVolume"),
-                    symmetryOrder=0, inputParticles=(sim, "outputParticles"))
+    align = finished(launch_protocol(project, ProtAlignSymmetryAxis,
+                                     inputVolume=(sim, "outputVolume"), symmetryOrder=0,
+                                     inputParticles=(sim, "outputParticles")))
     vol = align.outputVolume
     assert align.estimatedOrder.get() == 9 and vol.symmetryOrder.get() == 9
     assert vol.axisAngleDeg.get() < 2.0 and vol.axisScore.get() > 0.9
@@ -164,7 +127,8 @@ def test_align_symmetry_axis_estimates_the_order_and_symmetrize(chain):
                                    for p in parts.items()]))[:, :3, :3]
     np.testing.assert_allclose(after, np.matmul(before, rot.T), atol=1e-6)
     # symmetrise the refined volume with C9: little changes (it was refined with C9)
-    sym = _launch(project, ProtSymmetrize, inputVolume=(ref, "outputVolume"), symmetryOrder=9)
+    sym = finished(launch_protocol(project, ProtSymmetrize, inputVolume=(ref, "outputVolume"),
+                                   symmetryOrder=9))
     out = sym.outputVolume
     assert out.symmetryOrder.get() == 9 and 0 <= out.relativeChange.get() < 0.2
     assert load_array(out).shape == (2, 20, 20, 20)
@@ -177,7 +141,7 @@ def test_invalid_inputs_are_rejected(chain):
     project, sim, ref, root = chain
     psf = read_volume(os.path.join(project.getPath(), sim.outputPSF.getFileName())).data
     write_volume(root / "psf_vs.tif", psf, (0.07, VOXEL, VOXEL))
-    psf_vs = _launch(project, ProtImportPSF, psfFile=str(root / "psf_vs.tif"))
+    psf_vs = finished(launch_protocol(project, ProtImportPSF, psfFile=str(root / "psf_vs.tif")))
     good = dict(inputParticles=(sim, "outputParticles"), inputPSF=(sim, "outputPSF"))
     for match, values in [
         ("Symmetry order must be an integer >= 1", dict(symmetry=0)),
@@ -190,18 +154,18 @@ def test_invalid_inputs_are_rejected(chain):
         ("Weight must be >= 0", dict(weight=-1.0)),
         ("Gradient steps per continuous iteration must be >= 1", dict(gdSteps=0)),
     ]:
-        _assert_rejected(project, "ProtRefine", match, **good, **values)
-    _assert_rejected(project, "ProtRefine", "PSF voxel size",
-                     inputParticles=(sim, "outputParticles"), inputPSF=(psf_vs, "outputPSF"))
-    _assert_rejected(project, "ProtRefine", "Choose the PSF",
-                     inputParticles=(sim, "outputParticles"))
-    _assert_rejected(project, "ProtAlignSymmetryAxis", "Symmetry order must be n >= 2",
-                     inputVolume=(sim, "outputVolume"), symmetryOrder=-1)
-    _assert_rejected(project, "ProtSymmetrize", "Symmetry order must be n >= 2",
-                     inputVolume=(sim, "outputVolume"), symmetryOrder=1)
-    _assert_rejected(project, "ProtAlignSymmetryAxis", "Choose the volume", symmetryOrder=9)
-    _assert_rejected(project, "ProtSymmetrize", "Symmetry order must be n >= 2",
-                     inputVolume=(sim, "outputVolume"), symmetryOrder=-3)
+        assert_rejected(project, "ProtRefine", match, **good, **values)
+    assert_rejected(project, "ProtRefine", "PSF voxel size",
+                    inputParticles=(sim, "outputParticles"), inputPSF=(psf_vs, "outputPSF"))
+    assert_rejected(project, "ProtRefine", "Choose the PSF",
+                    inputParticles=(sim, "outputParticles"))
+    assert_rejected(project, "ProtAlignSymmetryAxis", "Symmetry order must be n >= 2",
+                    inputVolume=(sim, "outputVolume"), symmetryOrder=-1)
+    assert_rejected(project, "ProtSymmetrize", "Symmetry order must be n >= 2",
+                    inputVolume=(sim, "outputVolume"), symmetryOrder=1)
+    assert_rejected(project, "ProtAlignSymmetryAxis", "Choose the volume", symmetryOrder=9)
+    assert_rejected(project, "ProtSymmetrize", "Symmetry order must be n >= 2",
+                    inputVolume=(sim, "outputVolume"), symmetryOrder=-3)
     assert math.isfinite(ref.outputVolume.getResolution())
     table = read_particle_table(ref._getExtraPath("particles_refined.csv"))
     assert len(table) == 8

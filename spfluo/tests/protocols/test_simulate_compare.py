@@ -1,5 +1,6 @@
 """Simulate a dataset, then compare volumes: real runs in a project, values and bad inputs."""
 
+import functools
 import json
 import os
 
@@ -10,46 +11,10 @@ import scipy.signal
 from spfluo.algorithms.geometry import Poses, matrix_from_axis_angle
 from spfluo.algorithms.transform import rotate
 from spfluo.io import write_poses_csv, write_volume
+from spfluo.tests._projects import assert_rejected, finished, launch_protocol, new_project
 
 VOXEL = 0.05
 SIM = dict(boxSize=24, voxelSize=VOXEL, sigmaXY=1.0, sigmaZ=2.5, noiseStd=0.05, nSpots=10)
-
-
-def _runs(project):
-    return {p.getObjId(): p.getStatus() for p in project.getRuns(refresh=True)}
-
-
-def _assert_rejected(project, cls, match, **values):
-    """Validation fails with a message matching ``match``, and the project is unchanged."""
-    from spfluo.workflow import ProjectError, launch, new_protocol
-
-    before = _runs(project)
-    prot = new_protocol(project, cls.__name__, {})
-    for k, v in values.items():
-        if isinstance(v, tuple):
-            getattr(prot, k).set(v[0])
-            getattr(prot, k).setExtended(v[1])
-        else:
-            getattr(prot, k).set(v)
-    with pytest.raises(ProjectError, match=match):
-        launch(project, prot)
-    assert _runs(project) == before
-
-
-def _finished(prot):
-    assert prot.getStatus() == "finished", prot.getErrorMessage()
-    return prot
-
-
-def _launch(project, cls, *, label=None, **values):
-    """Run ``cls`` in ``project`` and wait (a pointer value is ``(protocol, "outputName")``)."""
-    pointers = {k: v for k, v in values.items() if isinstance(v, tuple)}
-    prot = project.newProtocol(cls, **{k: v for k, v in values.items() if k not in pointers})
-    for key, (source, output) in pointers.items():
-        getattr(prot, key).set(source)
-        getattr(prot, key).setExtended(output)
-    project.launchProtocol(prot, wait=True)
-    return prot
 
 
 def _truth_variants(truth):
@@ -63,31 +28,23 @@ def _truth_variants(truth):
 @pytest.fixture(scope="module")
 def sim_project(tmp_path_factory):
     """One project for the module: a simulated dataset and variants of its ground truth."""
-    import pyworkflow as pw
-    from pyworkflow.project import Project
-
     from spfluo.objects.arrays import load_array
     from spfluo.protocols import ProtImportFluoImages, ProtSimulateDataset
 
-    cwd = os.getcwd()
     root = tmp_path_factory.mktemp("simulate_compare")
-    project = Project(pw.Config.getDomain(), str(root / "project"))
-    project.create()
-    try:
-        sim = _finished(_launch(project, ProtSimulateDataset, nParticles=6, seed=1, **SIM))
+    with new_project(root / "project") as project:
+        sim = finished(launch_protocol(project, ProtSimulateDataset, nParticles=6, seed=1, **SIM))
         truth = load_array(sim.outputVolume)[0]
         R, variants = _truth_variants(truth)
         (root / "variants").mkdir()
         for name, vol in variants.items():
             write_volume(root / "variants" / f"{name}.ome.tif", vol, (VOXEL,) * 3)
-        imp = _finished(_launch(project, ProtImportFluoImages,
-                                filesPattern=str(root / "variants" / "*.ome.tif")))
+        imp = finished(launch_protocol(project, ProtImportFluoImages,
+                                       filesPattern=str(root / "variants" / "*.ome.tif")))
         items = {img.getImageId(): (imp, f"outputImages.{img.getObjId()}")
                  for img in imp.outputImages.items()}
         yield {"project": project, "sim": sim, "variants": items, "rotation": R,
                "import": imp}
-    finally:
-        os.chdir(cwd)
 
 
 @pytest.fixture
@@ -142,7 +99,7 @@ def test_compare_rotated_and_noisy_ground_truth(shared):
     project, simulated, variants = shared["project"], shared["sim"], shared["variants"]
     R = shared["rotation"]
 
-    clean = _finished(_launch(
+    clean = finished(launch_protocol(
         project, ProtCompareVolumes, inputVolume=variants["a_rotated"],
         referenceVolume=(simulated, "outputVolume"), symmetry=1,
         inputParticles=(simulated, "outputParticles"),
@@ -171,7 +128,7 @@ def test_compare_rotated_and_noisy_ground_truth(shared):
     text = str(c)
     assert "SSIM" in text and "PSNR" in text and "pose error median" in text
 
-    worse = _finished(_launch(
+    worse = finished(launch_protocol(
         project, ProtCompareVolumes, inputVolume=variants["b_noisy"],
         referenceVolume=(simulated, "outputVolume"), doRegister=True))
     w = worse.outputComparison.getMetrics()
@@ -188,9 +145,9 @@ def test_simulate_fields_of_view(launch):
     from spfluo.objects.arrays import load_array
     from spfluo.protocols import ProtSimulateDataset
 
-    prot = _finished(launch(ProtSimulateDataset, phantom=1, nChannels=2, outputKind=1,
-                            fieldZ=20, fieldY=72, fieldX=72, fieldVoxelSizeZ=0.1, nFields=1,
-                            particlesPerField=3, nDebris=1, touchingPairs=1, seed=2, **SIM))
+    prot = finished(launch(ProtSimulateDataset, phantom=1, nChannels=2, outputKind=1,
+                           fieldZ=20, fieldY=72, fieldX=72, fieldVoxelSizeZ=0.1, nFields=1,
+                           particlesPerField=3, nDebris=1, touchingPairs=1, seed=2, **SIM))
     assert not hasattr(prot, "outputParticles")
     images, coords = prot.outputImages, prot.outputCoordinates
     assert images.getSize() == 1 and images.getNumChannels() == 2
@@ -227,18 +184,17 @@ def test_bad_inputs_are_rejected(shared, tmp_path):
 
     project, simulated = shared["project"], shared["sim"]
 
-    def launch(cls, **values):
-        return _launch(project, cls, **values)
+    launch = functools.partial(launch_protocol, project)
 
     # simulation parameters
-    _assert_rejected(project, ProtSimulateDataset, "Two channels need the c9 phantom",
-                     nChannels=2, phantom=0)
-    _assert_rejected(project, ProtSimulateDataset, "Box size must be >= 8", boxSize=4)
-    _assert_rejected(project, ProtSimulateDataset, "smaller than one particle box",
-                     outputKind=1, boxSize=24, fieldZ=10, fieldY=64, fieldX=64)
-    _assert_rejected(project, ProtSimulateDataset, "3 touching pair.*6 particles",
-                     outputKind=1, touchingPairs=3, particlesPerField=4)
-    _assert_rejected(project, ProtSimulateDataset, "Noise std must be >= 0", noiseStd=-0.1)
+    assert_rejected(project, ProtSimulateDataset, "Two channels need the c9 phantom",
+                    nChannels=2, phantom=0)
+    assert_rejected(project, ProtSimulateDataset, "Box size must be >= 8", boxSize=4)
+    assert_rejected(project, ProtSimulateDataset, "smaller than one particle box",
+                    outputKind=1, boxSize=24, fieldZ=10, fieldY=64, fieldX=64)
+    assert_rejected(project, ProtSimulateDataset, "3 touching pair.*6 particles",
+                    outputKind=1, touchingPairs=3, particlesPerField=4)
+    assert_rejected(project, ProtSimulateDataset, "Noise std must be >= 0", noiseStd=-0.1)
 
     # volumes that do not match the reference
     rng = np.random.default_rng(3)
@@ -248,40 +204,40 @@ def test_bad_inputs_are_rejected(shared, tmp_path):
         folder = tmp_path / name
         folder.mkdir()
         write_volume(folder / f"{name}.ome.tif", rng.random(shape).astype(np.float32), vs)
-        imp = _finished(launch(ProtImportFluoImages, filesPattern=str(folder / "*.ome.tif")))
+        imp = finished(launch(ProtImportFluoImages, filesPattern=str(folder / "*.ome.tif")))
         imports[name] = (imp, f"outputImages.{imp.outputImages.getFirstItem().getObjId()}")
     ref = (simulated, "outputVolume")
-    _assert_rejected(project, ProtCompareVolumes, "Voxel sizes differ",
-                     inputVolume=imports["aniso"], referenceVolume=ref)
-    _assert_rejected(project, ProtCompareVolumes, "Shapes differ.*crop or pad",
-                     inputVolume=imports["shape"], referenceVolume=ref)
-    _assert_rejected(project, ProtCompareVolumes, "Channel counts differ",
-                     inputVolume=imports["ch"], referenceVolume=ref)
-    _assert_rejected(project, ProtCompareVolumes, "anisotropic",
-                     inputVolume=imports["aniso"], referenceVolume=imports["aniso"])
-    _assert_rejected(project, ProtCompareVolumes, "is a PSF",
-                     inputVolume=(simulated, "outputPSF"), referenceVolume=ref)
-    _assert_rejected(project, ProtCompareVolumes, "Choose the volume", referenceVolume=ref)
-    _assert_rejected(project, ProtCompareVolumes, "Symmetry order must be >= 1",
-                     inputVolume=ref, referenceVolume=ref, symmetry=0)
+    assert_rejected(project, ProtCompareVolumes, "Voxel sizes differ",
+                    inputVolume=imports["aniso"], referenceVolume=ref)
+    assert_rejected(project, ProtCompareVolumes, "Shapes differ.*crop or pad",
+                    inputVolume=imports["shape"], referenceVolume=ref)
+    assert_rejected(project, ProtCompareVolumes, "Channel counts differ",
+                    inputVolume=imports["ch"], referenceVolume=ref)
+    assert_rejected(project, ProtCompareVolumes, "anisotropic",
+                    inputVolume=imports["aniso"], referenceVolume=imports["aniso"])
+    assert_rejected(project, ProtCompareVolumes, "is a PSF",
+                    inputVolume=(simulated, "outputPSF"), referenceVolume=ref)
+    assert_rejected(project, ProtCompareVolumes, "Choose the volume", referenceVolume=ref)
+    assert_rejected(project, ProtCompareVolumes, "Symmetry order must be >= 1",
+                    inputVolume=ref, referenceVolume=ref, symmetry=0)
 
     # particle sets: one missing, without poses, different sizes
     parts = (simulated, "outputParticles")
-    _assert_rejected(project, ProtCompareVolumes, "Give both particle sets",
-                     inputVolume=ref, referenceVolume=ref, inputParticles=parts)
+    assert_rejected(project, ProtCompareVolumes, "Give both particle sets",
+                    inputVolume=ref, referenceVolume=ref, inputParticles=parts)
     files = sorted(p.getFileName() for p in simulated.outputParticles.items())
-    no_poses = _finished(launch(ProtImportParticles,
-                                filesPattern=os.path.join(os.path.dirname(files[0]), "*.ome.tif")))
-    _assert_rejected(project, ProtCompareVolumes, "estimated poses has no poses",
-                     inputVolume=ref, referenceVolume=ref,
-                     inputParticles=(no_poses, "outputParticles"), referenceParticles=parts)
+    no_poses = finished(launch(ProtImportParticles,
+                               filesPattern=os.path.join(os.path.dirname(files[0]), "*.ome.tif")))
+    assert_rejected(project, ProtCompareVolumes, "estimated poses has no poses",
+                    inputVolume=ref, referenceVolume=ref,
+                    inputParticles=(no_poses, "outputParticles"), referenceParticles=parts)
     subset = tmp_path / "subset"
     subset.mkdir()
     for f in files[:3]:
         os.symlink(os.path.abspath(f), subset / os.path.basename(f))
     write_poses_csv(tmp_path / "three.csv", np.arange(3), np.tile(np.eye(4), (3, 1, 1)))
-    three = _finished(launch(ProtImportParticles, filesPattern=str(subset / "*.ome.tif"),
-                             posesFile=str(tmp_path / "three.csv")))
-    _assert_rejected(project, ProtCompareVolumes, "different sizes: 3 with estimated poses, 6",
-                     inputVolume=ref, referenceVolume=ref,
-                     inputParticles=(three, "outputParticles"), referenceParticles=parts)
+    three = finished(launch(ProtImportParticles, filesPattern=str(subset / "*.ome.tif"),
+                            posesFile=str(tmp_path / "three.csv")))
+    assert_rejected(project, ProtCompareVolumes, "different sizes: 3 with estimated poses, 6",
+                    inputVolume=ref, referenceVolume=ref,
+                    inputParticles=(three, "outputParticles"), referenceParticles=parts)

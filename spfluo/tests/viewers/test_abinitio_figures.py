@@ -1,6 +1,5 @@
 """Ab initio figures render headless and put the numbers where they belong."""
 
-import io
 import json
 
 import numpy as np
@@ -9,37 +8,22 @@ import pytest
 from spfluo.algorithms.geometry import direction_angles, so3_grid
 from spfluo.viewers.abinitio import direction_map_figure, energy_figure, psi_marginals_figure
 
-PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=40)
-    assert buf.getvalue()[:8] == PNG
-    return buf.getvalue()
-
-
-def _gid(fig, gid, kind="lines"):
-    found = []
-    for ax in fig.axes:
-        found += [a for a in getattr(ax, kind) if a.get_gid() == gid]
-    return found
-
+from ._figures import gid_artists, render_png
 
 def test_energy_figure_marks_the_band_switch_and_times():
     energies = [0.9, 0.4, 0.2, 0.3, 0.25]
     fig = energy_figure(energies, bands=[14, 14, 14, 28, 28], seconds=[1, 1, 1, 4, 4])
-    (line,) = _gid(fig, "energy")
+    (line,) = gid_artists(fig, "energy")
     np.testing.assert_allclose(line.get_xdata(), [1, 2, 3, 4, 5])
     np.testing.assert_allclose(line.get_ydata(), energies)
-    (switch,) = _gid(fig, "band_switch")
+    (switch,) = gid_artists(fig, "band_switch")
     assert switch.get_xdata()[0] == pytest.approx(3.5)  # between epochs 3 and 4
-    bars = _gid(fig, "epoch_seconds", kind="patches")
+    bars = gid_artists(fig, "epoch_seconds", kind="patches")
     assert [b.get_height() for b in bars] == [1, 1, 1, 4, 4]
     assert fig.axes[0].get_xlabel() == "epoch"
-    _png(fig)
+    render_png(fig)
     fig = energy_figure([3.0, 2.0], method="annealing")
-    assert "chain" in fig.axes[0].get_xlabel() and not _gid(fig, "band_switch")
+    assert "chain" in fig.axes[0].get_xlabel() and not gid_artists(fig, "band_switch")
     with pytest.raises(ValueError, match="seconds has 1 values for 2"):
         energy_figure([1.0, 2.0], seconds=[1.0])
     with pytest.raises(ValueError, match="non-empty 1D"):
@@ -52,15 +36,15 @@ def test_psi_marginals_draw_one_curve_per_particle_and_the_true_values():
     marg = rng.uniform(size=(5, 36))
     marg /= marg.sum(axis=1, keepdims=True)
     fig = psi_marginals_figure(psi, marg, true_index=[0, 9, 18, 27, 35], split=2)
-    curves = _gid(fig, "psi_marginal")
+    curves = gid_artists(fig, "psi_marginal")
     assert len(curves) == 5 and len(fig.axes) == 2
     np.testing.assert_allclose(sorted(np.concatenate([c.get_ydata() for c in curves])),
                                sorted(marg.ravel()))
-    bars = _gid(fig, "true_psi")
+    bars = gid_artists(fig, "true_psi")
     assert sorted(b.get_xdata()[0] for b in bars) == pytest.approx([0, 90, 180, 270, 350])
     # a bar has the colour of its particle's curve
     assert bars[0].get_color() == curves[0].get_color()
-    _png(fig)
+    render_png(fig)
     fig = psi_marginals_figure(psi[:8], marg[:, :8], symmetry=9)
     assert fig.axes[-1].get_xlim() == pytest.approx((0, 40))
     with pytest.raises(ValueError, match="marginals must have shape"):
@@ -76,7 +60,7 @@ def test_direction_map_puts_the_likelihood_at_its_direction():
     like[1, 17] = 0.5
     fig = direction_map_figure(grid.directions, like, true_directions=grid.directions[[17]],
                                resolution=2)
-    (image,) = _gid(fig, "direction_map", kind="images")
+    (image,) = gid_artists(fig, "direction_map", kind="images")
     data = np.asarray(image.get_array())
     assert data.max() == pytest.approx(1.5)  # summed over particles
     phi1, phi2 = direction_angles(grid.directions[17])
@@ -84,10 +68,10 @@ def test_direction_map_puts_the_likelihood_at_its_direction():
     # the bright pixels are around (phi1, phi2) of direction 17 (2-degree pixels)
     assert np.degrees(phi2) == pytest.approx(rows.mean() * 2 + 1, abs=8)
     assert np.degrees(phi1) == pytest.approx(cols.mean() * 2 + 1, abs=8)
-    (cross,) = _gid(fig, "true_directions")
+    (cross,) = gid_artists(fig, "true_directions")
     assert cross.get_xdata()[0] == pytest.approx(np.degrees(phi1))
     assert cross.get_ydata()[0] == pytest.approx(np.degrees(phi2))
-    _png(fig)
+    render_png(fig)
     with pytest.raises(ValueError, match="likelihood must have shape"):
         direction_map_figure(grid.directions, like[:, :10])
 
@@ -126,8 +110,8 @@ def test_volume_maker_reads_the_job_files(tmp_path):
     figures = dict(abinitio_figures(volume))
     assert list(figures) == ["abinitio_energy", "abinitio_psi_marginals",
                              "abinitio_direction_map", "abinitio_orientations"]
-    assert len(_gid(figures["abinitio_psi_marginals"], "true_psi")) == 3
-    assert _gid(figures["abinitio_orientations"], "true_orientations", kind="collections")
+    assert len(gid_artists(figures["abinitio_psi_marginals"], "true_psi")) == 3
+    assert gid_artists(figures["abinitio_orientations"], "true_orientations", kind="collections")
     for fig in figures.values():
-        _png(fig)
+        render_png(fig)
     assert "abinitio_energy" in [name for name, _ in figures_for(volume)]

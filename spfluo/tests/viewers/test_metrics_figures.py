@@ -1,7 +1,5 @@
 """Metric figures render headless (PNG) and show the right numbers at the right places."""
 
-import io
-
 import numpy as np
 import pytest
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
@@ -17,23 +15,7 @@ from spfluo.viewers.metrics import (
     rotation_axis_directions,
 )
 
-PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=40)
-    data = buf.getvalue()
-    assert data[:8] == PNG
-    return data
-
-
-def _gid(fig, gid, kind="lines"):
-    found = []
-    for ax in fig.axes:
-        found += [a for a in getattr(ax, kind) if a.get_gid() == gid]
-    return found
-
+from ._figures import gid_artists, render_png
 
 # ------------------------------------------------------------------------ FSC
 def _linear_curve(cross_at):
@@ -46,11 +28,11 @@ def test_fsc_figure_marks_resolutions_at_the_crossings():
     f, v = _linear_curve(0.2)
     g, w = _linear_curve(0.1)
     fig = fsc_figure([(f, v), (g, w)], voxel_size=0.05, labels=["good", "bad"])
-    _png(fig)
+    render_png(fig)
     # analytic crossings of 1 - f / (2 a) = t  ->  f = 2 a (1 - t)
     for k, a in enumerate((0.2, 0.1)):
         for t in (0.143, 0.5):
-            (line,) = _gid(fig, f"resolution:{k}:{t:g}")
+            (line,) = gid_artists(fig, f"resolution:{k}:{t:g}")
             assert line.get_xdata()[0] == pytest.approx(2 * a * (1 - t), abs=1e-9)
             assert line.get_ydata()[1] == pytest.approx(t)
     # the legend gives the resolution in micrometres: 0.05 / (2 * 0.2 * 0.5) = 0.25 µm
@@ -68,13 +50,13 @@ def test_fsc_figure_agrees_with_fsc_resolution_and_handles_no_crossing():
     v = np.clip(np.cos(f * 5) + 0.05 * rng.standard_normal(13), -1, 1)
     curve = FSCCurve(f, v, np.zeros(13, int))
     fig = fsc_figure({"noisy": curve}, thresholds=(0.3,))
-    (line,) = _gid(fig, "resolution:0:0.3")
+    (line,) = gid_artists(fig, "resolution:0:0.3")
     assert line.get_xdata()[0] == pytest.approx(fsc_resolution(curve, threshold=0.3))
     flat = fsc_figure((f, np.ones(13)))   # never below: no mark, the legend says so
-    assert not _gid(flat, "resolution:0:0.143")
+    assert not gid_artists(flat, "resolution:0:0.143")
     texts = [t.get_text() for t in flat.axes[0].get_legend().get_texts()]
     assert any("≥ Nyquist" in t for t in texts)
-    _png(flat)
+    render_png(flat)
 
 
 def test_fsc_figure_rejects_bad_input():
@@ -99,10 +81,10 @@ def test_conical_fsc_figure_map_and_profile():
     phi2 = np.linspace(0, np.pi / 2, 4)
     res = 0.1 + 0.2 * np.sin(phi2)[None, :] + 0.01 * np.arange(8)[:, None]  # axial worst
     fig = conical_fsc_figure(res, phi1, phi2, voxel_size=0.04, threshold=0.143)
-    _png(fig)
-    (mesh,) = _gid(fig, "conical_map", "collections")
+    render_png(fig)
+    (mesh,) = gid_artists(fig, "conical_map", "collections")
     np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(4, 8), res.T)
-    (profile,) = _gid(fig, "conical_profile")
+    (profile,) = gid_artists(fig, "conical_profile")
     np.testing.assert_allclose(profile.get_xdata(), np.degrees(phi2))
     np.testing.assert_allclose(profile.get_ydata(), 0.04 / res.mean(axis=0))  # µm
     with pytest.raises(ValueError, match="shapes"):
@@ -117,17 +99,17 @@ def test_conical_fsc_figure_map_and_profile():
 def test_pose_error_histogram_counts_and_median():
     errors = np.array([0.5, 1.5, 1.6, 2.5, 9.9, 3.0, 0.1])
     fig = pose_error_histogram(errors, bins=10, max_angle=10)
-    _png(fig)
-    bars = _gid(fig, "hist:0", "patches")
+    render_png(fig)
+    bars = gid_artists(fig, "hist:0", "patches")
     assert len(bars) == 10
     heights = [b.get_height() for b in bars]
     np.testing.assert_array_equal(heights, np.histogram(errors, bins=10, range=(0, 10))[0])
     assert sum(heights) == errors.size
-    (median,) = _gid(fig, "median:0")
+    (median,) = gid_artists(fig, "median:0")
     assert median.get_xdata()[0] == pytest.approx(1.6)
     two = pose_error_histogram({"a": errors, "b": errors[:3] * 2}, bins=5)
-    assert len(_gid(two, "hist:1", "patches")) == 5
-    assert sum(b.get_height() for b in _gid(two, "hist:1", "patches")) == 3
+    assert len(gid_artists(two, "hist:1", "patches")) == 5
+    assert sum(b.get_height() for b in gid_artists(two, "hist:1", "patches")) == 3
     with pytest.raises(ValueError, match=">= 0 degrees"):
         pose_error_histogram([-1.0, 2.0])
     with pytest.raises(ValueError, match="non-empty"):
@@ -144,20 +126,20 @@ def test_orientation_sphere_positions_match_analytic_directions():
     d = rotation_axis_directions(R)
     np.testing.assert_allclose(d, [[0, 0, 1], [0, -1, 0], [1, 0, 0]], atol=1e-12)
     fig = orientation_sphere_figure(R, true=R[:1])
-    _png(fig)
-    (pts,) = _gid(fig, "orientations", "collections")
+    render_png(fig)
+    (pts,) = gid_artists(fig, "orientations", "collections")
     lonlat = np.asarray(pts.get_offsets())
     np.testing.assert_allclose(lonlat, [[0, np.pi / 2], [-np.pi / 2, 0], [0, 0]], atol=1e-9)
-    (true,) = _gid(fig, "true_orientations", "collections")
+    (true,) = gid_artists(fig, "true_orientations", "collections")
     assert len(true.get_offsets()) == 1
 
 
 def test_orientation_histogram_follows_the_uniform_expectation():
     R = random_rotations(3000, seed=1)
     fig = orientation_sphere_figure(R, bins=6)
-    bars = _gid(fig, "inclination_hist", "patches")
+    bars = gid_artists(fig, "inclination_hist", "patches")
     counts = np.array([b.get_height() for b in bars])
-    (expected,) = _gid(fig, "uniform_expectation")
+    (expected,) = gid_artists(fig, "uniform_expectation")
     assert counts.sum() == 3000
     # uniform rotations: counts within 5 sigma of N (cos a - cos b) / 2
     exp = expected.get_ydata()
@@ -190,12 +172,12 @@ def test_isosurface_mesh_is_in_micrometres():
 def test_isosurface_figure_has_faces_and_contours_per_channel():
     vol = np.stack([_ball((16, 16, 16), (8, 8, 8), 4.0), _ball((16, 16, 16), (6, 8, 9), 3.0)])
     fig = isosurface_figure(vol, 0.1, title="two channels")
-    _png(fig)
+    render_png(fig)
     for c in range(2):
-        (coll,) = _gid(fig, f"isosurface:{c}", "collections")
+        (coll,) = gid_artists(fig, f"isosurface:{c}", "collections")
         assert isinstance(coll, Poly3DCollection)
         assert len(coll.get_facecolor()) > 50
-        assert _gid(fig, f"level_contour:{c}:XY slice", "collections")
+        assert gid_artists(fig, f"level_contour:{c}:XY slice", "collections")
     assert 0 < default_level(vol[0]) < 1
     with pytest.raises(ValueError, match="constant"):
         isosurface_figure(np.ones((8, 8, 8)), 0.1)
@@ -239,7 +221,7 @@ def test_figure_makers_for_comparison_volume_and_posed_particles(tmp_path, monke
     volume = Volume(filename="v.ome.tif", voxelSize=(0.1,) * 3, shape=(1, 16, 16, 16))
     figures = dict(figures_for(volume))
     assert "isosurface" in figures and "slices" in figures
-    _png(figures["isosurface"])
+    render_png(figures["isosurface"])
 
     parts = SetOfParticles(filename=str(tmp_path / "parts.sqlite"))
     for k, m in enumerate(stored):
@@ -250,7 +232,7 @@ def test_figure_makers_for_comparison_volume_and_posed_particles(tmp_path, monke
     parts.setHasPoses(True)
     parts.write()
     figures = dict(figures_for(parts))
-    (pts,) = _gid(figures["orientations"], "orientations", "collections")
+    (pts,) = gid_artists(figures["orientations"], "orientations", "collections")
     d = rotation_axis_directions(R)
     assert len(pts.get_offsets()) == 3
     np.testing.assert_allclose(np.asarray(pts.get_offsets())[:, 1],

@@ -1,7 +1,5 @@
 """Picking figures render headless: boxes where the picks are, coloured by score."""
 
-import io
-
 import numpy as np
 import pytest
 from matplotlib import colormaps
@@ -13,18 +11,10 @@ from spfluo.viewers.picking import (
     score_histogram_figure,
 )
 
-PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=40)
-    assert buf.getvalue()[:8] == PNG
-    return buf.getvalue()
-
+from ._figures import gid_artists, render_png
 
 def _picks(fig):
-    return [p for ax in fig.axes for p in ax.patches if p.get_gid() == "pick"]
+    return gid_artists(fig, "pick", "patches")
 
 
 def test_picks_figure_boxes_and_colours():
@@ -33,7 +23,7 @@ def test_picks_figure_boxes_and_colours():
     scores = np.array([0.9, 0.2, 0.6])
     fig = picks_figure(mip, (0.3, 0.1, 0.1), pos, scores=scores, box_size_um=0.8,
                        threshold=0.5, ids=[7, 8, 9])
-    _png(fig)
+    render_png(fig)
     boxes = _picks(fig)
     assert len(boxes) == 3
     for box, (y, x), s in zip(boxes, pos, scores):
@@ -65,7 +55,7 @@ def test_picks_figure_rejects_bad_input():
 def test_score_histogram_and_gallery():
     scores = np.array([0.1, 0.55, 0.6, 0.95, 0.97])
     fig = score_histogram_figure(scores, threshold=0.5)
-    _png(fig)
+    render_png(fig)
     ax = fig.axes[0]
     assert sum(p.get_height() for p in ax.patches) == 5
     assert [ln.get_gid() for ln in ax.lines] == ["threshold"]
@@ -75,7 +65,7 @@ def test_score_histogram_and_gallery():
     parts = [rng.random((2, 10, 10, 10)) for _ in range(5)]
     fig = particle_gallery_figure(parts, 0.1, scores=scores, ids=[11, 12, 13, 14, 15],
                                   max_particles=3)
-    _png(fig)
+    render_png(fig)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["15  0.97", "14  0.95", "13  0.60"]  # best first, at most 3
     assert sum(len(ax.images) for ax in fig.axes) == 6  # XY and XZ of each
@@ -126,7 +116,7 @@ def test_figure_makers_for_picking_results(tmp_path):
     assert set(figures) == {"picks_fov0", "picks_fov1", "scores"}
     assert len(_picks(figures["picks_fov0"])) == 2 and len(_picks(figures["picks_fov1"])) == 1
     for fig in figures.values():
-        _png(fig)
+        render_png(fig)
     assert [name for name, _ in figures_for(coords)] == ["picks_fov0", "picks_fov1", "scores"]
     gallery = dict(scored_particles_figures(parts))
     assert list(gallery) == ["by_score"]

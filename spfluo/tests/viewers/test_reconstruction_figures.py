@@ -1,7 +1,5 @@
 """Reconstruction figures render headless and show the Fourier coverage of the poses."""
 
-import io
-
 import numpy as np
 import pytest
 
@@ -10,19 +8,9 @@ from spfluo.algorithms.psf import gaussian_psf
 from spfluo.algorithms.reconstruct import precompute_sums
 from spfluo.viewers.reconstruction import directional_coverage, fourier_coverage_figure
 
-PNG = b"\x89PNG\r\n\x1a\n"
+from ._figures import gid_artists, render_png
+
 SIGMA_Z, SIGMA_XY = 2.0, 1.0
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=40)
-    assert buf.getvalue()[:8] == PNG
-    return buf.getvalue()
-
-
-def _gid(fig, gid):
-    return [im for ax in fig.axes for im in ax.images if im.get_gid() == gid]
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +46,12 @@ def test_coverage_figure(coverages):
     one, many = coverages
     fig = fourier_coverage_figure(np.stack([one, many]), voxel_size=0.05, radius=0.15,
                                   channel_names=["one view", "40 views"], title="coverage")
-    _png(fig)
+    render_png(fig)
     for c in (0, 1):
-        assert len(_gid(fig, f"coverage_map:{c}")) == 1
+        assert len(gid_artists(fig, f"coverage_map:{c}", "images")) == 1
         for plane in ("kx=0", "ky=0", "kz=0"):
-            assert len(_gid(fig, f"coverage_section:{c}:{plane}")) == 1
-    section = _gid(fig, "coverage_section:0:kx=0")[0].get_array()
+            assert len(gid_artists(fig, f"coverage_section:{c}:{plane}", "images")) == 1
+    section = gid_artists(fig, "coverage_section:0:kx=0", "images")[0].get_array()
     assert section.shape == (24, 24)
     # log10 K: the single view is wide in ky (columns) and narrow in kz (rows)
     peak = section.max()
@@ -111,7 +99,7 @@ def test_figure_maker_for_reconstructions(tmp_path, coverages):
     figures = dict(reconstruction_figures(vol))
     assert set(figures) == {"half_map_fsc", "fourier_coverage"}
     for fig in figures.values():
-        _png(fig)
+        render_png(fig)
     marks = [ln for ax in figures["half_map_fsc"].axes for ln in ax.lines
              if ln.get_gid() == "resolution:0:0.143"]
     assert len(marks) == 1 and marks[0].get_xdata()[0] == pytest.approx(

@@ -1,0 +1,238 @@
+"""Validated values read from a job file: parameters, the particle files, a volume input.
+
+Every check raises :class:`~spfluo.jobs.jobfile.JobError` with the one-line reason
+``job <step>: <message>`` (``<step>`` is ``job.step``, the module of the step: the CLI
+refuses a job file whose step is another).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import numpy as np
+
+from ..algorithms.backend import Backend, get_backend
+from ..io import (
+    ParticleTable,
+    particle_stack_info,
+    read_particle_stack,
+    read_particle_table,
+    read_volume,
+    read_voxel_size,
+)
+from .jobfile import Job, JobError
+
+__all__ = [
+    "fail", "choice_param", "int_param", "float_param", "is_weight", "bool_param",
+    "channels_param", "seed_param", "job_backend", "ParticleFiles", "read_particle_files",
+    "read_particle_data", "particle_voxel_size", "read_volume_input", "check_psf_shape",
+]
+
+
+def fail(job: Job, message: str) -> NoReturn:
+    """Raise the JobError ``job <step>: <message>``."""
+    raise JobError(f"job {job.step}: {message}")
+
+
+# ----------------------------------------------------------------------------- parameters
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def choice_param(job: Job, name: str, default: Any, choices) -> Any:
+    """Parameter ``name``, one of ``choices`` (the allowed values, listed in the message)."""
+    value = job.param(name, default)
+    if value not in choices:
+        fail(job, f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def int_param(job: Job, name: str, default: Any = ..., *, minimum: int,
+              allow_none: bool = False) -> int | None:
+    """Integer parameter ``name`` >= ``minimum`` (an integral float is accepted).
+
+    ``default`` ``...`` makes the parameter required; with ``allow_none`` a null value
+    (given or default) is returned as None.
+    """
+    value = job.param(name, default)
+    if value is None and allow_none:
+        return None
+    if not _is_number(value) or int(value) != value or value < minimum:
+        fail(job, f"parameter '{name}' must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def float_param(job: Job, name: str, default: Any = ..., *, low: float, strict: bool = False,
+                allow_none: bool = False) -> float | None:
+    """Finite number parameter ``name`` >= ``low`` (> ``low`` when ``strict``).
+
+    ``default`` ``...`` makes the parameter required; with ``allow_none`` a null value
+    (given or default) is returned as None.
+    """
+    value = job.param(name, default)
+    if value is None and allow_none:
+        return None
+    if not (_is_number(value) and math.isfinite(value)
+            and (value > low if strict else value >= low)):
+        fail(job, f"parameter '{name}' must be a number {'>' if strict else '>='} {low:g}, got "
+                  f"{value!r}")
+    return float(value)
+
+
+def is_weight(value: Any) -> bool:
+    """Whether ``value`` is a regularisation weight: a finite number >= 0, or a non-empty
+    list of them (one per channel)."""
+    values = value if isinstance(value, list) else [value]
+    return bool(values) and all(_is_number(v) and math.isfinite(v) and v >= 0 for v in values)
+
+
+def bool_param(job: Job, name: str, default: bool) -> bool:
+    """Boolean parameter ``name`` (JSON true or false, nothing else)."""
+    value = job.param(name, default)
+    if not isinstance(value, bool):
+        fail(job, f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def channels_param(job: Job) -> list[int] | None:
+    """Parameter ``channels``: null (all channels) or a non-empty list of integer indices.
+
+    The indices are not checked against the number of channels here.
+    """
+    value = job.param("channels", None)
+    if value is not None and (not isinstance(value, list) or not value or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in value)):
+        fail(job, f"parameter 'channels' must be null or a non-empty list of channel indices, "
+                  f"got {value!r}")
+    return value
+
+
+def seed_param(job: Job) -> int:
+    """The job's seed (0 when the job file gives none); it must be an integer."""
+    seed = job.seed if job.seed is not None else 0
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        fail(job, f"seed must be an integer, got {seed!r}")
+    return seed
+
+
+def job_backend(job: Job) -> Backend:
+    """The array backend of ``job.device`` (a GPU without CuPy is a JobError)."""
+    try:
+        return get_backend(job.device)
+    except RuntimeError as exc:
+        fail(job, str(exc))
+
+
+# ----------------------------------------------------------------------------- particles
+@dataclass(frozen=True)
+class ParticleFiles:
+    """The particle table of a job and what the headers of its files say.
+
+    Attributes
+    ----------
+    table : ParticleTable
+        The input ``particles`` table.
+    paths : list of str
+        One particle file per row (every one exists).
+    n_channels : int
+        Channels ``C`` of every particle.
+    box : list of 3 int
+        ``(z, y, x)`` box of every particle, in voxels (a cube).
+    file_voxel_size : tuple of 3 float or None
+        ``(z, y, x)`` in micrometres from the first file's metadata, if it records one.
+    """
+
+    table: ParticleTable
+    paths: list
+    n_channels: int
+    box: list
+    file_voxel_size: tuple | None
+
+
+def read_particle_files(job: Job, *, need_poses: bool = False) -> ParticleFiles:
+    """Read input ``particles`` and check its files: they exist and hold cubic boxes.
+
+    With ``need_poses`` a table without poses is rejected.
+    """
+    table = read_particle_table(job.existing_input("particles"))
+    if need_poses and not table.has_poses:
+        fail(job, f"the particles of {job.input('particles')} have no poses: estimate them (ab "
+                  "initio) or import them first")
+    paths = [str(p) for p in table.paths]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        fail(job, f"{len(missing)} particle file(s) are missing, first {missing[0]}")
+    (n_channels, *box), file_vs = particle_stack_info(paths)
+    if len(set(box)) != 1:
+        fail(job, f"particles must be cubic boxes, got (z, y, x) = {tuple(box)}")
+    return ParticleFiles(table, paths, n_channels, box, file_vs)
+
+
+def read_particle_data(job: Job, files: ParticleFiles) -> np.ndarray:
+    """Every particle, float32 ``(N, C, D, D, D)``; NaN or infinite values are a JobError."""
+    particles = read_particle_stack(files.paths)
+    if not np.all(np.isfinite(particles)):
+        fail(job, "the particles contain NaN or infinite values: fix the files")
+    return particles
+
+
+def particle_voxel_size(job: Job, file_vs, *,
+                        resample_hint: str = "resample them") -> tuple[float, float, float]:
+    """The particles' isotropic voxel size ``(z, y, x)`` in µm.
+
+    ``params.voxel_size`` (three numbers or one) wins over ``file_vs``, the files'
+    metadata.  ``resample_hint`` ends the message for anisotropic voxels.
+    """
+    given = job.param("voxel_size", None)
+    vs = given if given is not None else file_vs
+    if vs is None:
+        fail(job, "the particle files carry no voxel size: give params.voxel_size [z, y, x] in µm")
+    arr = np.atleast_1d(np.asarray(vs, dtype=float))
+    if arr.size == 1:
+        arr = np.repeat(arr, 3)
+    if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        fail(job, f"voxel_size must be three positive numbers (z, y, x) in µm, got {vs!r}")
+    out = tuple(float(v) for v in arr)
+    if not np.allclose(arr, arr[0], rtol=1e-4):
+        fail(job, f"particles must have isotropic voxels, got {out} µm (z, y, x): "
+                  f"{resample_hint}")
+    return out
+
+
+# ----------------------------------------------------------------------------- volumes
+def read_volume_input(job: Job, name: str, voxel_size, *, what: str, mismatch_fix: str,
+                      required: bool = True) -> np.ndarray | None:
+    """Read input ``name`` (a volume ``(C, Z, Y, X)``) at the particles' voxel size.
+
+    Its voxel size is ``params.<name>_voxel_size`` or the file's; it must match
+    ``voxel_size`` (µm, relative tolerance 1e-3), else the message ends with
+    ``mismatch_fix``.  ``what`` names the input in messages ("PSF").  Returns None for an
+    absent input that is not ``required``.
+    """
+    path = job.existing_input(name, required=required)
+    if path is None:
+        return None
+    try:
+        vs = job.param(f"{name}_voxel_size", None) or read_voxel_size(path)
+        if vs is None:
+            fail(job, f"the {what} {path} records no voxel size: give params.{name}_voxel_size")
+        volume = read_volume(path, voxel_size=vs)
+    except ValueError as exc:
+        fail(job, f"cannot read the {what} {path}: {exc}")
+    if not np.allclose(volume.voxel_size, voxel_size, rtol=1e-3):
+        fail(job, f"the {what} voxel size {tuple(volume.voxel_size)} µm differs from the "
+                  f"particles' {tuple(voxel_size)} µm: {mismatch_fix}")
+    return volume.data
+
+
+def check_psf_shape(job: Job, psf: np.ndarray, *, n_channels: int, box: int) -> None:
+    """The PSF ``(C', d, d, d)`` fits in the particle box and has 1 or ``n_channels`` channels."""
+    if any(s > box for s in psf.shape[1:]):
+        fail(job, f"the PSF ({tuple(psf.shape[1:])} voxels) is larger than the particle box "
+                  f"({box}): crop it to the box")
+    if psf.shape[0] not in (1, n_channels):
+        fail(job, f"the PSF has {psf.shape[0]} channels and the particles {n_channels}: give one "
+                  "PSF per channel or one for all")
