@@ -36,9 +36,10 @@ def orthoslices_figure(volume, voxel_size, *, title=None, channel_names=None) ->
     C, Z, Y, X = v.shape
     fig = Figure(figsize=(13, 2.4 * C + 0.6), layout="constrained")
     axes = fig.subplots(C, 6, squeeze=False)
-    ext_xy = (0, X * vx, Y * vy, 0)
-    ext_xz = (0, X * vx, Z * vz, 0)
-    ext_yz = (0, Y * vy, Z * vz, 0)
+    # voxel k is centred at k * voxel size (as in the picking and isosurface views)
+    ext_xy = (-0.5 * vx, (X - 0.5) * vx, (Y - 0.5) * vy, -0.5 * vy)
+    ext_xz = (-0.5 * vx, (X - 0.5) * vx, (Z - 0.5) * vz, -0.5 * vz)
+    ext_yz = (-0.5 * vy, (Y - 0.5) * vy, (Z - 0.5) * vz, -0.5 * vz)
     for c in range(C):
         vol = v[c]
         views = [

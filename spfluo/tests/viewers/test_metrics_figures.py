@@ -239,3 +239,23 @@ def test_figure_makers_for_comparison_volume_and_posed_particles(tmp_path, monke
                                np.pi / 2 - np.arccos(np.clip(d[:, 2], -1, 1)), atol=1e-9)
     parts.setHasPoses(False)
     assert "orientations" not in dict(figures_for(parts))
+
+
+def test_orthoslices_put_voxel_centres_where_the_isosurface_puts_them():
+    from spfluo.viewers.slices import orthoslices_figure
+
+    # one bright voxel at (z, y, x) = (3, 5, 7) in a volume of 0.1 x 0.05 x 0.05 µm voxels
+    vol = np.zeros((8, 10, 12), dtype=np.float32)
+    vol[3, 5, 7] = 1.0
+    fig = orthoslices_figure(vol, (0.1, 0.05, 0.05))
+    xy_max = fig.axes[3].images[0]  # "XY max": the bright voxel shows in the projection
+    left, right, bottom, top = xy_max.get_extent()
+    assert (left, right) == pytest.approx((-0.025, 11.5 * 0.05))
+    assert (top, bottom) == pytest.approx((-0.025, 9.5 * 0.05))
+    # the pixel centre of index (5, 7) is at (x, y) = (7, 5) * 0.05 µm, as the mesh vertices
+    # of isosurface_mesh (marching cubes with the voxel size as spacing) put voxel centres
+    col = (7 * 0.05 - left) / (right - left) * vol.shape[2]
+    row = (5 * 0.05 - top) / (bottom - top) * vol.shape[1]
+    assert (int(row), int(col)) == (5, 7) and (row % 1, col % 1) == pytest.approx((0.5, 0.5))
+    verts, _, _ = isosurface_mesh(vol, (0.1, 0.05, 0.05), level=0.5)
+    assert verts.mean(axis=0) == pytest.approx([0.35, 0.25, 0.3], abs=1e-6)  # (x, y, z)
