@@ -68,7 +68,10 @@ Design decisions (the paper leaves them open)
       known-pose one).  The polarity consensus decides collectively (the
       energy of the Tikhonov volume that explains all chosen poses, lowest when
       they agree), with the iterate at the full band as the volume (its turn
-      axis, and the in-plane refinement of both hypotheses).  It runs once,
+      axis, and the in-plane refinement of both hypotheses); measured on that
+      case: 0 of 20 upside down, SSIM 0.99 of the known-pose one, 14 s more.
+      When the blur erases the blades (24^3, sigma 1/2.5 voxels) the choice is
+      no better than chance (measured: 3 then 4 of 10 upside down).  It runs once,
       after the pose search; the random restarts of its descent draw from the
       function's generator after the annealing, so runs without symmetry are
       unchanged.  The marginals and per-particle energies of the result stay

@@ -150,6 +150,19 @@ def _true_pose_marginal_indices(result, true_rotations: np.ndarray, symmetry: in
             "true_rotations": in_frame, "pose_errors_deg": errors}
 
 
+
+def _with_stages(progress: Progress, step):
+    """Progress callback of an algorithm: stage messages (``{"stage": text}``) go to the
+    log as they are, the other reports (epochs) to ``step``."""
+
+    def report(info):
+        if "stage" in info:
+            progress.log(info["stage"])
+        else:
+            step(info)
+
+    return report
+
 def run(job: Job) -> None:
     """Ab initio reconstruction of the particles of ``job`` (see the module docstring)."""
     progress = Progress("abinitio")
@@ -200,9 +213,6 @@ def run(job: Job) -> None:
         max_epochs = options["max_epochs"]
 
         def report(info):
-            if "stage" in info:
-                progress.log(info["stage"])
-                return
             progress.step(info["epoch"], max_epochs, energy=float(info["energy"]),
                           band=info["band"], alpha=float(info["alpha"]),
                           epoch_s=float(info["seconds"]))
@@ -213,7 +223,8 @@ def run(job: Job) -> None:
 
         try:
             result = sgd_reconstruction(particles, psf, checkpoint=save, resume=resume,
-                                        progress=report, backend=backend, **options)
+                                        progress=_with_stages(progress, report),
+                                        backend=backend, **options)
         except RuntimeError as exc:
             _fail(str(exc))
     else:
@@ -232,8 +243,9 @@ def run(job: Job) -> None:
             progress.step(info["epoch"], info["max_epochs"], energy=float(info["energy"]),
                           particle=info["particle"], chain_s=float(info["seconds"]))
 
-        result = annealing_reconstruction(particles, psf, progress=report, backend=backend,
-                                          **options)
+        result = annealing_reconstruction(particles, psf,
+                                          progress=_with_stages(progress, report),
+                                          backend=backend, **options)
 
     volume = result.volume if result.volume.ndim == 4 else result.volume[None]
     names = [f"channel {c}" for c in range(volume.shape[0])]

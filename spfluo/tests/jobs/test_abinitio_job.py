@@ -160,6 +160,16 @@ def test_annealing_job(tmp_path, data):
     assert read_particle_table(tmp_path / "out" / "particles.csv").has_poses
 
 
+def test_annealing_job_with_symmetry_logs_its_polarity_consensus(tmp_path, data, capsys):
+    folder, _ = data
+    job = _job(tmp_path, folder, particles="no_poses.csv", method="annealing", n_classes=2,
+               working_size=12, symmetry=3, final_reconstruction=None)
+    assert main(["abinitio", str(job)]) == 0
+    log = capsys.readouterr().out
+    assert "polarity consensus after the pose search" in log
+    assert read_particle_table(tmp_path / "out" / "particles.csv").has_poses
+
+
 @pytest.mark.parametrize("change, message", [
     ({"method": "ransac"}, "method must be one of"),
     ({"final_reconstruction": "average"}, "final_reconstruction must be one of"),
