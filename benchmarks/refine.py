@@ -57,7 +57,7 @@ from spfluo.algorithms import refine as rf  # noqa: E402
 from spfluo.algorithms import symmetry as sy  # noqa: E402
 from spfluo.algorithms.abinitio import sgd_reconstruction  # noqa: E402
 from spfluo.algorithms.backend import get_backend  # noqa: E402
-from spfluo.algorithms.geometry import Poses, matrix_from_rotvec, random_rotations  # noqa: E402
+from spfluo.algorithms.geometry import Poses, perturb_rotations, random_rotations  # noqa: E402
 from spfluo.algorithms.metrics import compare_volumes, pose_error_summary  # noqa: E402
 from spfluo.algorithms.phantoms import asymmetric_phantom, c9_barrel  # noqa: E402
 from spfluo.algorithms.reconstruct import reconstruct  # noqa: E402
@@ -65,14 +65,6 @@ from spfluo.algorithms.simulate import simulate_dataset  # noqa: E402
 from spfluo.algorithms.transform import rotate  # noqa: E402
 
 WEIGHT = 3e-3
-
-
-def _perturb(poses: Poses, angle_deg: float, seed: int) -> Poses:
-    rng = np.random.default_rng(seed)
-    axes = rng.standard_normal((len(poses), 3))
-    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
-    inc = matrix_from_rotvec(axes * math.radians(angle_deg), frame="zyx")
-    return Poses(np.matmul(poses.rotations, inc), poses.translations)
 
 
 def _pose_metrics(rotations, true, symmetry: int, prefix: str) -> dict:
@@ -216,7 +208,8 @@ def main(argv=None) -> int:
               f"{time.perf_counter() - t0:.1f} s", flush=True)
         known = {sym: _known(ds, sym, backend) for sym in symmetries}
         if "a" in wanted:
-            start = _perturb(ds.poses, 15.0, seed=0)
+            start = Poses(perturb_rotations(ds.poses.rotations, math.radians(15.0), seed=0),
+                          ds.poses.translations)
             for sym in symmetries:
                 row, result = _case(f"{phantom}_perturbed15_C{sym}", ds, start, None, sym,
                                     known[sym], backend)

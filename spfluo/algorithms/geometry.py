@@ -77,6 +77,7 @@ __all__ = [
     "axis_angle_from_matrix",
     "rotation_about_z",
     "random_rotations",
+    "perturb_rotations",
     "fibonacci_directions",
     "direction_angles",
     "direction_from_angles",
@@ -645,6 +646,36 @@ def random_rotations(n: int, *, seed=None) -> np.ndarray:
     norm = np.linalg.norm(q, axis=-1, keepdims=True)
     q = q / np.maximum(norm, 1e-300)
     return _from_xyz(_quat_to_matrix_xyz(q), "zyx")
+
+
+def perturb_rotations(R, angle, *, seed=None) -> np.ndarray:
+    """Each rotation turned by exactly ``angle`` about its own uniformly random axis.
+
+    Parameters
+    ----------
+    R : array_like, shape (n, 3, 3)
+        zyx-frame rotation matrices.
+    angle : float
+        Turn, radians, in ``[0, pi]``.
+    seed : None, int or numpy.random.Generator, optional
+        Passed to :func:`numpy.random.default_rng` (one standard normal 3-vector per
+        rotation gives its axis).
+
+    Returns
+    -------
+    ndarray, shape (n, 3, 3), float64
+        ``R_l T_l`` with ``T_l`` the turn by ``angle`` about axis ``a_l`` (zyx frame), so
+        ``geodesic_distance(R, out) == angle`` for every rotation (what refinement tests
+        start from: the true poses each wrong by the same angle).
+    """
+    Rs = _as_rotations(R).astype(np.float64, copy=False)
+    if Rs.ndim != 3:
+        raise ValueError(f"R must be a stack of rotations of shape (n, 3, 3), got shape "
+                         f"{Rs.shape}")
+    angle = _check_angle(angle, "angle", low=0.0, high=np.pi, low_inclusive=True)
+    axes = np.random.default_rng(seed).standard_normal((Rs.shape[0], 3))
+    axes /= np.maximum(np.linalg.norm(axes, axis=1, keepdims=True), 1e-300)
+    return np.matmul(Rs, matrix_from_rotvec(axes * angle, frame="zyx"))
 
 
 # ---------- directions and SO(3) grids

@@ -275,6 +275,24 @@ def test_rotation_about_z_turns_the_yx_plane_of_an_array():
 # ---------- random rotations
 
 
+def test_perturb_rotations_turns_each_by_the_angle_about_random_axes():
+    R = g.random_rotations(2000, seed=1)
+    out = g.perturb_rotations(R, np.deg2rad(15.0), seed=2)
+    np.testing.assert_allclose(np.degrees(g.geodesic_distance(R, out)), 15.0, atol=1e-9)
+    np.testing.assert_array_equal(out, g.perturb_rotations(R, np.deg2rad(15.0), seed=2))
+    # the turn R^T out has a uniformly distributed axis: its mean is 0 (std 1/sqrt(3 n))
+    axes, angles = g.axis_angle_from_matrix(np.swapaxes(R, 1, 2) @ out)
+    np.testing.assert_allclose(angles, np.deg2rad(15.0), atol=1e-9)
+    assert np.abs(axes.mean(axis=0)).max() < 0.06
+    np.testing.assert_allclose(g.perturb_rotations(R[:3], 0.0, seed=0), R[:3], atol=1e-15)
+    with pytest.raises(ValueError, match="angle must be in"):
+        g.perturb_rotations(R, 4.0)
+    with pytest.raises(ValueError, match=r"shape \(n, 3, 3\)"):
+        g.perturb_rotations(np.eye(3), 0.1)
+    with pytest.raises(ValueError, match="not a stack of rotation"):
+        g.perturb_rotations(2 * R[:2], 0.1)
+
+
 def test_random_rotations_are_haar_uniform_and_seeded():
     R = g.random_rotations(4000, seed=7)
     assert R.shape == (4000, 3, 3)

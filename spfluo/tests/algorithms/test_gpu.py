@@ -70,13 +70,10 @@ def test_sgd_ab_initio_reaches_the_same_quality(dataset):
 
 
 def test_refinement_reaches_the_same_quality(dataset):
-    from spfluo.algorithms.geometry import Poses, matrix_from_rotvec
+    from spfluo.algorithms.geometry import Poses, perturb_rotations
     from spfluo.algorithms.refine import SearchStage, refine
 
-    rng = np.random.default_rng(3)
-    axes = rng.normal(size=(dataset.n_particles, 3))
-    axes *= np.deg2rad(8.0) / np.linalg.norm(axes, axis=1, keepdims=True)
-    start = Poses(np.matmul(dataset.poses.rotations, matrix_from_rotvec(axes)),
+    start = Poses(perturb_rotations(dataset.poses.rotations, np.deg2rad(8.0), seed=3),
                   dataset.poses.translations)
     kw = dict(schedule=(SearchStage(5.0, 10.0), SearchStage(2.0, 4.0)), exhaustive_iterations=2,
               continuous_iterations=1)

@@ -14,6 +14,7 @@ from spfluo.algorithms.geometry import (
     Poses,
     geodesic_distance,
     matrix_from_rotvec,
+    perturb_rotations,
     pose_errors,
 )
 from spfluo.algorithms.metrics import normalize_for_comparison, ssim
@@ -24,11 +25,8 @@ from spfluo.algorithms.transform import rotate
 
 def _perturb(poses: Poses, angle_deg: float, seed: int) -> Poses:
     """Every rotation turned by exactly ``angle_deg`` about a random axis."""
-    rng = np.random.default_rng(seed)
-    axes = rng.standard_normal((len(poses), 3))
-    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
-    inc = matrix_from_rotvec(axes * math.radians(angle_deg), frame="zyx")
-    return Poses(np.matmul(poses.rotations, inc), poses.translations)
+    return Poses(perturb_rotations(poses.rotations, math.radians(angle_deg), seed=seed),
+                 poses.translations)
 
 
 def _median_error(poses: Poses, true: Poses, symmetry: int = 1) -> float:

@@ -6,8 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from spfluo.algorithms.geometry import Poses, geodesic_distance, matrix_from_rotvec, \
-    pose_errors
+from spfluo.algorithms.geometry import Poses, geodesic_distance, perturb_rotations, pose_errors
 from spfluo.algorithms.phantoms import asymmetric_phantom, c9_barrel
 from spfluo.algorithms.simulate import simulate_dataset
 from spfluo.algorithms.transform import rotate
@@ -31,11 +30,8 @@ def data():
 
 @pytest.fixture(scope="module")
 def start(data):
-    rng = np.random.default_rng(1)
-    axes = rng.standard_normal((8, 3))
-    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
-    inc = matrix_from_rotvec(axes * math.radians(10), frame="zyx")
-    return Poses(np.matmul(data.poses.rotations, inc), data.poses.translations)
+    return Poses(perturb_rotations(data.poses.rotations, math.radians(10), seed=1),
+                 data.poses.translations)
 
 
 @pytest.fixture(scope="module")
