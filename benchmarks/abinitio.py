@@ -1,18 +1,18 @@
-"""Benchmark of ab initio reconstruction (issue 5): speed and quality at the seed 002 setting.
+"""Benchmark of ab initio reconstruction (issue 5): speed and quality at the Eloy et al. 2023 setting.
 
     python benchmarks/abinitio.py [--quick] [--gpu] --out RESULT.json
 
 Cases (each runs in its own process, so that ``peak_rss_mb`` is its own):
 
-- ``sgd_asymmetric_seed{0..4}``: the seed 002 defaults (asymmetric phantom, 50^3, 20
+- ``sgd_asymmetric_seed{0..4}``: the Eloy et al. 2023 defaults (asymmetric phantom, 50^3, 20
   particles, Gaussian PSF sigma_xy = 1.5, sigma_z = 5 voxels, noise 0.2, 120 DOL spots;
   N_d = 64, N_psi = 8, alpha_r = 1.2, beta = 50), SGD with importance sampling, final
   volume by the known-pose Hessian solver (weight chosen on half maps);
 - ``sgd_c9_seed{0..4}``: the C9 barrel with symmetry 9 (the same setting);
-- ``sgd_c9_seed000``: the C9 barrel in the seed 000 setting (45^3, two channels: barrel
+- ``sgd_c9_seed000``: the C9 barrel in the Fortun et al. 2018 setting (45^3, two channels: barrel
   and torus, 50 particles, sigma 4 / 16 voxels), symmetry 9;
-- ``sgd_sigmaz10_n40``: robustness, sigma_z = 10 and 40 particles (seed 002 sec. 4.3.5);
-- ``annealing_c9``: the simulated annealing method (seed 000) on the C9 barrel;
+- ``sgd_sigmaz10_n40``: robustness, sigma_z = 10 and 40 particles (Eloy et al. 2023 sec. 4.3.5);
+- ``annealing_c9``: the simulated annealing method (Fortun et al. 2018) on the C9 barrel;
 - ``scaling_n{10,20,40}`` and ``scaling_nd{16,32,64}``: two full-band epochs (no coarse
   stage, no global search), to measure the time per epoch against the number of
   particles and against N_d x N_psi.

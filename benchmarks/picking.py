@@ -7,7 +7,7 @@ barrel (``c9``) and the asymmetric object (``asymmetric``) on boxes of 32^3 part
 voxels of 0.1 µm, at uniform random orientations, in fields of 32 x 256 x 256 voxels of
 (0.2, 0.1, 0.1) µm (anisotropic: z twice coarser), 36 particles per field of which 3
 touching pairs (centres 0.75-0.95 support diameters apart), 6 debris blobs of another shape
-(anisotropic Gaussians), the seed 002 Gaussian PSF (sigma 1.5 lateral, 5 axial particle
+(anisotropic Gaussians), the Eloy et al. 2023 Gaussian PSF (sigma 1.5 lateral, 5 axial particle
 voxels) and noise (standard deviation 0.2 on fields scaled to [0, 1]); 4 fields per
 phantom (``--quick``: 2 fields of 24 x 192 x 192 with 22 particles, 1 touching pair,
 3 debris, c9 only).
@@ -52,7 +52,7 @@ from spfluo.algorithms.psf import gaussian_psf  # noqa: E402
 from spfluo.algorithms.simulate import simulate_field  # noqa: E402
 
 VOXEL = (0.2, 0.1, 0.1)  # field voxel size (z, y, x), micrometres
-SIGMA = (5.0, 1.5)  # seed 002 PSF, particle voxels (axial, lateral)
+SIGMA = (5.0, 1.5)  # Eloy et al. 2023 PSF, particle voxels (axial, lateral)
 NOISE = 0.2
 
 

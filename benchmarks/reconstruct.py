@@ -11,14 +11,14 @@ of 100 simulated particles (noise 0.2) with their true poses, cycled to reach N:
 of size N is ever held.  One more case, ``timing_N100_pad1``, runs without the default
 padding (grid 64^3 instead of 72^3).
 
-Quality cases (``quality_noise<sigma>_<method>``), the seed 001 Table 1 layout: a
+Quality cases (``quality_noise<sigma>_<method>``), the Fortun et al. 2017 Table 1 layout: a
 simulated C9 barrel (``spfluo.algorithms.simulate.simulate_dataset``, Gaussian PSF
-sigma 1.5 / 5 voxels, no labelling defects as in seed 001), 100 true poses, Gaussian noise
+sigma 1.5 / 5 voxels, no labelling defects as in Fortun et al. 2017), 100 true poses, Gaussian noise
 of standard deviation 0.1, 0.2 and 0.4 on particles scaled to [0, 1] (one noiseless
 simulation, three noise draws), box 64^3 (``--quick``: 32^3 and 30 poses).  Methods:
 Average, Deconv/Average, Tikhonov, TV, Hessian.  Each method is scored (PSNR, SSIM after
 an affine intensity match, true frame: no registration) at the best weight of a small
-grid judged against the ground truth (the oracle choice of seed 001 and seed 003), and,
+grid judged against the ground truth (the oracle choice of Fortun et al. 2017 and Donati 2020), and,
 for Tikhonov, TV and Hessian, at the weight chosen automatically from the half maps
 (held-out misfit; ``*_auto`` fields).
 

@@ -2,7 +2,7 @@
 
     python benchmarks/refine.py [--quick] [--gpu] --out RESULT.json [--cases a,b,sym]
 
-The seed 000 setting (sec. V-A): 50 particles of 45^3, Gaussian PSF sigma 4 voxels lateral
+The Fortun et al. 2018 setting (sec. V-A): 50 particles of 45^3, Gaussian PSF sigma 4 voxels lateral
 and 16 axial, Gaussian noise 0.2 and the labelling defects of
 :func:`spfluo.algorithms.simulate.simulate_dataset` (its defaults), on the C9 barrel with
 two channels (barrel + torus) and on the asymmetric phantom (one channel).  ``--quick``:

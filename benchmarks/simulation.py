@@ -7,7 +7,7 @@ Usage::
 Cases (each in a fresh process, so that ``peak_rss_mb`` is its own):
 
 - ``simulate_particles``: :func:`spfluo.algorithms.simulate.simulate_dataset` with the
-  seed 002 defaults (asymmetric phantom, 50^3, Gaussian PSF sigma_xy 1.5 / sigma_z 5,
+  Eloy et al. 2023 defaults (asymmetric phantom, 50^3, Gaussian PSF sigma_xy 1.5 / sigma_z 5,
   120 DOL spots, noise 0.2, oversampling 2), 100 particles (20 with ``--quick``);
 - ``simulate_field``: :func:`~spfluo.algorithms.simulate.simulate_field`, 30 particles of
   32^3 in a (48, 384, 384) field with z voxels twice the lateral size (one smaller field

@@ -283,8 +283,8 @@ def _cpu_seconds() -> float:
 
 def _noise_note(noise_std: float) -> str:
     if noise_std == 0.2:
-        return " (seed 002's level)"
-    return f" ({'less' if noise_std < 0.2 else 'more'} than seed 002's 0.2)"
+        return " (Eloy et al. 2023's level)"
+    return f" ({'less' if noise_std < 0.2 else 'more'} than Eloy et al. 2023's 0.2)"
 
 
 def _fmt_duration(seconds) -> str:

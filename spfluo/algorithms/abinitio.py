@@ -1,6 +1,6 @@
-"""Ab initio reconstruction without a template: SGD with importance sampling (seed 002).
+"""Ab initio reconstruction without a template: SGD with importance sampling (Eloy et al. 2023).
 
-The multilevel problem of seed 002 (sec. 3, Algorithm 1; ``ALGORITHMS.md`` sec. 3):
+The multilevel problem of Eloy et al. 2023 (sec. 3, Algorithm 1):
 
 - **volume** (top level): stochastic gradient descent on the Fourier transform
   ``f^`` of the volume, one particle per iteration, epochs that cycle through the
@@ -28,7 +28,7 @@ How it is made fast (measured in ``benchmarks/abinitio.py``)
   half spectrum), and every candidate is evaluated at those frequencies only.
 - **The volume lives on a small grid.**  The parameter is the volume
   downsampled to ``L^3`` voxels, ``L`` (even) just above twice the largest
-  support frequency index (``L = 28`` for a 50^3 box with the seed 002 PSF:
+  support frequency index (``L = 28`` for a 50^3 box with the Eloy et al. 2023 PSF:
   the data carry nothing beyond); its spectrum, zero-padded to ``(2L)^3``
   (sampled every ``1 / (2 D)`` cycles per voxel, oversampling 2 for accurate
   trilinear interpolation), is what the candidates sample, at the rotated
@@ -50,7 +50,7 @@ How it is made fast (measured in ``benchmarks/abinitio.py``)
 
 Design decisions (beyond the paper)
 -----------------------------------
-- **Step and constraints.**  Seed 002 does not give ``mu``.  The gradient with
+- **Step and constraints.**  Eloy et al. 2023 does not give ``mu``.  The gradient with
   respect to the ``L^3`` volume is ``P g`` (``g`` the scattered gradient,
   ``P`` the crop to the box in real space); the step is
   ``lr * P F^-1[F[P g] / ((L / 2L)^3 B + lambda)]``, then the projection on
@@ -64,7 +64,7 @@ Design decisions (beyond the paper)
   ``P B P``) the C9 barrel with symmetry diverges.  The volume is thus
   non-negative and supported in its box at every step (the paper uses no
   constraint).  The initial volume is uniform random values in [0, 1]
-  (seed 002 sec. 4.3.1) times twice the particles' mean intensity, so that the
+  (Eloy et al. 2023 sec. 4.3.1) times twice the particles' mean intensity, so that the
   first comparisons are on the data's scale.
 - **Symmetry.**  With Cn, each particle's gradient is that of its ``n`` poses
   ``R C_k``, each with its own residual (so the step is the exact gradient of
@@ -100,7 +100,7 @@ Design decisions (beyond the paper)
   the particle back to its grid point).
 - **Symmetric objects: the axis first** (``align_axis``, on by default).
   Imposing Cn from the first epoch fails on the C9 barrel (measured: 2 of 5
-  seeds of the seed 002 setting converged to a wrong volume, median pose error
+  seeds of the Eloy et al. 2023 setting converged to a wrong volume, median pose error
   54-77 degrees), while the same runs without symmetry find the barrel.  So a
   symmetric run starts without symmetry (in-plane grid over the whole circle,
   same spacing); at its first plateau at the full band the Cn axis of the
@@ -134,7 +134,7 @@ Design decisions (beyond the paper)
   ``N n`` poses (particles times symmetry copies); with the damping of one
   particle, the steps at frequencies weakly covered next to strongly covered
   ones grow with it and the iterate diverges (measured: the C9 barrel in the
-  seed 000 setting, 50 particles, sigma 4/16 voxels, diverged with C9 imposed;
+  Fortun et al. 2018 setting, 50 particles, sigma 4/16 voxels, diverged with C9 imposed;
   20 particles did not).  The damping is multiplied by ``max(1, N n / 150)``.
 - **Final steps** (optional, on by default): each pose is refined by two local
   searches around it (``local_rotation_grid``, 2.5 degrees within 5, then 1
@@ -937,7 +937,7 @@ def _refine_translation(vol, sc, data, l, rotation, t0, *, box: int, max_shift: 
 
 def _sgd_update(vol: "_FourierVolume", sc: _Scale, data: SpectralParticles, l: int, rotation,
                 translation, *, box: int, group, lr: float, damping) -> None:
-    """One preconditioned gradient step (seed 002 eq. 12, 33) for particle ``l``.
+    """One preconditioned gradient step (Eloy et al. 2023 eq. 12, 33) for particle ``l``.
 
     The gradient ``conj(g) (g R_k f^ - y^)`` (``g = h^ rho_t``) of every pose
     ``R_k = R C_k`` of the symmetry group (the particle counts once per element,
@@ -982,7 +982,7 @@ def _sgd_update(vol: "_FourierVolume", sc: _Scale, data: SpectralParticles, l: i
 
 
 # ---------------------------------------------------------------------------
-# sampling distributions (seed 002 eq. 16-23)
+# sampling distributions (Eloy et al. 2023 eq. 16-23)
 # ---------------------------------------------------------------------------
 
 
@@ -1001,7 +1001,7 @@ def _direction_kernel(directions: np.ndarray, columns: np.ndarray, beta: float) 
 def smoothed_marginals(likelihoods, direction_index, psi_index, q_direction, q_psi, *,
                        grid: SO3Grid, beta_d: float = 50.0,
                        beta_psi: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
-    """Kernel-smoothed, importance-weighted marginal likelihoods (seed 002 eq. 16-21).
+    """Kernel-smoothed, importance-weighted marginal likelihoods (Eloy et al. 2023 eq. 16-21).
 
     Parameters
     ----------
@@ -1018,7 +1018,7 @@ def smoothed_marginals(likelihoods, direction_index, psi_index, q_direction, q_p
     grid : SO3Grid
         The grid (directions, angles and symmetry order).
     beta_d, beta_psi : float, optional
-        Kernel concentrations (eq. 20-21; 50 in seed 002).
+        Kernel concentrations (eq. 20-21; 50 in Eloy et al. 2023).
 
     Returns
     -------
@@ -1782,7 +1782,7 @@ def sgd_reconstruction(
 ) -> AbInitioResult:
     """Ab initio reconstruction by SGD with importance sampling of the orientations.
 
-    Seed 002, Algorithm 1 (see the module docstring for the design).
+    Eloy et al. 2023, Algorithm 1 (see the module docstring for the design).
 
     Parameters
     ----------
@@ -1803,13 +1803,13 @@ def sgd_reconstruction(
         Band reduction of the coarse epochs (>= 1).
     n_directions, n_psi : int, optional
         ``N_d`` and ``N_psi``, directions and in-plane angles drawn per particle
-        and epoch (64 and 8 in seed 002); ``N_d N_psi`` candidates per particle.
+        and epoch (64 and 8 in Eloy et al. 2023); ``N_d N_psi`` candidates per particle.
     grid_directions, grid_psi : int, optional
         Grid sizes ``M_d``, ``M_psi`` (default :func:`default_grid_size`).
     alpha_r : float, optional
-        Decay of the uniform share per epoch (> 1; 1.2 in seed 002).
+        Decay of the uniform share per epoch (> 1; 1.2 in Eloy et al. 2023).
     beta_d, beta_psi : float, optional
-        Kernel concentrations (50 in seed 002).
+        Kernel concentrations (50 in Eloy et al. 2023).
     temperature : float, optional
         Likelihood temperature (> 0).
     learning_rate : float, optional
@@ -1951,7 +1951,7 @@ def sgd_reconstruction(
     set_phase(phase)
     if resume is None:
         rng = np.random.default_rng(seed)
-        # uniform random values in [0, 1] (seed 002 sec. 4.3.1), scaled to the particles'
+        # uniform random values in [0, 1] (Eloy et al. 2023 sec. 4.3.1), scaled to the particles'
         # mean intensity so that the first comparisons are on the data's scale
         level = to_numpy(xp.abs(y).mean(axis=(0, 2, 3, 4))).astype(np.float64)
         init = rng.uniform(0.0, 1.0, size=(c, box, box, box)) * (2.0 * level)[:, None, None, None]

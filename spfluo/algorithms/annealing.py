@@ -1,9 +1,9 @@
-"""Ab initio reconstruction by simulated annealing on a reduced problem (seed 000 sec. III).
+"""Ab initio reconstruction by simulated annealing on a reduced problem (Fortun et al. 2018 sec. III).
 
-The reference-free step of seed 000 (``ALGORITHMS.md`` sec. 4), in four stages:
+The reference-free step of Fortun et al. 2018, in four stages:
 
 1. **Reduce the problem.**  The particles are downsampled (Fourier cropping) to
-   ``working_size`` voxels (about 30^3 in seed 000), grouped by k-means into
+   ``working_size`` voxels (about 30^3 in Fortun et al. 2018), grouped by k-means into
    ``n_classes`` classes (5 to 10) on their normalised voxel values, and the
    particle closest to each centroid represents its class.
 2. **Closed-form volume for given poses** (eq. 6): with the quadratic
@@ -12,7 +12,7 @@ The reference-free step of seed 000 (``ALGORITHMS.md`` sec. 4), in four stages:
    :func:`spfluo.algorithms.reconstruct.reconstruct_tikhonov` on the sums of
    :func:`spfluo.algorithms.reconstruct.precompute_sums`.  Each representative's
    contribution to the sums is kept apart, so that a move of one pose changes
-   only that particle's terms (seed 000 sec. III-B): the sums are means, and
+   only that particle's terms (Fortun et al. 2018 sec. III-B): the sums are means, and
    replacing a contribution is one subtraction and one addition.  The energy of
    the poses is the minimum of the quadratic problem,
    ``E = min_x 1/2 <x, (K + lambda G) x> - <x, b> = -1/2 <b, x^>`` (the constant
@@ -58,7 +58,7 @@ Design decisions (the paper leaves them open)
       of 9 ms per proposal at 30^3 for C9), and the alignment of a few
       representatives is well defined without it (modulo Cn).  The symmetry
       restricts the pose search that extends the poses to all particles and is
-      imposed in the final reconstruction (seed 000 imposes it in the
+      imposed in the final reconstruction (Fortun et al. 2018 imposes it in the
       high-accuracy step, sec. IV-A).
     - The two ends of a Cn barrel look alike under the blur, and the pose
       search decides each particle's polarity alone, against a volume from a
@@ -130,7 +130,7 @@ def select_representatives(particles, n_classes: int, *, seed=0) -> np.ndarray:
     Parameters
     ----------
     particles : ndarray, shape (N, D, D, D) or (N, C, D, D, D)
-        Particles (downsampled ones in seed 000).
+        Particles (downsampled ones in Fortun et al. 2018).
     n_classes : int
         Number of classes ``L`` (1 <= L <= N).
     seed : int or numpy.random.Generator, optional
@@ -350,7 +350,7 @@ def annealing_reconstruction(
     progress: Callable[[dict], None] | None = None,
     backend: Any = None,
 ) -> AbInitioResult:
-    """Ab initio reconstruction by simulated annealing on class representatives (seed 000).
+    """Ab initio reconstruction by simulated annealing on class representatives (Fortun et al. 2018).
 
     Parameters
     ----------
@@ -359,13 +359,13 @@ def annealing_reconstruction(
     psf : ndarray, shape (d, d, d) or (C, d, d, d)
         Centred PSF(s), normalised to unit sum here.
     n_classes : int, optional
-        ``L``, k-means classes, one representative each (5-10 in seed 000; at
+        ``L``, k-means classes, one representative each (5-10 in Fortun et al. 2018; at
         most N).
     working_size : int, optional
-        Box side of the reduced problem, voxels (30 in seed 000; the particles
+        Box side of the reduced problem, voxels (30 in Fortun et al. 2018; the particles
         are not upsampled when smaller).
     n_loops : int, optional
-        ``N_bc``, block-coordinate loops (3 in seed 000).
+        ``N_bc``, block-coordinate loops (3 in Fortun et al. 2018).
     gamma : float, optional
         Cooling factor ``T_t = gamma^t T_0`` (0.95).
     final_temperature : float, optional

@@ -2,7 +2,7 @@
 
 For a target ``g ~ T_t r`` (``T_t r(x) = r(x - t)``, periodic), the cross-power
 spectrum ``G conj(R)`` is ``|R|^2 exp(-2 i pi k . t)``; normalised to unit
-modulus its inverse FFT is a sharp peak at ``t`` (seed 002 sec. 3, eq. 24-25).
+modulus its inverse FFT is a sharp peak at ``t`` (Eloy et al. 2023 sec. 3, eq. 24-25).
 The normalisation is regularised (``P / (|P| + eps max|P|)``, see
 :func:`phase_correlation`) because blurred fluorescence volumes have no signal
 at high frequencies.  The integer peak of that inverse FFT is refined by evaluating the same

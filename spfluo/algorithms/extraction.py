@@ -3,8 +3,7 @@
 A field of view usually has anisotropic voxels (z coarser than x and y); the
 reconstruction needs cubic boxes of isotropic voxels.  :func:`extract_particles` samples,
 around each coordinate, a cube of a given physical size on an isotropic grid of a given
-voxel size, by cubic B-spline interpolation of every channel (seed 000 sec. II-B,
-``ALGORITHMS.md`` sec. 7).
+voxel size, by cubic B-spline interpolation of every channel (Fortun et al. 2018 sec. II-B).
 
 Geometry: the box has ``D = round(box_size / voxel_size)`` voxels per side and its centre
 voxel ``(D//2, D//2, D//2)`` (the project's box centre, ``DEVELOPING.md``) lies exactly on

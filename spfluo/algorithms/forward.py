@@ -1,7 +1,7 @@
 """The forward operator of single particle fluorescence imaging and its exact adjoint.
 
 Particle ``i`` is the reference ``f`` rotated, translated and blurred by the PSF
-``h`` (``ALGORITHMS.md`` sec. 1; seed 002 sec. 2.2 eq. 4-6 and eq. 9; seed 000 sec. II-C):
+``h`` (Eloy et al. 2023 sec. 2.2 eq. 4-6 and eq. 9; Fortun et al. 2018 sec. II-C):
 
     y_i = A_i f = h * T_{t_i}( R_i f ),
     Fourier:  y^_i = h^ . exp(-2 i pi k . t_i) . F{R_i f}

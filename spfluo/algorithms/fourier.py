@@ -10,8 +10,8 @@ Conventions (see ``DEVELOPING.md``):
   name says ``centred``.  Real FFTs (``rfftn``) keep the half spectrum along
   the last axis: ``(Z, Y, X//2 + 1)``.
 - A translation by ``t`` voxels, ``T_t f(x) = f(x - t)``, multiplies the
-  spectrum by the phase ramp ``exp(-2 i pi k . t)`` (``ALGORITHMS.md`` sec. 1,
-  seed 002 eq. 9, whose ``rho_t`` has the opposite sign with its own Fourier
+  spectrum by the phase ramp ``exp(-2 i pi k . t)``
+  (Eloy et al. 2023 eq. 9, whose ``rho_t`` has the opposite sign with its own Fourier
   convention; the sign here follows from ``T_t`` and ``numpy.fft``).  Even
   sizes follow the FFT convention of ``numpy.fft``: the Nyquist frequency is
   ``-1/2``, as in :func:`scipy.ndimage.fourier_shift`.

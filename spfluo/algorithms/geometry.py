@@ -41,7 +41,7 @@ Rotation vectors and axis-angle
     xyz frame, radians, right-handed; axis-angle angles are in ``[0, pi]``.
 Directions
     ``d = (sin phi2 cos phi1, sin phi2 sin phi1, cos phi2)`` in xyz, azimuth
-    ``phi1`` and inclination ``phi2`` from +z (seed 002, sec. 2.1).
+    ``phi1`` and inclination ``phi2`` from +z (Eloy et al. 2023, sec. 2.1).
 Symmetry Cn
     About the physical z axis (array axis 0): rotations by ``2 pi k / n``.  A
     particle is ``R f`` and ``f = C_k f`` for a Cn-symmetric ``f``, so the
@@ -734,7 +734,7 @@ def direction_angles(directions) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fibonacci_directions(n: int) -> np.ndarray:
-    """Fibonacci sphere: ``n`` nearly uniform unit vectors (seed 002, sec. 2.1).
+    """Fibonacci sphere: ``n`` nearly uniform unit vectors (Eloy et al. 2023, sec. 2.1).
 
     Parameters
     ----------
@@ -757,7 +757,7 @@ def fibonacci_directions(n: int) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False, repr=False)
 class SO3Grid:
-    """Product grid of SO(3): directions x in-plane angles (seed 002, sec. 2.1).
+    """Product grid of SO(3): directions x in-plane angles (Eloy et al. 2023, sec. 2.1).
 
     The element ``(j, i)`` is the rotation whose xyz matrix is
     ``Rotation.from_euler("ZYZ", [phi1_j, phi2_j, psi_i]) = Rz(phi1) Ry(phi2)
@@ -765,7 +765,7 @@ class SO3Grid:
     then carries the reference z axis onto the direction ``d_j``.
 
     Design decision: this differs on purpose from the literal axis-angle
-    reading of seed 002 (rotation by ``psi`` about the axis ``d``).  The Haar
+    reading of Eloy et al. 2023 (rotation by ``psi`` about the axis ``d``).  The Haar
     measure is the product of the uniform measure on the direction ``R e_z``
     and the uniform measure on the in-plane angle, so this product grid is
     uniform on SO(3); and Cn symmetry about z (``R ~ R C_k``) adds
@@ -900,7 +900,7 @@ class SO3Grid:
 
 
 def so3_grid(n_directions: int, n_psi: int, *, symmetry: int = 1) -> SO3Grid:
-    """The seed 002 grid of SO(3) (or SO(3)/Cn): Fibonacci directions x in-plane angles.
+    """The Eloy et al. 2023 grid of SO(3) (or SO(3)/Cn): Fibonacci directions x in-plane angles.
 
     Parameters
     ----------
@@ -960,7 +960,7 @@ def uniform_rotation_grid(step: float, *, symmetry: int = 1) -> np.ndarray:
     ----------
     step : float
         Target spacing in radians, in ``(0, pi]`` (e.g. ``np.deg2rad(20)`` for
-        the exhaustive coarse search of seed 000, sec. V-A-4).
+        the exhaustive coarse search of Fortun et al. 2018, sec. V-A-4).
     symmetry : int, optional
         Order n of the cyclic symmetry about z: the grid covers one
         asymmetric unit.

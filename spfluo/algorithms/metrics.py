@@ -1,17 +1,17 @@
 """Quality metrics of a reconstruction: FSC, conical FSC, SSIM, PSNR.
 
-- :func:`fsc` is the Fourier shell correlation of seed 002 eq. 27, shells ``1/N`` cycles per
+- :func:`fsc` is the Fourier shell correlation of Eloy et al. 2023 eq. 27, shells ``1/N`` cycles per
   voxel wide up to Nyquist; :func:`fsc_resolution` reads the resolution where it falls below
-  a threshold (0.143 between half maps or against a ground truth as in seed 002; 0.5 is the
+  a threshold (0.143 between half maps or against a ground truth as in Eloy et al. 2023; 0.5 is the
   stricter criterion against a ground truth).
 - :func:`conical_fsc` restricts the FSC to double cones around directions of a hemisphere
-  (seed 002 sec. 4.2 and Fig. 4): it shows the anisotropy of the resolution, e.g. the
+  (Eloy et al. 2023 sec. 4.2 and Fig. 4): it shows the anisotropy of the resolution, e.g. the
   axial (z) resolution gained by combining views.
-- :func:`ssim` (seed 000 eq. 9, Wang et al. 2004) and :func:`psnr` compare a volume to a
+- :func:`ssim` (Fortun et al. 2018 eq. 9, Wang et al. 2004) and :func:`psnr` compare a volume to a
   reference on a common intensity scale: reconstructions have an arbitrary scale and
   offset, so call :func:`normalize_for_comparison` first.
 
-Register the volume onto the reference first (seed 002 sec. 4.2): these metrics assume the
+Register the volume onto the reference first (Eloy et al. 2023 sec. 4.2): these metrics assume the
 two volumes are in the same frame. Frequencies are in cycles per voxel (the inverse of a
 resolution in voxels); :func:`resolution_in_micrometres` converts for isotropic voxels.
 
@@ -208,7 +208,7 @@ def fsc(volume1, volume2, *, backend=None) -> FSCCurve:
 
     Notes
     -----
-    Seed 002 eq. 27. The real FFT holds half of the spectrum; each of its voxels is counted
+    Eloy et al. 2023 eq. 27. The real FFT holds half of the spectrum; each of its voxels is counted
     with its Hermitian mirror (weight 2, except the ``kx = 0`` and Nyquist planes), so the
     sums equal the full-spectrum ones. Sums are accumulated in float64.
     """
@@ -243,7 +243,7 @@ def fsc_resolution(curve: FSCCurve, *, threshold: float = 0.143) -> float:
     curve : FSCCurve
         From :func:`fsc`.
     threshold : float, default 0.143
-        0.143 (half maps, or seed 002 against a ground truth) or 0.5.
+        0.143 (half maps, or Eloy et al. 2023 against a ground truth) or 0.5.
 
     Returns
     -------
@@ -382,7 +382,7 @@ def conical_fsc(
 
     Notes
     -----
-    Seed 002 sec. 4.2, Fig. 4 (after Diebolder et al. 2015): for direction ``d`` the sums of
+    Eloy et al. 2023 sec. 4.2, Fig. 4 (after Diebolder et al. 2015): for direction ``d`` the sums of
     eq. 27 run over the Fourier voxels ``k`` of each shell with ``|k . d| >= |k|
     cos(cone_half_angle)``; the zero frequency belongs to every cone. The directions are
     processed in batches (memory bounded), and the per-shell sums of all cones of a
@@ -524,7 +524,7 @@ def ssim(
         ``sigma`` voxels (truncated at 3.5 sigma, reflected at the borders), the SSIM map
         averaged away from the borders (a strip of ``int(3.5 sigma + 0.5)`` voxels), as
         Wang et al. 2004 and ``skimage.metrics.structural_similarity(gaussian_weights=True,
-        use_sample_covariance=False)``. ``"global"``: seed 000 eq. 9 with the means and
+        use_sample_covariance=False)``. ``"global"``: Fortun et al. 2018 eq. 9 with the means and
         variances of the whole volumes.
     sigma : float, default 1.5
         Gaussian window width, voxels.
@@ -538,7 +538,7 @@ def ssim(
     Notes
     -----
     ``SSIM = (2 mu1 mu2 + C1)(2 s12 + C2) / ((mu1^2 + mu2^2 + C1)(s1^2 + s2^2 + C2))`` with
-    ``C1 = (K1 L)^2``, ``C2 = (K2 L)^2``, ``K1 = 0.01``, ``K2 = 0.03`` (seed 000 eq. 9; its
+    ``C1 = (K1 L)^2``, ``C2 = (K2 L)^2``, ``K1 = 0.01``, ``K2 = 0.03`` (Fortun et al. 2018 eq. 9; its
     "C1 = 0.01, C2 = 0.03" are Wang et al.'s ``K1, K2``). Statistics are computed in
     float64 (population covariances).
     """
@@ -685,7 +685,7 @@ class PoseErrorSummary:
 
 
 def pose_error_summary(R_est, R_true, *, symmetry: int = 1) -> PoseErrorSummary:
-    """Angular pose errors after the best global rotation, modulo Cn (seed 002 sec. 4.2).
+    """Angular pose errors after the best global rotation, modulo Cn (Eloy et al. 2023 sec. 4.2).
 
     Parameters
     ----------
@@ -741,7 +741,7 @@ class VolumeComparison:
     fsc : FSCCurve
         FSC curve between the compared volume and the reference.
     resolution_per_voxel : float
-        FSC resolution at the 0.143 threshold, cycles per voxel (seed 002).
+        FSC resolution at the 0.143 threshold, cycles per voxel (Eloy et al. 2023).
     resolution_05_per_voxel : float
         FSC resolution at the 0.5 threshold, cycles per voxel.
     resolution_um : float
@@ -809,7 +809,7 @@ def compare_volumes(
 
     Notes
     -----
-    The protocol, in order (seed 002 sec. 4.2):
+    The protocol, in order (Eloy et al. 2023 sec. 4.2):
 
     1. registration of ``volume`` onto ``reference`` (rotation + translation, symmetry
        aware, NCC; the registered volume is the cubic-spline resampling, at the

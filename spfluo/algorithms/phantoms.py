@@ -4,7 +4,7 @@ Each phantom is a function of continuous coordinates, averaged over each voxel b
 supersampling (``supersample^3`` points on a regular sub-grid of the voxel), so that
 
 - the same phantom can be drawn on any box and on a refined grid (simulate on a finer grid
-  than the reconstruction uses, to avoid the "inverse crime"; seed 002 sec. 4.1);
+  than the reconstruction uses, to avoid the "inverse crime"; Eloy et al. 2023 sec. 4.1);
 - partial volumes give values between 0 and 1 at the edges instead of staircases.
 
 Coordinates. Voxel ``(i, j, k)`` has its centre at ``((i - Z//2), (j - Y//2), (k - X//2)) / L``
@@ -248,11 +248,11 @@ def c9_barrel(
         Azimuth of the first blade, radians.
     second_channel : bool, default False
         Also return a second channel: a torus of another protein around the barrel
-        (Cep63 around the centriole in seed 000 Fig. 10: a torus wider than the barrel,
+        (Cep63 around the centriole in Fortun et al. 2018 Fig. 10: a torus wider than the barrel,
         about half its height, starting a little above its proximal end).
     torus_radius : float, optional
         Mean radius of the torus (default: ``1.55 radius``, the Cep63/tubulin diameter
-        ratio of seed 000), fraction of the smallest box side.
+        ratio of Fortun et al. 2018), fraction of the smallest box side.
     torus_thickness : float, default 0.08
         Radial thickness of the torus, fraction of the smallest box side.
     torus_height : float, default 0.3
@@ -271,7 +271,7 @@ def c9_barrel(
 
     Notes
     -----
-    Seed 000 uses a Trichonympha cartwheel and C9 symmetry (Fig. 3) and measures a
+    Fortun et al. 2018 uses a Trichonympha cartwheel and C9 symmetry (Fig. 3) and measures a
     glutamylated-tubulin cylinder 400 nm high, 176 nm wide, with a Cep63 torus 224 nm
     high, 272 nm wide starting about 50 nm above the proximal end (Fig. 10); the default
     sizes keep those proportions inside the box.

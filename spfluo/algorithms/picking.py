@@ -1,7 +1,6 @@
 """Semi-automatic particle detection: candidates, features, a classifier, non-maximum suppression.
 
-The user picks a few particles; the picker finds the others (seed 000 sec. II-B,
-``ALGORITHMS.md`` sec. 7):
+The user picks a few particles; the picker finds the others (Fortun et al. 2018 sec. II-B):
 
 1. **Candidates** (:func:`detect_candidates`): the volume is normalised to noise units
    and lightly smoothed.  Blobs of its maximum-intensity projection along z (local maxima
@@ -26,7 +25,7 @@ The user picks a few particles; the picker finds the others (seed 000 sec. II-B,
    background is found by a nearest-neighbour novelty test against the examples, and a
    classifier is then cross-fitted and retrained on its own votes (self-training) until
    the labels are stable.  Classifiers: random forest (default), RBF support vector
-   machine (seed 000) and gradient boosting; ``benchmarks/picking.py`` compares them.
+   machine (Fortun et al. 2018) and gradient boosting; ``benchmarks/picking.py`` compares them.
 4. **Non-maximum suppression** (:func:`non_maximum_suppression`): detections closer
    than half a diameter keep only the best score; the examples are always kept.
 
@@ -568,7 +567,7 @@ def detect_candidates(image, voxel_size, *, diameter: float, threshold: float = 
     Notes
     -----
     The volume is normalised to noise units (:func:`normalize_image`) and smoothed with a
-    Gaussian of ``diameter / 16`` micrometres before the projection (seed 000 sec. II-B
+    Gaussian of ``diameter / 16`` micrometres before the projection (Fortun et al. 2018 sec. II-B
     picks on the maximum-intensity projection along the optical axis).  Each 2D maximum
     is extended along z (:func:`estimate_depth`): particles stacked along z, which
     overlap on the projection, give one candidate per peak of the z profile.  Each
@@ -804,7 +803,7 @@ def _features_from_volume(vol, positions, vs, diameter) -> np.ndarray:
 
 
 def particle_features(image, positions, voxel_size, *, diameter: float) -> np.ndarray:
-    """Features at particle positions (about 90, seed 000 sec. II-B), one row per position.
+    """Features at particle positions (about 90, Fortun et al. 2018 sec. II-B), one row per position.
 
     Parameters
     ----------

@@ -4,15 +4,15 @@ A PSF here is a float32 array of shape ``(Z, Y, X)`` (z the optical axis), centr
 voxel ``(Z//2, Y//2, X//2)`` and normalised to unit sum, so that convolving with it
 preserves the total intensity.
 
-- :func:`gaussian_psf` is the simulation PSF of the papers (seed 002 eq. 26: a Gaussian
-  with covariance ``diag(sigma_xy^2, sigma_xy^2, sigma_z^2)``; seed 000 sec. V-A-1). It is
+- :func:`gaussian_psf` is the simulation PSF of the papers (Eloy et al. 2023 eq. 26: a Gaussian
+  with covariance ``diag(sigma_xy^2, sigma_xy^2, sigma_z^2)``; Fortun et al. 2018 sec. V-A-1). It is
   integrated over each voxel (differences of ``erf``) instead of point-sampled, so that it
   is exact, symmetric and of unit sum down to sigma of half a voxel.
 - :func:`born_wolf_psf` and :func:`gibson_lanni_psf` are optical models computed by the
   ``psfmodels`` library (Gibson & Lanni scalar model; the vectorial model of Aguet et al.
   2009 for ``method="vectorial"``). Born & Wolf is the aberration-free special case of
   Gibson & Lanni (point source on the coverslip, all refractive indices at their design
-  values), as used by seed 001.
+  values), as used by Fortun et al. 2017.
 - :func:`center_psf`, :func:`normalize_psf` prepare a measured PSF (bead image);
   :func:`psf_fwhm` reports its widths, hence its anisotropy.
 """
@@ -115,7 +115,7 @@ def gaussian_psf(shape, sigma, *, voxel_size=None) -> np.ndarray:
 
     Notes
     -----
-    Seed 002 eq. 26 (covariance ``diag(sigma_xy^2, sigma_xy^2, sigma_z^2)``); the papers use
+    Eloy et al. 2023 eq. 26 (covariance ``diag(sigma_xy^2, sigma_xy^2, sigma_z^2)``); the papers use
     ``sigma_xy = 1.5, sigma_z = 5`` (002) and ``4, 16`` voxels (000). Each voxel holds the
     Gaussian mass over its extent (products of ``erf`` differences along each axis), then
     each axis profile is renormalised to unit sum so that the truncation by the box does
@@ -309,7 +309,7 @@ def born_wolf_psf(
     -----
     Gibson & Lanni's scalar model with the point source on the coverslip and every
     refractive index and thickness at its design value reduces to the Born & Wolf
-    defocus integral (the PSF of seed 001, symmetric about the focal plane).
+    defocus integral (the PSF of Fortun et al. 2017, symmetric about the focal plane).
 
     Confocal model: ``h = h_ex * (h_em conv_xy P)``, the product of the excitation PSF
     (at ``excitation_wavelength``) and the emission PSF (at ``wavelength``) convolved in

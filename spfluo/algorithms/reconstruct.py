@@ -1,6 +1,6 @@
 """Reconstruction with known poses: Tikhonov, TV and Hessian-Schatten ADMM, baselines.
 
-Model (``ALGORITHMS.md`` sec. 1 and 5; seed 001 eq. 1-4; seed 000 eq. 1-2).  Particle
+Model (Fortun et al. 2017 eq. 1-4; Fortun et al. 2018 eq. 1-2).  Particle
 ``i`` is ``y_i = h * T_{t_i}(R_i f) + noise``.  Brought back to the reference frame,
 ``z_i = R_i^T T_{-t_i} y_i = (R_i^T h) * f + noise``: a convolution whose transfer
 function is the rotated OTF ``H(R_i k)``.  The least-squares data term
@@ -8,13 +8,13 @@ function is the rotated OTF ``H(R_i k)``.  The least-squares data term
 
     (1/N) sum_i H_i^T H_i  =  convolution with  K(k) = (1/N) sum_i |H(R_i k)|^2
 
-(seed 003 Theorem 1: shifts drop out) and the right-hand side
+(Donati 2020 Theorem 1: shifts drop out) and the right-hand side
 
     b = (1/N) sum_i H_i^T y_i = (1/N) sum_i R_i^T T_{-t_i} (h^T * y_i).
 
 Both are computed once (:func:`precompute_sums`), streaming the particles in batches, so
 that an iteration of any solver costs the same for 10 or 10,000 particles: it is one real
-FFT, one division by a diagonal in Fourier space and one inverse FFT (seed 001 eq. 11),
+FFT, one division by a diagonal in Fourier space and one inverse FFT (Fortun et al. 2017 eq. 11),
 plus the per-voxel proximal steps.
 
 Discretisation, and what is approximate
@@ -31,14 +31,14 @@ Discretisation, and what is approximate
       default, in a thread pool on the CPU).  Trilinear resampling low-passes by about
       ``prod_a sinc^2(k'_a)`` in the particle-frame frequency ``k' = R_i k``; that factor
       is folded into ``K`` so that ``b`` and ``K`` describe the same operator (measured on
-      the seed 002 setting: +0.01 SSIM, as much as ``order=3`` at no cost).
+      the Eloy et al. 2023 setting: +0.01 SSIM, as much as ``order=3`` at no cost).
     - ``K`` is sampled from ``|H|^2`` computed on a 2x oversampled Fourier grid (the PSF
       autocorrelation fits it without aliasing) and interpolated at the rotated
       frequencies ``R_i k`` (trilinear: within 3 % of the peak for a PSF as narrow as 0.7
       voxel; cubic: 0.2 %).  Frequencies rotated outside the Nyquist cube get 0, and so do
       those outside the ball that holds ``|H|^2 >= 1e-6`` of its peak (``|R k| = |k|``,
       so only that ball is sampled).
-    - Cn symmetry (seed 000 sec. IV-A): every particle counts for its ``n`` poses
+    - Cn symmetry (Fortun et al. 2018 sec. IV-A): every particle counts for its ``n`` poses
       ``R_i C_j``.  Since ``(R_i C_j)^T = C_j^T R_i^T``, the sums over the ``n N`` poses are
       the sums over the ``N`` poses, rotated about z by the ``n`` elements of Cn and
       averaged: ``n`` whole-volume rotations in all (``b`` in real space, ``K`` in Fourier
@@ -62,11 +62,11 @@ Discretisation, and what is approximate
 
 Solvers
     - :func:`reconstruct_tikhonov`: ``x^ = B / (K + w |G|^2)`` with ``|G|^2`` the symbol of
-      the discrete gradient (seed 000 eq. 6, quadratic regularisation ``||D f||^2``).
+      the discrete gradient (Fortun et al. 2018 eq. 6, quadratic regularisation ``||D f||^2``).
     - :func:`reconstruct_admm`: ADMM for
-      ``min_{x >= 0} 1/2 <x, K x> - <x, b> + w phi(L x)`` (seed 001 eq. 6-11), with
+      ``min_{x >= 0} 1/2 <x, K x> - <x, b> + w phi(L x)`` (Fortun et al. 2017 eq. 6-11), with
       ``phi`` the isotropic total variation (``L`` the gradient) or the Hessian
-      Schatten-1 (nuclear) norm (``L`` the Hessian; seed 001 eq. 5).  Splitting
+      Schatten-1 (nuclear) norm (``L`` the Hessian; Fortun et al. 2017 eq. 5).  Splitting
       ``u1 = L x``, ``u2 = x``: the x-update is one division in Fourier space, the
       u1-update a per-voxel proximal step (group soft-thresholding for TV; for the
       Hessian, soft-thresholding of the eigenvalues of each voxel's symmetric 3x3 matrix,
@@ -79,7 +79,7 @@ Solvers
       that TV and Hessian weights do not depend on the intensity unit (the quadratic
       Tikhonov weight never does).  Weights are per mean particle (the data term is an
       average over particles), so they do not scale with ``N``.
-    - Baselines of seed 001: :func:`average` (align and average) and
+    - Baselines of Fortun et al. 2017: :func:`average` (align and average) and
       :func:`deconv_average` (TV-deconvolve each particle, then align and average).
 
 Gold standard: :func:`reconstruct` splits the particles into two random halves
@@ -147,7 +147,7 @@ _SQRT2 = math.sqrt(2.0)
 #: Default weights, per mean particle (data normalised to max(b) = 1 for TV/Hessian).
 _DEFAULT_WEIGHT = {"tikhonov": 3e-2, "tv": 3e-3, "hessian": 1e-3, "deconv-average": 3e-3}
 #: Weights tried by weight="auto": log grids, 2 per decade, around the optima measured on
-#: the seed 002 setting (benchmarks/reconstruct.py).
+#: the Eloy et al. 2023 setting (benchmarks/reconstruct.py).
 _AUTO_WEIGHTS = {
     "tikhonov": np.logspace(-4, 0, 9),
     "tv": np.logspace(-4, -1, 7),
@@ -877,7 +877,7 @@ def precompute_sums(particles, poses, psf, *, symmetry: int = 1, batch_size: int
         Computation grid side over box side, in [1, 3] (the grid is ``round(pad D)``; the
         result is cropped back to ``D``).  A zero margin separates the data at opposite
         faces of the box, which the periodic model would otherwise join: measured on the
-        seed 002 setting at 32^3 (object and blur filling the box), ``pad=1`` made the
+        Eloy et al. 2023 setting at 32^3 (object and blur filling the box), ``pad=1`` made the
         held-out criterion of ``weight="auto"`` pick the smallest weight, ``1.125`` (2
         voxels a side) the PSNR-optimal one, and SSIM gained 0.01.  Cost: ``pad^3`` per
         iteration (1.42x); ``pad=1`` for speed when the boxes have margins.
@@ -1104,7 +1104,7 @@ def _crop(xp, volume, box: int):
 
 
 def reconstruct_tikhonov(sums: ReconstructionSums, *, weight=3e-2):
-    """Closed-form reconstruction with a quadratic gradient penalty (seed 000 eq. 6).
+    """Closed-form reconstruction with a quadratic gradient penalty (Fortun et al. 2018 eq. 6).
 
     Solves ``min_x 1/(2N) sum_i ||y_i - H_i x||^2 + w/2 ||G x||^2`` (``G`` the periodic
     forward-difference gradient): ``x^ = B / (K + w |G^|^2)``.
@@ -1493,16 +1493,16 @@ def reconstruct_admm(sums: ReconstructionSums, *, regularizer: str = "hessian", 
     """Known-pose reconstruction with TV or Hessian-Schatten regularisation (ADMM).
 
     Solves ``min_{x >= 0} 1/(2N) sum_i ||y_i - H_i x||^2 + w s phi(L x)`` on data in units
-    of ``s = max(b)`` per channel (seed 001 eq. 4-11).
+    of ``s = max(b)`` per channel (Fortun et al. 2017 eq. 4-11).
 
     Parameters
     ----------
     sums : ReconstructionSums
     regularizer : {"hessian", "tv"}
-        Hessian Schatten-1 (nuclear) norm (seed 001 eq. 5) or isotropic total variation.
+        Hessian Schatten-1 (nuclear) norm (Fortun et al. 2017 eq. 5) or isotropic total variation.
     weight : float or sequence of float, default 1e-3
         ``w >= 0`` per mean particle, for data normalised to ``max(b) = 1``; one value or
-        one per channel.  Good values on the seed 002 setting: 3e-3 to 1e-2 (TV), 1e-3 to
+        one per channel.  Good values on the Eloy et al. 2023 setting: 3e-3 to 1e-2 (TV), 1e-3 to
         3e-3 (Hessian); ``reconstruct(weight="auto")`` chooses it.
     iterations : int, default 100
         ADMM iterations (each costs one FFT pair whatever the number of particles).
@@ -1609,7 +1609,7 @@ def _initial_state(xp, init, sums, scale, regularizer):
 
 def average(particles, poses, *, symmetry: int = 1, batch_size: int = 16, order: int = 1,
             backend=None):
-    """Align and average: ``(1/N) sum_i R_i^T T_{-t_i} y_i`` (the "Average" of seed 001).
+    """Align and average: ``(1/N) sum_i R_i^T T_{-t_i} y_i`` (the "Average" of Fortun et al. 2017).
 
     Parameters
     ----------
@@ -1660,7 +1660,7 @@ def _deconvolve_transform(weight, iterations):
 
 def deconv_average(particles, poses, psf, *, weight=3e-3, iterations: int = 50,
                    symmetry: int = 1, batch_size: int = 16, order: int = 1, backend=None):
-    """Deconvolve each particle (TV, positivity), then align and average (seed 001 baseline).
+    """Deconvolve each particle (TV, positivity), then align and average (Fortun et al. 2017 baseline).
 
     Parameters
     ----------
@@ -1679,7 +1679,7 @@ def deconv_average(particles, poses, psf, *, weight=3e-3, iterations: int = 50,
     Notes
     -----
     The cost grows with ``N`` (one deconvolution per particle), unlike the joint
-    reconstruction: this is the baseline whose time seed 001 Fig. 3 compares.
+    reconstruction: this is the baseline whose time Fortun et al. 2017 Fig. 3 compares.
     """
     n = len(_check_poses(poses, None))
     iterations = check_int(iterations, "iterations", minimum=1)

@@ -1,6 +1,6 @@
 """High-accuracy refinement: alternated pose search and regularised reconstruction.
 
-Seed 000 sec. IV and V-A-4, seed 004 sec. III (Algorithms 1-3), ``ALGORITHMS.md`` sec. 6.
+Fortun et al. 2018 sec. IV and V-A-4, Zehni et al. 2020 sec. III (Algorithms 1-3).
 Starting from particles with approximate poses (ab initio, or any estimate), alternate
 
 (a) the known-pose reconstruction (:mod:`spfluo.algorithms.reconstruct`: sums over the
@@ -10,16 +10,16 @@ Starting from particles with approximate poses (ab initio, or any estimate), alt
 
 until the poses stop changing.  Two pose updates:
 
-Exhaustive search (seed 000 sec. IV-B, eq. 8)
+Exhaustive search (Fortun et al. 2018 sec. IV-B, eq. 8)
     The particle ``y`` is compared with ``h * T_t(R f)`` for every candidate rotation ``R``
     of a grid: the model is rotated (never the particle) and blurred by the unrotated PSF;
     the translation of each candidate is the best of its correlation, then the best
     rotation wins.  Coarse to fine: the whole of SO(3)/Cn at 20 degrees, then +-10 degrees
-    at 5 around the current rotation, then +-5 at 1 (seed 000 sec. V-A-4; ``schedule``
+    at 5 around the current rotation, then +-5 at 1 (Fortun et al. 2018 sec. V-A-4; ``schedule``
     changes it).  The global library of rotated, blurred models is built once per
     iteration and shared by all the particles; local candidates (``R_i @
     local_rotation_grid``) are built per batch of particles.
-Continuous refinement (seed 004 sec. III-C, Algorithm 3)
+Continuous refinement (Zehni et al. 2020 sec. III-C, Algorithm 3)
     A few gradient steps per particle on a rotation increment ``w`` (``R <- R exp([w])``,
     applied in the reference frame as in :func:`~spfluo.algorithms.geometry.local_rotation_grid`)
     and on the translation, updated one after the other with separate step sizes and a
@@ -31,7 +31,7 @@ The energy (design decisions)
 - **The blur is linear and the particle is a box.**  A microscope blurs the whole field and
   extraction crops the particle's box: the particle is ``B(h * T_t(R f))`` with ``B`` the
   box and ``*`` a linear convolution, not the circular convolution of a plain FFT model.
-  With PSFs as long as the box (seed 000: sigma_z = 16 voxels in a 45 box) the difference
+  With PSFs as long as the box (Fortun et al. 2018: sigma_z = 16 voxels in a 45 box) the difference
   matters: on noise-free simulated particles the circular model misfits by 1.5-4 % and
   biases the poses by 3 degrees, the box model fits to the support's truncation.  So the
   particles are zero-padded to a grid of side ``P = pad D`` (``pad = 1.5`` keeps the blur
@@ -39,7 +39,7 @@ The energy (design decisions)
   inside the box, ``||B m||^2``, computed exactly from its band-limited spectrum with a
   separable Gram matrix (``_gram_axis``; ``pad = 1`` gives the circular model).
 - **Best scale and offset per particle.**  The energy of a candidate is
-  ``min_{a >= 0, b} ||y - a B m - b||^2`` (seed 000 eq. 8 with an intensity scale and a
+  ``min_{a >= 0, b} ||y - a B m - b||^2`` (Fortun et al. 2018 eq. 8 with an intensity scale and a
   background per particle and channel: labelling density and background vary, and an
   initial volume has an arbitrary scale), i.e. ``||y - mean||^2 - max(c, 0)^2 / n`` with
   ``c`` the correlation of the centred particle with the model and ``n`` the model's
@@ -51,7 +51,7 @@ The energy (design decisions)
 How it is made fast
 -------------------
 - **Only where the OTF lives.**  The pose enters the energy only at the frequencies where
-  the OTF is not negligible (``|h^|^2 >= support_threshold max |h^|^2``): for the seed 000
+  the OTF is not negligible (``|h^|^2 >= support_threshold max |h^|^2``): for the Fortun et al. 2018
   PSF about 280 frequencies of the half spectrum of the padded 68^3 grid.  Every particle
   is reduced once to its spectrum there (:func:`particle_spectra`); the pose updates never
   touch the particle volumes again.
@@ -212,7 +212,7 @@ class SearchStage:
         return self.range_deg is None
 
 
-#: Seed 000 sec. V-A-4: whole space at 20 degrees, then +-10 at 5, then +-5 at 1.
+#: Fortun et al. 2018 sec. V-A-4: whole space at 20 degrees, then +-10 at 5, then +-5 at 1.
 DEFAULT_SCHEDULE = (SearchStage(20.0, None), SearchStage(5.0, 10.0), SearchStage(1.0, 5.0))
 
 
@@ -1089,7 +1089,7 @@ def _search(model: _Model, scorer: _Scorer, coarse: _Scorer, indices: np.ndarray
 def search_poses(volume, spectra: ParticleSpectra, poses: Poses, *, step_deg: float,
                  range_deg: float | None = None, symmetry: int = 1, channels=None,
                  max_shift: float | None = None, top_k: int = 8) -> PoseUpdate:
-    """Exhaustive pose search of every particle against a volume (seed 000 eq. 8).
+    """Exhaustive pose search of every particle against a volume (Fortun et al. 2018 eq. 8).
 
     Parameters
     ----------
@@ -1150,7 +1150,7 @@ def scorer_project(scorer: _Scorer, t) -> np.ndarray:
 
 
 # =====================================================================================
-# continuous refinement (seed 004, Algorithm 3)
+# continuous refinement (Zehni et al. 2020, Algorithm 3)
 # =====================================================================================
 
 
@@ -1267,7 +1267,7 @@ def pose_energies(volume, spectra: ParticleSpectra, poses: Poses, *, channels=No
 def _continuous(model, scorer, indices, rotations, translations, angle_steps, shift_steps, *,
                 steps: int, eta: float, max_backtracks: int, max_angle: float,
                 max_shift_step: float):
-    """Semi-coordinate-wise gradient descent with backtracking (seed 004, Algorithm 3).
+    """Semi-coordinate-wise gradient descent with backtracking (Zehni et al. 2020, Algorithm 3).
 
     ``angle_steps`` (radians) and ``shift_steps`` (voxels) are the last accepted moves;
     returns (R, t, energies, angle_steps, shift_steps).
@@ -1336,7 +1336,7 @@ def refine_poses_continuous(volume, spectra: ParticleSpectra, poses: Poses, *, s
                             eta: float = 0.25, max_backtracks: int = 6, symmetry: int = 1,
                             channels=None, max_shift: float | None = None,
                             angle_steps_deg=None, shift_steps=None) -> PoseUpdate:
-    """Continuous pose refinement: gradient steps with backtracking (seed 004, Algorithm 3).
+    """Continuous pose refinement: gradient steps with backtracking (Zehni et al. 2020, Algorithm 3).
 
     For every particle (all in parallel), ``steps`` times: a gradient step on the rotation
     increment, then one on the translation, each with its own step size chosen by
@@ -1349,13 +1349,13 @@ def refine_poses_continuous(volume, spectra: ParticleSpectra, poses: Poses, *, s
     spectra : ParticleSpectra
     poses : Poses
     steps : int, default 3
-        Gradient steps per particle (``K_GD`` of seed 004).
+        Gradient steps per particle (``K_GD`` of Zehni et al. 2020).
     max_angle_deg : float, default 2
         Largest rotation of one step, degrees.
     max_shift_step : float, default 1
         Largest translation change of one step, voxels.
     eta : float, default 0.25
-        Backtracking factor in (0, 1) (seed 004).
+        Backtracking factor in (0, 1) (Zehni et al. 2020).
     max_backtracks : int, default 6
     symmetry : int, default 1
         Order of Cn (pose changes are reported modulo Cn).
@@ -1376,7 +1376,7 @@ def refine_poses_continuous(volume, spectra: ParticleSpectra, poses: Poses, *, s
     -----
     Step sizes are unit-free (design decision): the first trial moves the pose by twice
     the last accepted move along the negative gradient, capped by ``max_angle_deg`` and
-    ``max_shift_step`` (seed 004's fixed steps depend on the intensity unit).  The
+    ``max_shift_step`` (Zehni et al. 2020's fixed steps depend on the intensity unit).  The
     gradient is analytic (module notes).
     """
     spectra = _check_spectra(spectra)
@@ -1642,7 +1642,7 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
     update of every particle against its half set's volume.  First the
     exhaustive search, one ``schedule`` stage per iteration, the last stage repeated until
     the median rotation change is at most ``tolerance_deg``; then ``continuous_iterations``
-    continuous refinements (``gd_steps`` gradient steps each, seed 004).  Finally the
+    continuous refinements (``gd_steps`` gradient steps each, Zehni et al. 2020).  Finally the
     volume is reconstructed from all the particles with the refined poses.
 
     Parameters
@@ -1662,7 +1662,7 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
         Regularisation weight per mean particle, data normalised to ``max(b) = 1``
         (:func:`~spfluo.algorithms.reconstruct.reconstruct_admm`).
     schedule : sequence of SearchStage or (step_deg, range_deg) pairs
-        Coarse-to-fine exhaustive stages (default seed 000: ``(20, None), (5, 10), (1,
+        Coarse-to-fine exhaustive stages (default Fortun et al. 2018: ``(20, None), (5, 10), (1,
         5)``); an empty schedule skips the exhaustive search.
     exhaustive_iterations : int, optional
         Most exhaustive iterations (default ``len(schedule) + 2``; at least
@@ -1679,7 +1679,7 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
     initial_admm_iterations, admm_iterations : int
     continuous_admm_iterations, final_admm_iterations : int
         ADMM iterations of the first volume update (from scratch), of the next ones in the
-        exhaustive phase, of the continuous phase (``K_ADMM``, seed 004 uses 2 to 5) and of
+        exhaustive phase, of the continuous phase (``K_ADMM``, Zehni et al. 2020 uses 2 to 5) and of
         the final reconstructions (all warm-started but the first).
     symmetry : int, default 1
         Order n of the Cn symmetry about z: symmetrised sums, search over SO(3)/Cn, changes

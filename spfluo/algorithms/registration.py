@@ -27,7 +27,7 @@ Relation with particle poses and :func:`spfluo.algorithms.geometry.align_rotatio
     (and then ``t ~ C_k t``), consistent with ``G ~ G C_k`` in
     :func:`~spfluo.algorithms.geometry.align_rotations`.
 
-Method (seed 002 sec. 4.2 registers with an exhaustive 10 degree search maximising the
+Method (Eloy et al. 2023 sec. 4.2 registers with an exhaustive 10 degree search maximising the
 mutual information, then a gradient refinement; here the criterion is the normalised
 cross-correlation, maximised over translations by FFT for every candidate rotation)
     1. Background: the mean of the outer faces of each volume is subtracted (a constant
@@ -358,7 +358,7 @@ def register_volumes(
         Order n of the cyclic symmetry Cn about z of the reference: the search covers
         SO(3)/Cn and the rotation is defined modulo ``R ~ C_k R``.
     coarse_step_deg : float, default 20
-        Spacing of the global rotation grid, degrees (seed 000 starts at 20, seed 002
+        Spacing of the global rotation grid, degrees (Fortun et al. 2018 starts at 20, Eloy et al. 2023
         uses 10; 20 covers SO(3) with 1872 rotations at n = 1, 216 at n = 9).
     refine : bool, default True
         Refine the best global candidates locally (coarse-to-fine down to

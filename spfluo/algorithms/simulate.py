@@ -1,6 +1,6 @@
 """Simulated data with ground truth: particle datasets and fields of view.
 
-Particles (seed 002 sec. 4.1, ``ALGORITHMS.md`` sec. 9)
+Particles (Eloy et al. 2023 sec. 4.1)
     :func:`simulate_particles` draws, for every particle ``l``, a uniform random
     rotation ``R_l`` (:func:`spfluo.algorithms.geometry.random_rotations`) and a small
     random shift ``t_l`` (voxels), and computes
@@ -15,7 +15,7 @@ Particles (seed 002 sec. 4.1, ``ALGORITHMS.md`` sec. 9)
     - ``S_l`` the non-uniform degree of labelling (DOL): a sum of ``n_spots`` (120)
       isotropic Gaussian spots at uniform random places of the particle box, standard
       deviation uniform in ``[2 %, 5 %]`` of the box side, peak intensity uniform in
-      ``[0, 1]``.  Seed 002 subtracts them "at random locations in the image"; here they
+      ``[0, 1]``.  Eloy et al. 2023 subtracts them "at random locations in the image"; here they
       are subtracted from the posed object *before* the blur (the DOL is a property of
       the fluorophore density, which the microscope then blurs) and the result is
       clipped at 0 (a density cannot be negative).  Every particle and channel has its
@@ -24,10 +24,10 @@ Particles (seed 002 sec. 4.1, ``ALGORITHMS.md`` sec. 9)
       box is zero-padded by the PSF size before the FFT, so nothing wraps around);
     - ``a_c`` one scale per channel, for the whole dataset, such that the noiseless
       particles of channel ``c`` span ``[0, 1]`` (their minimum is 0, their maximum 1):
-      "images are scaled from 0 to 1" (seed 002).  One factor for all particles keeps
+      "images are scaled from 0 to 1" (Eloy et al. 2023).  One factor for all particles keeps
       the data an exact linear function of the ground truth (the forward model of
       reconstruction up to one constant), which a per-particle rescaling would break;
-    - noise: Gaussian of standard deviation ``noise_std`` (0.2 in seed 002), added to
+    - noise: Gaussian of standard deviation ``noise_std`` (0.2 in Eloy et al. 2023), added to
       the scaled signal; optionally Poisson noise first (``poisson_photons`` expected
       photons at intensity 1: ``Poisson(photons * y) / photons``), the Gaussian term
       then playing the read noise.
@@ -408,13 +408,13 @@ def simulate_particles(
     voxel_size=(1.0, 1.0, 1.0),
     seed=0,
 ) -> ParticleDataset:
-    """Simulate particles of a volume seen at random poses (seed 002 sec. 4.1 protocol).
+    """Simulate particles of a volume seen at random poses (Eloy et al. 2023 sec. 4.1 protocol).
 
     Parameters
     ----------
     volume : ndarray, shape (D, D, D) or (C, D, D, D)
         Ground truth on isotropic voxels, values in ``[0, 1]``.  Several channels share
-        the poses (seed 000 eq. 1-2).
+        the poses (Fortun et al. 2018 eq. 1-2).
     psf : ndarray, shape (Zp, Yp, Xp) or (C, Zp, Yp, Xp)
         PSF on the particle grid, centred on ``(Zp//2, Yp//2, Xp//2)``, one per channel
         (a single one is used for every channel); normalised to unit sum here.
@@ -616,7 +616,7 @@ def simulate_dataset(
     seed=0,
     **kwargs,
 ) -> ParticleDataset:
-    """The seed 002 simulated setting in one call: phantom, Gaussian PSF, particles.
+    """The Eloy et al. 2023 simulated setting in one call: phantom, Gaussian PSF, particles.
 
     Parameters
     ----------
@@ -626,14 +626,14 @@ def simulate_dataset(
         the C9 centriole-like barrel, a hollow sphere (radius 0.3, wall 0.08 box sides)
         or an open tube along z (radius 0.25, wall 0.08, length 0.6).
     size : int, default 50
-        Box side ``D`` in voxels (seed 002 resizes its volumes to 50^3).
+        Box side ``D`` in voxels (Eloy et al. 2023 resizes its volumes to 50^3).
     n_particles : int, default 20
-        Number of particles (seed 002 default).
+        Number of particles (Eloy et al. 2023 default).
     sigma_xy, sigma_z : float, default 1.5 and 5.0
-        Standard deviations of the Gaussian PSF in voxels, lateral and axial (seed 002
-        eq. 26; seed 000 uses 4 and 16).
+        Standard deviations of the Gaussian PSF in voxels, lateral and axial (Eloy et al. 2023
+        eq. 26; Fortun et al. 2018 uses 4 and 16).
     n_channels : int, default 1
-        1, or 2 with ``phantom="c9"`` (the barrel and a torus around it, seed 000); both
+        1, or 2 with ``phantom="c9"`` (the barrel and a torus around it, Fortun et al. 2018); both
         channels get the same PSF.
     voxel_size : float or tuple of 3 float, default (0.05, 0.05, 0.05)
         Isotropic ``(z, y, x)`` voxel size in micrometres (stored in the result).

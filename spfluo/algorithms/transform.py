@@ -8,7 +8,7 @@ the particle
 
     particle(x) = f(R^T (x - c - t) + c),      i.e.  y = T_t(R f)
 
-(``ALGORITHMS.md`` sec. 1, seed 002 eq. 4-6 and 9).  Voxels that come from outside
+(Eloy et al. 2023 eq. 4-6 and 9).  Voxels that come from outside
 the reference box are zero.
 
 Three tools, for three uses:

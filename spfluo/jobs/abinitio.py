@@ -5,7 +5,7 @@ Job file::
     "inputs":  {"particles": ".../particles.csv",      # particle table (poses optional:
                                                         # ground truth for the figures)
                 "psf": ".../psf.ome.tif"},              # (C, d, d, d) or one for all
-    "params":  {"method": "sgd",                        # sgd (seed 002) | annealing (seed 000)
+    "params":  {"method": "sgd",                        # sgd (Eloy et al. 2023) | annealing (Fortun et al. 2018)
                 "max_epochs": 40,                       # sgd: maximum number of epochs
                 "n_directions": 64, "n_psi": 8,         # sgd: N_d, N_psi drawn per particle
                 "alpha_r": 1.2, "beta": 50.0,           # sgd: uniform-share decay, kernels

@@ -1,4 +1,4 @@
-"""Job ``refine``: high-accuracy refinement of poses and volume (seed 000 sec. IV, seed 004).
+"""Job ``refine``: high-accuracy refinement of poses and volume (Fortun et al. 2018 sec. IV, Zehni et al. 2020).
 
 Job file::
 

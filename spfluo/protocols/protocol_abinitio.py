@@ -3,14 +3,14 @@
 ``ProtAbInitio`` runs the job ``abinitio`` (:mod:`spfluo.jobs.abinitio`) with one of two
 methods:
 
-- **SGD with importance sampling** (default, seed 002,
+- **SGD with importance sampling** (default, Eloy et al. 2023,
   :func:`spfluo.algorithms.abinitio.sgd_reconstruction`): stochastic gradient descent on
   the Fourier volume; per particle, candidate orientations drawn from per-particle
   distributions on a Fibonacci x in-plane grid of SO(3), translations by correlation,
   kernel-smoothed importance-weighted marginal likelihoods; coarse-to-fine; stops on an
   energy plateau.  The job checkpoints every epoch: a run that is stopped or killed
   continues from its last epoch when it is restarted ("continue").
-- **Simulated annealing** (seed 000, :func:`spfluo.algorithms.annealing.annealing_reconstruction`):
+- **Simulated annealing** (Fortun et al. 2018, :func:`spfluo.algorithms.annealing.annealing_reconstruction`):
   k-means class representatives of downsampled particles, closed-form quadratic volume,
   Metropolis-Hastings with incremental block coordinates; then every particle's pose by
   a search against that volume.
@@ -82,9 +82,9 @@ class ProtAbInitio(ProtFluoJob):
                            "one channel for all, or one per channel.")
         form.addParam("method", params.EnumParam, default=SGD, choices=_METHOD_LABELS,
                       label="Method",
-                      help="SGD with importance sampling (seed 002): all particles at once, "
+                      help="SGD with importance sampling (Eloy et al. 2023): all particles at once, "
                            "robust to a low degree of labelling, fast. Simulated annealing "
-                           "(seed 000): a few class representatives are aligned by a "
+                           "(Fortun et al. 2018): a few class representatives are aligned by a "
                            "stochastic search, then every particle against their volume.")
         form.addParam("symmetry", params.IntParam, default=1,
                       label="Symmetry order (Cn about z)",
@@ -198,7 +198,7 @@ class ProtAbInitio(ProtFluoJob):
         n = particles.getSize()
         if n < 2:
             errors.append(f"The particle set has {n} particle(s): ab initio needs at least 2 "
-                          "(about 20 for the seed 002 setting).")
+                          "(about 20 for the Eloy et al. 2023 setting).")
         box = particles.getBoxShape()
         if box is not None and len(set(box)) != 1:
             errors.append(f"Particles must be cubic boxes, got {tuple(box)} voxels: extract "

@@ -3,7 +3,7 @@
 - ``ProtPickParticles`` runs the job ``pick`` (:mod:`spfluo.jobs.pick`,
   :func:`spfluo.algorithms.picking.pick_particles`): blob candidates on the maximum
   projection along z and in the planes, about 90 features each, a classifier trained from
-  the user's examples (seed 000 sec. II-B), non-maximum suppression.  Detection runs in
+  the user's examples (Fortun et al. 2018 sec. II-B), non-maximum suppression.  Detection runs in
   one channel; the coordinates apply to every channel.  Output: coordinates with a score.
 - ``ProtExtractParticles`` runs the job ``extract`` (:mod:`spfluo.jobs.extract`,
   :func:`spfluo.algorithms.extraction.extract_particles`): a cubic box of a given size
@@ -35,7 +35,7 @@ from .convert import image_from_file
 __all__ = ["ProtPickParticles", "ProtExtractParticles", "ProtSelectParticles"]
 
 #: Classifier choices of the picking form, in the order of :data:`_CLASSIFIER_KEYS`.
-_CLASSIFIER_LABELS = ["random forest", "support vector machine (seed 000)", "gradient boosting"]
+_CLASSIFIER_LABELS = ["random forest", "support vector machine (Fortun et al. 2018)", "gradient boosting"]
 _CLASSIFIER_KEYS = ["forest", "svm", "boosting"]
 BORDER_PAD, BORDER_SKIP = 0, 1
 _BORDER_KEYS = ["pad", "skip"]
@@ -143,7 +143,7 @@ class ProtPickParticles(ProtFluoJob):
         form.addParam("classifier", params.EnumParam, default=0, choices=_CLASSIFIER_LABELS,
                       expertLevel=params.LEVEL_ADVANCED, label="Classifier",
                       help="Random forest (default, best in benchmarks/picking.py), RBF "
-                           "support vector machine (seed 000 uses SVMs) or gradient boosting.")
+                           "support vector machine (Fortun et al. 2018 uses SVMs) or gradient boosting.")
         form.addParam("candidateThreshold", params.FloatParam, default=3.0,
                       expertLevel=params.LEVEL_ADVANCED,
                       label="Candidate threshold (robust std)",

@@ -3,8 +3,8 @@
 ``ProtReconstructKnownPoses`` runs the job ``reconstruct`` (:mod:`spfluo.jobs.reconstruct`,
 :func:`spfluo.algorithms.reconstruct.reconstruct`): joint deconvolution and multi-view
 reconstruction with a Hessian-Schatten or total-variation regulariser and positivity
-(ADMM, seed 001), the closed-form Tikhonov solution (seed 000 eq. 6), or the baselines of
-seed 001 (align and average; deconvolve each particle, then average).  The sums over
+(ADMM, Fortun et al. 2017), the closed-form Tikhonov solution (Fortun et al. 2018 eq. 6), or the baselines of
+Fortun et al. 2017 (align and average; deconvolve each particle, then average).  The sums over
 particles are computed once, so an iteration costs the same for 10 or 10,000
 particles.  Cn symmetry and several channels (shared poses, one PSF each) are folded in.
 With half maps, the particles are split into two random halves whose reconstructions give
@@ -81,10 +81,10 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         form.addParam("method", params.EnumParam, default=HESSIAN, choices=_METHOD_LABELS,
                       label="Method",
                       help="Hessian: Schatten-1 norm of the Hessian with positivity (ADMM), "
-                           "piecewise-smooth results without staircase (seed 001). Total "
-                           "variation: piecewise constant (seed 000). Tikhonov: quadratic "
+                           "piecewise-smooth results without staircase (Fortun et al. 2017). Total "
+                           "variation: piecewise constant (Fortun et al. 2018). Tikhonov: quadratic "
                            "gradient penalty, closed form, instant. Average and deconvolve-"
-                           "then-average: the baselines of seed 001.")
+                           "then-average: the baselines of Fortun et al. 2017.")
         form.addParam("weightMode", params.EnumParam, default=WEIGHT_AUTO,
                       choices=["automatic (half maps)", "given"],
                       display=params.EnumParam.DISPLAY_HLIST,

@@ -2,12 +2,12 @@
 
 ``ProtRefine`` runs the job ``refine`` (:mod:`spfluo.jobs.refine`,
 :func:`spfluo.algorithms.refine.refine`): it alternates a regularised known-pose
-reconstruction (TV or Hessian ADMM, warm-started; seed 000 sec. IV-A) with a pose update
+reconstruction (TV or Hessian ADMM, warm-started; Fortun et al. 2018 sec. IV-A) with a pose update
 of every particle against the current volume, until the poses stop changing:
 
-- exhaustive search (seed 000 eq. 8), coarse to fine: the whole rotation space at 20
+- exhaustive search (Fortun et al. 2018 eq. 8), coarse to fine: the whole rotation space at 20
   degrees, then +-10 degrees at 5, then +-5 at 1 (the schedule is a parameter);
-- continuous refinement (seed 004): a few gradient steps on each particle's rotation and
+- continuous refinement (Zehni et al. 2020): a few gradient steps on each particle's rotation and
   translation with backtracking, alternated with a few ADMM iterations.
 
 Cn symmetry, several channels with shared poses (pose search on chosen channels) and the
@@ -50,7 +50,7 @@ _STEP = "refine"
 TV, HESSIAN = 0, 1
 _REGULARIZER_KEYS = ["tv", "hessian"]
 _REGULARIZER_LABELS = ["Total variation", "Hessian (Schatten norm)"]
-#: Seed 000 sec. V-A-4: whole space at 20 degrees, then +-10 at 5, then +-5 at 1.
+#: Fortun et al. 2018 sec. V-A-4: whole space at 20 degrees, then +-10 at 5, then +-5 at 1.
 DEFAULT_SCHEDULE_TEXT = "20:all, 5:10, 1:5"
 #: Name of one channel in the messages about the 'Pose search channels' parameter.
 _CHANNEL_LABEL = "Pose search channel"
@@ -142,8 +142,8 @@ class ProtRefine(ProtFluoJob):
         form.addSection(label="Reconstruction")
         form.addParam("regularizer", params.EnumParam, default=TV,
                       choices=_REGULARIZER_LABELS, label="Regulariser",
-                      help="Total variation (seed 000) or the Hessian Schatten norm "
-                           "(seed 001); both with positivity, solved by ADMM.")
+                      help="Total variation (Fortun et al. 2018) or the Hessian Schatten norm "
+                           "(Fortun et al. 2017); both with positivity, solved by ADMM.")
         form.addParam("weight", params.FloatParam, default=3e-3, label="Weight",
                       help="Regularisation weight per mean particle, >= 0 (data normalised to "
                            "a back-projection of maximum 1): typically 1e-3 to 1e-2.")
@@ -164,23 +164,23 @@ class ProtRefine(ProtFluoJob):
                       label="Search schedule (step:range deg)",
                       help="Exhaustive coarse-to-fine stages, one per outer iteration: "
                            "'step:range' in degrees, range 'all' for the whole rotation space "
-                           "(seed 000: '20:all, 5:10, 1:5'). The last stage repeats until the "
+                           "(Fortun et al. 2018: '20:all, 5:10, 1:5'). The last stage repeats until the "
                            "poses stop changing. Empty: no exhaustive search.")
         form.addParam("exhaustiveIterations", params.IntParam, default=5,
                       label="Most exhaustive iterations",
                       help="At least the number of schedule stages.")
         form.addParam("continuousIterations", params.IntParam, default=2,
                       label="Continuous refinement iterations",
-                      help="Outer iterations of continuous refinement (seed 004) after the "
+                      help="Outer iterations of continuous refinement (Zehni et al. 2020) after the "
                            "exhaustive search; 0 for none.")
         form.addParam("gdSteps", params.IntParam, default=3,
                       label="Gradient steps per continuous iteration",
-                      help="K_GD of seed 004: gradient steps on each particle's rotation and "
+                      help="K_GD of Zehni et al. 2020: gradient steps on each particle's rotation and "
                            "translation, with backtracking.")
         form.addParam("continuousAdmm", params.IntParam, default=5,
                       expertLevel=params.LEVEL_ADVANCED,
                       label="ADMM iterations per continuous iteration",
-                      help="K_ADMM of seed 004 (2 to 5).")
+                      help="K_ADMM of Zehni et al. 2020 (2 to 5).")
         form.addParam("maxShift", params.FloatParam, default=0.0,
                       expertLevel=params.LEVEL_ADVANCED, label="Maximum shift (µm)",
                       help="Largest particle translation searched; 0 = a quarter of the box.")

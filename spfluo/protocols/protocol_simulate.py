@@ -1,7 +1,7 @@
 """Simulation protocol: a dataset with its ground truth (volume, PSF, poses, positions).
 
 ``ProtSimulateDataset`` runs the job ``simulate`` (:mod:`spfluo.jobs.simulate`, which
-calls :mod:`spfluo.algorithms.simulate`, the setting of seed 002 sec. 4.1) and
+calls :mod:`spfluo.algorithms.simulate`, the setting of Eloy et al. 2023 sec. 4.1) and
 registers its files as objects: the ground-truth volume, the PSF, and either particles
 with their true poses or fields of view with the true particle positions and
 orientations.  It is the start of every quality test of the pipeline: reconstruct from
@@ -41,7 +41,7 @@ class ProtSimulateDataset(ProtFluoJob):
 
     Each particle is the phantom at a uniform random orientation and a small shift,
     with a non-uniform degree of labelling (Gaussian spots removed), blurred by a
-    Gaussian PSF, scaled to [0, 1] and corrupted by Gaussian noise (seed 002 sec. 4.1).
+    Gaussian PSF, scaled to [0, 1] and corrupted by Gaussian noise (Eloy et al. 2023 sec. 4.1).
     Fields of view hold many such particles, debris and touching pairs, for picking.
     """
 
@@ -71,7 +71,7 @@ class ProtSimulateDataset(ProtFluoJob):
                       help="Isotropic voxel size of the particles and the ground truth.")
         line = form.addLine("PSF sigma (voxels)",
                             help="Standard deviations of the Gaussian PSF in voxels, lateral "
-                                 "and axial (seed 002: 1.5 and 5).")
+                                 "and axial (Eloy et al. 2023: 1.5 and 5).")
         line.addParam("sigmaXY", params.FloatParam, default=1.5, label="x, y")
         line.addParam("sigmaZ", params.FloatParam, default=5.0, label="z")
         form.addParam("noiseStd", params.FloatParam, default=0.2,

@@ -1,4 +1,4 @@
-"""Figures of an ab initio run: energy per epoch, marginal likelihoods (seed 002 Fig. 3).
+"""Figures of an ab initio run: energy per epoch, marginal likelihoods (Eloy et al. 2023 Fig. 3).
 
 Pure matplotlib functions on arrays (no pyplot): they render headless and are tested
 without a project.  Angles are shown in degrees; directions follow the project
@@ -83,7 +83,7 @@ def energy_figure(energies, *, bands=None, seconds=None, method: str = "sgd",
 
 def psi_marginals_figure(psi, marginals, *, true_index=None, symmetry: int = 1,
                          split: int = 2, title=None) -> Figure:
-    """Marginal likelihood of the in-plane angle, one curve per particle (seed 002 Fig. 3a-b).
+    """Marginal likelihood of the in-plane angle, one curve per particle (Eloy et al. 2023 Fig. 3a-b).
 
     Parameters
     ----------
@@ -141,7 +141,7 @@ def psi_marginals_figure(psi, marginals, *, true_index=None, symmetry: int = 1,
 
 def direction_map_figure(directions, likelihood, *, true_directions=None, resolution: int = 2,
                          title=None) -> Figure:
-    """Summed direction likelihoods on a (phi1, phi2) map (seed 002 Fig. 3c).
+    """Summed direction likelihoods on a (phi1, phi2) map (Eloy et al. 2023 Fig. 3c).
 
     Parameters
     ----------

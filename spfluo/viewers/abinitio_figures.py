@@ -3,7 +3,7 @@
 Registered for :class:`~spfluo.objects.Volume`; they appear only when the volume carries
 the files written by the job ``abinitio`` (its ``energiesFile``, ``marginalsFile`` and
 ``summaryFile`` attributes): the energy per epoch, the marginal likelihoods of the
-in-plane angle per particle and the summed direction likelihood map (seed 002 Fig. 3,
+in-plane angle per particle and the summed direction likelihood map (Eloy et al. 2023 Fig. 3,
 with the true values when the input particles carried poses), and the orientation
 distribution of the estimated poses.  The volume itself (slices, isosurface) is drawn by
 the generic makers.

@@ -21,7 +21,7 @@ from spfluo.algorithms.reconstruct import reconstruct
 from spfluo.algorithms.simulate import simulate_dataset
 from spfluo.algorithms.transform import rotate
 
-# a small version of the seed 002 setting that the tests can afford (about 5 s on 2 cores)
+# a small version of the Eloy et al. 2023 setting that the tests can afford (about 5 s on 2 cores)
 SIM = dict(size=20, n_particles=10, sigma_xy=0.75, sigma_z=2.0, n_spots=20, noise_std=0.1)
 FAST = dict(n_directions=32, n_psi=6, max_epochs=10)
 

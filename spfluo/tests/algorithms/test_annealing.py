@@ -1,4 +1,4 @@
-"""Ab initio by simulated annealing (seed 000): class representatives, recovery of the C9 barrel
+"""Ab initio by simulated annealing (Fortun et al. 2018): class representatives, recovery of the C9 barrel
 (polarity consensus included)."""
 
 import re

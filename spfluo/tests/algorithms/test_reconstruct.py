@@ -28,7 +28,7 @@ def _score(volume, truth):
 
 @pytest.fixture(scope="module")
 def dataset():
-    """The seed 002 setting, reduced: asymmetric phantom, 20 particles of 32^3."""
+    """The Eloy et al. 2023 setting, reduced: asymmetric phantom, 20 particles of 32^3."""
     return simulate_dataset(phantom="asymmetric", size=32, n_particles=20, seed=0)
 
 
@@ -448,9 +448,9 @@ def test_reconstruction_with_true_poses_matches_the_ground_truth(dataset, sums):
 
 
 def test_symmetry_helps_when_particles_are_few():
-    """Seed 000 Fig. 6: the C9 constraint matters most with few particles.
+    """Fortun et al. 2018 Fig. 6: the C9 constraint matters most with few particles.
 
-    Seed 002 setting (C9 barrel, Gaussian PSF 1.5/5 voxels, its noise), 4 particles of
+    Eloy et al. 2023 setting (C9 barrel, Gaussian PSF 1.5/5 voxels, its noise), 4 particles of
     32^3 with their true poses.  Folding C9 into the sums must beat both the plain
     reconstruction and its symmetrisation after the fact (which cannot fill the Fourier
     regions that 4 poses leave empty).  Measured SSIM (weights 3e-4, 1e-3): plain 0.604,

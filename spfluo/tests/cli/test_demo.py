@@ -52,7 +52,7 @@ def test_quick_demo_runs_the_chain_and_prints_the_table(quick_demo):
     um, per_voxel = float(fsc.group(1)), float(fsc.group(2))
     assert 0 < per_voxel <= 0.5 and um == pytest.approx(0.06 / per_voxel, rel=0.02)
     assert re.search(r"^\d+ particles picked and extracted \(of 16 simulated\)$", text, re.M)
-    assert "noise 0.2 (seed 002's level)" in text
+    assert "noise 0.2 (Eloy et al. 2023's level)" in text
     assert re.search(r"demo finished in \d+ s wall, \d+ s CPU", text)
 
 

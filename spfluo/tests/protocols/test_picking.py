@@ -29,7 +29,7 @@ def truth():
 
 @pytest.fixture(scope="module")
 def fovs(truth):
-    """Two 2-channel fields: 12 particles (a touching pair), 2 debris each; seed 002 PSF."""
+    """Two 2-channel fields: 12 particles (a touching pair), 2 debris each; Eloy et al. 2023 PSF."""
     scale = np.asarray(VS) / VS[2]
     sig = np.asarray(SIGMA) / scale  # in field voxels
     psf = gaussian_psf((2 * int(np.ceil(3 * sig[0])) + 1, 11, 11), sig)
