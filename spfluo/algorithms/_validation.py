@@ -6,11 +6,13 @@ Each check returns the value converted to its plain Python type, or raises a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["check_int", "check_symmetry", "check_box_shape"]
+__all__ = ["check_int", "check_symmetry", "check_box_shape", "check_float", "check_max_shift",
+           "as_particles", "check_finite", "as_channels"]
 
 
 def check_int(value: Any, name: str, *, minimum: int) -> int:
@@ -42,4 +44,85 @@ def check_box_shape(shape: Any, name: str = "shape") -> tuple[int, int, int]:
         ) from None
     if len(out) != 3 or any(s < 1 for s in out) or any(int(s) != s for s in shape):
         raise ValueError(f"{name} must be a (Z, Y, X) tuple of 3 positive ints, got {shape!r}")
+    return out
+
+
+def check_float(value: Any, name: str, *, low: float = -math.inf, high: float = math.inf,
+                low_inclusive: bool = True, unit: str = "") -> float:
+    """A finite real number (not a bool) in ``[low, high]`` (``(low, high]`` when not
+    ``low_inclusive``), as a ``float``; ``unit`` (e.g. ``" voxels"``) ends the message."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    v = float(value) if ok else math.nan
+    ok = ok and math.isfinite(v) and (v >= low if low_inclusive else v > low) and v <= high
+    if not ok:
+        bracket = "[" if low_inclusive else "("
+        raise ValueError(f"{name} must be a finite number in {bracket}{low:g}, {high:g}]{unit}, "
+                         f"got {value!r}")
+    return v
+
+
+def check_max_shift(max_shift: Any, box: int) -> float:
+    """Largest translation norm in voxels (>= 0); None gives a quarter of the box side."""
+    if max_shift is None:
+        return box / 4.0
+    return check_float(max_shift, "max_shift", low=0.0, unit=" voxels")
+
+
+def as_particles(particles: Any, xp: Any = None) -> tuple[Any, bool]:
+    """Particles as ``(N, C, D, D, D)``, and whether the input had no channel axis.
+
+    Checks the structure (dimensions, emptiness, cubic boxes of side >= 8, real values).
+    Without ``xp`` the array is returned as given (callers that stream batches check
+    finiteness per batch); with ``xp`` it is converted to float32 in that namespace and
+    checked for NaN and infinities.
+    """
+    if not (hasattr(particles, "ndim") and hasattr(particles, "shape")):
+        raise ValueError(f"particles must be an array (N, C, D, D, D) or (N, D, D, D), got "
+                         f"{type(particles).__name__}")
+    if particles.ndim not in (4, 5):
+        raise ValueError(f"particles must have shape (N, C, D, D, D) or (N, D, D, D), got "
+                         f"{tuple(particles.shape)}")
+    squeeze = particles.ndim == 4
+    arr = particles[:, None] if squeeze else particles
+    n, c, d, e, f = (int(s) for s in arr.shape)
+    if n == 0 or c == 0:
+        raise ValueError(f"particles is empty (shape {tuple(particles.shape)}): give at least "
+                         "one particle")
+    if not d == e == f:
+        raise ValueError(f"particles must be cubic boxes (D, D, D), got (Z, Y, X) = "
+                         f"{(d, e, f)}: extract them with a cubic box")
+    if d < 8:
+        raise ValueError(f"particle boxes of {d} voxels are too small (need at least 8)")
+    if arr.dtype.kind == "c":
+        raise ValueError(f"particles must be real, got dtype {arr.dtype}")
+    if xp is not None:
+        arr = xp.asarray(arr).astype(xp.float32, copy=False)
+        check_finite(xp, arr, "particles")
+    return arr, squeeze
+
+
+def check_finite(xp: Any, array: Any, name: str) -> None:
+    """Refuse NaN and infinite values, with the fix."""
+    if not bool(xp.isfinite(array).all()):
+        raise ValueError(f"{name} contain NaN or infinite values: clean them "
+                         "(e.g. numpy.nan_to_num) first")
+
+
+def as_channels(channels: Any, n_channels: int) -> tuple[int, ...]:
+    """Channel indices: None or ``"all"`` (every channel), one index, or distinct indices
+    in ``[0, n_channels)``."""
+    if channels is None or (isinstance(channels, str) and channels == "all"):
+        return tuple(range(n_channels))
+    values = [channels] if isinstance(channels, (int, np.integer)) else channels
+    try:
+        out = tuple(int(c) for c in values)
+        ok = all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in values)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not out or len(set(out)) != len(out) or any(
+            not 0 <= c < n_channels for c in out):
+        raise ValueError(
+            f"channels must be None/'all', a channel index or a list of distinct indices in "
+            f"[0, {n_channels}), got {channels!r}"
+        )
     return out

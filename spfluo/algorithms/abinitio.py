@@ -160,9 +160,14 @@ from typing import Any, Callable
 import numpy as np
 import scipy.fft
 
-from spfluo.algorithms._validation import check_int
-from spfluo.algorithms.backend import Backend, to_numpy
-from spfluo.algorithms.fourier import _backend_for, _fit_to, otf_from_psf, resize_fourier
+from spfluo.algorithms._validation import (
+    as_particles,
+    check_float,
+    check_int,
+    check_max_shift,
+)
+from spfluo.algorithms.backend import AXES3, Backend, resolve_backend, to_numpy
+from spfluo.algorithms.fourier import _fit_to, otf_from_psf, resize_fourier
 from spfluo.algorithms.geometry import (
     Poses,
     SO3Grid,
@@ -185,7 +190,6 @@ __all__ = [
     "smoothed_marginals",
 ]
 
-_AXES3 = (-3, -2, -1)
 #: Known-pose methods for the final volume (spfluo.algorithms.reconstruct).
 FINAL_METHODS = ("hessian", "tv", "tikhonov")
 #: Default grid sizes M_d (Fibonacci directions) and M_psi (in-plane angles, no symmetry).
@@ -209,27 +213,6 @@ _DAMPING_POSES = 150
 # ---------------------------------------------------------------------------
 
 
-def _check_float(value, name: str, *, low: float, high: float = math.inf,
-                 low_inclusive: bool = True) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    ok = (v >= low if low_inclusive else v > low) and v <= high and math.isfinite(v)
-    if not ok:
-        bracket = "[" if low_inclusive else "("
-        raise ValueError(f"{name} must be a finite number in {bracket}{low:g}, {high:g}], "
-                         f"got {value!r}")
-    return v
-
-
-def _check_max_shift(max_shift, box: int) -> float:
-    """Largest translation norm in voxels (>= 0); None gives ``box / 4``."""
-    if max_shift is None:
-        max_shift = box / 4.0
-    return _check_float(max_shift, "max_shift", low=0.0)
-
-
 def _as_reference(xp, volume, data: "SpectralParticles"):
     """A volume to compare with the particles of ``data``: (C, D, D, D) float32."""
     box = data.box
@@ -241,35 +224,6 @@ def _as_reference(xp, volume, data: "SpectralParticles"):
                          f"{data.n_channels} channels first) like the particles, got "
                          f"{tuple(xp.asarray(volume).shape)}")
     return vol
-
-
-def _as_particles(xp, particles) -> tuple[Any, bool]:
-    """(N, C, D, D, D) float32 and whether the input had no channel axis."""
-    arr = xp.asarray(particles)
-    if arr.ndim == 4:
-        arr = arr[:, None]
-        squeeze = True
-    elif arr.ndim == 5:
-        squeeze = False
-    else:
-        raise ValueError(
-            "particles must have shape (N, D, D, D) or (N, C, D, D, D), got shape "
-            f"{tuple(arr.shape)}"
-        )
-    n, c, d1, d2, d3 = (int(s) for s in arr.shape)
-    if n < 1 or c < 1:
-        raise ValueError(f"particles is empty (shape {tuple(arr.shape)}): give at least one "
-                         "particle")
-    if not d1 == d2 == d3 or d1 < 8:
-        raise ValueError(f"particles must be cubic boxes of side >= 8 voxels, got shape "
-                         f"{tuple(arr.shape)}: extract them as cubes")
-    if xp.iscomplexobj(arr):
-        raise ValueError(f"particles must be real, got dtype {arr.dtype}")
-    arr = arr.astype(xp.float32, copy=False)
-    if not bool(xp.isfinite(arr).all()):
-        raise ValueError("particles contain NaN or infinite values: clean them "
-                         "(e.g. numpy.nan_to_num) first")
-    return arr, squeeze
 
 
 def _as_psf(xp, psf, n_channels: int):
@@ -385,10 +339,10 @@ class SpectralParticles:
         -------
         SpectralParticles
         """
-        bk = _backend_for(backend, particles)
+        bk = resolve_backend(backend, particles)
         xp = bk.xp
-        y, _ = _as_particles(xp, particles)
-        support_threshold = _check_float(support_threshold, "support_threshold", low=0.0,
+        y, _ = as_particles(particles, xp)
+        support_threshold = check_float(support_threshold, "support_threshold", low=0.0,
                                          high=1.0, low_inclusive=False)
         n, c, d = int(y.shape[0]), int(y.shape[1]), int(y.shape[2])
         h = _as_psf(xp, psf, c)
@@ -420,7 +374,7 @@ class SpectralParticles:
         batch = max(1, int((1 << 25) // (c * d**3)))
         for start in range(0, n, batch):
             sl = slice(start, min(n, start + batch))
-            spec = bk.rfftn(xp.fft.ifftshift(y[sl], axes=_AXES3), axes=_AXES3)
+            spec = bk.rfftn(xp.fft.ifftshift(y[sl], axes=AXES3), axes=AXES3)
             spec = spec.reshape(spec.shape[0], c, -1)
             spectra[sl] = spec[:, :, flat_x]
             if int(out_x.size) >= 16:
@@ -598,8 +552,8 @@ class _FourierVolume:
         xp = bk.xp
         g = self.size
         padded = _fit_to(xp, self.real, (g, g, g))
-        spec = bk.fftn(xp.fft.ifftshift(padded, axes=_AXES3), axes=_AXES3)
-        spec = xp.fft.fftshift(spec, axes=_AXES3)
+        spec = bk.fftn(xp.fft.ifftshift(padded, axes=AXES3), axes=AXES3)
+        spec = xp.fft.fftshift(spec, axes=AXES3)
         scale = np.float32((self.box / self.band) ** 3)
         self._inner(self.spectrum)[...] = (spec * scale).astype(xp.complex64)
 
@@ -624,16 +578,16 @@ class _FourierVolume:
         """crop(IFFT(spec)) on the L^3 box, real part, float32 (spec: (C, G, G, G))."""
         bk = self.bk
         xp = bk.xp
-        v = bk.ifftn(xp.fft.ifftshift(spec, axes=_AXES3), axes=_AXES3)
-        v = xp.fft.fftshift(v.real, axes=_AXES3)
+        v = bk.ifftn(xp.fft.ifftshift(spec, axes=AXES3), axes=AXES3)
+        v = xp.fft.fftshift(v.real, axes=AXES3)
         return _fit_to(xp, v, (self.band,) * 3).astype(xp.float32)
 
     def _to_spectrum(self, v):
         bk = self.bk
         xp = bk.xp
         g = self.size
-        spec = bk.fftn(xp.fft.ifftshift(_fit_to(xp, v, (g, g, g)), axes=_AXES3), axes=_AXES3)
-        return xp.fft.fftshift(spec, axes=_AXES3)
+        spec = bk.fftn(xp.fft.ifftshift(_fit_to(xp, v, (g, g, g)), axes=AXES3), axes=AXES3)
+        return xp.fft.fftshift(spec, axes=AXES3)
 
     def apply_gradient(self, grad_padded, curvature_padded, damping, lr: float) -> None:
         """Preconditioned projected step on ``real`` from a gradient on the padded grid.
@@ -759,28 +713,12 @@ def _scatter(bk: Backend, size: int, base, frac, grid_size: int, values):
     vals = xp.concatenate([values.ravel()] * len(corners))
 
     def add(weights):
-        if bk.is_gpu:  # pragma: no cover - needs a GPU
-            import cupyx
-
-            out = xp.zeros(size, dtype=xp.float32)
-            cupyx.scatter_add(out, idx, weights.astype(xp.float32))
-            return out
-        return np.bincount(idx, weights=weights, minlength=size).astype(np.float32)
+        return bk.scatter_add(idx, weights.astype(xp.float32, copy=False), size).astype(
+            xp.float32, copy=False)
 
     if xp.iscomplexobj(vals):
         return (add(vals.real * wts) + 1j * add(vals.imag * wts)).astype(xp.complex64)
     return add(vals * wts)
-
-
-def _bincount(bk: Backend, index, weights, size: int):
-    xp = bk.xp
-    if bk.is_gpu:  # pragma: no cover - needs a GPU
-        import cupyx
-
-        out = xp.zeros(size, dtype=xp.float32)
-        cupyx.scatter_add(out, index, weights.astype(xp.float32))
-        return out
-    return np.bincount(index, weights=weights, minlength=size).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -853,7 +791,7 @@ def _evaluate(vol: "_FourierVolume", sc: _Scale, data: SpectralParticles, l: int
             else:
                 grid[:, gi] += values[:, pos]
         grid = grid.reshape((b,) + half)
-        surface = bk.irfftn(grid, s=sc.grid, axes=_AXES3)
+        surface = bk.irfftn(grid, s=sc.grid, axes=AXES3)
         surface *= np.float32(kz * ky * kx)
         masked = xp.where(sc.shift_mask[None], surface, -xp.inf)
         peak = xp.argmax(masked.reshape(b, -1), axis=1)
@@ -1294,7 +1232,7 @@ def refine_poses_local(volume, data: SpectralParticles, poses: Poses, *,
     bk = data.backend
     xp = bk.xp
     box = data.box
-    max_shift = _check_max_shift(max_shift, box)
+    max_shift = check_max_shift(max_shift, box)
     vol = _as_reference(xp, volume, data)
     if not isinstance(poses, Poses) or len(poses) != data.n_particles:
         raise ValueError(f"poses must be a Poses with one pose per particle "
@@ -1690,7 +1628,7 @@ def pose_search(volume, particles, psf, *, grid: SO3Grid | None = None,
     -------
     PoseSearchResult
     """
-    bk = _backend_for(backend, particles)
+    bk = resolve_backend(backend, particles)
     xp = bk.xp
     data = SpectralParticles.build(particles, psf, support_threshold=support_threshold,
                                    backend=bk)
@@ -1699,9 +1637,9 @@ def pose_search(volume, particles, psf, *, grid: SO3Grid | None = None,
         grid = so3_grid(500, 36)
     if not isinstance(grid, SO3Grid):
         raise ValueError(f"grid must be an SO3Grid (geometry.so3_grid), got {type(grid).__name__}")
-    downsampling = _check_float(downsampling, "downsampling", low=1.0)
-    temperature = _check_float(temperature, "temperature", low=0.0, low_inclusive=False)
-    max_shift = _check_max_shift(max_shift, box)
+    downsampling = check_float(downsampling, "downsampling", low=1.0)
+    temperature = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
+    max_shift = check_max_shift(max_shift, box)
     vol = _as_reference(xp, volume, data)
     coarse_band = _coarse_band(data.band, downsampling)
     fv = _FourierVolume.initial(bk, vol, data.band)
@@ -1870,14 +1808,14 @@ def sgd_reconstruction(
     -------
     AbInitioResult
     """
-    bk = _backend_for(backend, particles)
+    bk = resolve_backend(backend, particles)
     xp = bk.xp
-    y, squeeze = _as_particles(xp, particles)
+    y, squeeze = as_particles(particles, xp)
     n, c, box = int(y.shape[0]), int(y.shape[1]), int(y.shape[2])
     max_epochs = check_int(max_epochs, "max_epochs", minimum=1)
     min_epochs = check_int(min_epochs, "min_epochs", minimum=0)
     coarse_epochs = check_int(coarse_epochs, "coarse_epochs", minimum=0)
-    downsampling = _check_float(downsampling, "downsampling", low=1.0)
+    downsampling = check_float(downsampling, "downsampling", low=1.0)
     n_directions = check_int(n_directions, "n_directions", minimum=1)
     n_psi = check_int(n_psi, "n_psi", minimum=1)
     symmetry = check_int(symmetry, "symmetry", minimum=1)
@@ -1885,17 +1823,17 @@ def sgd_reconstruction(
     grid_directions = md_default if grid_directions is None else check_int(
         grid_directions, "grid_directions", minimum=1)
     grid_psi = mpsi_default if grid_psi is None else check_int(grid_psi, "grid_psi", minimum=1)
-    alpha_r = _check_float(alpha_r, "alpha_r", low=1.0, low_inclusive=False)
-    beta_d = _check_float(beta_d, "beta_d", low=0.0)
-    beta_psi = _check_float(beta_psi, "beta_psi", low=0.0)
-    temperature = _check_float(temperature, "temperature", low=0.0, low_inclusive=False)
-    learning_rate = _check_float(learning_rate, "learning_rate", low=0.0, high=1.0,
+    alpha_r = check_float(alpha_r, "alpha_r", low=1.0, low_inclusive=False)
+    beta_d = check_float(beta_d, "beta_d", low=0.0)
+    beta_psi = check_float(beta_psi, "beta_psi", low=0.0)
+    temperature = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
+    learning_rate = check_float(learning_rate, "learning_rate", low=0.0, high=1.0,
                                  low_inclusive=False)
-    memory = _check_float(memory, "memory", low=0.0, high=1.0)
-    regularization = _check_float(regularization, "regularization", low=0.0)
-    tol = _check_float(tol, "tol", low=0.0)
+    memory = check_float(memory, "memory", low=0.0, high=1.0)
+    regularization = check_float(regularization, "regularization", low=0.0)
+    tol = check_float(tol, "tol", low=0.0)
     patience = check_int(patience, "patience", minimum=1)
-    max_shift = _check_max_shift(max_shift, box)
+    max_shift = check_max_shift(max_shift, box)
     if final_reconstruction not in (None,) + FINAL_METHODS:
         raise ValueError(f"final_reconstruction must be one of {FINAL_METHODS} or None, got "
                          f"{final_reconstruction!r}")
@@ -2042,7 +1980,11 @@ def sgd_reconstruction(
         """End of the stage without symmetry: the Cn axis of the iterate turned onto z
         (poses follow), the iterate symmetrised, the Cn grid, then the polarity consensus."""
         nonlocal vol, phase, switch_epoch, qd, qpsi, pid, pipsi
-        from spfluo.algorithms.symmetry import align_symmetry_axis, realign_poses, symmetrize
+        from spfluo.algorithms.symmetry import (
+            align_symmetry_axis,
+            realign_poses,
+            symmetrize,
+        )
 
         if vol.band != full_band:
             vol = vol.resized(full_band)

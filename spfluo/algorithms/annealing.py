@@ -87,14 +87,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from spfluo.algorithms._validation import check_int
+from spfluo.algorithms._validation import (
+    as_particles,
+    check_float,
+    check_int,
+    check_max_shift,
+)
 from spfluo.algorithms.abinitio import (
     AbInitioResult,
-    _as_particles,
-    _as_psf,
-    _check_float,
     SpectralParticles,
-    _check_max_shift,
+    _as_psf,
     _flip_rotation,
     _FourierVolume,
     _make_scale,
@@ -104,8 +106,8 @@ from spfluo.algorithms.abinitio import (
     _symmetrize,
     pose_search,
 )
-from spfluo.algorithms.backend import to_numpy
-from spfluo.algorithms.fourier import _backend_for, _fit_to, resize_fourier, shift_volume
+from spfluo.algorithms.backend import resolve_backend, to_numpy
+from spfluo.algorithms.fourier import _fit_to, resize_fourier, shift_volume
 from spfluo.algorithms.geometry import (
     Poses,
     cyclic_group,
@@ -113,13 +115,13 @@ from spfluo.algorithms.geometry import (
     rotation_about_z,
     so3_grid,
 )
-from spfluo.algorithms.transform import rotate
 from spfluo.algorithms.reconstruct import (
     ReconstructionSums,
     precompute_sums,
     reconstruct,
     reconstruct_tikhonov,
 )
+from spfluo.algorithms.transform import rotate
 
 __all__ = ["select_representatives", "annealing_reconstruction"]
 
@@ -204,7 +206,7 @@ class _IncrementalSums:
         sums = ReconstructionSums(b.astype(np.float32), kern.astype(np.float32), k,
                                   parts[0].grid_shape, self.symmetry)
         x = reconstruct_tikhonov(sums, weight=self.weight)
-        xp = _backend_for(None, x).xp
+        xp = resolve_backend(None, x).xp
         value = -0.5 * float(to_numpy(xp.sum(b.astype(xp.float64) * x.astype(xp.float64))))
         return value, _fit_to(xp, x, (x.shape[0],) + tuple(parts[0].shape))
 
@@ -415,9 +417,9 @@ def annealing_reconstruction(
         ``epoch_bands`` the working size, ``iterate`` the annealing volume at the
         particle box; the marginals are those of the final pose search.
     """
-    bk = _backend_for(backend, particles)
+    bk = resolve_backend(backend, particles)
     xp = bk.xp
-    y, squeeze = _as_particles(xp, particles)
+    y, squeeze = as_particles(particles, xp)
     n, c, box = int(y.shape[0]), int(y.shape[1]), int(y.shape[2])
     h = _as_psf(xp, psf, c)
     n_classes = check_int(n_classes, "n_classes", minimum=1)
@@ -426,19 +428,19 @@ def annealing_reconstruction(
                          f"{n_classes}")
     working_size = check_int(working_size, "working_size", minimum=8)
     n_loops = check_int(n_loops, "n_loops", minimum=1)
-    gamma = _check_float(gamma, "gamma", low=0.0, high=1.0, low_inclusive=False)
+    gamma = check_float(gamma, "gamma", low=0.0, high=1.0, low_inclusive=False)
     if gamma >= 1.0:
         raise ValueError(f"gamma must be < 1 (the temperature must decrease), got {gamma!r}")
-    final_temperature = _check_float(final_temperature, "final_temperature", low=0.0,
+    final_temperature = check_float(final_temperature, "final_temperature", low=0.0,
                                      high=1.0, low_inclusive=False)
-    sigma_rotation = _check_float(sigma_rotation, "sigma_rotation", low=0.0)
-    sigma_translation = _check_float(sigma_translation, "sigma_translation", low=0.0)
-    weight = _check_float(weight, "weight", low=0.0)
+    sigma_rotation = check_float(sigma_rotation, "sigma_rotation", low=0.0)
+    sigma_translation = check_float(sigma_translation, "sigma_translation", low=0.0)
+    weight = check_float(weight, "weight", low=0.0)
     n_probe = check_int(n_probe, "n_probe", minimum=1)
     symmetry = check_int(symmetry, "symmetry", minimum=1)
     grid_directions = check_int(grid_directions, "grid_directions", minimum=1)
     grid_psi = check_int(grid_psi, "grid_psi", minimum=1)
-    max_shift = _check_max_shift(max_shift, box)
+    max_shift = check_max_shift(max_shift, box)
     if final_reconstruction is not None and not isinstance(final_reconstruction, str):
         raise ValueError(f"final_reconstruction must be a method name or None, got "
                          f"{final_reconstruction!r}")

@@ -21,7 +21,11 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
-__all__ = ["Backend", "get_backend", "backend_of", "to_numpy", "gpu_available"]
+__all__ = ["AXES3", "Backend", "get_backend", "backend_of", "resolve_backend", "to_numpy",
+           "gpu_available"]
+
+#: The three spatial axes ``(Z, Y, X)`` of volumes, behind any leading batch/channel axes.
+AXES3 = (-3, -2, -1)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,20 @@ class Backend:
     def ifftn(self, a, axes=None, s=None):
         return self.fft.ifftn(a, s=s, axes=axes, **self._fft_kwargs())
 
+    def scatter_add(self, index, values, size: int):
+        """Sum of ``values`` at flat ``index`` into a zero vector of length ``size``.
+
+        On the CPU ``numpy.bincount`` (float64 result, real values); on the GPU
+        ``cupyx.scatter_add`` into a vector of the values' dtype.
+        """
+        if self.is_gpu:  # pragma: no cover - needs a GPU
+            import cupyx
+
+            out = self.xp.zeros(size, dtype=values.dtype)
+            cupyx.scatter_add(out, index.ravel(), values.ravel())
+            return out
+        return np.bincount(index.ravel(), weights=values.ravel(), minlength=size)
+
 
 _NUMPY = Backend(name="numpy", xp=np, fft=scipy.fft, ndimage=scipy.ndimage)
 
@@ -113,6 +131,23 @@ def backend_of(array: Any) -> Backend:
     if type(array).__module__.startswith("cupy"):
         return _cupy_backend()
     return _NUMPY
+
+
+def resolve_backend(backend: Any, *arrays: Any) -> Backend:
+    """Resolve a ``backend`` keyword: a Backend, a device name, or None (from the arrays:
+    the backend of the first one that is not None, else the CPU)."""
+    if backend is None:
+        for a in arrays:
+            if a is not None:
+                return backend_of(a)
+        return get_backend("cpu")
+    if isinstance(backend, Backend):
+        return backend
+    if isinstance(backend, str):
+        return get_backend(backend)
+    raise ValueError(
+        f"backend must be None, a Backend or 'cpu'/'gpu', got {type(backend).__name__}"
+    )
 
 
 def to_numpy(a: Any) -> np.ndarray:

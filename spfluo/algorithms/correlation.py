@@ -24,11 +24,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from spfluo.algorithms.fourier import _backend_for, _check_shape3, _check_volume
+from spfluo.algorithms.backend import AXES3, resolve_backend
+from spfluo.algorithms.fourier import _check_shape3, _check_volume
 
 __all__ = ["ShiftResult", "phase_correlation", "phase_correlation_ft"]
 
-_AXES3 = (-3, -2, -1)
 # half-width, in voxels, of the window refined around the integer peak
 _WINDOW = 0.8
 
@@ -128,7 +128,7 @@ def phase_correlation(
         ``shifts`` (..., 3) float32 in voxels with ``target ~ T_t(reference)``,
         ``scores`` (...) float32 normalised cross-correlation at that shift.
     """
-    bk = _backend_for(backend, reference, target)
+    bk = resolve_backend(backend, reference, target)
     xp = bk.xp
     reference = xp.asarray(reference)
     target = xp.asarray(target)
@@ -145,8 +145,8 @@ def phase_correlation(
         )
     _validate_common(upsample_factor, max_shift, normalization, regularization)
     shape = tuple(int(s) for s in reference.shape[-3:])
-    ref_ft = bk.rfftn(reference.astype(xp.float32, copy=False), axes=_AXES3)
-    tgt_ft = bk.rfftn(target.astype(xp.float32, copy=False), axes=_AXES3)
+    ref_ft = bk.rfftn(reference.astype(xp.float32, copy=False), axes=AXES3)
+    tgt_ft = bk.rfftn(target.astype(xp.float32, copy=False), axes=AXES3)
     return phase_correlation_ft(
         ref_ft, tgt_ft, shape=shape, upsample_factor=upsample_factor,
         max_shift=max_shift, normalization=normalization, regularization=regularization,
@@ -183,7 +183,7 @@ def phase_correlation_ft(
     -------
     ShiftResult
     """
-    bk = _backend_for(backend, reference_ft, target_ft)
+    bk = resolve_backend(backend, reference_ft, target_ft)
     xp = bk.xp
     shape = _check_shape3(shape)
     half = (shape[0], shape[1], shape[2] // 2 + 1)
@@ -223,7 +223,7 @@ def phase_correlation_ft(
         q = q / (mag + floor[:, None, None, None] + np.float32(1e-30))
 
     # integer peak
-    surface = bk.irfftn(q, s=shape, axes=_AXES3)  # (B, Z, Y, X)
+    surface = bk.irfftn(q, s=shape, axes=AXES3)  # (B, Z, Y, X)
     signed = [
         _signed(xp, xp.arange(n), n).astype(xp.float32) for n in shape
     ]

@@ -30,19 +30,21 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from spfluo.algorithms.backend import Backend
+from spfluo.algorithms.backend import AXES3, Backend, resolve_backend
 from spfluo.algorithms.fourier import (
-    _backend_for,
     _check_shape3,
     _check_volume,
     _phase_ramp_factors,
     otf_from_psf,
 )
-from spfluo.algorithms.transform import RotationOperator, _as_rotations, _as_translations
+from spfluo.algorithms.transform import (
+    RotationOperator,
+    _as_rotations,
+    _as_translations,
+)
 
 __all__ = ["ForwardModel"]
 
-_AXES3 = (-3, -2, -1)
 
 
 class ForwardModel:
@@ -86,7 +88,7 @@ class ForwardModel:
         cache_bytes: int = 1 << 30,
         backend: Any = None,
     ) -> None:
-        bk = _backend_for(backend, rotations, otf, psf)
+        bk = resolve_backend(backend, rotations, otf, psf)
         xp = bk.xp
         shape = _check_shape3(shape)
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -196,7 +198,7 @@ class ForwardModel:
         if self._otf is None and not self._shifted[b]:
             return stack
         bk = self._backend
-        spec = bk.rfftn(stack, axes=_AXES3)
+        spec = bk.rfftn(stack, axes=AXES3)
         if self._otf is not None:
             spec *= self._otf_conj if adjoint else self._otf
         if self._shifted[b]:
@@ -205,7 +207,7 @@ class ForwardModel:
                 bk.xp, self._shape, -t if adjoint else t, rfft=True, dtype=spec.dtype
             ):
                 spec *= factor
-        return bk.irfftn(spec, s=self._shape, axes=_AXES3).astype(stack.dtype, copy=False)
+        return bk.irfftn(spec, s=self._shape, axes=AXES3).astype(stack.dtype, copy=False)
 
     def _check_real(self, array, name: str, shape: tuple, axes: str):
         """``array`` as float32 on the backend, real, finite and of exactly ``shape``."""

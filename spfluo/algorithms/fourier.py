@@ -27,7 +27,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from spfluo.algorithms.backend import Backend, backend_of, get_backend
+from spfluo.algorithms.backend import (
+    AXES3,
+    resolve_backend,
+)
 
 __all__ = [
     "frequency_grid",
@@ -41,28 +44,11 @@ __all__ = [
     "otf_from_psf",
 ]
 
-_AXES3 = (-3, -2, -1)
 
 
 # ---------------------------------------------------------------------------
 # private helpers shared by fourier.py, transform.py, forward.py, correlation.py
 # ---------------------------------------------------------------------------
-
-
-def _backend_for(backend: Any, *arrays: Any) -> Backend:
-    """Resolve the ``backend`` keyword: a Backend, a device name, or None (from the arrays)."""
-    if backend is None:
-        for a in arrays:
-            if a is not None:
-                return backend_of(a)
-        return get_backend("cpu")
-    if isinstance(backend, Backend):
-        return backend
-    if isinstance(backend, str):
-        return get_backend(backend)
-    raise ValueError(
-        f"backend must be None, a Backend or 'cpu'/'gpu', got {type(backend).__name__}"
-    )
 
 
 def _check_shape3(shape: Any, name: str = "shape") -> tuple[int, int, int]:
@@ -105,10 +91,6 @@ def _real_dtype(dtype: Any) -> np.dtype:
     if dtype == np.float64 or dtype == np.complex128:
         return np.dtype(np.float64)
     return np.dtype(np.float32)
-
-
-def _complex_dtype(dtype: Any) -> np.dtype:
-    return np.dtype(np.complex128) if _real_dtype(dtype) == np.float64 else np.dtype(np.complex64)
 
 
 def _fit_to(xp: Any, volume: Any, shape: Sequence[int]) -> Any:
@@ -202,7 +184,7 @@ def frequency_grid(
     shape = tuple(shape)
     if len(shape) < 1 or any(int(s) != s or s < 1 for s in shape):
         raise ValueError(f"shape must be a tuple of positive integers, got {shape!r}")
-    bk = _backend_for(backend)
+    bk = resolve_backend(backend)
     ks = _frequencies_1d([int(s) for s in shape], rfft=rfft)
     out = []
     for axis, k in enumerate(ks):
@@ -235,7 +217,7 @@ def radial_frequency(
     total = 0
     for k in ks:
         total = total + k * k
-    xp = _backend_for(backend).xp
+    xp = resolve_backend(backend).xp
     return xp.sqrt(total).astype(dtype, copy=False)
 
 
@@ -266,7 +248,7 @@ def shell_index(shape: Sequence[int], *, rfft: bool = False, backend: Any = None
     shape = tuple(shape)
     if len(shape) < 1 or any(int(s) != s or s < 1 for s in shape):
         raise ValueError(f"shape must be a tuple of positive integers, got {shape!r}")
-    xp = _backend_for(backend).xp
+    xp = resolve_backend(backend).xp
     k = radial_frequency(shape, rfft=rfft, backend=backend, dtype=np.float64)
     return xp.rint(k * max(int(s) for s in shape)).astype(xp.int32)
 
@@ -297,7 +279,7 @@ def fourier_shift(
         The spectrum of ``T_t f``, ``T_t f(x) = f(x - t)`` (periodic boundary);
         same complex dtype as ``volume_ft``.
     """
-    bk = _backend_for(backend, volume_ft)
+    bk = resolve_backend(backend, volume_ft)
     xp = bk.xp
     shape = _check_shape3(shape)
     volume_ft = xp.asarray(volume_ft)
@@ -343,15 +325,15 @@ def shift_volume(volume: Any, shift: Any, *, backend: Any = None):
         ``f(x - t)`` with periodic boundary (what leaves one side re-enters the
         other: pad first if that matters); float32 for float32 input.
     """
-    bk = _backend_for(backend, volume)
+    bk = resolve_backend(backend, volume)
     xp = bk.xp
     volume = xp.asarray(volume)
     _check_volume(xp, volume, "volume")
     volume = volume.astype(_real_dtype(volume.dtype), copy=False)
     shape = tuple(volume.shape[-3:])
-    ft = bk.rfftn(volume, axes=_AXES3)
+    ft = bk.rfftn(volume, axes=AXES3)
     ft = fourier_shift(ft, shift, shape=shape, rfft=True, backend=bk)
-    return bk.irfftn(ft, s=shape, axes=_AXES3).astype(volume.dtype, copy=False)
+    return bk.irfftn(ft, s=shape, axes=AXES3).astype(volume.dtype, copy=False)
 
 
 def _pad_crop_check(volume: Any, shape: Any, *, mode: str):
@@ -388,7 +370,7 @@ def pad_to(volume: Any, shape: Sequence[int], *, backend: Any = None):
     ndarray, shape (..., *shape)
         Same dtype; the old centre voxel ``n//2`` sits at ``m//2``.
     """
-    xp = _backend_for(backend, volume).xp
+    xp = resolve_backend(backend, volume).xp
     volume = xp.asarray(volume)
     shape = _pad_crop_check(volume, shape, mode="pad")
     return _fit_to(xp, volume, shape)
@@ -409,7 +391,7 @@ def crop_to(volume: Any, shape: Sequence[int], *, backend: Any = None):
     ndarray, shape (..., *shape)
         A copy, same dtype; the old centre voxel ``n//2`` sits at ``m//2``.
     """
-    xp = _backend_for(backend, volume).xp
+    xp = resolve_backend(backend, volume).xp
     volume = xp.asarray(volume)
     shape = _pad_crop_check(volume, shape, mode="crop")
     return _fit_to(xp, volume, shape)
@@ -487,7 +469,7 @@ def resize_fourier(volume: Any, shape: Sequence[int], *, backend: Any = None):
     ndarray, shape (..., Z', Y', X')
         float32 for float32 input.
     """
-    bk = _backend_for(backend, volume)
+    bk = resolve_backend(backend, volume)
     xp = bk.xp
     volume = xp.asarray(volume)
     _check_volume(xp, volume, "volume")
@@ -497,15 +479,15 @@ def resize_fourier(volume: Any, shape: Sequence[int], *, backend: Any = None):
     if old == shape:
         return volume.copy()
     # put the box centre at index 0 so that the FFT grids of both sizes share it
-    spec = bk.rfftn(xp.fft.ifftshift(volume, axes=_AXES3), axes=_AXES3)
+    spec = bk.rfftn(xp.fft.ifftshift(volume, axes=AXES3), axes=AXES3)
     spec = xp.fft.fftshift(spec, axes=(-3, -2))
     for axis in (-3, -2):
         spec = _resize_full_axis(xp, spec, axis, old[axis], shape[axis])
     spec = xp.fft.ifftshift(spec, axes=(-3, -2))
     spec = _resize_half_axis(xp, spec, old[2], shape[2])
-    out = bk.irfftn(spec, s=shape, axes=_AXES3)
+    out = bk.irfftn(spec, s=shape, axes=AXES3)
     scale = float(np.prod(shape)) / float(np.prod(old))
-    out = xp.fft.fftshift(out, axes=_AXES3) * out.dtype.type(scale)
+    out = xp.fft.fftshift(out, axes=AXES3) * out.dtype.type(scale)
     return out.astype(volume.dtype, copy=False)
 
 
@@ -534,12 +516,12 @@ def otf_from_psf(psf: Any, shape: Sequence[int], *, rfft: bool = True, backend: 
     ndarray, complex64, shape (Z, Y, X//2 + 1) or (Z, Y, X)
         The OTF in FFT order.
     """
-    bk = _backend_for(backend, psf)
+    bk = resolve_backend(backend, psf)
     xp = bk.xp
     psf = xp.asarray(psf)
     _check_volume(xp, psf, "psf", ndims=(3,), expected="(Z, Y, X)", real=True)
     shape = _check_shape3(shape)
     h = _fit_to(xp, psf.astype(xp.float32, copy=False), shape)
-    h = xp.fft.ifftshift(h, axes=_AXES3)
-    otf = bk.rfftn(h, axes=_AXES3) if rfft else bk.fftn(h, axes=_AXES3)
+    h = xp.fft.ifftshift(h, axes=AXES3)
+    otf = bk.rfftn(h, axes=AXES3) if rfft else bk.fftn(h, axes=AXES3)
     return otf.astype(xp.complex64, copy=False)

@@ -20,6 +20,7 @@ preserves the total intensity.
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import scipy.signal
 import scipy.special

@@ -109,8 +109,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from spfluo.algorithms._validation import check_int
-from spfluo.algorithms.backend import Backend, to_numpy
-from spfluo.algorithms.fourier import _backend_for, _fit_to, fourier_shift
+from spfluo.algorithms.backend import AXES3, Backend, resolve_backend, to_numpy
+from spfluo.algorithms.fourier import _fit_to, fourier_shift
 from spfluo.algorithms.geometry import Poses, geodesic_distance
 from spfluo.algorithms.metrics import fsc, fsc_resolution
 from spfluo.algorithms.transform import rotate_about_z
@@ -142,7 +142,6 @@ _MAX_THREADS = 8
 #: frequencies outside the OTF support).
 _SUPPORT_THRESHOLD = 1e-6
 _INTERPOLATION_CORRECTION = True  # fold the trilinear transfer into K (order 1)
-_AXES3 = (-3, -2, -1)
 _SQRT2 = math.sqrt(2.0)
 #: Default weights, per mean particle (data normalised to max(b) = 1 for TV/Hessian).
 _DEFAULT_WEIGHT = {"tikhonov": 3e-2, "tv": 3e-3, "hessian": 1e-3, "deconv-average": 3e-3}
@@ -214,9 +213,9 @@ class ReconstructionSums:
             order); index ``p`` from the centre is ``p / P`` cycles per voxel.  Low values
             mark the directions the poses leave poorly measured.
         """
-        xp = _backend_for(None, self.kernel).xp
+        xp = resolve_backend(None, self.kernel).xp
         full = _half_to_full_even(xp, _nonnegative(xp, self.kernel), self.grid_shape)
-        return to_numpy(xp.fft.fftshift(full, axes=_AXES3)).astype(np.float32)
+        return to_numpy(xp.fft.fftshift(full, axes=AXES3)).astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -587,9 +586,9 @@ def _oversampled_power(bk: Backend, psf, p: int):
     xp = bk.xp
     q = 2 * p
     h = _fit_to(xp, psf, (q, q, q))
-    spec = bk.fftn(xp.fft.ifftshift(h, axes=_AXES3), axes=_AXES3)
+    spec = bk.fftn(xp.fft.ifftshift(h, axes=AXES3), axes=AXES3)
     power = (spec.real**2 + spec.imag**2).astype(xp.float32)
-    return xp.fft.fftshift(power, axes=_AXES3)
+    return xp.fft.fftshift(power, axes=AXES3)
 
 
 # =====================================================================================
@@ -617,7 +616,7 @@ class _Accumulator:
         if filtered:
             h = _fit_to(xp, psf, shape)
             self.otf_conj = xp.conj(
-                bk.rfftn(xp.fft.ifftshift(h, axes=_AXES3), axes=_AXES3)
+                bk.rfftn(xp.fft.ifftshift(h, axes=AXES3), axes=AXES3)
             ).astype(xp.complex64)
         self.b = xp.zeros((n_groups, n_channels) + shape, dtype=xp.float64)
         self.counts = np.zeros(n_groups, dtype=np.int64)
@@ -649,13 +648,13 @@ class _Accumulator:
         shifted = bool(np.any(translations != 0))
         if self.otf_conj is None and not shifted:
             return batch
-        spec = bk.rfftn(batch, axes=_AXES3)
+        spec = bk.rfftn(batch, axes=AXES3)
         if self.otf_conj is not None:
             spec *= self.otf_conj
         if shifted:
             spec = fourier_shift(spec, xp.asarray(-translations[:, None, :]), shape=(p, p, p),
                                  rfft=True, backend=bk)
-        return bk.irfftn(spec, s=(p, p, p), axes=_AXES3).astype(xp.float32, copy=False)
+        return bk.irfftn(spec, s=(p, p, p), axes=AXES3).astype(xp.float32, copy=False)
 
     def back_rotate(self, volume, rotation):
         """``(R^T g)(x) = g(R (x - c) + c)`` for each channel of ``volume`` (C, P, P, P),
@@ -730,10 +729,10 @@ class _Accumulator:
 def _shift_real(bk, volumes, shifts):
     xp = bk.xp
     p = volumes.shape[-1]
-    spec = bk.rfftn(volumes, axes=_AXES3)
+    spec = bk.rfftn(volumes, axes=AXES3)
     spec = fourier_shift(spec, xp.asarray(shifts[:, None, :]), shape=(p, p, p), rfft=True,
                          backend=bk)
-    return bk.irfftn(spec, s=(p, p, p), axes=_AXES3).astype(xp.float32, copy=False)
+    return bk.irfftn(spec, s=(p, p, p), axes=AXES3).astype(xp.float32, copy=False)
 
 
 #: Elements (copies x voxels) rotated together by _average_about_z.
@@ -767,9 +766,9 @@ def _symmetrize(bk: Backend, b, kernel, n: int):
     if kernel is None:
         return b_sym, None
     shape = tuple(b.shape[-3:])
-    full = xp.fft.fftshift(_half_to_full_even(xp, kernel, shape), axes=_AXES3)
+    full = xp.fft.fftshift(_half_to_full_even(xp, kernel, shape), axes=AXES3)
     rotated = _average_about_z(bk, full, n)
-    k_sym = xp.fft.ifftshift(rotated, axes=_AXES3)[..., : shape[-1] // 2 + 1]
+    k_sym = xp.fft.ifftshift(rotated, axes=AXES3)[..., : shape[-1] // 2 + 1]
     return b_sym, xp.ascontiguousarray(k_sym)
 
 
@@ -791,7 +790,7 @@ def _run_accumulation(particles, poses, psf, *, groups, n_groups, symmetry, batc
     order = _check_order(order)
     pad = _check_pad(pad)
     poses = _check_poses(poses, None)
-    bk = _backend_for(backend, particles if hasattr(particles, "ndim") else None)
+    bk = resolve_backend(backend, particles if hasattr(particles, "ndim") else None)
     xp = bk.xp
     shape, batches = _batches(particles, len(poses), batch_size, xp)
     box = _check_box(shape)
@@ -1047,7 +1046,7 @@ def update_sums(sums: ReconstructionSums, particles, old_poses: Poses, new_poses
     # out and in costs 2 passes per moved particle: when the sums hold exactly these
     # particles and more than half of them moved, one pass over all of them is cheaper
     rebuild = idx.size == sums.n_particles and 2 * moved.size > idx.size
-    bk = _backend_for(backend, sums.backprojection)
+    bk = resolve_backend(backend, sums.backprojection)
     xp = bk.xp
     box = int(sums.shape[0])
     psf_dev = _prepare_psf(xp, psf, sums.n_channels, box)
@@ -1122,16 +1121,16 @@ def reconstruct_tikhonov(sums: ReconstructionSums, *, weight=3e-2):
         On the backend of the sums.
     """
     sums = _check_sums(sums)
-    bk = _backend_for(None, sums.backprojection)
+    bk = resolve_backend(None, sums.backprojection)
     xp = bk.xp
     w = _check_weight(weight, sums.n_channels)
     shape = sums.grid_shape
-    bhat = bk.rfftn(sums.backprojection, axes=_AXES3)
+    bhat = bk.rfftn(sums.backprojection, axes=AXES3)
     wk = xp.asarray(w, dtype=xp.float32)[:, None, None, None]
     den = _nonnegative(xp, sums.kernel) + wk * _gradient_symbol(xp, shape)
     safe = den > 0
     xhat = xp.where(safe, bhat / xp.where(safe, den, 1), 0).astype(xp.complex64)
-    x = bk.irfftn(xhat, s=shape, axes=_AXES3).astype(xp.float32)
+    x = bk.irfftn(xhat, s=shape, axes=AXES3).astype(xp.float32)
     return _crop(xp, x, sums.shape[0])
 
 
@@ -1412,11 +1411,11 @@ def _admm_core(bk: Backend, bhat, kernel, shape, weight, *, regularizer, iterati
         rhs = _apply_lt(xp, u - du, regularizer)
         if positivity:
             rhs += v - dv
-        xhat = bk.rfftn(rhs, axes=_AXES3)
+        xhat = bk.rfftn(rhs, axes=AXES3)
         xhat *= rho_dev
         xhat += bhat
         xhat /= den
-        x = bk.irfftn(xhat, s=shape, axes=_AXES3).astype(xp.float32, copy=False)
+        x = bk.irfftn(xhat, s=shape, axes=AXES3).astype(xp.float32, copy=False)
         lx = _apply_l(xp, x, regularizer)
         u_new, phi = _prox(xp, lx + du, xp.asarray(weight / rho, dtype=xp.float32),
                            regularizer)
@@ -1528,14 +1527,14 @@ def reconstruct_admm(sums: ReconstructionSums, *, regularizer: str = "hessian", 
     sums = _check_sums(sums)
     regularizer = _check_regularizer(regularizer)
     iterations = check_int(iterations, "iterations", minimum=1)
-    bk = _backend_for(None, sums.backprojection)
+    bk = resolve_backend(None, sums.backprojection)
     xp = bk.xp
     c = sums.n_channels
     w = _check_weight(weight, c)
     shape = sums.grid_shape
     scale = _data_scale(xp, sums.backprojection)
     b = sums.backprojection / xp.asarray(scale, dtype=xp.float32)[:, None, None, None]
-    bhat = bk.rfftn(b.astype(xp.float32), axes=_AXES3).astype(xp.complex64)
+    bhat = bk.rfftn(b.astype(xp.float32), axes=AXES3).astype(xp.complex64)
     r0 = _default_rho(w) if rho is None else _check_weight(rho, c, "rho")
     if np.any(r0 <= 0):
         raise ValueError(f"rho must be > 0, got {rho!r}")
@@ -1641,13 +1640,13 @@ def _deconvolve_transform(weight, iterations):
         batch = _finite_batch(xp, batch)
         w = _check_weight(weight, acc.n_channels)
         shape = tuple(batch.shape[-3:])
-        h = xp.fft.ifftshift(_fit_to(xp, psf, shape), axes=_AXES3)
-        otf = bk.rfftn(h, axes=_AXES3).astype(xp.complex64)  # (C, D, D, D//2+1)
+        h = xp.fft.ifftshift(_fit_to(xp, psf, shape), axes=AXES3)
+        otf = bk.rfftn(h, axes=AXES3).astype(xp.complex64)  # (C, D, D, D//2+1)
         kernel = (otf.real**2 + otf.imag**2).astype(xp.float32)
-        b = bk.irfftn(bk.rfftn(batch, axes=_AXES3) * xp.conj(otf), s=shape, axes=_AXES3)
+        b = bk.irfftn(bk.rfftn(batch, axes=AXES3) * xp.conj(otf), s=shape, axes=AXES3)
         scale = _data_scale(xp, b)  # (n, C)
         b = b / xp.asarray(scale, dtype=xp.float32)[..., None, None, None]
-        bhat = bk.rfftn(b.astype(xp.float32), axes=_AXES3).astype(xp.complex64)
+        bhat = bk.rfftn(b.astype(xp.float32), axes=AXES3).astype(xp.complex64)
         ww = np.broadcast_to(w[None, :], scale.shape)
         (x, u, v, du, dv), *_ = _admm_core(
             bk, bhat, kernel, shape, ww, regularizer="tv", iterations=iterations,
@@ -1723,16 +1722,16 @@ def _half_fsc(v1, v2):
 def _misfit(volume, sums: ReconstructionSums):
     """Data misfit ``1/2 <x, K x> - <x, b>`` of ``volume`` (C, D, D, D) on ``sums``, per
     channel: ``1/(2N) sum_i ||y_i - H_i x||^2`` up to a constant (Parseval, half grid)."""
-    bk = _backend_for(None, sums.backprojection)
+    bk = resolve_backend(None, sums.backprojection)
     xp = bk.xp
     shape = sums.grid_shape
     x = _fit_to(xp, xp.asarray(volume, dtype=xp.float32), shape)
-    xhat = bk.rfftn(x, axes=_AXES3)
-    bhat = bk.rfftn(sums.backprojection, axes=_AXES3)
+    xhat = bk.rfftn(x, axes=AXES3)
+    bhat = bk.rfftn(sums.backprojection, axes=AXES3)
     w = _rfft_weights(xp, shape)
     quad = (_nonnegative(xp, sums.kernel) * (xhat.real**2 + xhat.imag**2) * w).sum(
-        axis=_AXES3, dtype=xp.float64)
-    lin = ((xhat.real * bhat.real + xhat.imag * bhat.imag) * w).sum(axis=_AXES3,
+        axis=AXES3, dtype=xp.float64)
+    lin = ((xhat.real * bhat.real + xhat.imag * bhat.imag) * w).sum(axis=AXES3,
                                                                     dtype=xp.float64)
     return to_numpy(0.5 * quad - lin) / float(np.prod(shape))
 

@@ -111,9 +111,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from spfluo.algorithms._validation import check_int, check_symmetry
-from spfluo.algorithms.backend import Backend, to_numpy
-from spfluo.algorithms.fourier import _backend_for, _fit_to, otf_from_psf
+from spfluo.algorithms._validation import (
+    as_channels,
+    as_particles,
+    check_float,
+    check_int,
+    check_max_shift,
+    check_symmetry,
+)
+from spfluo.algorithms.backend import AXES3, Backend, resolve_backend, to_numpy
+from spfluo.algorithms.fourier import _fit_to, otf_from_psf
 from spfluo.algorithms.geometry import (
     Poses,
     geodesic_distance_sym,
@@ -154,7 +161,6 @@ __all__ = [
     "refine",
 ]
 
-_AXES3 = (-3, -2, -1)
 #: Oversampling of the centred model spectrum interpolated at rotated frequencies.
 _OVERSAMPLING = 3
 #: Complex values of candidate surfaces held at once (bounds the work memory).
@@ -242,65 +248,6 @@ def _as_schedule(schedule) -> tuple[SearchStage, ...]:
 # =====================================================================================
 # validation helpers
 # =====================================================================================
-
-
-def _check_float(value, name: str, *, low: float, high: float = math.inf,
-                 low_inclusive: bool = True, unit: str = "") -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-    v = float(value) if ok else math.nan
-    ok = ok and math.isfinite(v) and (v >= low if low_inclusive else v > low) and v <= high
-    if not ok:
-        bracket = "[" if low_inclusive else "("
-        raise ValueError(f"{name} must be a number in {bracket}{low:g}, {high:g}]{unit}, "
-                         f"got {value!r}")
-    return v
-
-
-def _as_particles(particles) -> np.ndarray:
-    """(N, C, D, D, D) host or device array (kept as given), validated."""
-    if not (hasattr(particles, "ndim") and hasattr(particles, "shape")):
-        raise ValueError(
-            f"particles must be an array (N, C, D, D, D) or (N, D, D, D), got "
-            f"{type(particles).__name__}"
-        )
-    arr = particles if particles.ndim == 5 else (particles[:, None] if particles.ndim == 4
-                                                 else None)
-    if arr is None:
-        raise ValueError(
-            f"particles must have shape (N, C, D, D, D) or (N, D, D, D), got "
-            f"{tuple(particles.shape)}"
-        )
-    n, _, d, e, f = (int(s) for s in arr.shape)
-    if n == 0:
-        raise ValueError("particles is empty: give at least one particle")
-    if not (d == e == f):
-        raise ValueError(
-            f"particles must be cubic boxes (D, D, D), got (Z, Y, X) = {(d, e, f)}: extract them "
-            "with a cubic box"
-        )
-    if d < 8:
-        raise ValueError(f"particle boxes of {d} voxels are too small (need at least 8)")
-    if np.iscomplexobj(arr) if isinstance(arr, np.ndarray) else arr.dtype.kind == "c":
-        raise ValueError(f"particles must be real, got dtype {arr.dtype}")
-    return arr
-
-
-def _as_channels(channels, n_channels: int) -> tuple[int, ...]:
-    if channels is None or (isinstance(channels, str) and channels == "all"):
-        return tuple(range(n_channels))
-    values = [channels] if isinstance(channels, (int, np.integer)) else channels
-    try:
-        out = tuple(int(c) for c in values)
-        ok = all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in values)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or not out or len(set(out)) != len(out) or any(
-            not 0 <= c < n_channels for c in out):
-        raise ValueError(
-            f"channels must be None/'all', a channel index or a list of distinct indices in "
-            f"[0, {n_channels}), got {channels!r}"
-        )
-    return out
 
 
 # =====================================================================================
@@ -400,14 +347,14 @@ def particle_spectra(particles, psf, *, support_threshold: float = 1e-3, pad: fl
     -------
     ParticleSpectra
     """
-    bk = _backend_for(backend, particles)
+    bk = resolve_backend(backend, particles)
     xp = bk.xp
-    arr = _as_particles(particles)
+    arr = as_particles(particles)[0]
     n, c, d = int(arr.shape[0]), int(arr.shape[1]), int(arr.shape[2])
-    threshold = _check_float(support_threshold, "support_threshold", low=0.0, high=1.0,
+    threshold = check_float(support_threshold, "support_threshold", low=0.0, high=1.0,
                              low_inclusive=False)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    pad = _check_float(pad, "pad", low=1.0, high=3.0)
+    pad = check_float(pad, "pad", low=1.0, high=3.0)
     p = max(d, int(round(pad * d)))
     h = _prepare_psf(np, psf, c, d)
     otf = xp.stack([otf_from_psf(xp.asarray(h[k]), (p, p, p), backend=bk) for k in range(c)])
@@ -431,11 +378,11 @@ def particle_spectra(particles, psf, *, support_threshold: float = 1e-3, pad: fl
         if not bool(xp.isfinite(batch).all()):
             raise ValueError("particles contain NaN or infinite values: clean them first")
         # an intensity offset per particle and channel is fitted: remove the box mean
-        batch = batch - batch.mean(axis=_AXES3, keepdims=True)
-        energy[sl] = to_numpy((batch.astype(xp.float64) ** 2).sum(axis=_AXES3)) * float(p) ** 3
+        batch = batch - batch.mean(axis=AXES3, keepdims=True)
+        energy[sl] = to_numpy((batch.astype(xp.float64) ** 2).sum(axis=AXES3)) * float(p) ** 3
         if p != d:
             batch = _fit_to(xp, batch, (p, p, p))
-        spec = bk.rfftn(xp.fft.ifftshift(batch, axes=_AXES3), axes=_AXES3)
+        spec = bk.rfftn(xp.fft.ifftshift(batch, axes=AXES3), axes=AXES3)
         values[sl] = spec.reshape(spec.shape[0], c, -1)[:, :, flat_dev].astype(xp.complex64)
     otf_m = otf.reshape(c, -1)[:, flat_dev].astype(xp.complex64)
     w_dev = xp.asarray(weights)
@@ -792,7 +739,7 @@ class _Scorer:
         gz, gy, gx = self.g
         s = xp.zeros((b, self.half_size), dtype=xp.complex64)
         s[:, self.surface_index] = x
-        surf = bk.irfftn(s.reshape(b, gz, gy, gx // 2 + 1), s=self.g, axes=_AXES3)
+        surf = bk.irfftn(s.reshape(b, gz, gy, gx // 2 + 1), s=self.g, axes=AXES3)
         surf = surf * np.float32(gz * gy * gx)
         surf = xp.where(self.mask[None], surf, -xp.inf)
         flat = surf.reshape(b, -1)
@@ -951,12 +898,6 @@ def _check_spectra(spectra) -> ParticleSpectra:
             f"{type(spectra).__name__}"
         )
     return spectra
-
-
-def _check_max_shift(max_shift, box: int) -> float:
-    if max_shift is None:
-        return box / 4.0
-    return _check_float(max_shift, "max_shift", low=0.0, unit=" voxels")
 
 
 def _changes(old_r, new_r, old_t, new_t, symmetry: int):
@@ -1126,8 +1067,8 @@ def search_poses(volume, spectra: ParticleSpectra, poses: Poses, *, step_deg: fl
     poses = _check_poses(poses, n)
     stage = SearchStage(step_deg, range_deg)
     symmetry = check_symmetry(symmetry)
-    chans = _as_channels(channels, spectra.n_channels)
-    max_shift = _check_max_shift(max_shift, spectra.box)
+    chans = as_channels(channels, spectra.n_channels)
+    max_shift = check_max_shift(max_shift, spectra.box)
     top_k = check_int(top_k, "top_k", minimum=1)
     boxed = spectra.grid != spectra.box
     model = _Model(spectra.backend, volume, spectra, chans,
@@ -1255,7 +1196,7 @@ def pose_energies(volume, spectra: ParticleSpectra, poses: Poses, *, channels=No
     spectra = _check_spectra(spectra)
     n = spectra.n_particles
     poses = _check_poses(poses, n)
-    chans = _as_channels(channels, spectra.n_channels)
+    chans = as_channels(channels, spectra.n_channels)
     model = _Model(spectra.backend, volume, spectra, chans, gradient=bool(gradient))
     scorer = _Scorer(spectra, chans, math.inf)
     e, gw, gt = _batched_terms(model, scorer, np.arange(n), poses.rotations,
@@ -1383,17 +1324,17 @@ def refine_poses_continuous(volume, spectra: ParticleSpectra, poses: Poses, *, s
     n = spectra.n_particles
     poses = _check_poses(poses, n)
     steps = check_int(steps, "steps", minimum=1)
-    max_angle = math.radians(_check_float(max_angle_deg, "max_angle_deg", low=0.0, high=90.0,
+    max_angle = math.radians(check_float(max_angle_deg, "max_angle_deg", low=0.0, high=90.0,
                                           low_inclusive=False, unit=" degrees"))
-    max_step = _check_float(max_shift_step, "max_shift_step", low=0.0, low_inclusive=False,
+    max_step = check_float(max_shift_step, "max_shift_step", low=0.0, low_inclusive=False,
                             unit=" voxels")
-    eta = _check_float(eta, "eta", low=0.0, high=1.0, low_inclusive=False)
+    eta = check_float(eta, "eta", low=0.0, high=1.0, low_inclusive=False)
     if eta >= 1.0:
         raise ValueError(f"eta must be in (0, 1), got {eta!r}")
     max_backtracks = check_int(max_backtracks, "max_backtracks", minimum=1)
     symmetry = check_symmetry(symmetry)
-    chans = _as_channels(channels, spectra.n_channels)
-    max_shift = _check_max_shift(max_shift, spectra.box)
+    chans = as_channels(channels, spectra.n_channels)
+    max_shift = check_max_shift(max_shift, spectra.box)
     a0 = _initial_steps(angle_steps_deg, n, math.degrees(max_angle) / 2, "angle_steps_deg")
     s0 = _initial_steps(shift_steps, n, max_step / 2, "shift_steps")
     model = _Model(spectra.backend, volume, spectra, chans, gradient=True)
@@ -1719,7 +1660,7 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
     RefineResult
     """
     t_start = time.perf_counter()
-    arr = _as_particles(particles)
+    arr = as_particles(particles)[0]
     n, c, d = int(arr.shape[0]), int(arr.shape[1]), int(arr.shape[2])
     poses = _check_poses(poses, n)
     regularizer = _check_regularizer(regularizer)
@@ -1732,24 +1673,24 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
     if tolerance_deg is None:
         tol = stages[-1].step_deg / 2.0 if stages else 0.0
     else:
-        tol = _check_float(tolerance_deg, "tolerance_deg", low=0.0, unit=" degrees")
+        tol = check_float(tolerance_deg, "tolerance_deg", low=0.0, unit=" degrees")
     n_cont = check_int(continuous_iterations, "continuous_iterations", minimum=0)
     gd_steps = check_int(gd_steps, "gd_steps", minimum=1)
-    cont_tol = _check_float(continuous_tolerance_deg, "continuous_tolerance_deg", low=0.0,
+    cont_tol = check_float(continuous_tolerance_deg, "continuous_tolerance_deg", low=0.0,
                             unit=" degrees")
     it0 = check_int(initial_admm_iterations, "initial_admm_iterations", minimum=1)
     it_exh = check_int(admm_iterations, "admm_iterations", minimum=1)
     it_cont = check_int(continuous_admm_iterations, "continuous_admm_iterations", minimum=1)
     it_final = check_int(final_admm_iterations, "final_admm_iterations", minimum=1)
     symmetry = check_symmetry(symmetry)
-    chans = _as_channels(channels, c)
+    chans = as_channels(channels, c)
     if not isinstance(half_maps, (bool, np.bool_)):
         raise ValueError(f"half_maps must be True or False, got {half_maps!r}")
     if half_maps and n < 2:
         raise ValueError(f"half maps need at least 2 particles, got {n}: set half_maps=False")
-    max_shift = _check_max_shift(max_shift, d)
+    max_shift = check_max_shift(max_shift, d)
     h = _prepare_psf(np, psf, c, d)
-    bk = _backend_for(backend, particles)
+    bk = resolve_backend(backend, particles)
     init_volume = None
     if volume is not None:
         init_volume = np.asarray(to_numpy(volume), dtype=np.float32)

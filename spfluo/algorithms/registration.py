@@ -69,9 +69,9 @@ from typing import Any
 
 import numpy as np
 
-from spfluo.algorithms.backend import to_numpy
+from spfluo.algorithms.backend import AXES3, resolve_backend, to_numpy
 from spfluo.algorithms.correlation import phase_correlation_ft
-from spfluo.algorithms.fourier import _backend_for, resize_fourier
+from spfluo.algorithms.fourier import resize_fourier
 from spfluo.algorithms.geometry import (
     geodesic_distance_sym,
     local_rotation_grid,
@@ -81,7 +81,6 @@ from spfluo.algorithms.transform import rotate
 
 __all__ = ["RegistrationResult", "register_volumes"]
 
-_AXES3 = (-3, -2, -1)
 # voxels (rotated reference + spectrum) handled per batch of candidate rotations
 _BATCH_VOXELS = 1 << 22
 # local refinement switches from the coarse to the full size below this step
@@ -165,7 +164,7 @@ class _Level:
         self.bk = bk
         self.shape = tuple(int(s) for s in volume.shape[-3:])
         self.reference = reference  # (C, Z, Y, X) float32
-        spec = bk.rfftn(volume, axes=_AXES3)  # (C, Z, Y, Kx)
+        spec = bk.rfftn(volume, axes=AXES3)  # (C, Z, Y, Kx)
         spec[..., 0, 0, 0] = 0  # means removed
         self.volume_ft = spec
         centred = volume - volume.mean(axis=(-3, -2, -1), keepdims=True)
@@ -220,7 +219,7 @@ class _Level:
         for start in range(0, k, step):
             sl = slice(start, min(k, start + step))
             rot = self._rotate_reference(rotations[sl])  # (B, C, Z, Y, X)
-            rot_ft = bk.rfftn(rot, axes=_AXES3)
+            rot_ft = bk.rfftn(rot, axes=AXES3)
             rot_ft[..., 0, 0, 0] = 0
             centred = rot - rot.mean(axis=(-3, -2, -1), keepdims=True)
             energy = (centred.astype(xp.float64) ** 2).sum(axis=(1, 2, 3, 4))  # (B,)
@@ -235,7 +234,7 @@ class _Level:
                 s = res.shifts.astype(xp.float64)
                 numer = self._correlation_at(cross, s) / n_vox
             else:
-                surface = bk.irfftn(cross, s=self.shape, axes=_AXES3)
+                surface = bk.irfftn(cross, s=self.shape, axes=AXES3)
                 if self.mask is not None:
                     surface = xp.where(self.mask[None], surface, -xp.inf)
                 flat = surface.reshape(surface.shape[0], -1)
@@ -394,7 +393,7 @@ def register_volumes(
     upside down at the coarse size): give ``symmetry``.  Measured accuracy and time:
     ``spfluo/tests/algorithms/test_registration.py`` and ``benchmarks/simulation.py``.
     """
-    bk = _backend_for(backend, volume)
+    bk = resolve_backend(backend, volume)
     xp = bk.xp
     vol, ref = _check_pair(xp, volume, reference)
     if isinstance(symmetry, bool) or not isinstance(symmetry, (int, np.integer)) or symmetry < 1:

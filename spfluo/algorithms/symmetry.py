@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from spfluo.algorithms.backend import to_numpy
-from spfluo.algorithms.fourier import _backend_for, resize_fourier
+from spfluo.algorithms.backend import resolve_backend, to_numpy
+from spfluo.algorithms.fourier import resize_fourier
 from spfluo.algorithms.geometry import (
     Poses,
     fibonacci_directions,
@@ -361,7 +361,7 @@ def find_symmetry_axis(volume, order: int, *, coarse_step_deg: float = 10.0,
     direction of the half-sphere (about ``2 pi / step^2``), then a few tens of rotations
     per refined candidate.
     """
-    bk = _backend_for(backend, volume)
+    bk = resolve_backend(backend, volume)
     xp = bk.xp
     vol, _ = _as_volume(xp, volume)
     order = _check_order(order)
@@ -438,7 +438,7 @@ def align_symmetry_axis(volume, order: int, *, axis: SymmetryAxis | None = None,
         The aligned volume ``R T_s f`` (same shape as the input, float32), ``R``, ``s``.
         Update particle poses with :func:`realign_poses`.
     """
-    bk = _backend_for(backend, volume)
+    bk = resolve_backend(backend, volume)
     xp = bk.xp
     vol, single = _as_volume(xp, volume)
     order = _check_order(order)
@@ -506,7 +506,7 @@ def symmetrize(volume, order: int, *, backend: Any = None):
         interpolation blur); outside the box counts as the background level, the mean of
         the outer faces.
     """
-    bk = _backend_for(backend, volume)
+    bk = resolve_backend(backend, volume)
     xp = bk.xp
     vol, single = _as_volume(xp, volume)
     order = _check_order(order, minimum=1)
@@ -547,7 +547,7 @@ def estimate_symmetry_order(volume, *, max_order: int = 12, threshold: float = 0
     -------
     SymmetryOrderEstimate
     """
-    bk = _backend_for(backend, volume)
+    bk = resolve_backend(backend, volume)
     xp = bk.xp
     vol, _ = _as_volume(xp, volume)
     max_order = _check_order(max_order, "max_order")

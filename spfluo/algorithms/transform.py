@@ -45,14 +45,8 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.fft
 
-from spfluo.algorithms.backend import Backend, to_numpy
-from spfluo.algorithms.fourier import (
-    _backend_for,
-    _check_shape3,
-    _check_volume,
-    _fit_to,
-    _real_dtype,
-)
+from spfluo.algorithms.backend import AXES3, Backend, resolve_backend, to_numpy
+from spfluo.algorithms.fourier import _check_shape3, _check_volume, _fit_to, _real_dtype
 
 __all__ = [
     "rotate",
@@ -63,7 +57,6 @@ __all__ = [
     "volume_from_centred_spectrum",
 ]
 
-_AXES3 = (-3, -2, -1)
 # points processed per chunk by the batched interpolations (bounds temporary memory)
 _CHUNK_POINTS = 1 << 22
 _ORTHO_TOL = 1e-3
@@ -192,21 +185,6 @@ def _gather(xp, flat, base, frac, shape, pairwise=False):
     return c0 * (1 - fz) + c1 * fz
 
 
-def _scatter_add(backend: Backend, size: int, index, values):
-    """sum of ``values`` at ``index`` into a zero vector of length ``size`` (float64 on CPU)."""
-    xp = backend.xp
-    if backend.is_gpu:  # pragma: no cover - needs a GPU
-        out = xp.zeros(size, dtype=values.dtype)
-        if hasattr(xp.add, "at"):
-            xp.add.at(out, index.ravel(), values.ravel())
-        else:
-            import cupyx
-
-            cupyx.scatter_add(out, index.ravel(), values.ravel())
-        return out
-    return np.bincount(index.ravel(), weights=values.ravel(), minlength=size)
-
-
 def _pad_volume(xp, volume, shape):
     """Embed (..., Z, Y, X) in the padded zero box (1 before, 2 after)."""
     lead = tuple(volume.shape[:-3])
@@ -250,7 +228,7 @@ def rotate(
     -------
     ndarray, float32, shape (N, Z, Y, X), or (Z, Y, X) for a single (3, 3) rotation
     """
-    bk = _backend_for(backend, volume)
+    bk = resolve_backend(backend, volume)
     xp = bk.xp
     volume = xp.asarray(volume)
     _check_volume(xp, volume, "volume", ndims=(3,), expected="(Z, Y, X)", real=True)
@@ -457,7 +435,7 @@ def rotate_about_z(volume: Any, angles: Any, *, outside: str = "zero", backend: 
     the transpose of the crop).  It is the inverse only on band-limited content within
     the cylinder (above): rotating back loses what left the box.
     """
-    bk = _backend_for(backend, volume)
+    bk = resolve_backend(backend, volume)
     xp = bk.xp
     volume = xp.asarray(volume)
     _check_volume(xp, volume, "volume", expected="(..., Z, N, N)")
@@ -525,7 +503,7 @@ class RotationOperator:
         *,
         backend: Any = None,
     ) -> None:
-        bk = _backend_for(backend, rotations)
+        bk = resolve_backend(backend, rotations)
         xp = bk.xp
         shape = _check_shape3(shape)
         rotations, _ = _as_rotations(xp, rotations)
@@ -632,7 +610,7 @@ class RotationOperator:
         acc = None
         for dz, dy, dx, off in _corner_offsets(self._shape):
             w = weights[dz][0] * weights[dy][1] * weights[dx][2]
-            part = _scatter_add(bk, size, index_base + off, y * w)
+            part = bk.scatter_add(index_base + off, y * w, size)
             acc = part if acc is None else acc + part
         acc = acc.astype(xp.float32, copy=False)
         if reduce:
@@ -683,7 +661,7 @@ def centred_spectrum(
         ``M = round(oversampling * (Z, Y, X))``.  Invert with
         :func:`volume_from_centred_spectrum`.
     """
-    bk = _backend_for(backend, volume)
+    bk = resolve_backend(backend, volume)
     xp = bk.xp
     volume = xp.asarray(volume)
     _check_volume(xp, volume, "volume", real=True)
@@ -697,8 +675,8 @@ def centred_spectrum(
             view = [1, 1, 1]
             view[axis] = m
             padded = padded / (xp.sinc(x) ** 2).astype(xp.float32).reshape(view)
-    spec = bk.fftn(xp.fft.ifftshift(padded, axes=_AXES3), axes=_AXES3)
-    return xp.fft.fftshift(spec, axes=_AXES3).astype(xp.complex64, copy=False)
+    spec = bk.fftn(xp.fft.ifftshift(padded, axes=AXES3), axes=AXES3)
+    return xp.fft.fftshift(spec, axes=AXES3).astype(xp.complex64, copy=False)
 
 
 def volume_from_centred_spectrum(spectrum: Any, shape: Sequence[int], *, backend: Any = None):
@@ -716,7 +694,7 @@ def volume_from_centred_spectrum(spectrum: Any, shape: Sequence[int], *, backend
     -------
     ndarray, float32, shape (..., Z, Y, X)
     """
-    bk = _backend_for(backend, spectrum)
+    bk = resolve_backend(backend, spectrum)
     xp = bk.xp
     spectrum = xp.asarray(spectrum)
     _check_volume(xp, spectrum, "spectrum")
@@ -726,8 +704,8 @@ def volume_from_centred_spectrum(spectrum: Any, shape: Sequence[int], *, backend
             f"shape {shape} must not exceed the spectrum's shape {tuple(spectrum.shape[-3:])}"
         )
     spectrum = spectrum.astype(xp.complex64, copy=False)
-    vol = bk.ifftn(xp.fft.ifftshift(spectrum, axes=_AXES3), axes=_AXES3)
-    vol = xp.fft.fftshift(vol.real, axes=_AXES3)
+    vol = bk.ifftn(xp.fft.ifftshift(spectrum, axes=AXES3), axes=AXES3)
+    vol = xp.fft.fftshift(vol.real, axes=AXES3)
     return _fit_to(xp, vol, shape).astype(xp.float32, copy=False)
 
 
@@ -769,7 +747,7 @@ def rotate_fourier(
         Shape (N, Kz, Ky, Kx) (whole grid) or (N, M) (``points``); the leading
         N is dropped for a single (3, 3) rotation.
     """
-    bk = _backend_for(backend, volume_ft_centred)
+    bk = resolve_backend(backend, volume_ft_centred)
     xp = bk.xp
     spec = xp.asarray(volume_ft_centred)
     _check_volume(xp, spec, "volume_ft_centred", ndims=(3,), expected="(Kz, Ky, Kx)")
