@@ -98,7 +98,7 @@ def run_case(name: str, spec: dict, gpu: bool) -> dict:
     import numpy as np
 
     from spfluo.algorithms.abinitio import sgd_reconstruction
-    from spfluo.algorithms.annealing import annealing_reconstruction
+    from spfluo.algorithms.abinitio.annealing import annealing_reconstruction
     from spfluo.algorithms.backend import get_backend
     from spfluo.algorithms.metrics import compare_volumes, pose_error_summary
     from spfluo.algorithms.reconstruct import reconstruct

@@ -107,7 +107,12 @@ def main(argv=None) -> int:
     from spfluo.catalog import query as q
     from spfluo.catalog.db import open_catalog
     from spfluo.catalog.sync import verify
-    from spfluo.tests.catalog._fixtures import N_RUNS, build_template, copy_project, make_data
+    from spfluo.tests.catalog._fixtures import (
+        N_RUNS,
+        build_template,
+        copy_project,
+        make_data,
+    )
 
     cases = []
     try:

@@ -72,7 +72,8 @@ def _digest(arrays: dict) -> dict:
 
 
 def _cases():
-    from spfluo.algorithms import abinitio, annealing, reconstruct, refine, symmetry
+    from spfluo.algorithms import abinitio, reconstruct, refine, symmetry
+    from spfluo.algorithms.abinitio import annealing
     from spfluo.algorithms.extraction import extract_particles
     from spfluo.algorithms.geometry import Poses, perturb_rotations, so3_grid
     from spfluo.algorithms.metrics import compare_volumes, fsc, pose_error_summary, ssim

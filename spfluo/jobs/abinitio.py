@@ -228,7 +228,7 @@ def run(job: Job) -> None:
         except RuntimeError as exc:
             _fail(str(exc))
     else:
-        from ..algorithms.annealing import annealing_reconstruction
+        from ..algorithms.abinitio.annealing import annealing_reconstruction
 
         n_classes = int_param(job, "n_classes", 10, minimum=1)
         if n_classes > n:

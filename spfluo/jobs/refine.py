@@ -70,6 +70,7 @@ from ._checkpoint import (
     load_checkpoint,
     remove_checkpoint,
 )
+
 # a module attribute, looked up at every save (a test interposes on it to stop a run)
 from ._checkpoint import save_checkpoint as _save_checkpoint
 from ._inputs import (

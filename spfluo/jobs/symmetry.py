@@ -45,8 +45,13 @@ from ..algorithms.symmetry import (
     realign_poses,
     symmetrize,
 )
-from ..io import read_particle_table, read_volume, write_json_atomic, write_particle_table, \
-    write_volume
+from ..io import (
+    read_particle_table,
+    read_volume,
+    write_json_atomic,
+    write_particle_table,
+    write_volume,
+)
 from ._inputs import choice_param, int_param
 from .jobfile import Job, JobError, Progress
 

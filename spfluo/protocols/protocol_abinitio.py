@@ -10,7 +10,7 @@ methods:
   kernel-smoothed importance-weighted marginal likelihoods; coarse-to-fine; stops on an
   energy plateau.  The job checkpoints every epoch: a run that is stopped or killed
   continues from its last epoch when it is restarted ("continue").
-- **Simulated annealing** (Fortun et al. 2018, :func:`spfluo.algorithms.annealing.annealing_reconstruction`):
+- **Simulated annealing** (Fortun et al. 2018, :func:`spfluo.algorithms.abinitio.annealing.annealing_reconstruction`):
   k-means class representatives of downsampled particles, closed-form quadratic volume,
   Metropolis-Hastings with incremental block coordinates; then every particle's pose by
   a search against that volume.

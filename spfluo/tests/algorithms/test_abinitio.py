@@ -4,6 +4,12 @@ import numpy as np
 import pytest
 
 from spfluo.algorithms import abinitio as A
+from spfluo.algorithms.abinitio.polarity import (
+    _flip_pose,
+    _flip_rotation,
+    _polarity_axis,
+    _polarity_consensus,
+)
 from spfluo.algorithms.backend import get_backend
 from spfluo.algorithms.forward import ForwardModel
 from spfluo.algorithms.fourier import shift_volume
@@ -18,6 +24,8 @@ from spfluo.algorithms.metrics import compare_volumes, pose_error_summary
 from spfluo.algorithms.phantoms import asymmetric_phantom
 from spfluo.algorithms.psf import gaussian_psf
 from spfluo.algorithms.reconstruct import reconstruct
+from spfluo.algorithms.scoring.gaussian import _evaluate, _make_scale
+from spfluo.algorithms.scoring.model import _FourierVolume, _gather, _scatter, _setup
 from spfluo.algorithms.simulate import simulate_dataset
 from spfluo.algorithms.transform import rotate
 
@@ -72,11 +80,11 @@ def test_gather_and_scatter_are_adjoint():
     grid[1:-2, 1:-2, 1:-2] = (rng.standard_normal((size,) * 3)
                               + 1j * rng.standard_normal((size,) * 3))
     coords = rng.uniform(0.0, size, size=(3, 3, 50)).astype(np.float32)
-    base, frac = A._setup(np, coords, size)
+    base, frac = _setup(np, coords, size)
     values = (rng.standard_normal((3, 50)) + 1j * rng.standard_normal((3, 50))).astype(
         np.complex64)
-    sampled = A._gather(np, grid.ravel(), base, frac, size)
-    spread = A._scatter(get_backend("cpu"), int(np.prod(shape)), base, frac, size, values)
+    sampled = _gather(np, grid.ravel(), base, frac, size)
+    spread = _scatter(get_backend("cpu"), int(np.prod(shape)), base, frac, size, values)
     lhs = np.vdot(values, sampled)
     rhs = np.vdot(spread, grid.ravel())
     assert abs(lhs - rhs) <= 1e-4 * abs(lhs)
@@ -91,12 +99,12 @@ def test_gather_and_scatter_are_adjoint():
 def test_energies_find_the_true_pose_and_translation(clean):
     gt, psf, poses, particles = clean
     data = A.SpectralParticles.build(particles, psf)
-    vol = A._FourierVolume.initial(data.backend, gt[None], data.band)
-    scale = A._make_scale(data, data.band, 6.0)
+    vol = _FourierVolume.initial(data.backend, gt[None], data.band)
+    scale = _make_scale(data, data.band, 6.0)
     rng = np.random.default_rng(5)
     for l in range(2):
         candidates = np.concatenate([poses.rotations[l:l + 1], random_rotations(63, seed=rng)])
-        ev = A._evaluate(vol, scale, data, l, candidates, box=24, max_shift=6.0)
+        ev = _evaluate(vol, scale, data, l, candidates, box=24, max_shift=6.0)
         assert int(np.argmin(ev.nll)) == 0
         np.testing.assert_allclose(ev.shifts[0], poses.translations[l], atol=0.3)
         assert ev.relative[0] < 0.02 < ev.relative[1:].min()
@@ -171,13 +179,13 @@ def barrel():
 def test_flip_pose_gives_the_same_particle_from_the_turned_volume(clean):
     """T_t R f = T_t' R' (F_c f) with (R', t') = _flip_pose(R, t, F, c)."""
     gt, psf, poses, _ = clean
-    flip = A._flip_rotation(0.3)
+    flip = _flip_rotation(0.3)
     np.testing.assert_allclose(flip @ flip, np.eye(3), atol=1e-12)  # a half turn
     np.testing.assert_allclose(flip[0], [-1.0, 0.0, 0.0], atol=1e-12)  # z turned over
     centre = np.array([2.0, -1.0, 0.5])
     # F_c f (x) = f(F (x - c) + c): rotate about the box centre, then shift by (I - F) c
     turned = rotate(gt, flip, translations=(np.eye(3) - flip) @ centre, order=3)
-    rotations, translations = A._flip_pose(poses.rotations, poses.translations, flip, centre)
+    rotations, translations = _flip_pose(poses.rotations, poses.translations, flip, centre)
     shape = gt.shape
     direct = ForwardModel(shape, poses.rotations, poses.translations, psf=psf).apply(gt)
     via_turn = ForwardModel(shape, rotations, translations, psf=psf).apply(turned)
@@ -196,13 +204,13 @@ def test_polarity_axis_and_consensus_sort_out_a_mixture(barrel):
     ds = barrel
     data = A.SpectralParticles.build(ds.particles, ds.psf)
     gt = ds.volume[0]
-    flip = A._flip_rotation(np.deg2rad(10.0))  # the barrel's best self-overlap (blades)
+    flip = _flip_rotation(np.deg2rad(10.0))  # the barrel's best self-overlap (blades)
     centre = np.array([1.5, 0.0, 0.0])
     shifted = shift_volume(gt, centre)
     mixed = 0.5 * (shifted + rotate(shifted, flip, translations=(np.eye(3) - flip) @ centre,
                                     order=3))
-    vol = A._FourierVolume.initial(data.backend, mixed[None], data.band)
-    theta, found_centre, score = A._polarity_axis(vol, 9)
+    vol = _FourierVolume.initial(data.backend, mixed[None], data.band)
+    theta, found_centre, score = _polarity_axis(vol, 9)
     period = 20.0
     dtheta = (np.degrees(theta) - 10.0 + period / 2) % period - period / 2
     assert abs(dtheta) <= 1.0 and score > 0.95
@@ -212,11 +220,11 @@ def test_polarity_axis_and_consensus_sort_out_a_mixture(barrel):
     translations = ds.poses.translations - np.einsum("nij,j->ni", rotations, centre)
     truth_r, truth_t = rotations.copy(), translations.copy()
     turned = np.array([1, 4, 5, 8, 10])
-    rotations[turned], translations[turned] = A._flip_pose(rotations[turned],
+    rotations[turned], translations[turned] = _flip_pose(rotations[turned],
                                                            translations[turned], flip, centre)
-    scale = A._make_scale(data, data.band, 7.0)
+    scale = _make_scale(data, data.band, 7.0)
     group = cyclic_group(9)
-    new_r, new_t, flipped, gain = A._polarity_consensus(
+    new_r, new_t, flipped, gain = _polarity_consensus(
         vol, scale, data, rotations, translations, group, flip, centre,
         rng=np.random.default_rng(0), max_shift=7.0)
     np.testing.assert_array_equal(flipped, turned)
@@ -225,7 +233,7 @@ def test_polarity_axis_and_consensus_sort_out_a_mixture(barrel):
     assert np.degrees(errors).max() < 3.0
     np.testing.assert_allclose(new_t, truth_t, atol=0.5)
     # everybody already agrees: nobody is turned
-    _, _, none, _ = A._polarity_consensus(vol, scale, data, truth_r, truth_t, group, flip,
+    _, _, none, _ = _polarity_consensus(vol, scale, data, truth_r, truth_t, group, flip,
                                           centre, rng=np.random.default_rng(0), max_shift=7.0)
     assert none.size == 0
 

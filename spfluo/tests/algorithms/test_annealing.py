@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from spfluo.algorithms import annealing as AN
+from spfluo.algorithms.abinitio import annealing as AN
 from spfluo.algorithms.geometry import Poses, random_rotations
 from spfluo.algorithms.metrics import compare_volumes, pose_error_summary
 from spfluo.algorithms.reconstruct import reconstruct

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from spfluo.algorithms.correlation import ShiftResult, phase_correlation, phase_correlation_ft
+from spfluo.algorithms.correlation import (
+    ShiftResult,
+    phase_correlation,
+    phase_correlation_ft,
+)
 from spfluo.algorithms.fourier import shift_volume
 
 N = 24

@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from spfluo.algorithms.extraction import box_voxels, extract_particles, normalize_particles
+from spfluo.algorithms.extraction import (
+    box_voxels,
+    extract_particles,
+    normalize_particles,
+)
 
 VS = (0.25, 0.1, 0.1)
 

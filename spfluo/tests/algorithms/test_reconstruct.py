@@ -11,9 +11,19 @@ import numpy as np
 import pytest
 
 from spfluo.algorithms import reconstruct as rc
-from spfluo.algorithms.geometry import Poses, cyclic_group, matrix_from_axis_angle, \
-    random_rotations
-from spfluo.algorithms.metrics import fsc, fsc_resolution, normalize_for_comparison, psnr, ssim
+from spfluo.algorithms.geometry import (
+    Poses,
+    cyclic_group,
+    matrix_from_axis_angle,
+    random_rotations,
+)
+from spfluo.algorithms.metrics import (
+    fsc,
+    fsc_resolution,
+    normalize_for_comparison,
+    psnr,
+    ssim,
+)
 from spfluo.algorithms.psf import gaussian_psf
 from spfluo.algorithms.simulate import simulate_dataset
 from spfluo.algorithms.transform import rotate

@@ -1,0 +1,263 @@
+"""TODO docstring spfluo/algorithms/abinitio/search.py."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from spfluo.algorithms._validation import (
+    check_float,
+    check_max_shift,
+)
+from spfluo.algorithms.backend import resolve_backend
+from spfluo.algorithms.geometry import (
+    Poses,
+    SO3Grid,
+    local_rotation_grid,
+    so3_grid,
+)
+from spfluo.algorithms.abinitio.results import (
+    PoseSearchResult,
+)
+from spfluo.algorithms.abinitio.sampling import (
+    _likelihoods,
+)
+from spfluo.algorithms.scoring.gaussian import (
+    _Scale,
+    _energies_at_shifts,
+    _evaluate,
+    _make_scale,
+)
+from spfluo.algorithms.scoring.model import (
+    _FourierVolume,
+    _as_reference,
+)
+from spfluo.algorithms.scoring.spectra import (
+    SpectralParticles,
+)
+
+
+# local refinement stages after the SGD: (lattice step, max angle) in degrees
+_LOCAL_STAGES_DEG = ((2.5, 5.0), (1.0, 2.0))
+
+
+def _refine_local(fv, sc, data, poses: Poses, *, stages_deg, max_shift):
+    box = data.box
+    rotations = poses.rotations.copy()
+    translations = poses.translations.copy()
+    energies = np.empty(data.n_particles)
+    locals_ = [local_rotation_grid(np.deg2rad(s), np.deg2rad(m)) for s, m in stages_deg]
+    for l in range(data.n_particles):
+        R = rotations[l]
+        for local in locals_:
+            cand = np.matmul(R[None], local)
+            ev = _evaluate(fv, sc, data, l, cand, box=box, max_shift=max_shift)
+            k = int(np.argmin(ev.nll))
+            R = cand[k]
+        rotations[l] = R
+        translations[l] = ev.shifts[k]
+        energies[l] = ev.relative[k]
+    return Poses(rotations, translations), energies
+
+
+def refine_poses_local(volume, data: SpectralParticles, poses: Poses, *,
+                       stages_deg=_LOCAL_STAGES_DEG,
+                       max_shift: float | None = None) -> tuple[Poses, np.ndarray]:
+    """Refine poses by local rotation searches against a volume, at the full band.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (D, D, D) or (C, D, D, D)
+        Reference volume (same box and channels as the particles).
+    data : SpectralParticles
+        The particles on the OTF support (:meth:`SpectralParticles.build`).
+    poses : Poses
+        Starting poses, one per particle.
+    stages_deg : sequence of (float, float), optional
+        ``(step, max_angle)`` in degrees of each successive local lattice
+        (:func:`~spfluo.algorithms.geometry.local_rotation_grid`); default 2.5
+        within 5, then 1 within 2.
+    max_shift : float, optional
+        Largest translation norm in voxels (default ``D / 4``).
+
+    Returns
+    -------
+    poses : Poses
+        Refined poses (translations by correlation, sub-voxel).
+    energies : ndarray, float64, shape (N,)
+        Relative energies at the refined poses.
+    """
+    bk = data.backend
+    xp = bk.xp
+    box = data.box
+    max_shift = check_max_shift(max_shift, box)
+    vol = _as_reference(xp, volume, data)
+    if not isinstance(poses, Poses) or len(poses) != data.n_particles:
+        raise ValueError(f"poses must be a Poses with one pose per particle "
+                         f"({data.n_particles}), got {poses!r}")
+    fv = _FourierVolume.initial(bk, vol, data.band)
+    sc = _make_scale(data, data.band, max_shift)
+    return _refine_local(fv, sc, data, poses, stages_deg=stages_deg, max_shift=max_shift)
+
+
+def _angles_to(rotations, reference, group) -> np.ndarray:
+    """Geodesic angles (radians) from each of ``rotations`` (K, 3, 3) to ``reference``,
+    modulo the symmetry ``group`` (n, 3, 3): ``min_k angle(R, reference C_k)``."""
+    refs = np.matmul(reference[None], group)  # (n, 3, 3)
+    cos = (np.einsum("kij,gij->kg", rotations, refs).max(axis=1) - 1.0) / 2.0
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def _global_check(fv_low: "_FourierVolume", sc_low: _Scale, fv_full: "_FourierVolume",
+                  sc_full: _Scale, data: SpectralParticles, poses: Poses, mats, centre_of_mass,
+                  *, max_shift: float, group, n_candidates: int = 4,
+                  min_angle: float = np.deg2rad(20.0), keep_polarity: bool = False):
+    """Exhaustive search of every particle; adopt distant optima of lower energy.
+
+    Every rotation ``R`` of ``mats`` is scored at a low band, at the translation
+    that keeps the particle's centre of mass in place, ``t = t_l + (R_l - R) c``
+    (``c`` the volume's centre of mass): one gather and one dot product per
+    rotation.  The ``n_candidates`` best that lie more than ``min_angle`` from
+    the current pose and from each other (modulo the symmetry ``group``) are
+    refined by local searches with translation search, at the low band then at
+    the full band, and the best replaces the current pose when its energy at the
+    full band is lower and it still lies more than ``min_angle / 2`` from the
+    current pose (a particle whose sampling settled in a wrong mode).
+    With ``keep_polarity`` (Cn, after the polarity consensus) the candidates
+    that turn the symmetry axis upside down (within 30 degrees) are not
+    considered: the polarity is a collective decision (:func:`_polarity_consensus`);
+    against an iterate, one particle's two polarities differ by a few tens of
+    log-likelihood units for side views, within the noise of the comparison.
+    Returns the poses and the indices of the particles moved.
+    """
+    box = data.box
+    rotations = poses.rotations.copy()
+    translations = poses.translations.copy()
+    stages = [(local_rotation_grid(np.deg2rad(a), np.deg2rad(b)), full)
+              for a, b, full in ((5.0, 10.0, False), (2.5, 5.0, False), (2.5, 5.0, True))]
+    com = np.asarray(centre_of_mass, dtype=np.float64)
+    moved: list = []
+    for l in range(data.n_particles):
+        shifts = translations[l] + (rotations[l] @ com)[None] - mats @ com
+        norm = np.linalg.norm(shifts, axis=1, keepdims=True)
+        shifts *= np.minimum(1.0, max_shift / np.maximum(norm, 1e-12))
+        scores = _energies_at_shifts(fv_low, sc_low, data, l, mats, shifts)
+        far = _angles_to(mats, rotations[l], group) > min_angle
+        if keep_polarity:  # (R_l^T M)[z, z] > -cos 30: the axis not turned over
+            far &= mats[:, :, 0] @ rotations[l][:, 0] > -math.cos(math.radians(30.0))
+        chosen: list = []
+        for k in np.argsort(np.where(far, scores, np.inf), kind="stable"):
+            if len(chosen) == n_candidates or not far[k]:
+                break
+            if chosen and np.any(_angles_to(mats[chosen], mats[k], group) <= min_angle):
+                continue
+            chosen.append(int(k))
+        if not chosen:
+            continue
+        # the current pose gets the same last (full band) local search as the candidates
+        cand = np.matmul(rotations[l][None], stages[-1][0])
+        current = _evaluate(fv_full, sc_full, data, l, cand, box=box, max_shift=max_shift)
+        j = int(np.argmin(current.nll))
+        best = (current.nll[j], cand[j], current.shifts[j])
+        current_value = best[0]
+        for k in chosen:
+            R = mats[k]
+            for local, full in stages:
+                fv, sc = (fv_full, sc_full) if full else (fv_low, sc_low)
+                cand = np.matmul(R[None], local)
+                e = _evaluate(fv, sc, data, l, cand, box=box, max_shift=max_shift)
+                j = int(np.argmin(e.nll))
+                R, t, value = cand[j], e.shifts[j], e.nll[j]
+            if value < best[0]:
+                best = (value, R, t)
+        # a candidate refined back next to the current pose is not a distant optimum (the
+        # SGD grid would pull the particle back to its grid point: a move for nothing)
+        if best[0] < current_value and float(
+                _angles_to(best[1][None], rotations[l], group)[0]) > min_angle / 2:
+            rotations[l], translations[l] = best[1], best[2]
+            moved.append(l)
+    return Poses(rotations, translations), np.asarray(moved, dtype=np.int64)
+
+
+def _coarse_band(band: int, downsampling: float) -> int:
+    b = int(round(band / downsampling))
+    b += b % 2
+    return max(8, min(b, band))
+
+
+def pose_search(volume, particles, psf, *, grid: SO3Grid | None = None,
+                downsampling: float = 2.0, max_shift: float | None = None,
+                temperature: float = 1.0, refine: bool = True,
+                support_threshold: float = 1e-3, backend: Any = None) -> PoseSearchResult:
+    """Exhaustive pose search of every particle against a volume, with exact marginals.
+
+    Every rotation of ``grid`` is evaluated for every particle (translations by
+    correlation on the cropped grid), at the band reduced by ``downsampling``;
+    the best is then refined locally at the full band (``refine``).
+
+    Parameters
+    ----------
+    volume : ndarray, shape (D, D, D) or (C, D, D, D)
+        Reference volume, same box as the particles.
+    particles : ndarray, shape (N, D, D, D) or (N, C, D, D, D)
+    psf : ndarray, shape (d, d, d) or (C, d, d, d)
+    grid : SO3Grid, optional
+        Rotations to try (default ``so3_grid(500, 36)``, about 10 degrees).
+    downsampling : float, optional
+        Band reduction of the exhaustive stage (>= 1).
+    max_shift : float, optional
+        Largest translation norm, voxels (default ``D / 4``).
+    temperature : float, optional
+        Likelihood temperature of the marginals.
+    refine : bool, optional
+        Local refinement of each best pose at the full band.
+    support_threshold : float, optional
+        See :meth:`SpectralParticles.build`.
+    backend : Backend or {"cpu", "gpu"}, optional
+
+    Returns
+    -------
+    PoseSearchResult
+    """
+    bk = resolve_backend(backend, particles)
+    xp = bk.xp
+    data = SpectralParticles.build(particles, psf, support_threshold=support_threshold,
+                                   backend=bk)
+    box = data.box
+    if grid is None:
+        grid = so3_grid(500, 36)
+    if not isinstance(grid, SO3Grid):
+        raise ValueError(f"grid must be an SO3Grid (geometry.so3_grid), got {type(grid).__name__}")
+    downsampling = check_float(downsampling, "downsampling", low=1.0)
+    temperature = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
+    max_shift = check_max_shift(max_shift, box)
+    vol = _as_reference(xp, volume, data)
+    coarse_band = _coarse_band(data.band, downsampling)
+    fv = _FourierVolume.initial(bk, vol, data.band)
+    fv_coarse = fv.resized(coarse_band) if coarse_band != data.band else fv
+    sc = _make_scale(data, coarse_band, max_shift)
+    mats = grid.matrices().reshape(-1, 3, 3)
+    n = data.n_particles
+    rotations = np.empty((n, 3, 3))
+    translations = np.empty((n, 3))
+    energies = np.empty(n)
+    marg_psi = np.empty((n, grid.n_psi))
+    marg_d = np.empty((n, grid.n_directions))
+    for l in range(n):
+        ev = _evaluate(fv_coarse, sc, data, l, mats, box=box, max_shift=max_shift)
+        k = int(np.argmin(ev.nll))
+        rotations[l] = mats[k]
+        translations[l] = ev.shifts[k]
+        energies[l] = ev.relative[k]
+        p = _likelihoods(ev.nll, 1.0 / temperature).reshape(grid.n_directions, grid.n_psi)
+        marg_d[l] = p.sum(axis=1) / p.sum()
+        marg_psi[l] = p.sum(axis=0) / p.sum()
+    poses = Poses(rotations, translations)
+    if refine:
+        sc_full = _make_scale(data, data.band, max_shift)
+        poses, energies = _refine_local(fv, sc_full, data, poses, stages_deg=(
+            (5.0, 10.0),) + _LOCAL_STAGES_DEG, max_shift=max_shift)
+    return PoseSearchResult(poses=poses, energies=energies, psi_marginals=marg_psi,
+                            direction_marginals=marg_d)

@@ -1,0 +1,1 @@
+"""The pose-scoring engine shared by ab initio, refinement and annealing."""
