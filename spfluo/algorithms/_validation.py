@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from spfluo.algorithms.backend import to_numpy
+
 __all__ = ["check_int", "check_symmetry", "check_box_shape", "check_float", "check_max_shift",
-           "as_particles", "check_finite", "as_channels"]
+           "as_particles", "check_finite", "as_channels", "as_psf"]
 
 
 def check_int(value: Any, name: str, *, minimum: int) -> int:
@@ -126,3 +128,40 @@ def as_channels(channels: Any, n_channels: int) -> tuple[int, ...]:
             f"[0, {n_channels}), got {channels!r}"
         )
     return out
+
+
+def as_psf(psf: Any, n_channels: int, box: int | None, xp: Any = np) -> Any:
+    """A PSF for ``n_channels`` channels: ``(C, d, d, d)`` float32 in namespace ``xp``, each
+    channel normalised to unit sum (sums in float64), one PSF broadcast to every channel.
+
+    ``psf`` is ``(d, d, d)`` or ``(C, d, d, d)``, real, finite, with a positive sum per
+    channel, and no larger than the particle box ``box`` (voxels; None: any size).
+    """
+    psf = np.asarray(to_numpy(psf))
+    if psf.ndim == 3:
+        psf = psf[None]
+    if psf.ndim != 4:
+        raise ValueError(f"psf must have shape (d, d, d) or (C, d, d, d), got {psf.shape}")
+    if psf.size == 0:
+        raise ValueError(f"psf is empty (shape {psf.shape}): give a non-empty PSF")
+    if not np.issubdtype(psf.dtype, np.number) or np.iscomplexobj(psf):
+        raise ValueError(f"psf must be real, got dtype {psf.dtype}")
+    if not np.all(np.isfinite(psf)):
+        raise ValueError("psf contains NaN or infinite values: clean it before reconstructing")
+    if box is not None and any(s > box for s in psf.shape[1:]):
+        raise ValueError(
+            f"psf of shape {psf.shape[1:]} is larger than the particle box ({box} voxels): "
+            "crop the PSF to the box"
+        )
+    if psf.shape[0] not in (1, n_channels):
+        raise ValueError(
+            f"psf has {psf.shape[0]} channels but the particles have {n_channels}: give one "
+            "PSF per channel, or one for all"
+        )
+    sums = psf.reshape(psf.shape[0], -1).sum(axis=1, dtype=np.float64)
+    if np.any(sums <= 0):
+        raise ValueError(f"psf must have a positive sum in every channel, got sums {sums}")
+    psf = (psf / sums[:, None, None, None]).astype(np.float32)
+    if psf.shape[0] != n_channels:
+        psf = np.repeat(psf, n_channels, axis=0)
+    return xp.asarray(psf)

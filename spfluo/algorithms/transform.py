@@ -47,6 +47,13 @@ import scipy.fft
 
 from spfluo.algorithms.backend import AXES3, Backend, resolve_backend, to_numpy
 from spfluo.algorithms.fourier import _check_shape3, _check_volume, _fit_to, _real_dtype
+from spfluo.algorithms.interpolation import (
+    gather,
+    pad_volume,
+    padded_shape,
+    splat,
+    trilinear_setup,
+)
 
 __all__ = [
     "rotate",
@@ -125,72 +132,6 @@ def _source_coordinates(xp, rotations, translations, shape, grid):
     coords = xp.matmul(rt.astype(xp.float32), grid.astype(xp.float32))
     coords += offset.astype(xp.float32)[:, :, None]
     return coords
-
-
-# ---------------------------------------------------------------------------
-# trilinear gather / splat on a zero-padded volume
-# ---------------------------------------------------------------------------
-# The volume is embedded in a zero box padded by 1 voxel before and 2 after on
-# each axis.  Coordinates are clipped to [-1, n]: a point outside the box then
-# reads only padding (zeros), so the gather is trilinear interpolation with a
-# zero extension, and the splat (its transpose) writes into padding that is
-# cropped away.
-
-
-def _padded_shape(shape):
-    return tuple(n + 3 for n in shape)
-
-
-def _trilinear_setup(xp, coords, shape):
-    """Base flat index into the padded box (int32/int64) and fractions (3, ...) float32."""
-    zp, yp, xp_ = _padded_shape(shape)
-    idx_dtype = xp.int32 if zp * yp * xp_ < 2**31 - 1 else xp.int64
-    base = None
-    fracs = []
-    strides = (yp * xp_, xp_, 1)
-    for axis, n in enumerate(shape):
-        c = xp.clip(coords[:, axis], -1.0, float(n))
-        f = xp.floor(c)
-        fracs.append((c - f).astype(xp.float32))
-        i = (f.astype(idx_dtype) + 1) * idx_dtype(strides[axis])
-        base = i if base is None else base + i
-    return base, xp.stack(fracs)
-
-
-def _corner_offsets(shape):
-    _, yp, xp_ = _padded_shape(shape)
-    sz, sy = yp * xp_, xp_
-    return [(dz, dy, dx, dz * sz + dy * sy + dx) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)]
-
-
-def _gather(xp, flat, base, frac, shape, pairwise=False):
-    """Trilinear interpolation from the padded flat volume(s) (nested lerps)."""
-    _, yp, xp_ = _padded_shape(shape)
-    sz, sy = yp * xp_, xp_
-    fz, fy, fx = frac[0], frac[1], frac[2]
-
-    if pairwise:
-        def at(o):
-            return xp.take_along_axis(flat, base + o, axis=1)
-    else:
-        def at(o):
-            return flat[base + o]
-
-    c00 = at(0) * (1 - fx) + at(1) * fx
-    c01 = at(sy) * (1 - fx) + at(sy + 1) * fx
-    c10 = at(sz) * (1 - fx) + at(sz + 1) * fx
-    c11 = at(sz + sy) * (1 - fx) + at(sz + sy + 1) * fx
-    c0 = c00 * (1 - fy) + c01 * fy
-    c1 = c10 * (1 - fy) + c11 * fy
-    return c0 * (1 - fz) + c1 * fz
-
-
-def _pad_volume(xp, volume, shape):
-    """Embed (..., Z, Y, X) in the padded zero box (1 before, 2 after)."""
-    lead = tuple(volume.shape[:-3])
-    out = xp.zeros(lead + _padded_shape(shape), dtype=volume.dtype)
-    out[..., 1:-2, 1:-2, 1:-2] = volume
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -511,7 +452,7 @@ class RotationOperator:
         translations = _as_translations(xp, translations, n)
         grid = _centred_grid(xp, shape)
         coords = _source_coordinates(xp, rotations, translations, shape, grid)  # (N, 3, V)
-        base, frac = _trilinear_setup(xp, coords, shape)  # (N, V), (3, N, V)
+        base, frac = trilinear_setup(xp, coords, shape)  # (N, V), (3, N, V)
         self._backend = bk
         self._shape = shape
         self._n = n
@@ -566,12 +507,12 @@ class RotationOperator:
         """
         xp = self._backend.xp
         volume = self._check(volume, "volume", (3, 4))
-        padded = _pad_volume(xp, volume, self._shape)
+        padded = pad_volume(xp, volume, self._shape)
         if volume.ndim == 3:
-            out = _gather(xp, padded.ravel(), self._base, self._frac, self._shape)
+            out = gather(xp, padded.ravel(), self._base, self._frac, self._shape)
         else:
             flat = padded.reshape(self._n, -1)
-            out = _gather(xp, flat, self._base, self._frac, self._shape, pairwise=True)
+            out = gather(xp, flat, self._base, self._frac, self._shape, pairwise=True)
         return out.reshape((self._n,) + self._shape)
 
     def adjoint(self, volumes: Any, *, reduce: bool = True):
@@ -595,9 +536,7 @@ class RotationOperator:
         xp = bk.xp
         volumes = self._check(volumes, "volumes", (4,))
         y = volumes.reshape(self._n, -1)
-        fz, fy, fx = self._frac[0], self._frac[1], self._frac[2]
-        weights = {0: (1 - fz, 1 - fy, 1 - fx), 1: (fz, fy, fx)}
-        padded = _padded_shape(self._shape)
+        padded = padded_shape(self._shape)
         vp = int(np.prod(padded))
         if reduce:
             index_base = self._base
@@ -607,11 +546,7 @@ class RotationOperator:
                 xp.arange(self._n, dtype=xp.int64)[:, None] * vp
             )
             size = vp * self._n
-        acc = None
-        for dz, dy, dx, off in _corner_offsets(self._shape):
-            w = weights[dz][0] * weights[dy][1] * weights[dx][2]
-            part = bk.scatter_add(index_base + off, y * w, size)
-            acc = part if acc is None else acc + part
+        acc = splat(bk, index_base, self._frac, y, self._shape, size)
         acc = acc.astype(xp.float32, copy=False)
         if reduce:
             return acc.reshape(padded)[1:-2, 1:-2, 1:-2].copy()
@@ -773,7 +708,7 @@ def rotate_fourier(
     scale = xp.asarray(shape, dtype=xp.float64)
     rt = rotations.transpose(0, 2, 1) * scale[None, :, None] / scale[None, None, :]
     centre = xp.asarray([k // 2 for k in shape], dtype=xp.float32)
-    flat = _pad_volume(xp, spec.astype(xp.complex64, copy=False), shape).ravel()
+    flat = pad_volume(xp, spec.astype(xp.complex64, copy=False), shape).ravel()
     m = grid.shape[1]
     out = xp.empty((n, m), dtype=xp.complex64)
     grid32 = grid.astype(xp.float32)
@@ -781,7 +716,7 @@ def rotate_fourier(
     for start in range(0, n, step):
         sl = slice(start, min(n, start + step))
         coords = xp.matmul(rt[sl].astype(xp.float32), grid32) + centre[None, :, None]
-        base, frac = _trilinear_setup(xp, coords, shape)
-        out[sl] = _gather(xp, flat, base, frac, shape)
+        base, frac = trilinear_setup(xp, coords, shape)
+        out[sl] = gather(xp, flat, base, frac, shape)
     out = out.reshape((n,) + out_tail)
     return out[0] if single else out

@@ -10,10 +10,18 @@ import numpy as np
 
 from spfluo.algorithms._validation import (
     as_particles,
-    check_float,
+    as_psf,
     check_int,
-    check_max_shift,
 )
+from spfluo.algorithms.abinitio.options import AnnealingOptions
+from spfluo.algorithms.abinitio.polarity import (
+    flip_rotation,
+    polarity_axis,
+    polarity_consensus,
+)
+from spfluo.algorithms.abinitio.results import AbInitioResult
+from spfluo.algorithms.abinitio.search import pose_search
+from spfluo.algorithms.abinitio.sgd import symmetrize_channels
 from spfluo.algorithms.backend import resolve_backend, to_numpy
 from spfluo.algorithms.fourier import _fit_to, resize_fourier, shift_volume
 from spfluo.algorithms.geometry import (
@@ -29,32 +37,10 @@ from spfluo.algorithms.reconstruct import (
     reconstruct,
     reconstruct_tikhonov,
 )
+from spfluo.algorithms.scoring.energies import Scorer
+from spfluo.algorithms.scoring.model import FourierVolume
+from spfluo.algorithms.scoring.spectra import particle_spectra
 from spfluo.algorithms.transform import rotate
-from spfluo.algorithms.abinitio.polarity import (
-    _flip_rotation,
-    _polarity_axis,
-    _polarity_consensus,
-)
-from spfluo.algorithms.abinitio.results import (
-    AbInitioResult,
-)
-from spfluo.algorithms.abinitio.search import (
-    pose_search,
-)
-from spfluo.algorithms.abinitio.sgd import (
-    _stage,
-    _symmetrize,
-)
-from spfluo.algorithms.scoring.gaussian import (
-    _make_scale,
-)
-from spfluo.algorithms.scoring.model import (
-    _FourierVolume,
-)
-from spfluo.algorithms.scoring.spectra import (
-    SpectralParticles,
-    _as_psf,
-)
 
 
 def select_representatives(particles, n_classes: int, *, seed=0) -> np.ndarray:
@@ -233,30 +219,30 @@ def _centre_and_align(volume, symmetry: int, *, backend, n_directions: int = 400
     best = turn[int(to_numpy(xp.argmax(score)))]
     aligned = xp.stack([rotate(v[k], best, order=3, backend=backend) for k in range(v.shape[0])])
     # mean over Cn by exact rotations about z (no interpolation blur)
-    return xp.maximum(_symmetrize(backend, aligned, symmetry), 0.0).astype(xp.float32)
+    return xp.maximum(symmetrize_channels(backend, aligned, symmetry), 0.0).astype(xp.float32)
 
 
 def _consensus_poses(iterate, particles, psf, poses: Poses, symmetry: int, *,
                      max_shift: float, rng: np.random.Generator, backend):
     """Polarity consensus (Cn) of the pose-search poses against the iterate.
 
-    ``iterate`` (C, D, D, D) becomes a :class:`_FourierVolume` at the full band
+    ``iterate`` (C, D, D, D) becomes a :class:`~spfluo.algorithms.scoring.model.FourierVolume` at the full band
     of the particles' spectra; the turn ``F`` is the one under which it looks
-    most like itself (:func:`_polarity_axis`) and
-    :func:`_polarity_consensus` chooses, for every particle, its (refined) pose
+    most like itself (:func:`~spfluo.algorithms.abinitio.polarity.polarity_axis`) and
+    :func:`~spfluo.algorithms.abinitio.polarity.polarity_consensus` chooses, for every particle, its (refined) pose
     or the one for the turned volume.  Returns ``(poses, turned, gain)``:
     the chosen poses, the indices of the particles turned upside down and the
     energy gain (whitened half energy, >= 0).
     """
     xp = backend.xp
-    data = SpectralParticles.build(particles, psf, backend=backend)
+    data = particle_spectra(particles, psf, backend=backend)
     band = data.band
-    vol = _FourierVolume.initial(backend, xp.asarray(iterate, dtype=xp.float32), band)
-    theta, centre, _ = _polarity_axis(vol, symmetry)
-    rotations, translations, turned, gain = _polarity_consensus(
-        vol, _make_scale(data, band, max_shift), data, np.asarray(poses.rotations),
-        np.asarray(poses.translations), cyclic_group(symmetry), _flip_rotation(theta), centre,
-        rng=rng, max_shift=max_shift)
+    vol = FourierVolume.initial(backend, xp.asarray(iterate, dtype=xp.float32), band)
+    theta, centre, _ = polarity_axis(vol, symmetry)
+    rotations, translations, turned, gain = polarity_consensus(
+        vol, Scorer.for_band(data, band, max_shift, surface="peak"),
+        np.asarray(poses.rotations), np.asarray(poses.translations), cyclic_group(symmetry),
+        flip_rotation(theta), centre, rng=rng)
     return Poses(rotations, translations), turned, gain
 
 
@@ -264,24 +250,10 @@ def annealing_reconstruction(
     particles,
     psf,
     *,
-    n_classes: int = 10,
-    working_size: int = 30,
-    n_loops: int = 3,
-    gamma: float = 0.95,
-    final_temperature: float = 1e-4,
-    sigma_rotation: float = math.radians(50.0),
-    sigma_translation: float = 5.0,
-    weight: float = 3e-2,
-    n_probe: int = 8,
-    max_shift: float | None = None,
-    symmetry: int = 1,
-    grid_directions: int = 500,
-    grid_psi: int = 36,
-    final_reconstruction: str | None = "hessian",
-    polarity: bool = True,
     seed=0,
     progress: Callable[[dict], None] | None = None,
     backend: Any = None,
+    **options,
 ) -> AbInitioResult:
     """Ab initio reconstruction by simulated annealing on class representatives (Fortun et al. 2018).
 
@@ -352,31 +324,15 @@ def annealing_reconstruction(
     xp = bk.xp
     y, squeeze = as_particles(particles, xp)
     n, c, box = int(y.shape[0]), int(y.shape[1]), int(y.shape[2])
-    h = _as_psf(xp, psf, c)
-    n_classes = check_int(n_classes, "n_classes", minimum=1)
-    if n_classes > n:
-        raise ValueError(f"n_classes must be at most the number of particles ({n}), got "
-                         f"{n_classes}")
-    working_size = check_int(working_size, "working_size", minimum=8)
-    n_loops = check_int(n_loops, "n_loops", minimum=1)
-    gamma = check_float(gamma, "gamma", low=0.0, high=1.0, low_inclusive=False)
-    if gamma >= 1.0:
-        raise ValueError(f"gamma must be < 1 (the temperature must decrease), got {gamma!r}")
-    final_temperature = check_float(final_temperature, "final_temperature", low=0.0,
-                                     high=1.0, low_inclusive=False)
-    sigma_rotation = check_float(sigma_rotation, "sigma_rotation", low=0.0)
-    sigma_translation = check_float(sigma_translation, "sigma_translation", low=0.0)
-    weight = check_float(weight, "weight", low=0.0)
-    n_probe = check_int(n_probe, "n_probe", minimum=1)
-    symmetry = check_int(symmetry, "symmetry", minimum=1)
-    grid_directions = check_int(grid_directions, "grid_directions", minimum=1)
-    grid_psi = check_int(grid_psi, "grid_psi", minimum=1)
-    max_shift = check_max_shift(max_shift, box)
-    if final_reconstruction is not None and not isinstance(final_reconstruction, str):
-        raise ValueError(f"final_reconstruction must be a method name or None, got "
-                         f"{final_reconstruction!r}")
-    if not isinstance(polarity, (bool, np.bool_)):
-        raise ValueError(f"polarity must be True or False, got {polarity!r}")
+    opt = AnnealingOptions(**options).validated(n, box)
+    h = as_psf(psf, c, box, xp)
+    n_classes, working_size, n_loops, gamma = (opt.n_classes, opt.working_size, opt.n_loops,
+                                               opt.gamma)
+    final_temperature, sigma_rotation = opt.final_temperature, opt.sigma_rotation
+    sigma_translation, weight, n_probe = opt.sigma_translation, opt.weight, opt.n_probe
+    symmetry, max_shift = opt.symmetry, opt.max_shift
+    grid_directions, grid_psi = opt.grid_directions, opt.grid_psi
+    final_reconstruction, polarity = opt.final_reconstruction, opt.polarity
     rng = np.random.default_rng(seed)
     t_start = time.perf_counter()
 
@@ -428,8 +384,10 @@ def annealing_reconstruction(
     if polarity and symmetry > 1:
         poses, turned, gain = _consensus_poses(iterate, y, h, poses, symmetry,
                                                max_shift=max_shift, rng=rng, backend=bk)
-        _stage(progress, t_start, f"polarity consensus after the pose search: {turned.size} "
-               f"particle(s) turned upside down (energy -{gain:.3g})")
+        if progress is not None:
+            progress({"stage": f"polarity consensus after the pose search: {turned.size} "
+                      f"particle(s) turned upside down (energy -{gain:.3g})",
+                      "elapsed": time.perf_counter() - t_start})
     if final_reconstruction is not None:
         volume = reconstruct(y, poses, h, method=final_reconstruction, symmetry=symmetry,
                              backend=bk).volume

@@ -10,23 +10,11 @@ from spfluo.algorithms.backend import to_numpy
 from spfluo.algorithms.geometry import (
     rotation_about_z,
 )
-from spfluo.algorithms.transform import _padded_shape
-from spfluo.algorithms.scoring.gaussian import (
-    _Scale,
-    _evaluate,
-)
-from spfluo.algorithms.scoring.model import (
-    _FourierVolume,
-    _rotated_coordinates,
-    _scatter,
-    _setup,
-)
-from spfluo.algorithms.scoring.spectra import (
-    SpectralParticles,
-)
+from spfluo.algorithms.scoring.energies import Scorer
+from spfluo.algorithms.scoring.model import FourierVolume
 
 
-def _flip_rotation(theta: float) -> np.ndarray:
+def flip_rotation(theta: float) -> np.ndarray:
     """Rotation by pi about the axis ``(cos theta, sin theta, 0)`` (xyz) of the xy plane.
 
     zyx frame: ``2 a a^T - I`` with ``a = (0, sin theta, cos theta)``; it turns
@@ -36,7 +24,7 @@ def _flip_rotation(theta: float) -> np.ndarray:
     return 2.0 * np.outer(a, a) - np.eye(3)
 
 
-def _flip_pose(rotation, translation, flip, centre):
+def flip_pose(rotation, translation, flip, centre):
     """Pose of the same particle when the volume is turned by ``flip`` about ``centre``.
 
     The particle ``T_t R f`` equals ``T_t' R' (F_c f)`` with ``F_c`` the turn
@@ -48,7 +36,7 @@ def _flip_pose(rotation, translation, flip, centre):
     return np.matmul(r, flip), np.asarray(translation, dtype=np.float64) + r @ shift
 
 
-def _polarity_axis(vol: "_FourierVolume", symmetry: int, *, z_range: float = 1.0,
+def polarity_axis(vol: FourierVolume, symmetry: int, *, z_range: float = 1.0,
                    z_step: float = 0.25) -> tuple[float, np.ndarray, float]:
     """The upside-down turn under which the iterate looks most like itself.
 
@@ -67,7 +55,7 @@ def _polarity_axis(vol: "_FourierVolume", symmetry: int, *, z_range: float = 1.0
     period = math.pi / symmetry
     n_theta = max(8, int(math.ceil(period / math.radians(1.0))))
     thetas = period * np.arange(n_theta) / n_theta
-    flips = np.stack([_flip_rotation(t) for t in thetas])
+    flips = np.stack([flip_rotation(t) for t in thetas])
     ratio = vol.band / vol.box  # particle voxels -> voxels of the L^3 grid
     com_z = float(vol.centre_of_mass()[0])
     a = ref - ref.mean()
@@ -87,76 +75,55 @@ def _polarity_axis(vol: "_FourierVolume", symmetry: int, *, z_range: float = 1.0
     return best[1], np.array([best[2], 0.0, 0.0]), best[0]
 
 
-def _backprojection(vol: "_FourierVolume", sc: _Scale, data: SpectralParticles, l: int,
-                    rotations, translation, mask):
+def _backprojection(vol: FourierVolume, sc: Scorer, l: int, rotations, translation, mask):
     """Whitened back-projection of particle ``l`` and its curvature on the volume grid.
 
     ``b = sum_k S_k^T conj(h^ rho_t) y^ / s`` and ``K = sum_k S_k^T |h^|^2 / s``
     (``S_k`` the trilinear gather at ``2 R_k^T p``, and its conjugate at ``-p``,
-    as in :func:`_sgd_update`) for the poses ``rotations`` (K, 3, 3) sharing
-    the translation; values at the flat grid indices ``mask``: (C, M) complex64
-    and (C, M) float32.
+    as in :func:`~spfluo.algorithms.abinitio.sgd.sgd_update`) for the poses
+    ``rotations`` (K, 3, 3) sharing the translation; values at the flat grid indices
+    ``mask``: (C, M) complex64 and (C, M) float32.
     """
-    bk = vol.bk
-    xp = bk.xp
-    c = data.n_channels
-    p = sc.points
-    phase = (p @ xp.asarray(np.asarray(translation, dtype=np.float32))) * np.float32(
-        -2.0 * np.pi / data.box)
-    ramp = (xp.cos(phase) + 1j * xp.sin(phase)).astype(xp.complex64)
-    y = data.spectra[l][:, sc.select]
-    inv_s = data.inv_noise[l]
-    half_w = sc.weights * np.float32(0.5)
-    pts2 = xp.concatenate([p, -p], axis=0)
-    coords = _rotated_coordinates(xp, np.asarray(rotations), pts2, vol.size // 2)
-    base, frac = _setup(xp, coords, vol.size)
-    size = int(np.prod(_padded_shape(vol.shape3)))
-    nk = int(base.shape[0])
-    b_out = xp.empty((c, mask.size), dtype=xp.complex64)
-    k_out = xp.empty((c, mask.size), dtype=xp.float32)
-    for k in range(c):
-        val = xp.conj(sc.otf[k] * ramp) * y[k] * (half_w * inv_s[k])
-        vals = xp.broadcast_to(xp.concatenate([val, xp.conj(val)]), (nk, 2 * val.size))
-        curv = sc.otf_power[k] * (half_w * inv_s[k])
-        cvals = xp.broadcast_to(xp.concatenate([curv, curv]), (nk, 2 * curv.size))
-        b_out[k] = _scatter(bk, size, base, frac, vol.size, xp.ascontiguousarray(vals))[mask]
-        k_out[k] = _scatter(bk, size, base, frac, vol.size, xp.ascontiguousarray(cvals))[mask]
-    return b_out, k_out
+    xp = vol.bk.xp
+    rotations = np.asarray(rotations, dtype=np.float64)
+    nk = rotations.shape[0]
+    ramp = sc.ramp(translation)
+    weight = (sc.w * np.float32(0.5))[None] * sc.spectra.inv_noise[l][:, None]  # (C, M)
+    val = xp.conj(sc.otf * ramp) * sc.data(l) * weight
+    curv = sc.otf_power * weight
+    b = vol.backproject(rotations, sc, xp.broadcast_to(val, (nk,) + val.shape))
+    k = vol.backproject(rotations, sc, xp.broadcast_to(curv, (nk,) + curv.shape))
+    c = int(val.shape[0])
+    return (b.reshape(c, -1)[:, mask].astype(xp.complex64),
+            k.reshape(c, -1)[:, mask].astype(xp.float32))
 
 
-def _curvature_sum(vol: "_FourierVolume", sc: _Scale, data: SpectralParticles, rotations,
-                   group):
+def curvature_sum(vol: FourierVolume, sc: Scorer, rotations, group):
     """One epoch's worth of the preconditioner ``B`` for the given poses (C, padded grid).
 
     The curvatures ``|h^|^2 w / (2 s)`` of every particle, scattered at ``2 (R_l C_k)^T p``
-    and ``-p`` for every element ``C_k`` of the group, as :func:`_sgd_update` accumulates
-    them during an epoch.
+    and ``-p`` for every element ``C_k`` of the group, as
+    :func:`~spfluo.algorithms.abinitio.sgd.sgd_update` accumulates them during an epoch.
     """
-    bk = vol.bk
-    xp = bk.xp
-    padded = _padded_shape(vol.shape3)
-    size = int(np.prod(padded))
-    out = xp.zeros((data.n_channels, size), dtype=xp.float32)
-    pts2 = xp.concatenate([sc.points, -sc.points], axis=0)
-    half_w = sc.weights * np.float32(0.5)
-    for l in range(data.n_particles):
+    xp = vol.bk.xp
+    spectra = sc.spectra
+    out = None
+    half_w = sc.w * np.float32(0.5)
+    for l in range(spectra.n_particles):
         rots = np.matmul(np.asarray(rotations[l], dtype=np.float64)[None], group)
-        coords = _rotated_coordinates(xp, rots, pts2, vol.size // 2)
-        base, frac = _setup(xp, coords, vol.size)
-        for k in range(data.n_channels):
-            curv = sc.otf_power[k] * (half_w * data.inv_noise[l, k])
-            cvals = xp.broadcast_to(xp.concatenate([curv, curv]), (rots.shape[0], 2 * curv.size))
-            out[k] += _scatter(bk, size, base, frac, vol.size, xp.ascontiguousarray(cvals))
-    return out.reshape((data.n_channels,) + padded)
+        curv = sc.otf_power * (half_w[None] * spectra.inv_noise[l][:, None])
+        part = vol.backproject(rots, sc, xp.broadcast_to(curv, (rots.shape[0],) + curv.shape))
+        out = part if out is None else out + part
+    return out.astype(xp.float32)
 
 
-def _polarity_consensus(vol: "_FourierVolume", sc: _Scale, data: SpectralParticles, rotations,
-                        translations, group, flip, centre, *, rng: np.random.Generator,
-                        max_shift: float, regularization: float = 0.1, n_restarts: int = 4):
+def polarity_consensus(vol: FourierVolume, sc: Scorer, rotations, translations, group, flip,
+                       centre, *, rng: np.random.Generator, regularization: float = 0.1,
+                       n_restarts: int = 4):
     """Turn the particles upside down as needed so that all agree on one polarity.
 
     Each particle has two pose hypotheses: its pose and the pose for the
-    volume turned by ``flip`` about ``centre`` (:func:`_flip_pose`), both
+    volume turned by ``flip`` about ``centre`` (:func:`flip_pose`), both
     refined against the iterate by a search over the angle about the symmetry
     axis (``R R_z(phi)``, ``|phi| <= 6`` degrees by 0.5: ``F_theta R_z(phi) =
     F_{theta - phi/2}`` absorbs the error of the turn axis; translations by
@@ -182,32 +149,30 @@ def _polarity_consensus(vol: "_FourierVolume", sc: _Scale, data: SpectralParticl
     gain : float
         ``E(current) - E(best)`` (whitened half energy, >= 0).
     """
-    bk = vol.bk
-    xp = bk.xp
-    n = data.n_particles
-    c = data.n_channels
-    box = data.box
+    xp = vol.bk.xp
+    n = sc.spectra.n_particles
+    c = sc.spectra.n_channels
     in_plane = rotation_about_z(np.deg2rad(np.arange(-6.0, 6.0 + 1e-9, 0.5)))
     hyp_r = np.empty((2, n, 3, 3))
     hyp_t = np.empty((2, n, 3))
-    turned_r, turned_t = _flip_pose(rotations, translations, flip, centre)
+    turned_r, turned_t = flip_pose(rotations, translations, flip, centre)
     for h, (rs, ts) in enumerate(((rotations, translations), (turned_r, turned_t))):
         for l in range(n):
             cand = np.matmul(np.asarray(rs[l], dtype=np.float64)[None], in_plane)
-            ev = _evaluate(vol, sc, data, l, cand, box=box, max_shift=max_shift)
+            ev = sc.evaluate(vol, l, cand)
             k = int(np.argmin(ev.nll))
             hyp_r[h, l], hyp_t[h, l] = cand[k], ev.shifts[k]
     # grid points reached by any particle: the ball of the band
     g = vol.size
     axis = np.arange(g + 3) - 1 - g // 2
     r2 = axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2
-    mask = xp.asarray(np.flatnonzero(r2.ravel() <= (sc.band + 2) ** 2))
+    mask = xp.asarray(np.flatnonzero(r2.ravel() <= (vol.band + 2) ** 2))
     m = int(mask.size)
     b_h = xp.empty((2, n, c, m), dtype=xp.complex64)
     k_h = xp.empty((2, n, c, m), dtype=xp.float32)
     for h in range(2):
         for l in range(n):
-            b_h[h, l], k_h[h, l] = _backprojection(vol, sc, data, l,
+            b_h[h, l], k_h[h, l] = _backprojection(vol, sc, l,
                                                    np.matmul(hyp_r[h, l][None], group),
                                                    hyp_t[h, l], mask)
     k_all = k_h[0].sum(axis=0)

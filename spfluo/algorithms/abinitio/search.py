@@ -11,59 +11,52 @@ from spfluo.algorithms._validation import (
     check_float,
     check_max_shift,
 )
-from spfluo.algorithms.backend import resolve_backend
+from spfluo.algorithms.abinitio.results import (
+    PoseSearchResult,
+)
+from spfluo.algorithms.abinitio.sampling import (
+    likelihoods,
+)
+from spfluo.algorithms.backend import resolve_backend, to_numpy
 from spfluo.algorithms.geometry import (
     Poses,
     SO3Grid,
     local_rotation_grid,
     so3_grid,
 )
-from spfluo.algorithms.abinitio.results import (
-    PoseSearchResult,
-)
-from spfluo.algorithms.abinitio.sampling import (
-    _likelihoods,
-)
-from spfluo.algorithms.scoring.gaussian import (
-    _Scale,
-    _energies_at_shifts,
-    _evaluate,
-    _make_scale,
-)
-from spfluo.algorithms.scoring.model import (
-    _FourierVolume,
-    _as_reference,
-)
-from spfluo.algorithms.scoring.spectra import (
-    SpectralParticles,
-)
+from spfluo.algorithms.scoring.energies import Scorer
+from spfluo.algorithms.scoring.model import FourierVolume, as_reference
+from spfluo.algorithms.scoring.spectra import ParticleSpectra, particle_spectra
+
+#: Local refinement stages after the SGD: (lattice step, max angle) in degrees.
+LOCAL_STAGES_DEG = ((2.5, 5.0), (1.0, 2.0))
 
 
-# local refinement stages after the SGD: (lattice step, max angle) in degrees
-_LOCAL_STAGES_DEG = ((2.5, 5.0), (1.0, 2.0))
-
-
-def _refine_local(fv, sc, data, poses: Poses, *, stages_deg, max_shift):
-    box = data.box
-    rotations = poses.rotations.copy()
-    translations = poses.translations.copy()
-    energies = np.empty(data.n_particles)
-    locals_ = [local_rotation_grid(np.deg2rad(s), np.deg2rad(m)) for s, m in stages_deg]
-    for l in range(data.n_particles):
+def refine_local(model, sc: Scorer, poses: Poses, *, stages_deg=LOCAL_STAGES_DEG):
+    """Each pose refined by successive local rotation searches against ``model`` (on the
+    device); returns (Poses, relative energies (N,))."""
+    xp = sc.bk.xp
+    n = sc.spectra.n_particles
+    rotations = xp.asarray(poses.rotations, dtype=xp.float64).copy()
+    translations = xp.asarray(poses.translations, dtype=xp.float64).copy()
+    energies = xp.empty(n, dtype=xp.float64)
+    locals_ = [xp.asarray(local_rotation_grid(np.deg2rad(s), np.deg2rad(m)))
+               for s, m in stages_deg]
+    for l in range(n):
         R = rotations[l]
         for local in locals_:
-            cand = np.matmul(R[None], local)
-            ev = _evaluate(fv, sc, data, l, cand, box=box, max_shift=max_shift)
-            k = int(np.argmin(ev.nll))
+            cand = xp.matmul(R[None], local)
+            ev = sc.evaluate(model, l, cand, sync=False)
+            k = xp.argmin(ev.nll)
             R = cand[k]
         rotations[l] = R
         translations[l] = ev.shifts[k]
         energies[l] = ev.relative[k]
-    return Poses(rotations, translations), energies
+    return Poses(to_numpy(rotations), to_numpy(translations)), to_numpy(energies)
 
 
-def refine_poses_local(volume, data: SpectralParticles, poses: Poses, *,
-                       stages_deg=_LOCAL_STAGES_DEG,
+def refine_poses_local(volume, data: ParticleSpectra, poses: Poses, *,
+                       stages_deg=LOCAL_STAGES_DEG,
                        max_shift: float | None = None) -> tuple[Poses, np.ndarray]:
     """Refine poses by local rotation searches against a volume, at the full band.
 
@@ -71,8 +64,9 @@ def refine_poses_local(volume, data: SpectralParticles, poses: Poses, *,
     ----------
     volume : ndarray, shape (D, D, D) or (C, D, D, D)
         Reference volume (same box and channels as the particles).
-    data : SpectralParticles
-        The particles on the OTF support (:meth:`SpectralParticles.build`).
+    data : ParticleSpectra
+        The particles on the OTF support
+        (:func:`spfluo.algorithms.scoring.spectra.particle_spectra`).
     poses : Poses
         Starting poses, one per particle.
     stages_deg : sequence of (float, float), optional
@@ -93,13 +87,13 @@ def refine_poses_local(volume, data: SpectralParticles, poses: Poses, *,
     xp = bk.xp
     box = data.box
     max_shift = check_max_shift(max_shift, box)
-    vol = _as_reference(xp, volume, data)
+    vol = as_reference(xp, volume, data)
     if not isinstance(poses, Poses) or len(poses) != data.n_particles:
         raise ValueError(f"poses must be a Poses with one pose per particle "
                          f"({data.n_particles}), got {poses!r}")
-    fv = _FourierVolume.initial(bk, vol, data.band)
-    sc = _make_scale(data, data.band, max_shift)
-    return _refine_local(fv, sc, data, poses, stages_deg=stages_deg, max_shift=max_shift)
+    fv = FourierVolume.initial(bk, vol, data.band)
+    sc = Scorer.for_band(data, data.band, max_shift, surface="peak")
+    return refine_local(fv, sc, poses, stages_deg=stages_deg)
 
 
 def _angles_to(rotations, reference, group) -> np.ndarray:
@@ -110,9 +104,9 @@ def _angles_to(rotations, reference, group) -> np.ndarray:
     return np.arccos(np.clip(cos, -1.0, 1.0))
 
 
-def _global_check(fv_low: "_FourierVolume", sc_low: _Scale, fv_full: "_FourierVolume",
-                  sc_full: _Scale, data: SpectralParticles, poses: Poses, mats, centre_of_mass,
-                  *, max_shift: float, group, n_candidates: int = 4,
+def global_check(fv_low: FourierVolume, sc_low: Scorer, fv_full: FourierVolume,
+                 sc_full: Scorer, poses: Poses, mats, centre_of_mass, *, group,
+                 n_candidates: int = 4,
                   min_angle: float = np.deg2rad(20.0), keep_polarity: bool = False):
     """Exhaustive search of every particle; adopt distant optima of lower energy.
 
@@ -132,56 +126,75 @@ def _global_check(fv_low: "_FourierVolume", sc_low: _Scale, fv_full: "_FourierVo
     log-likelihood units for side views, within the noise of the comparison.
     Returns the poses and the indices of the particles moved.
     """
-    box = data.box
-    rotations = poses.rotations.copy()
-    translations = poses.translations.copy()
-    stages = [(local_rotation_grid(np.deg2rad(a), np.deg2rad(b)), full)
+    xp = sc_full.bk.xp
+    n = sc_full.spectra.n_particles
+    max_shift = sc_low.max_shift
+    rotations = np.asarray(poses.rotations, dtype=np.float64).copy()
+    translations = np.asarray(poses.translations, dtype=np.float64).copy()
+    stages = [(xp.asarray(local_rotation_grid(np.deg2rad(a), np.deg2rad(b))), full)
               for a, b, full in ((5.0, 10.0, False), (2.5, 5.0, False), (2.5, 5.0, True))]
     com = np.asarray(centre_of_mass, dtype=np.float64)
-    moved: list = []
-    for l in range(data.n_particles):
+    mats_dev = xp.asarray(mats)
+    # every rotation of every particle at the low band (device), one transfer
+    scores = xp.empty((n, mats.shape[0]), dtype=xp.float64)
+    for l in range(n):
         shifts = translations[l] + (rotations[l] @ com)[None] - mats @ com
         norm = np.linalg.norm(shifts, axis=1, keepdims=True)
         shifts *= np.minimum(1.0, max_shift / np.maximum(norm, 1e-12))
-        scores = _energies_at_shifts(fv_low, sc_low, data, l, mats, shifts)
+        scores[l] = sc_low.energies_at(fv_low, l, mats_dev, shifts)
+    scores = to_numpy(scores)
+    chosen: dict = {}
+    for l in range(n):
         far = _angles_to(mats, rotations[l], group) > min_angle
         if keep_polarity:  # (R_l^T M)[z, z] > -cos 30: the axis not turned over
             far &= mats[:, :, 0] @ rotations[l][:, 0] > -math.cos(math.radians(30.0))
-        chosen: list = []
-        for k in np.argsort(np.where(far, scores, np.inf), kind="stable"):
-            if len(chosen) == n_candidates or not far[k]:
+        picked: list = []
+        for k in np.argsort(np.where(far, scores[l], np.inf), kind="stable"):
+            if len(picked) == n_candidates or not far[k]:
                 break
-            if chosen and np.any(_angles_to(mats[chosen], mats[k], group) <= min_angle):
+            if picked and np.any(_angles_to(mats[picked], mats[k], group) <= min_angle):
                 continue
-            chosen.append(int(k))
-        if not chosen:
-            continue
+            picked.append(int(k))
+        if picked:
+            chosen[l] = picked
+    # local searches of the current poses and of the candidates (device), one transfer
+    current = xp.full(n, xp.inf)
+    best_value = xp.full(n, xp.inf)
+    best_r = xp.asarray(rotations)
+    best_t = xp.asarray(translations)
+    for l, picked in chosen.items():
         # the current pose gets the same last (full band) local search as the candidates
-        cand = np.matmul(rotations[l][None], stages[-1][0])
-        current = _evaluate(fv_full, sc_full, data, l, cand, box=box, max_shift=max_shift)
-        j = int(np.argmin(current.nll))
-        best = (current.nll[j], cand[j], current.shifts[j])
-        current_value = best[0]
-        for k in chosen:
-            R = mats[k]
+        cand = xp.matmul(xp.asarray(rotations[l])[None], stages[-1][0])
+        ev = sc_full.evaluate(fv_full, l, cand, sync=False)
+        j = xp.argmin(ev.nll)
+        current[l] = best_value[l] = ev.nll[j]
+        best_r[l], best_t[l] = cand[j], ev.shifts[j]
+        for k in picked:
+            R = mats_dev[k]
             for local, full in stages:
                 fv, sc = (fv_full, sc_full) if full else (fv_low, sc_low)
-                cand = np.matmul(R[None], local)
-                e = _evaluate(fv, sc, data, l, cand, box=box, max_shift=max_shift)
-                j = int(np.argmin(e.nll))
-                R, t, value = cand[j], e.shifts[j], e.nll[j]
-            if value < best[0]:
-                best = (value, R, t)
+                cand = xp.matmul(R[None], local)
+                ev = sc.evaluate(fv, l, cand, sync=False)
+                j = xp.argmin(ev.nll)
+                R, t, value = cand[j], ev.shifts[j], ev.nll[j]
+            better = value < best_value[l]
+            best_value[l] = xp.where(better, value, best_value[l])
+            best_r[l] = xp.where(better, R, best_r[l])
+            best_t[l] = xp.where(better, t, best_t[l])
+    current, best_value = to_numpy(current), to_numpy(best_value)
+    best_r, best_t = to_numpy(best_r), to_numpy(best_t)
+    moved: list = []
+    for l in chosen:
         # a candidate refined back next to the current pose is not a distant optimum (the
         # SGD grid would pull the particle back to its grid point: a move for nothing)
-        if best[0] < current_value and float(
-                _angles_to(best[1][None], rotations[l], group)[0]) > min_angle / 2:
-            rotations[l], translations[l] = best[1], best[2]
+        if best_value[l] < current[l] and float(
+                _angles_to(best_r[l][None], rotations[l], group)[0]) > min_angle / 2:
+            rotations[l], translations[l] = best_r[l], best_t[l]
             moved.append(l)
     return Poses(rotations, translations), np.asarray(moved, dtype=np.int64)
 
 
-def _coarse_band(band: int, downsampling: float) -> int:
+def coarse_band(band: int, downsampling: float) -> int:
     b = int(round(band / downsampling))
     b += b % 2
     return max(8, min(b, band))
@@ -214,7 +227,7 @@ def pose_search(volume, particles, psf, *, grid: SO3Grid | None = None,
     refine : bool, optional
         Local refinement of each best pose at the full band.
     support_threshold : float, optional
-        See :meth:`SpectralParticles.build`.
+        See :func:`spfluo.algorithms.scoring.spectra.particle_spectra`.
     backend : Backend or {"cpu", "gpu"}, optional
 
     Returns
@@ -223,8 +236,7 @@ def pose_search(volume, particles, psf, *, grid: SO3Grid | None = None,
     """
     bk = resolve_backend(backend, particles)
     xp = bk.xp
-    data = SpectralParticles.build(particles, psf, support_threshold=support_threshold,
-                                   backend=bk)
+    data = particle_spectra(particles, psf, support_threshold=support_threshold, backend=bk)
     box = data.box
     if grid is None:
         grid = so3_grid(500, 36)
@@ -233,31 +245,34 @@ def pose_search(volume, particles, psf, *, grid: SO3Grid | None = None,
     downsampling = check_float(downsampling, "downsampling", low=1.0)
     temperature = check_float(temperature, "temperature", low=0.0, low_inclusive=False)
     max_shift = check_max_shift(max_shift, box)
-    vol = _as_reference(xp, volume, data)
-    coarse_band = _coarse_band(data.band, downsampling)
-    fv = _FourierVolume.initial(bk, vol, data.band)
-    fv_coarse = fv.resized(coarse_band) if coarse_band != data.band else fv
-    sc = _make_scale(data, coarse_band, max_shift)
-    mats = grid.matrices().reshape(-1, 3, 3)
+    vol = as_reference(xp, volume, data)
+    band = coarse_band(data.band, downsampling)
+    fv = FourierVolume.initial(bk, vol, data.band)
+    fv_coarse = fv.resized(band) if band != data.band else fv
+    sc = Scorer.for_band(data, band, max_shift, surface="peak")
+    mats = xp.asarray(grid.matrices().reshape(-1, 3, 3))
     n = data.n_particles
-    rotations = np.empty((n, 3, 3))
-    translations = np.empty((n, 3))
-    energies = np.empty(n)
-    marg_psi = np.empty((n, grid.n_psi))
-    marg_d = np.empty((n, grid.n_directions))
+    rotations = xp.empty((n, 3, 3))
+    translations = xp.empty((n, 3))
+    energies = xp.empty(n)
+    marg_psi = xp.empty((n, grid.n_psi))
+    marg_d = xp.empty((n, grid.n_directions))
     for l in range(n):
-        ev = _evaluate(fv_coarse, sc, data, l, mats, box=box, max_shift=max_shift)
-        k = int(np.argmin(ev.nll))
+        ev = sc.evaluate(fv_coarse, l, mats, sync=False)
+        k = xp.argmin(ev.nll)
         rotations[l] = mats[k]
         translations[l] = ev.shifts[k]
         energies[l] = ev.relative[k]
-        p = _likelihoods(ev.nll, 1.0 / temperature).reshape(grid.n_directions, grid.n_psi)
+        p = likelihoods(xp, ev.nll, 1.0 / temperature).reshape(grid.n_directions, grid.n_psi)
         marg_d[l] = p.sum(axis=1) / p.sum()
         marg_psi[l] = p.sum(axis=0) / p.sum()
+    rotations, translations, energies = (to_numpy(a) for a in (rotations, translations,
+                                                                 energies))
+    marg_psi, marg_d = to_numpy(marg_psi), to_numpy(marg_d)
     poses = Poses(rotations, translations)
     if refine:
-        sc_full = _make_scale(data, data.band, max_shift)
-        poses, energies = _refine_local(fv, sc_full, data, poses, stages_deg=(
-            (5.0, 10.0),) + _LOCAL_STAGES_DEG, max_shift=max_shift)
+        sc_full = Scorer.for_band(data, data.band, max_shift, surface="peak")
+        poses, energies = refine_local(fv, sc_full, poses,
+                                       stages_deg=((5.0, 10.0),) + LOCAL_STAGES_DEG)
     return PoseSearchResult(poses=poses, energies=energies, psi_marginals=marg_psi,
                             direction_marginals=marg_d)

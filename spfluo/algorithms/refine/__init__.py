@@ -14,9 +14,9 @@ from spfluo.algorithms.refine.continuous import (
 )
 from spfluo.algorithms.refine.loop import refine
 from spfluo.algorithms.refine.schedule import DEFAULT_SCHEDULE, SearchStage
-from spfluo.algorithms.refine.search import PoseUpdate, search_poses
+from spfluo.algorithms.refine.search import PoseUpdate, particle_spectra, search_poses
 from spfluo.algorithms.refine.state import RefineHistory, RefineResult, RefineState
-from spfluo.algorithms.scoring.spectra import ParticleSpectra, particle_spectra
+from spfluo.algorithms.scoring.spectra import ParticleSpectra
 
 __all__ = [
     "SearchStage",

@@ -28,16 +28,9 @@ from spfluo.algorithms.refine.search import (
     _check_spectra,
     scorer_project,
 )
-from spfluo.algorithms.scoring.model import (
-    _Model,
-)
-from spfluo.algorithms.scoring.scorer import (
-    _SURFACE_BUDGET,
-    _Scorer,
-)
-from spfluo.algorithms.scoring.spectra import (
-    ParticleSpectra,
-)
+from spfluo.algorithms.scoring.energies import SURFACE_BUDGET, Scorer
+from spfluo.algorithms.scoring.model import VolumeModel
+from spfluo.algorithms.scoring.spectra import ParticleSpectra
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,7 +55,7 @@ class PoseEnergies:
     translation_gradient: np.ndarray
 
 
-def _terms(model: _Model, scorer: _Scorer, indices, rotations, translations, *,
+def _terms(model: VolumeModel, scorer: Scorer, indices, rotations, translations, *,
            rotation_gradient: bool, translation_gradient: bool):
     """Energies (P,) and gradients (P, 3), (P, 3) of particles ``indices`` at the poses."""
     bk = model.bk
@@ -107,7 +100,7 @@ def _batched_terms(model, scorer, indices, rotations, translations, **kw):
     m_freq = scorer.n_freq
     cube = int(np.prod(scorer.cube)) if scorer.boxed else m_freq
     per = len(scorer.channels) * max(m_freq, cube) * (8 if kw.get("rotation_gradient") else 2)
-    batch = max(1, _SURFACE_BUDGET // max(per, 1))
+    batch = max(1, SURFACE_BUDGET // max(per, 1))
     indices = np.asarray(indices)
     e = np.empty(len(indices))
     gw = np.zeros((len(indices), 3))
@@ -142,8 +135,8 @@ def pose_energies(volume, spectra: ParticleSpectra, poses: Poses, *, channels=No
     n = spectra.n_particles
     poses = _check_poses(poses, n)
     chans = as_channels(channels, spectra.n_channels)
-    model = _Model(spectra.backend, volume, spectra, chans, gradient=bool(gradient))
-    scorer = _Scorer(spectra, chans, math.inf)
+    model = VolumeModel(spectra.backend, volume, spectra, chans, gradient=bool(gradient))
+    scorer = Scorer(spectra, chans, math.inf)
     e, gw, gt = _batched_terms(model, scorer, np.arange(n), poses.rotations,
                                poses.translations, rotation_gradient=bool(gradient),
                                translation_gradient=bool(gradient))
@@ -282,8 +275,8 @@ def refine_poses_continuous(volume, spectra: ParticleSpectra, poses: Poses, *, s
     max_shift = check_max_shift(max_shift, spectra.box)
     a0 = _initial_steps(angle_steps_deg, n, math.degrees(max_angle) / 2, "angle_steps_deg")
     s0 = _initial_steps(shift_steps, n, max_step / 2, "shift_steps")
-    model = _Model(spectra.backend, volume, spectra, chans, gradient=True)
-    scorer = _Scorer(spectra, chans, max_shift)
+    model = VolumeModel(spectra.backend, volume, spectra, chans, gradient=True)
+    scorer = Scorer(spectra, chans, max_shift)
     r, t, e, a_st, s_st = _continuous(
         model, scorer, np.arange(n), poses.rotations, poses.translations, np.radians(a0), s0,
         steps=steps, eta=eta, max_backtracks=max_backtracks, max_angle=max_angle,

@@ -46,6 +46,7 @@ from spfluo.algorithms.refine.search import (
     _changes,
     _coarse_subset,
     _search,
+    particle_spectra,
     scorer_project,
 )
 from spfluo.algorithms.refine.state import (
@@ -55,15 +56,8 @@ from spfluo.algorithms.refine.state import (
     RefineResult,
     RefineState,
 )
-from spfluo.algorithms.scoring.model import (
-    _Model,
-)
-from spfluo.algorithms.scoring.scorer import (
-    _Scorer,
-)
-from spfluo.algorithms.scoring.spectra import (
-    particle_spectra,
-)
+from spfluo.algorithms.scoring.energies import Scorer
+from spfluo.algorithms.scoring.model import VolumeModel
 
 
 def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv",
@@ -238,8 +232,8 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
     groups = [np.flatnonzero(state.halves == g) for g in ((0, 1) if half_maps else (0,))]
     spectra = particle_spectra(arr, h, support_threshold=support_threshold, pad=pad,
                                batch_size=batch_size, backend=bk)
-    scorer = _Scorer(spectra, chans, max_shift)
-    coarse = _Scorer(spectra, chans, max_shift, subset=_coarse_subset(spectra.frequencies))
+    scorer = Scorer(spectra, chans, max_shift)
+    coarse = Scorer(spectra, chans, max_shift, subset=_coarse_subset(spectra.frequencies))
     input_rotations = poses.rotations
 
     cache = {}  # the last sums and their poses: the next ones are an update of them
@@ -301,7 +295,7 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
         for g, idx in enumerate(groups):
             need_gradient = phase == PHASE_CONTINUOUS or (
                 spectra.grid != spectra.box and not stages[state.stage].is_global)
-            model = _Model(bk, vols[g], spectra, chans, gradient=need_gradient)
+            model = VolumeModel(bk, vols[g], spectra, chans, gradient=need_gradient)
             t_now = scorer_project(scorer, trans[idx])
             if phase == PHASE_EXHAUSTIVE:
                 stage = stages[state.stage]
@@ -385,7 +379,7 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
                         final_poses.translations, symmetry)
     if not np.all(np.isfinite(last_energies)):
         last_energies = _batched_terms(
-            _Model(bk, volume_out, spectra, chans, gradient=False), scorer, np.arange(n),
+            VolumeModel(bk, volume_out, spectra, chans, gradient=False), scorer, np.arange(n),
             final_poses.rotations, scorer_project(scorer, final_poses.translations),
             rotation_gradient=False, translation_gradient=False)[0]
         last_changes = np.full(n, np.nan)

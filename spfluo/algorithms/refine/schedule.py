@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
 @dataclass(frozen=True)
 class SearchStage:
     """One stage of the coarse-to-fine exhaustive rotation search.

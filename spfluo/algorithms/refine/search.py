@@ -27,17 +27,10 @@ from spfluo.algorithms.reconstruct import (
 from spfluo.algorithms.refine.schedule import (
     SearchStage,
 )
-from spfluo.algorithms.scoring.model import (
-    _Model,
-)
-from spfluo.algorithms.scoring.scorer import (
-    _SURFACE_BUDGET,
-    _Scorer,
-)
-from spfluo.algorithms.scoring.spectra import (
-    ParticleSpectra,
-)
-
+from spfluo.algorithms.scoring.energies import SURFACE_BUDGET, Scorer
+from spfluo.algorithms.scoring.model import VolumeModel
+from spfluo.algorithms.scoring import spectra as scoring_spectra
+from spfluo.algorithms.scoring.spectra import DEFAULT_SUPPORT_THRESHOLD, ParticleSpectra
 
 #: Band of the global (coarse) search, fraction of the support's extent per axis.
 _COARSE_BAND = 0.5
@@ -76,6 +69,17 @@ class PoseUpdate:
     shift_steps: np.ndarray
 
 
+def particle_spectra(particles, psf, *, support_threshold: float = DEFAULT_SUPPORT_THRESHOLD,
+                     pad: float = 2.0, batch_size: int = 16, backend=None) -> ParticleSpectra:
+    """The particles on the OTF support as the refinement scores them: an intensity scale
+    and offset fitted per particle and channel (box mean removed, no zero frequency), and
+    a linear blur (``pad``; see :func:`spfluo.algorithms.scoring.spectra.particle_spectra`
+    for the parameters)."""
+    return scoring_spectra.particle_spectra(particles, psf, support_threshold=support_threshold,
+                                            pad=pad, offset=True, batch_size=batch_size,
+                                            backend=backend)
+
+
 def _check_spectra(spectra) -> ParticleSpectra:
     if not isinstance(spectra, ParticleSpectra):
         raise ValueError(
@@ -97,7 +101,7 @@ def _coarse_subset(q: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.all(np.abs(q) <= limit, axis=1))
 
 
-def _search(model: _Model, scorer: _Scorer, coarse: _Scorer, indices: np.ndarray,
+def _search(model: VolumeModel, scorer: Scorer, coarse: Scorer, indices: np.ndarray,
             rotations: np.ndarray, translations: np.ndarray, stage: SearchStage,
             symmetry: int, top_k: int):
     """Exhaustive search of particles ``indices`` (rotations/translations: theirs).
@@ -121,21 +125,21 @@ def _search(model: _Model, scorer: _Scorer, coarse: _Scorer, indices: np.ndarray
         grid = uniform_rotation_grid(step, symmetry=symmetry)
         k = grid.shape[0]
         m_low = coarse.n_freq
-        chunk = max(1, _SURFACE_BUDGET // (cs * max(m_low, int(np.prod(coarse.cube))
+        chunk = max(1, SURFACE_BUDGET // (cs * max(m_low, int(np.prod(coarse.cube))
                                                     if coarse.boxed else m_low)))
         parts, norms = [], []
         for s in range(0, k, chunk):
-            m = model.at(grid[s:s + chunk], subset=coarse.subset)
+            m = model.at(grid[s:s + chunk], coarse)
             parts.append(m)
             norms.append(coarse.model_energy(m))  # at t = 0
         library = xp.concatenate(parts, axis=0)
         lib_n = xp.concatenate(norms, axis=0)
-        batch = max(1, _SURFACE_BUDGET // (k * max(coarse.half_size, m_low)))
+        batch = max(1, SURFACE_BUDGET // (k * max(coarse.half_size, m_low)))
     else:
         grid = local_rotation_grid(step, math.radians(stage.range_deg))
         increments = rotvec_from_matrix(grid, frame="zyx")  # (K, 3) xyz rotation vectors
         k = grid.shape[0]
-        batch = max(1, _SURFACE_BUDGET // (k * cs * m_full))
+        batch = max(1, SURFACE_BUDGET // (k * cs * m_full))
     top = min(top_k, k)
     n_sel = len(indices)
     out_r = np.empty((n_sel, 3, 3))
@@ -256,10 +260,10 @@ def search_poses(volume, spectra: ParticleSpectra, poses: Poses, *, step_deg: fl
     max_shift = check_max_shift(max_shift, spectra.box)
     top_k = check_int(top_k, "top_k", minimum=1)
     boxed = spectra.grid != spectra.box
-    model = _Model(spectra.backend, volume, spectra, chans,
+    model = VolumeModel(spectra.backend, volume, spectra, chans,
                    gradient=boxed and not stage.is_global)
-    scorer = _Scorer(spectra, chans, max_shift)
-    coarse = _Scorer(spectra, chans, max_shift, subset=_coarse_subset(spectra.frequencies))
+    scorer = Scorer(spectra, chans, max_shift)
+    coarse = Scorer(spectra, chans, max_shift, subset=_coarse_subset(spectra.frequencies))
     t_start = scorer_project(scorer, poses.translations)
     r, t, e = _search(model, scorer, coarse, np.arange(n), poses.rotations, t_start, stage,
                       symmetry, top_k)
@@ -268,7 +272,7 @@ def search_poses(volume, spectra: ParticleSpectra, poses: Poses, *, step_deg: fl
                       np.full(n, float(scorer.cell.max())))
 
 
-def scorer_project(scorer: _Scorer, t) -> np.ndarray:
+def scorer_project(scorer: Scorer, t) -> np.ndarray:
     """Translations (host, (N, 3)) scaled back to the ball ``|t| <= max_shift``."""
     t = np.asarray(t, dtype=np.float64)
     norm = np.linalg.norm(t, axis=1)

@@ -15,7 +15,6 @@ from spfluo.algorithms.reconstruct import (
     ADMMState,
 )
 
-
 PHASE_EXHAUSTIVE, PHASE_CONTINUOUS = 0, 1
 
 
