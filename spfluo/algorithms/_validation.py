@@ -126,3 +126,26 @@ def as_channels(channels: Any, n_channels: int) -> tuple[int, ...]:
             f"[0, {n_channels}), got {channels!r}"
         )
     return out
+
+
+__all__ += ["check_poses"]
+
+
+def check_poses(poses: Any, n: int | None) -> Any:
+    """A non-empty :class:`spfluo.algorithms.geometry.Poses`, with ``n`` poses unless ``n``
+    is None (one pose per particle)."""
+    # imported here: geometry imports this module
+    from spfluo.algorithms.geometry import Poses
+
+    if not isinstance(poses, Poses):
+        raise ValueError(
+            f"poses must be a spfluo.algorithms.geometry.Poses, got {type(poses).__name__}: "
+            "build one with Poses(rotations, translations)"
+        )
+    if len(poses) == 0:
+        raise ValueError("poses is empty: give one pose per particle")
+    if n is not None and len(poses) != n:
+        raise ValueError(
+            f"poses has {len(poses)} poses but there are {n} particles: give one pose per particle"
+        )
+    return poses
