@@ -119,6 +119,7 @@ from spfluo.algorithms._validation import (
     check_max_shift,
     check_symmetry,
 )
+from spfluo.algorithms._validation import check_poses as _check_poses
 from spfluo.algorithms.backend import AXES3, Backend, resolve_backend, to_numpy
 from spfluo.algorithms.fourier import _fit_to, otf_from_psf
 from spfluo.algorithms.geometry import (
@@ -132,10 +133,6 @@ from spfluo.algorithms.geometry import (
 )
 from spfluo.algorithms.reconstruct import (
     ADMMState,
-    _check_poses,
-    _check_regularizer,
-    _half_fsc,
-    _prepare_psf,
     combine_sums,
     half_split,
     precompute_half_sums,
@@ -143,6 +140,9 @@ from spfluo.algorithms.reconstruct import (
     reconstruct_admm,
     update_sums,
 )
+from spfluo.algorithms.reconstruct.accumulation import prepare_psf as _prepare_psf
+from spfluo.algorithms.reconstruct.regularizers import check_regularizer as _check_regularizer
+from spfluo.algorithms.reconstruct.solve import half_fsc as _half_fsc
 from spfluo.algorithms.transform import rotate_fourier
 
 __all__ = [
