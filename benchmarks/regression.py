@@ -80,6 +80,7 @@ def _cases():
     from spfluo.algorithms.phantoms import asymmetric_phantom, c9_barrel
     from spfluo.algorithms.picking import pick_particles
     from spfluo.algorithms.psf import gaussian_psf
+    from spfluo.algorithms.reconstruct.weight import DEFAULT_WEIGHT
     from spfluo.algorithms.registration import register_volumes
     from spfluo.algorithms.simulate import simulate_dataset, simulate_field
     from spfluo.algorithms.transform import rotate, rotate_about_z
@@ -106,7 +107,7 @@ def _cases():
     for method in reconstruct.METHODS:
         yield f"reconstruct_{method}", lambda m=method: reconstruct.reconstruct(
             asym.particles, asym.poses, asym.psf, method=m,
-            weight=None if m in ("average",) else reconstruct._DEFAULT_WEIGHT.get(m, 1e-3),
+            weight=None if m in ("average",) else DEFAULT_WEIGHT.get(m, 1e-3),
             iterations=20)
     yield "reconstruct_auto_halfmaps", lambda: reconstruct.reconstruct(
         asym.particles, asym.poses, asym.psf, method="hessian", iterations=20, half_maps=True)

@@ -10,6 +10,11 @@ Two methods, both on the pose-scoring engine of :mod:`spfluo.algorithms.scoring`
   annealing of a few class representatives (Fortun et al. 2018 sec. III), :mod:`.annealing`.
 """
 
+from spfluo.algorithms.abinitio.options import (
+    FINAL_METHODS,
+    AnnealingOptions,
+    SGDOptions,
+)
 from spfluo.algorithms.abinitio.results import (
     AbInitioResult,
     PoseSearchResult,
@@ -22,7 +27,6 @@ from spfluo.algorithms.abinitio.sampling import (
     smoothed_marginals,
 )
 from spfluo.algorithms.abinitio.search import pose_search, refine_poses_local
-from spfluo.algorithms.abinitio.options import FINAL_METHODS, AnnealingOptions, SGDOptions
 from spfluo.algorithms.abinitio.sgd import sgd_reconstruction
 
 __all__ = [

@@ -12,15 +12,13 @@ from spfluo.algorithms._validation import (
     check_float,
     check_int,
     check_max_shift,
+    check_poses,
     check_symmetry,
 )
 from spfluo.algorithms.backend import to_numpy
 from spfluo.algorithms.geometry import (
     Poses,
     matrix_from_rotvec,
-)
-from spfluo.algorithms.reconstruct import (
-    _check_poses,
 )
 from spfluo.algorithms.refine.search import (
     PoseUpdate,
@@ -133,7 +131,7 @@ def pose_energies(volume, spectra: ParticleSpectra, poses: Poses, *, channels=No
     """
     spectra = _check_spectra(spectra)
     n = spectra.n_particles
-    poses = _check_poses(poses, n)
+    poses = check_poses(poses, n)
     chans = as_channels(channels, spectra.n_channels)
     model = VolumeModel(spectra.backend, volume, spectra, chans, gradient=bool(gradient))
     scorer = Scorer(spectra, chans, math.inf)
@@ -260,7 +258,7 @@ def refine_poses_continuous(volume, spectra: ParticleSpectra, poses: Poses, *, s
     """
     spectra = _check_spectra(spectra)
     n = spectra.n_particles
-    poses = _check_poses(poses, n)
+    poses = check_poses(poses, n)
     steps = check_int(steps, "steps", minimum=1)
     max_angle = math.radians(check_float(max_angle_deg, "max_angle_deg", low=0.0, high=90.0,
                                           low_inclusive=False, unit=" degrees"))

@@ -12,9 +12,11 @@ import numpy as np
 from spfluo.algorithms._validation import (
     as_channels,
     as_particles,
+    as_psf,
     check_float,
     check_int,
     check_max_shift,
+    check_poses,
     check_symmetry,
 )
 from spfluo.algorithms.backend import resolve_backend, to_numpy
@@ -23,10 +25,6 @@ from spfluo.algorithms.geometry import (
 )
 from spfluo.algorithms.reconstruct import (
     ADMMState,
-    _check_poses,
-    _check_regularizer,
-    _half_fsc,
-    _prepare_psf,
     combine_sums,
     half_split,
     precompute_half_sums,
@@ -34,6 +32,8 @@ from spfluo.algorithms.reconstruct import (
     reconstruct_admm,
     update_sums,
 )
+from spfluo.algorithms.reconstruct.regularizers import check_regularizer
+from spfluo.algorithms.reconstruct.solve import half_fsc
 from spfluo.algorithms.refine.continuous import (
     _batched_terms,
     _continuous,
@@ -160,8 +160,8 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
     t_start = time.perf_counter()
     arr = as_particles(particles)[0]
     n, c, d = int(arr.shape[0]), int(arr.shape[1]), int(arr.shape[2])
-    poses = _check_poses(poses, n)
-    regularizer = _check_regularizer(regularizer)
+    poses = check_poses(poses, n)
+    regularizer = check_regularizer(regularizer)
     stages = _as_schedule(schedule)
     n_exh = len(stages) + 2 if exhaustive_iterations is None else check_int(
         exhaustive_iterations, "exhaustive_iterations", minimum=0)
@@ -187,7 +187,7 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
     if half_maps and n < 2:
         raise ValueError(f"half maps need at least 2 particles, got {n}: set half_maps=False")
     max_shift = check_max_shift(max_shift, d)
-    h = _prepare_psf(np, psf, c, d)
+    h = as_psf(psf, c, d)
     bk = resolve_backend(backend, particles)
     init_volume = None
     if volume is not None:
@@ -286,7 +286,7 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
                 vols.append(to_numpy(res.volume).astype(np.float32))
                 energy += float(res.energies[-1])
             admm = tuple(admm_new)
-            resolution = (_half_fsc(vols[0], vols[1])[1] if half_maps
+            resolution = (half_fsc(vols[0], vols[1])[1] if half_maps
                           else np.full(c, np.nan))
         # (b) pose update, each half set against its own volume
         energies = np.empty(n)
@@ -359,7 +359,7 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
                                    init=init)
             maps.append(to_numpy(res.volume).astype(np.float32))
         half = np.stack(maps)
-        curves, resolution = _half_fsc(half[0], half[1])
+        curves, resolution = half_fsc(half[0], half[1])
         curves = tuple(curves)
         full = combine_sums(sums[0], sums[1])
         res = reconstruct_admm(full, regularizer=regularizer, weight=weight,

@@ -11,6 +11,7 @@ from spfluo.algorithms._validation import (
     as_channels,
     check_int,
     check_max_shift,
+    check_poses,
     check_symmetry,
 )
 from spfluo.algorithms.backend import to_numpy
@@ -21,15 +22,12 @@ from spfluo.algorithms.geometry import (
     rotvec_from_matrix,
     uniform_rotation_grid,
 )
-from spfluo.algorithms.reconstruct import (
-    _check_poses,
-)
 from spfluo.algorithms.refine.schedule import (
     SearchStage,
 )
+from spfluo.algorithms.scoring import spectra as scoring_spectra
 from spfluo.algorithms.scoring.energies import SURFACE_BUDGET, Scorer
 from spfluo.algorithms.scoring.model import VolumeModel
-from spfluo.algorithms.scoring import spectra as scoring_spectra
 from spfluo.algorithms.scoring.spectra import DEFAULT_SUPPORT_THRESHOLD, ParticleSpectra
 
 #: Band of the global (coarse) search, fraction of the support's extent per axis.
@@ -253,7 +251,7 @@ def search_poses(volume, spectra: ParticleSpectra, poses: Poses, *, step_deg: fl
     """
     spectra = _check_spectra(spectra)
     n = spectra.n_particles
-    poses = _check_poses(poses, n)
+    poses = check_poses(poses, n)
     stage = SearchStage(step_deg, range_deg)
     symmetry = check_symmetry(symmetry)
     chans = as_channels(channels, spectra.n_channels)

@@ -25,6 +25,14 @@ from spfluo.algorithms.metrics import (
     ssim,
 )
 from spfluo.algorithms.psf import gaussian_psf
+from spfluo.algorithms.reconstruct.accumulation import half_to_full_even
+from spfluo.algorithms.reconstruct.regularizers import (
+    _prox_nuclear_sym3,
+    apply_l,
+    apply_lt,
+    l_symbol,
+    prox,
+)
 from spfluo.algorithms.simulate import simulate_dataset
 from spfluo.algorithms.transform import rotate
 
@@ -89,7 +97,7 @@ def test_hessian_prox_matches_eigh_including_degenerate_eigenvalues():
                               SQRT2 * rank1[:, 1, 2]])
     a32 = a.astype(np.float32)
     for tau in (0.0, 0.3, 1.0):
-        out, nuclear = rc._prox_nuclear_sym3(np, a32, np.float32(tau))
+        out, nuclear = _prox_nuclear_sym3(np, a32, np.float32(tau))
         expected = _eigh_prox(a32.astype(np.float64), tau)
         assert out.dtype == np.float32
         np.testing.assert_allclose(out, expected, atol=2e-5 * np.abs(a).max())
@@ -101,14 +109,14 @@ def test_prox_active_set_and_tv_shrinkage():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(6, 2, 6, 6, 6)).astype(np.float32)  # component first, 2 channels
     tau = np.array([0.5, 2.5], np.float32)  # the second leaves < half the voxels active
-    out, phi = rc._prox(np, a, tau, "hessian")
+    out, phi = prox(np, a, tau, "hessian")
     for c in range(2):
         expected = _eigh_prox(a[:, c].reshape(6, -1).astype(np.float64), tau[c])
         np.testing.assert_allclose(out[:, c].reshape(6, -1), expected, atol=1e-4)
         ev = np.linalg.eigvalsh(_matrices(expected))
         assert phi[c] == pytest.approx(np.abs(ev).sum(), rel=1e-4)
     g = a[:3]
-    out, phi = rc._prox(np, g, tau, "tv")
+    out, phi = prox(np, g, tau, "tv")
     norms = np.sqrt((g.astype(np.float64) ** 2).sum(0))
     shrink = np.maximum(1 - tau[:, None, None, None] / norms, 0)
     np.testing.assert_allclose(out, g * shrink, atol=1e-6)
@@ -121,13 +129,13 @@ def test_difference_operators_are_adjoint_and_diagonal_in_fourier(regularizer):
     x = rng.normal(size=(2, 9, 10, 11)).astype(np.float32)
     m = 3 if regularizer == "tv" else 6
     u = rng.normal(size=(m, 2, 9, 10, 11)).astype(np.float32)
-    lhs = float((rc._apply_l(np, x, regularizer).astype(np.float64) * u).sum())
-    rhs = float((x.astype(np.float64) * rc._apply_lt(np, u, regularizer)).sum())
+    lhs = float((apply_l(np, x, regularizer).astype(np.float64) * u).sum())
+    rhs = float((x.astype(np.float64) * apply_lt(np, u, regularizer)).sum())
     assert lhs == pytest.approx(rhs, rel=1e-5)
     # L^T L is the Fourier multiplier |L^|^2 (cubic grid)
     x = rng.normal(size=(10, 10, 10)).astype(np.float32)
-    ltl = rc._apply_lt(np, rc._apply_l(np, x, regularizer), regularizer)
-    symbol = rc._l_symbol(np, (10, 10, 10), regularizer)
+    ltl = apply_lt(np, apply_l(np, x, regularizer), regularizer)
+    symbol = l_symbol(np, (10, 10, 10), regularizer)
     expected = np.fft.irfftn(np.fft.rfftn(x) * symbol, s=x.shape)
     np.testing.assert_allclose(ltl, expected, atol=1e-4 * np.abs(expected).max())
 
@@ -135,7 +143,7 @@ def test_difference_operators_are_adjoint_and_diagonal_in_fourier(regularizer):
 def test_hessian_of_a_quadratic_is_exact():
     z, y, x = np.indices((12, 12, 12)).astype(np.float64)
     f = (1.5 * z**2 - 2.0 * y * x + 0.5 * x**2 + 3 * z * y).astype(np.float32)
-    h = rc._apply_l(np, f, "hessian")[:, 3:-3, 3:-3, 3:-3]  # away from the periodic seam
+    h = apply_l(np, f, "hessian")[:, 3:-3, 3:-3, 3:-3]  # away from the periodic seam
     expected = [3.0, 0.0, 1.0, SQRT2 * 3.0, 0.0, SQRT2 * -2.0]
     for comp, value in zip(h, expected):
         np.testing.assert_allclose(comp, value, atol=1e-3)
@@ -148,7 +156,7 @@ def test_half_to_full_even_spectrum():
         neg = (-np.arange(p)) % p
         f = f + f[neg][:, neg][:, :, neg]  # even: its spectrum is real and even
         full = np.fft.fftn(f).real
-        out = rc._half_to_full_even(np, full[..., : p // 2 + 1], (p, p, p))
+        out = half_to_full_even(np, full[..., : p // 2 + 1], (p, p, p))
         np.testing.assert_allclose(out, full, atol=1e-9)
 
 
@@ -355,7 +363,7 @@ def test_tikhonov_solves_the_normal_equations():
     x = rc.reconstruct_tikhonov(s, weight=w)[0].astype(np.float64)
     # (K + w G^T G) x = b with K applied in Fourier and G the real-space forward gradient
     kx = np.fft.irfftn(np.fft.rfftn(x) * s.kernel[0], s=x.shape)
-    gtg = rc._apply_lt(np, rc._apply_l(np, x[None], "tv"), "tv")[0]
+    gtg = apply_lt(np, apply_l(np, x[None], "tv"), "tv")[0]
     np.testing.assert_allclose(kx + w * gtg, s.backprojection[0], atol=1e-4)
 
 
@@ -366,7 +374,7 @@ def _chambolle_pock(bhat, kernel, shape, w, regularizer, iterations):
     Moreau's identity on the prox of ``phi``, and ``min(z, 0)``) and ``G`` the quadratic
     data term (its prox is a division in Fourier space): no splitting, no rho.
     """
-    norm2 = float(rc._l_symbol(np, shape, regularizer).max()) + 1.0
+    norm2 = float(l_symbol(np, shape, regularizer).max()) + 1.0
     tau = sigma = 0.99 / np.sqrt(norm2)
     x = np.zeros(shape)
     xbar = x.copy()
@@ -374,16 +382,16 @@ def _chambolle_pock(bhat, kernel, shape, w, regularizer, iterations):
     y1 = np.zeros((m,) + shape)
     y2 = np.zeros(shape)
     for _ in range(iterations):
-        z = y1 + sigma * rc._apply_l(np, xbar, regularizer)
+        z = y1 + sigma * apply_l(np, xbar, regularizer)
         v = z / sigma  # prox of sigma F* = z - sigma prox_{F/sigma}(z / sigma)
         if regularizer == "tv":
             nrm = np.sqrt((v**2).sum(0))
             pv = v * np.maximum(1 - (w / sigma) / np.maximum(nrm, 1e-30), 0)
         else:  # the closed form, checked against eigh above (eigh here would take 30 s)
-            pv = rc._prox_nuclear_sym3(np, v.reshape(6, -1), w / sigma)[0].reshape(v.shape)
+            pv = _prox_nuclear_sym3(np, v.reshape(6, -1), w / sigma)[0].reshape(v.shape)
         y1 = z - sigma * pv
         y2 = np.minimum(y2 + sigma * xbar, 0)
-        xn = x - tau * (rc._apply_lt(np, y1, regularizer) + y2)
+        xn = x - tau * (apply_lt(np, y1, regularizer) + y2)
         xn = np.fft.irfftn((np.fft.rfftn(xn) + tau * bhat) / (1 + tau * kernel), s=shape)
         xbar = 2 * xn - x
         x = xn
