@@ -302,10 +302,10 @@ class _SGD:
         self.vol = FourierVolume(self.bk, self.box, xp.asarray(state.volume).copy(),
                                  xp.asarray(state.curvature).copy())
         self.alpha = float(state.alpha)
-        self.qd, self.qpsi = xp.asarray(state.q_direction), xp.asarray(state.q_psi)
-        self.pid, self.pipsi = xp.asarray(state.pi_direction), xp.asarray(state.pi_psi)
-        self.rotations = xp.asarray(state.rotations)
-        self.translations = xp.asarray(state.translations)
+        self.qd, self.qpsi = xp.array(state.q_direction), xp.array(state.q_psi)
+        self.pid, self.pipsi = xp.array(state.pi_direction), xp.array(state.pi_psi)
+        self.rotations = xp.array(state.rotations)
+        self.translations = xp.array(state.translations)
         self.last_relative = state.relative.copy()
         self.energies = state.energies.tolist()
         self.bands = [int(b) for b in state.bands]
@@ -353,8 +353,8 @@ class _SGD:
 
     def set_poses(self, poses: Poses) -> None:
         xp = self.bk.xp
-        self.rotations = xp.asarray(poses.rotations)
-        self.translations = xp.asarray(poses.translations)
+        self.rotations = xp.array(poses.rotations, dtype=xp.float64)
+        self.translations = xp.array(poses.translations, dtype=xp.float64)
 
     # -- phases
     def finished(self) -> bool:

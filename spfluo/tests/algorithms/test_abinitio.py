@@ -5,10 +5,10 @@ import pytest
 
 from spfluo.algorithms import abinitio as A
 from spfluo.algorithms.abinitio.polarity import (
-    _flip_pose,
-    _flip_rotation,
-    _polarity_axis,
-    _polarity_consensus,
+    flip_pose,
+    flip_rotation,
+    polarity_axis,
+    polarity_consensus,
 )
 from spfluo.algorithms.backend import get_backend
 from spfluo.algorithms.forward import ForwardModel
@@ -24,8 +24,10 @@ from spfluo.algorithms.metrics import compare_volumes, pose_error_summary
 from spfluo.algorithms.phantoms import asymmetric_phantom
 from spfluo.algorithms.psf import gaussian_psf
 from spfluo.algorithms.reconstruct import reconstruct
-from spfluo.algorithms.scoring.gaussian import _evaluate, _make_scale
-from spfluo.algorithms.scoring.model import _FourierVolume, _gather, _scatter, _setup
+from spfluo.algorithms.interpolation import gather, splat, trilinear_setup
+from spfluo.algorithms.scoring.energies import Scorer
+from spfluo.algorithms.scoring.model import FourierVolume
+from spfluo.algorithms.scoring.spectra import particle_spectra
 from spfluo.algorithms.simulate import simulate_dataset
 from spfluo.algorithms.transform import rotate
 
@@ -59,7 +61,7 @@ def test_spectral_particles_support_weights_and_noise_power():
     sigma = 0.3
     noise = (sigma * rng.standard_normal((3, 1, 24, 24, 24))).astype(np.float32)
     psf = gaussian_psf((15, 15, 15), (2.0, 0.8))
-    data = A.SpectralParticles.build(noise, psf, support_threshold=1e-3)
+    data = particle_spectra(noise, psf, support_threshold=1e-3)
     p = np.asarray(data.points)
     assert p[:, 2].min() >= 0 and np.abs(p).max() < 12  # half spectrum, no Nyquist plane
     np.testing.assert_array_equal(data.weights, np.where(p[:, 2] == 0, 1.0, 2.0))
@@ -80,11 +82,11 @@ def test_gather_and_scatter_are_adjoint():
     grid[1:-2, 1:-2, 1:-2] = (rng.standard_normal((size,) * 3)
                               + 1j * rng.standard_normal((size,) * 3))
     coords = rng.uniform(0.0, size, size=(3, 3, 50)).astype(np.float32)
-    base, frac = _setup(np, coords, size)
+    base, frac = trilinear_setup(np, coords, (size,) * 3)
     values = (rng.standard_normal((3, 50)) + 1j * rng.standard_normal((3, 50))).astype(
         np.complex64)
-    sampled = _gather(np, grid.ravel(), base, frac, size)
-    spread = _scatter(get_backend("cpu"), int(np.prod(shape)), base, frac, size, values)
+    sampled = gather(np, grid.ravel(), base, frac, (size,) * 3)
+    spread = splat(get_backend("cpu"), base, frac, values, (size,) * 3, int(np.prod(shape)))
     lhs = np.vdot(values, sampled)
     rhs = np.vdot(spread, grid.ravel())
     assert abs(lhs - rhs) <= 1e-4 * abs(lhs)
@@ -98,13 +100,13 @@ def test_gather_and_scatter_are_adjoint():
 
 def test_energies_find_the_true_pose_and_translation(clean):
     gt, psf, poses, particles = clean
-    data = A.SpectralParticles.build(particles, psf)
-    vol = _FourierVolume.initial(data.backend, gt[None], data.band)
-    scale = _make_scale(data, data.band, 6.0)
+    data = particle_spectra(particles, psf)
+    vol = FourierVolume.initial(data.backend, gt[None], data.band)
+    scale = Scorer.for_band(data, data.band, 6.0, surface="peak")
     rng = np.random.default_rng(5)
     for l in range(2):
         candidates = np.concatenate([poses.rotations[l:l + 1], random_rotations(63, seed=rng)])
-        ev = _evaluate(vol, scale, data, l, candidates, box=24, max_shift=6.0)
+        ev = scale.evaluate(vol, l, candidates)
         assert int(np.argmin(ev.nll)) == 0
         np.testing.assert_allclose(ev.shifts[0], poses.translations[l], atol=0.3)
         assert ev.relative[0] < 0.02 < ev.relative[1:].min()
@@ -145,7 +147,7 @@ def test_pose_search_finds_the_true_poses(clean):
 
 def test_local_refinement_brings_perturbed_poses_back(clean):
     gt, psf, poses, particles = clean
-    data = A.SpectralParticles.build(particles, psf)
+    data = particle_spectra(particles, psf)
     rng = np.random.default_rng(4)
     from spfluo.algorithms.geometry import matrix_from_rotvec
 
@@ -177,15 +179,15 @@ def barrel():
 
 
 def test_flip_pose_gives_the_same_particle_from_the_turned_volume(clean):
-    """T_t R f = T_t' R' (F_c f) with (R', t') = _flip_pose(R, t, F, c)."""
+    """T_t R f = T_t' R' (F_c f) with (R', t') = flip_pose(R, t, F, c)."""
     gt, psf, poses, _ = clean
-    flip = _flip_rotation(0.3)
+    flip = flip_rotation(0.3)
     np.testing.assert_allclose(flip @ flip, np.eye(3), atol=1e-12)  # a half turn
     np.testing.assert_allclose(flip[0], [-1.0, 0.0, 0.0], atol=1e-12)  # z turned over
     centre = np.array([2.0, -1.0, 0.5])
     # F_c f (x) = f(F (x - c) + c): rotate about the box centre, then shift by (I - F) c
     turned = rotate(gt, flip, translations=(np.eye(3) - flip) @ centre, order=3)
-    rotations, translations = _flip_pose(poses.rotations, poses.translations, flip, centre)
+    rotations, translations = flip_pose(poses.rotations, poses.translations, flip, centre)
     shape = gt.shape
     direct = ForwardModel(shape, poses.rotations, poses.translations, psf=psf).apply(gt)
     via_turn = ForwardModel(shape, rotations, translations, psf=psf).apply(turned)
@@ -202,15 +204,15 @@ def test_polarity_axis_and_consensus_sort_out_a_mixture(barrel):
     """Against a half-half mixture of the barrel and its turned copy, the consensus finds
     the particles given the other polarity (and turns nobody when all agree)."""
     ds = barrel
-    data = A.SpectralParticles.build(ds.particles, ds.psf)
+    data = particle_spectra(ds.particles, ds.psf)
     gt = ds.volume[0]
-    flip = _flip_rotation(np.deg2rad(10.0))  # the barrel's best self-overlap (blades)
+    flip = flip_rotation(np.deg2rad(10.0))  # the barrel's best self-overlap (blades)
     centre = np.array([1.5, 0.0, 0.0])
     shifted = shift_volume(gt, centre)
     mixed = 0.5 * (shifted + rotate(shifted, flip, translations=(np.eye(3) - flip) @ centre,
                                     order=3))
-    vol = _FourierVolume.initial(data.backend, mixed[None], data.band)
-    theta, found_centre, score = _polarity_axis(vol, 9)
+    vol = FourierVolume.initial(data.backend, mixed[None], data.band)
+    theta, found_centre, score = polarity_axis(vol, 9)
     period = 20.0
     dtheta = (np.degrees(theta) - 10.0 + period / 2) % period - period / 2
     assert abs(dtheta) <= 1.0 and score > 0.95
@@ -220,21 +222,21 @@ def test_polarity_axis_and_consensus_sort_out_a_mixture(barrel):
     translations = ds.poses.translations - np.einsum("nij,j->ni", rotations, centre)
     truth_r, truth_t = rotations.copy(), translations.copy()
     turned = np.array([1, 4, 5, 8, 10])
-    rotations[turned], translations[turned] = _flip_pose(rotations[turned],
+    rotations[turned], translations[turned] = flip_pose(rotations[turned],
                                                            translations[turned], flip, centre)
-    scale = _make_scale(data, data.band, 7.0)
+    scale = Scorer.for_band(data, data.band, 7.0, surface="peak")
     group = cyclic_group(9)
-    new_r, new_t, flipped, gain = _polarity_consensus(
-        vol, scale, data, rotations, translations, group, flip, centre,
-        rng=np.random.default_rng(0), max_shift=7.0)
+    new_r, new_t, flipped, gain = polarity_consensus(
+        vol, scale, rotations, translations, group, flip, centre,
+        rng=np.random.default_rng(0))
     np.testing.assert_array_equal(flipped, turned)
     assert gain > 0
     errors = geodesic_distance_sym(new_r, truth_r, symmetry=9)
     assert np.degrees(errors).max() < 3.0
     np.testing.assert_allclose(new_t, truth_t, atol=0.5)
     # everybody already agrees: nobody is turned
-    _, _, none, _ = _polarity_consensus(vol, scale, data, truth_r, truth_t, group, flip,
-                                          centre, rng=np.random.default_rng(0), max_shift=7.0)
+    _, _, none, _ = polarity_consensus(vol, scale, truth_r, truth_t, group, flip, centre,
+                                       rng=np.random.default_rng(0))
     assert none.size == 0
 
 

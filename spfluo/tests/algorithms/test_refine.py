@@ -19,7 +19,7 @@ from spfluo.algorithms.geometry import (
 )
 from spfluo.algorithms.metrics import normalize_for_comparison, ssim
 from spfluo.algorithms.reconstruct import reconstruct
-from spfluo.algorithms.scoring.model import _band_spectra
+from spfluo.algorithms.scoring.model import band_spectra
 from spfluo.algorithms.simulate import simulate_dataset
 from spfluo.algorithms.transform import rotate
 
@@ -80,7 +80,7 @@ def test_band_spectra_equal_the_cropped_centred_spectrum(size):
 
     vols = np.random.default_rng(size).random((2, size, size, size)).astype(np.float32)
     big = 3 * size
-    band = _band_spectra(get_backend("cpu"), vols, 9, big)
+    band = band_spectra(get_backend("cpu"), vols, 9, big)
     c = big // 2
     for k in range(2):
         full = centred_spectrum(vols[k], oversampling=3, gridding_correction=True)
