@@ -5,6 +5,8 @@
 - :mod:`~spfluo.io.star`: RELION 3.1 STAR files and poses in them;
 - :mod:`~spfluo.io.particles`: particle tables (files, ids, optional poses) for jobs;
 - :mod:`~spfluo.io.coordinates`: particle coordinates in CSV;
+- :mod:`~spfluo.io.jobfile`: the job file (``job.json``) a protocol writes and a job reads;
+- :mod:`~spfluo.io.image_list`: the list of images a picking or extraction job reads;
 - :mod:`~spfluo.io.atomic`: atomic writes (temporary name, then rename).
 
 Units: micrometres for lengths, ``(z, y, x)`` for voxel sizes and in-memory arrays, ``(x, y, z)``
@@ -13,6 +15,8 @@ for stored poses (see ``DEVELOPING.md``).
 
 from spfluo.io.atomic import atomic_write_path, write_json_atomic
 from spfluo.io.coordinates import CoordinateTable, read_coordinates_csv, write_coordinates_csv
+from spfluo.io.image_list import ImageEntry, read_image_list, write_image_list
+from spfluo.io.jobfile import Job, JobError, load_job, read_json_file, write_job
 from spfluo.io.particles import (
     ParticleTable,
     iter_particle_batches,
@@ -49,4 +53,12 @@ __all__ = [
     "CoordinateTable",
     "read_coordinates_csv",
     "write_coordinates_csv",
+    "Job",
+    "JobError",
+    "load_job",
+    "write_job",
+    "read_json_file",
+    "ImageEntry",
+    "read_image_list",
+    "write_image_list",
 ]

@@ -24,7 +24,7 @@ import pyworkflow.protocol as pwprot
 import pyworkflow.protocol.params as params
 
 from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE
-from ..jobs.jobfile import write_job
+from ..io import write_job
 
 __all__ = ["ProtFluo", "ProtFluoJob", "add_gpu_params", "add_seed_param", "pointed"]
 
