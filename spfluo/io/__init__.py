@@ -7,6 +7,8 @@
 - :mod:`~spfluo.io.coordinates`: particle coordinates in CSV;
 - :mod:`~spfluo.io.jobfile`: the job file (``job.json``) a protocol writes and a job reads;
 - :mod:`~spfluo.io.image_list`: the list of images a picking or extraction job reads;
+- :mod:`~spfluo.io.results`: the result files of the jobs (FSC and conical FSC curves,
+  pose errors, refinement logs, ab initio energies and marginals, JSON summaries);
 - :mod:`~spfluo.io.atomic`: atomic writes (temporary name, then rename).
 
 Units: micrometres for lengths, ``(z, y, x)`` for voxel sizes and in-memory arrays, ``(x, y, z)``
@@ -26,6 +28,22 @@ from spfluo.io.particles import (
     write_particle_table,
 )
 from spfluo.io.poses import PoseTable, read_poses_csv, write_poses_csv
+from spfluo.io.results import (
+    REFINE_LOG_COLUMNS,
+    read_conical_csv,
+    read_energies_csv,
+    read_fsc_csv,
+    read_marginals_npz,
+    read_pose_errors_csv,
+    read_refine_log,
+    read_summary,
+    write_conical_csv,
+    write_energies_csv,
+    write_fsc_csv,
+    write_marginals_npz,
+    write_pose_errors_csv,
+    write_refine_log,
+)
 from spfluo.io.star import read_poses_star, read_star, write_poses_star, write_star
 from spfluo.io.volumes import VolumeData, read_shape, read_volume, read_voxel_size, write_volume
 
@@ -61,4 +79,18 @@ __all__ = [
     "ImageEntry",
     "read_image_list",
     "write_image_list",
+    "write_fsc_csv",
+    "read_fsc_csv",
+    "write_conical_csv",
+    "read_conical_csv",
+    "write_pose_errors_csv",
+    "read_pose_errors_csv",
+    "REFINE_LOG_COLUMNS",
+    "write_refine_log",
+    "read_refine_log",
+    "write_energies_csv",
+    "read_energies_csv",
+    "write_marginals_npz",
+    "read_marginals_npz",
+    "read_summary",
 ]
