@@ -14,18 +14,9 @@ import sys
 
 from .environment import bootstrap
 from .errors import ProjectError
+from .params import parse_key_values
 
 __all__ = ["main", "build_parser"]
-
-
-def _kv(pairs: list[str]) -> dict:
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"spfluo: expected key=value, got {pair!r}")
-        values[key.strip()] = value
-    return values
 
 
 def _fmt_size(n: int) -> str:
@@ -111,7 +102,7 @@ def cmd_run(args) -> int:
     from .workflow import launch, new_protocol, open_project
 
     project = open_project(args.name)
-    prot = new_protocol(project, args.protocol, _kv(args.params), label=args.label)
+    prot = new_protocol(project, args.protocol, parse_key_values(args.params), label=args.label)
     status = launch(project, prot)
     print(f"run #{prot.getObjId()} {prot.getRunName()}: {status}")
     for name, out in prot.iterOutputAttributes():

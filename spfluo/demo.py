@@ -356,10 +356,9 @@ def _resolution_text(um, per_voxel, voxel) -> str:
 
 def _print_metrics(comparison, voxel: float, say) -> dict:
     """The final numbers of every channel (from the comparison's metrics file)."""
-    import json
+    from .io import read_summary
 
-    with open(comparison.getMetricsFile(), encoding="utf-8") as fh:
-        channels = json.load(fh)["channels"]
+    channels = read_summary(comparison.getMetricsFile())["channels"]
     m = channels[0]
     say(f"final volume against the ground truth (channel 0, the barrel; registered modulo "
         f"C{SYMMETRY}):")

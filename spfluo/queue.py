@@ -285,11 +285,11 @@ def _cmd_write_hosts(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .cli import _kv
+    from .params import parse_key_values
     from .workflow import new_protocol, open_project
 
     project = open_project(args.name)
-    prot = new_protocol(project, args.protocol, _kv(args.params), label=args.label)
+    prot = new_protocol(project, args.protocol, parse_key_values(args.params), label=args.label)
     values = {}
     if args.time:
         values["JOB_TIME"] = args.time

@@ -5,6 +5,10 @@
 - :mod:`~spfluo.io.star`: RELION 3.1 STAR files and poses in them;
 - :mod:`~spfluo.io.particles`: particle tables (files, ids, optional poses) for jobs;
 - :mod:`~spfluo.io.coordinates`: particle coordinates in CSV;
+- :mod:`~spfluo.io.jobfile`: the job file (``job.json``) a protocol writes and a job reads;
+- :mod:`~spfluo.io.image_list`: the list of images a picking or extraction job reads;
+- :mod:`~spfluo.io.results`: the result files of the jobs (FSC and conical FSC curves,
+  pose errors, refinement logs, ab initio energies and marginals, JSON summaries);
 - :mod:`~spfluo.io.atomic`: atomic writes (temporary name, then rename).
 
 Units: micrometres for lengths, ``(z, y, x)`` for voxel sizes and in-memory arrays, ``(x, y, z)``
@@ -13,6 +17,8 @@ for stored poses (see ``DEVELOPING.md``).
 
 from spfluo.io.atomic import atomic_write_path, write_json_atomic
 from spfluo.io.coordinates import CoordinateTable, read_coordinates_csv, write_coordinates_csv
+from spfluo.io.image_list import ImageEntry, read_image_list, write_image_list
+from spfluo.io.jobfile import Job, JobError, load_job, read_json_file, write_job
 from spfluo.io.particles import (
     ParticleTable,
     iter_particle_batches,
@@ -22,6 +28,22 @@ from spfluo.io.particles import (
     write_particle_table,
 )
 from spfluo.io.poses import PoseTable, read_poses_csv, write_poses_csv
+from spfluo.io.results import (
+    REFINE_LOG_COLUMNS,
+    read_conical_csv,
+    read_energies_csv,
+    read_fsc_csv,
+    read_marginals_npz,
+    read_pose_errors_csv,
+    read_refine_log,
+    read_summary,
+    write_conical_csv,
+    write_energies_csv,
+    write_fsc_csv,
+    write_marginals_npz,
+    write_pose_errors_csv,
+    write_refine_log,
+)
 from spfluo.io.star import read_poses_star, read_star, write_poses_star, write_star
 from spfluo.io.volumes import VolumeData, read_shape, read_volume, read_voxel_size, write_volume
 
@@ -49,4 +71,26 @@ __all__ = [
     "CoordinateTable",
     "read_coordinates_csv",
     "write_coordinates_csv",
+    "Job",
+    "JobError",
+    "load_job",
+    "write_job",
+    "read_json_file",
+    "ImageEntry",
+    "read_image_list",
+    "write_image_list",
+    "write_fsc_csv",
+    "read_fsc_csv",
+    "write_conical_csv",
+    "read_conical_csv",
+    "write_pose_errors_csv",
+    "read_pose_errors_csv",
+    "REFINE_LOG_COLUMNS",
+    "write_refine_log",
+    "read_refine_log",
+    "write_energies_csv",
+    "read_energies_csv",
+    "write_marginals_npz",
+    "read_marginals_npz",
+    "read_summary",
 ]

@@ -1,41 +1,14 @@
-"""Result files that several jobs write: numeric CSV tables and the half-map outputs.
-
-CSV layout: one header line of column names, then one row per sample, numbers written
-with ``%.10g`` (read back by the ``read_*_csv`` functions of :mod:`spfluo.jobs.compare`
-and :mod:`spfluo.jobs.refine`).
-"""
+"""The half-map outputs that several jobs write (file formats: :mod:`spfluo.io.results`)."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..algorithms.metrics import resolution_in_micrometres
-from ..io import atomic_write_path, write_volume
+from ..io import write_fsc_csv, write_volume
 from .jobfile import Job
 
-__all__ = ["write_csv", "write_fsc_csv", "write_half_map_outputs"]
-
-
-def write_csv(path, header: list[str], columns: list) -> None:
-    """Write equal-length ``columns`` (one per name of ``header``) as a CSV, atomically."""
-    data = np.column_stack([np.asarray(c, dtype=float) for c in columns])
-    with atomic_write_path(path) as tmp, open(tmp, "w") as fh:
-        fh.write(",".join(header) + "\n")
-        np.savetxt(fh, data, delimiter=",", fmt="%.10g")
-
-
-def write_fsc_csv(path, curves: list) -> None:
-    """FSC CSV ``frequency_per_voxel, fsc_channel_0[, ...]``: one column per curve.
-
-    ``curves`` holds one FSC per channel (``frequencies`` in cycles per voxel and
-    ``values``), or None for a channel without one (written as zeros); one at least is
-    not None.
-    """
-    freqs = next(c.frequencies for c in curves if c is not None)
-    write_csv(path, ["frequency_per_voxel"] + [f"fsc_channel_{k}" for k in range(len(curves))],
-              [freqs] + [np.zeros_like(freqs) if c is None else c.values for c in curves])
+__all__ = ["write_half_map_outputs"]
 
 
 def _micrometres(freq: float, voxel_size) -> float | None:

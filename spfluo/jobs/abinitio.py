@@ -53,7 +53,6 @@ Files written:
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 
@@ -62,8 +61,9 @@ import numpy as np
 from ..algorithms.abinitio import SGDState, default_grid_size, sgd_reconstruction
 from ..algorithms.geometry import Poses, align_rotations, geodesic_distance_sym
 from ..io import (
-    atomic_write_path,
+    write_energies_csv,
     write_json_atomic,
+    write_marginals_npz,
     write_particle_table,
     write_volume,
 )
@@ -114,27 +114,6 @@ def _digest(job: Job, table, paths) -> str:
     psf = job.input("psf")
     return input_digest(job, table, paths, version=_CHECKPOINT_VERSION,
                         psf=str(psf), psf_mtime=os.path.getmtime(psf))
-
-
-def _write_energies(path, result) -> None:
-    with atomic_write_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["epoch", "energy", "band", "seconds"])
-        for k, (e, b, s) in enumerate(zip(result.energies, result.epoch_bands,
-                                          result.epoch_seconds)):
-            writer.writerow([k + 1, f"{e:.10g}", int(b), f"{s:.6g}"])
-
-
-def read_energies_csv(path) -> dict:
-    """The energies CSV of this job: ``{"epoch", "energy", "band", "seconds"}`` arrays."""
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    if not rows or rows[0] != ["epoch", "energy", "band", "seconds"]:
-        raise ValueError(f"{path} is not an ab initio energies CSV (header "
-                         f"{rows[0] if rows else 'missing'})")
-    data = np.array([[float(v) for v in row] for row in rows[1:]], dtype=float).reshape(-1, 4)
-    return {"epoch": data[:, 0].astype(int), "energy": data[:, 1],
-            "band": data[:, 2].astype(int), "seconds": data[:, 3]}
 
 
 def _true_pose_marginal_indices(result, true_rotations: np.ndarray, symmetry: int) -> dict:
@@ -254,7 +233,8 @@ def run(job: Job) -> None:
     energies_per_particle = _particle_energies(result)
     write_particle_table(job.output("particles"), table.ids, paths, stored,
                          extra={"abinitio_energy": energies_per_particle})
-    _write_energies(job.output("energies"), result)
+    write_energies_csv(job.output("energies"), result.energies, result.epoch_bands,
+                       result.epoch_seconds)
     marginals = {"ids": table.ids, "psi": result.grid.psi, "directions": result.grid.directions,
                  "symmetry": np.asarray(symmetry), "psi_marginals": result.psi_marginals,
                  "direction_marginals": result.direction_marginals,
@@ -273,8 +253,7 @@ def run(job: Job) -> None:
         summary["pose_error_median_deg"] = float(np.median(extra["pose_errors_deg"]))
         progress.log(f"against the input poses: median pose error "
                      f"{summary['pose_error_median_deg']:.2f} deg")
-    with atomic_write_path(job.output("marginals")) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **marginals)
+    write_marginals_npz(job.output("marginals"), marginals)
     summary["wall_s"] = time.perf_counter() - start
     write_json_atomic(job.output("summary"), summary)
     remove_checkpoint(job)

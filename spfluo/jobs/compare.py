@@ -29,94 +29,32 @@ the PSNR of identical volumes, are written as null):
 - ``aligned``: the registered volume (OME-TIFF, all channels);
 - ``metrics``: JSON (per channel, registration, pose errors).
 
-:func:`read_fsc_csv`, :func:`read_conical_csv` and :func:`read_pose_errors_csv` read
-the CSV files back (the viewers use them).
+:func:`spfluo.io.read_fsc_csv`, :func:`spfluo.io.read_conical_csv` and
+:func:`spfluo.io.read_pose_errors_csv` read the CSV files back (the viewers use them).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
 from ..algorithms.geometry import Poses, geodesic_distance_sym, swap_xyz_zyx
 from ..algorithms.metrics import compare_volumes, pose_error_summary
 from ..algorithms.registration import register_volumes
-from ..io import read_particle_table, read_volume, write_json_atomic, write_volume
+from ..io import (
+    read_particle_table,
+    read_volume,
+    write_conical_csv,
+    write_fsc_csv,
+    write_json_atomic,
+    write_pose_errors_csv,
+    write_volume,
+)
 from ._inputs import bool_param
-from ._outputs import write_csv, write_fsc_csv
 from .jobfile import Job, JobError, Progress
 
-__all__ = ["run", "read_fsc_csv", "read_conical_csv", "read_pose_errors_csv"]
-
-
-# ----------------------------------------------------------------------------- CSV files
-def _read_csv(path, required: tuple[str, ...], what: str) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"{what} file {path} does not exist")
-    with open(path) as fh:
-        header = fh.readline().strip().split(",")
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise ValueError(f"{path} is not a {what} file: columns {missing} are missing "
-                         f"(got {header})")
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    if data.shape[0] == 0 or data.shape[1] != len(header):
-        raise ValueError(f"{path}: expected {len(header)} columns and at least one row")
-    return {name: data[:, k] for k, name in enumerate(header)}
-
-
-def read_fsc_csv(path) -> tuple[np.ndarray, dict]:
-    """FSC curves of a comparison.
-
-    Returns
-    -------
-    frequencies : ndarray, shape (S,)
-        Cycles per voxel.
-    curves : dict of str to ndarray, shape (S,)
-        ``{"channel 0": fsc, ...}``.
-    """
-    cols = _read_csv(path, ("frequency_per_voxel",), "FSC")
-    curves = {name.replace("fsc_channel_", "channel "): v for name, v in cols.items()
-              if name.startswith("fsc_channel_")}
-    if not curves:
-        raise ValueError(f"{path} holds no fsc_channel_<c> column")
-    return cols["frequency_per_voxel"], curves
-
-
-def read_conical_csv(path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Conical FSC resolution maps of a comparison.
-
-    Returns
-    -------
-    phi1 : ndarray, shape (n_phi1,)
-        Azimuths, radians, increasing.
-    phi2 : ndarray, shape (n_phi2,)
-        Inclinations from +z, radians, increasing.
-    maps : dict of str to ndarray, shape (n_phi1, n_phi2)
-        ``{"channel 0": resolution in cycles per voxel, ...}``.
-    """
-    cols = _read_csv(path, ("phi1_deg", "phi2_deg"), "conical FSC")
-    p1, p2 = np.unique(cols["phi1_deg"]), np.unique(cols["phi2_deg"])
-    n = len(cols["phi1_deg"])
-    if n != p1.size * p2.size:
-        raise ValueError(f"{path}: {n} rows do not form a phi1 x phi2 grid "
-                         f"({p1.size} x {p2.size})")
-    order = np.lexsort((cols["phi2_deg"], cols["phi1_deg"]))  # phi1 major
-    prefix = "resolution_per_voxel_channel_"
-    maps = {name.replace(prefix, "channel "): v[order].reshape(p1.size, p2.size)
-            for name, v in cols.items() if name.startswith(prefix)}
-    if not maps:
-        raise ValueError(f"{path} holds no {prefix}<c> column")
-    return np.radians(p1), np.radians(p2), maps
-
-
-def read_pose_errors_csv(path) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids (N,) int64, errors (N,) degrees)`` of a comparison."""
-    cols = _read_csv(path, ("id", "error_deg"), "pose errors")
-    return cols["id"].astype(np.int64), cols["error_deg"]
+__all__ = ["run"]
 
 
 # ----------------------------------------------------------------------------- job
@@ -184,7 +122,7 @@ def _pose_errors(job: Job, symmetry: int, registration, progress: Progress):
     r_est = swap_xyz_zyx(est.matrices)[:, :3, :3]
     r_true = swap_xyz_zyx(ref.matrices)[:, :3, :3]
     summary = pose_error_summary(r_est, r_true, symmetry=symmetry)
-    write_csv(job.output("pose_errors"), ["id", "error_deg"], [est.ids, summary.errors_deg])
+    write_pose_errors_csv(job.output("pose_errors"), est.ids, summary.errors_deg)
     info = {"n_matched_particles": len(est), "median_deg": summary.median_deg,
             "mean_deg": summary.mean_deg, "rms_deg": summary.rms_deg,
             "max_deg": summary.max_deg, "fraction_below_5deg": summary.fraction_below_5deg,
@@ -244,11 +182,7 @@ def run(job: Job) -> None:
         progress.step(c + 1, n_channels, ssim=result.ssim, psnr_db=result.psnr_db,
                       fsc_0143_per_voxel=result.resolution_per_voxel)
     write_fsc_csv(job.output("fsc"), fscs)
-    p1, p2 = np.meshgrid(np.degrees(maps[0].phi1), np.degrees(maps[0].phi2), indexing="ij")
-    write_csv(job.output("conical_fsc"),
-              ["phi1_deg", "phi2_deg"]
-              + [f"resolution_per_voxel_channel_{c}" for c in range(n_channels)],
-              [p1.ravel(), p2.ravel()] + [m.resolution.ravel() for m in maps])
+    write_conical_csv(job.output("conical_fsc"), maps)
 
     pose_info = _pose_errors(job, symmetry, registration, progress)
     metrics = dict(channels[0])

@@ -3,7 +3,7 @@
 Job file::
 
     {"step": "extract",
-     "inputs":  {"images": "extra/images.json",            # image list (spfluo.jobs.pick)
+     "inputs":  {"images": "extra/images.json",            # image list (spfluo.io.image_list)
                  "coordinates": "extra/coordinates.csv"},  # image_id,x,y,z (µm)[,particle_id]
      "params":  {"box_size_um": 1.6, "voxel_size_um": 0.1,
                  "border": "pad",                          # or "skip"
@@ -24,11 +24,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..algorithms.extraction import box_voxels, extract_particles
-from ..io import read_coordinates_csv, write_particle_table, write_volume
+from ..io import read_coordinates_csv, read_image_list, write_particle_table, write_volume
 from ..io.atomic import write_json_atomic
 from ._inputs import choice_param
 from .jobfile import Job, JobError, Progress
-from .pick import check_inside, positions_by_image, read_image_list
+from .pick import check_inside, positions_by_image
 
 __all__ = ["run"]
 

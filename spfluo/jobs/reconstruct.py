@@ -29,7 +29,7 @@ Files written:
 - ``volume`` (and ``half1``/``half2`` with half maps): OME-TIFF ``(C, D, D, D)`` with the
   particles' voxel size (``C`` = the channels reconstructed);
 - ``fsc`` (with half maps): CSV ``frequency_per_voxel, fsc_channel_0[, ...]`` (the
-  layout of :func:`spfluo.jobs.compare.read_fsc_csv`; ``channel k`` is the k-th channel
+  layout of :func:`spfluo.io.read_fsc_csv`; ``channel k`` is the k-th channel
   reconstructed);
 - ``coverage`` (not for the baselines): the Fourier coverage ``K`` (summed rotated
   |OTF|^2, mean over particles), centred, OME-TIFF ``(C, P, P, P)``;

@@ -38,13 +38,13 @@ Files written:
 - ``volume`` (and ``half1``/``half2`` with half maps): OME-TIFF ``(C, D, D, D)`` with the
   particles' voxel size;
 - ``fsc`` (with half maps): CSV ``frequency_per_voxel, fsc_channel_0[, ...]`` (read with
-  :func:`spfluo.jobs.compare.read_fsc_csv`);
+  :func:`spfluo.io.read_fsc_csv`);
 - ``particles``: the particle table (same ids and files) with the refined poses (stored
   convention) and the columns ``refine_energy`` (relative energy at the refined pose),
   ``pose_change_deg`` (rotation change from the input poses, modulo Cn),
   ``last_change_deg`` (change in the last iteration) and ``half_set`` (0 or 1; -1 without
   half maps);
-- ``log``: CSV, one row per outer iteration (:func:`read_refine_log`);
+- ``log``: CSV, one row per outer iteration (:func:`spfluo.io.read_refine_log`);
 - ``summary``: JSON (options, iterations, converged, final resolution, timings).
 """
 
@@ -59,9 +59,9 @@ import numpy as np
 from ..algorithms.geometry import Poses
 from ..algorithms.refine import DEFAULT_SCHEDULE, RefineState, refine
 from ..io import (
-    atomic_write_path,
     write_json_atomic,
     write_particle_table,
+    write_refine_log,
     write_volume,
 )
 from ._checkpoint import (
@@ -87,16 +87,12 @@ from ._inputs import (
     read_volume_input,
     seed_param,
 )
-from ._outputs import write_csv, write_half_map_outputs
+from ._outputs import write_half_map_outputs
 from .jobfile import Job, JobError, Progress
 
-__all__ = ["run", "read_refine_log", "LOG_COLUMNS"]
+__all__ = ["run"]
 
 _CHECKPOINT_VERSION = 1
-#: Columns of the per-iteration log (then ``resolution_per_voxel_channel_<c>``).
-LOG_COLUMNS = ("iteration", "phase", "step_deg", "range_deg", "energy", "pose_energy",
-               "median_change_deg", "mean_change_deg", "median_shift_change_voxels",
-               "seconds")
 
 
 def _fail(message: str):
@@ -151,50 +147,6 @@ def _digest(job: Job, table, paths) -> str:
                         poses=np.round(table.matrices, 12).tolist(),
                         files=[str(f) for f in files],
                         file_mtimes=[os.path.getmtime(f) for f in files])
-
-
-def _write_log(path, history) -> None:
-    n_ch = history.resolution_per_voxel.shape[1]
-    header = list(LOG_COLUMNS) + [f"resolution_per_voxel_channel_{c}" for c in range(n_ch)]
-    columns = [history.iteration, history.phase, history.step_deg, history.range_deg,
-               history.energy, history.pose_energy, history.median_change_deg,
-               history.mean_change_deg, history.median_shift_change, history.seconds]
-    columns += [history.resolution_per_voxel[:, c] for c in range(n_ch)]
-    if len(history) == 0:
-        with atomic_write_path(path) as tmp, open(tmp, "w") as fh:
-            fh.write(",".join(header) + "\n")
-        return
-    write_csv(path, header, columns)
-
-
-def read_refine_log(path) -> dict:
-    """The per-iteration log of a refinement.
-
-    Returns
-    -------
-    dict of str to ndarray, shape (I,)
-        The columns of :data:`LOG_COLUMNS` (``phase`` 0 exhaustive, 1 continuous;
-        ``range_deg`` inf for a global search) and ``resolution`` (I, C), the half-map FSC
-        resolution per channel in cycles per voxel (NaN without half maps).
-    """
-    if not os.path.exists(path):
-        raise ValueError(f"refinement log {path} does not exist")
-    with open(path) as fh:
-        header = fh.readline().strip().split(",")
-    missing = [c for c in LOG_COLUMNS if c not in header]
-    if missing:
-        raise ValueError(f"{path} is not a refinement log: columns {missing} are missing")
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    if data.size == 0:
-        data = np.zeros((0, len(header)))
-    if data.shape[1] != len(header):
-        raise ValueError(f"{path}: expected {len(header)} columns, got {data.shape[1]}")
-    cols = {name: data[:, k] for k, name in enumerate(header)}
-    res = [name for name in header if name.startswith("resolution_per_voxel_channel_")]
-    out = {name: cols[name] for name in LOG_COLUMNS}
-    out["resolution"] = np.column_stack([cols[r] for r in res]) if res else \
-        np.zeros((data.shape[0], 0))
-    return out
 
 
 def run(job: Job) -> None:
@@ -289,7 +241,7 @@ def run(job: Job) -> None:
                                 "pose_change_deg": result.changes_deg.tolist(),
                                 "last_change_deg": result.last_changes_deg.tolist(),
                                 "half_set": [int(h) for h in halves]})
-    _write_log(job.output("log"), result.history)
+    write_refine_log(job.output("log"), result.history)
     summary["wall_s"] = time.perf_counter() - start
     write_json_atomic(job.output("summary"), summary)
     remove_checkpoint(job)

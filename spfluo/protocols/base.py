@@ -24,7 +24,7 @@ import pyworkflow.protocol as pwprot
 import pyworkflow.protocol.params as params
 
 from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE
-from ..jobs.jobfile import write_job
+from ..io import read_summary, write_job
 
 __all__ = ["ProtFluo", "ProtFluoJob", "add_gpu_params", "add_seed_param", "pointed"]
 
@@ -85,8 +85,7 @@ class ProtFluo(pwprot.Protocol):
 
     def _readJobJson(self, name: str) -> dict:
         """The JSON file ``extra/<name>`` that a job wrote (its summary or report)."""
-        with open(self._getExtraPath(name)) as fh:
-            return json.load(fh)
+        return read_summary(self._getExtraPath(name))
 
     def _runSpfluoJob(self, step: str) -> None:
         """Run ``python -m spfluo.jobs STEP extra/<step>_job.json`` as an external process."""

@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pyworkflow.protocol.params as params
 
-from ..algorithms.psf import center_psf, normalize_psf
+from ..algorithms.psf import prepare_psf
 from ..io import (
     read_coordinates_csv,
     read_poses_csv,
@@ -231,7 +231,7 @@ class ProtImportPSF(ProtFluo):
 
     def importStep(self, key):
         vol = self._readPSF()
-        centred = np.stack([normalize_psf(center_psf(c)) for c in vol.data])
+        centred = prepare_psf(vol.data)
         out = image_from_array(PSFModel, centred, vol.voxel_size,
                                self._getExtraPath("psf.ome.tif"), image_id="psf")
         self.info(f"PSF {self.psfFile.get()}: {vol.data.shape} (C, Z, Y, X), voxel "

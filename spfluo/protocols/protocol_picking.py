@@ -23,11 +23,12 @@ import pyworkflow.protocol.params as params
 
 from ..io import (
     CoordinateTable,
+    ImageEntry,
     read_coordinates_csv,
     read_particle_table,
     write_coordinates_csv,
+    write_image_list,
 )
-from ..jobs.pick import ImageEntry, write_image_list
 from ..objects import Coordinate3D, Particle, SetOfCoordinates3D, SetOfParticles
 from .base import ProtFluo, ProtFluoJob, add_seed_param, pointed
 from .convert import image_from_file

@@ -11,12 +11,9 @@ the generic makers.
 
 from __future__ import annotations
 
-import json
 import os
 
-import numpy as np
-
-from ..jobs.abinitio import read_energies_csv
+from ..io import read_energies_csv, read_marginals_npz, read_summary
 from ..objects import Volume
 from .abinitio import direction_map_figure, energy_figure, psi_marginals_figure
 from .metrics import orientation_sphere_figure
@@ -38,8 +35,7 @@ def abinitio_figures(volume) -> list:
     method = "sgd"
     summary_path = _path(volume, "summaryFile")
     if summary_path:
-        with open(summary_path) as fh:
-            method = json.load(fh).get("method", "sgd")
+        method = read_summary(summary_path).get("method", "sgd")
     energies_path = _path(volume, "energiesFile")
     if energies_path:
         data = read_energies_csv(energies_path)
@@ -49,8 +45,7 @@ def abinitio_figures(volume) -> list:
                 title="ab initio: energy per " + ("epoch" if method == "sgd" else "chain"))))
     marginals_path = _path(volume, "marginalsFile")
     if marginals_path:
-        with np.load(marginals_path, allow_pickle=False) as m:
-            arrays = {k: m[k] for k in m.files}
+        arrays = read_marginals_npz(marginals_path)
         symmetry = int(arrays["symmetry"])
         has_truth = "true_psi_index" in arrays
         figures.append(("abinitio_psi_marginals", psi_marginals_figure(

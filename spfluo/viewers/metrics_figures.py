@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from ..algorithms.geometry import swap_xyz_zyx
-from ..jobs.compare import read_conical_csv, read_fsc_csv, read_pose_errors_csv
+from ..io import read_conical_csv, read_fsc_csv, read_pose_errors_csv
 from ..objects import SetOfParticles, Volume, VolumeComparison
 from ..objects.arrays import load_array
 from .isosurface import isosurface_figure

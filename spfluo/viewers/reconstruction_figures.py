@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import os
 
-from ..io import read_volume
-from ..jobs.compare import read_fsc_csv
+from ..io import read_fsc_csv, read_volume
 from ..objects import Volume
 from .metrics import fsc_figure
 from .reconstruction import fourier_coverage_figure

@@ -31,8 +31,8 @@ _CHANGE_FLOOR = 1e-3
 
 def _column(log: Mapping, name: str, n: int | None) -> np.ndarray:
     if name not in log:
-        raise ValueError(f"log must have a {name!r} entry (see spfluo.jobs.refine."
-                         f"read_refine_log), got keys {sorted(log)}")
+        raise ValueError(f"log must have a {name!r} entry (see spfluo.io.read_refine_log), "
+                         f"got keys {sorted(log)}")
     a = np.asarray(log[name], dtype=float)
     if a.ndim != 1 or (n is not None and a.shape[0] != n):
         raise ValueError(f"log[{name!r}] must be a 1D array of {n} values, got shape {a.shape}")
@@ -47,7 +47,7 @@ def convergence_figure(log: Mapping, *, voxel_size=None, title=None) -> Figure:
     log : mapping
         ``iteration``, ``phase`` (0 exhaustive, 1 continuous), ``step_deg``,
         ``energy``, ``median_change_deg`` (shape (I,)) and ``resolution`` (shape (I, C),
-        cycles per voxel, NaN without half maps), as :func:`spfluo.jobs.refine.read_refine_log`
+        cycles per voxel, NaN without half maps), as :func:`spfluo.io.read_refine_log`
         returns them.
     voxel_size : float or tuple of float, (z, y, x) in micrometres, optional
         Isotropic voxel size: the resolution panel gets a right axis in µm.

@@ -13,8 +13,7 @@ import os
 
 import numpy as np
 
-from ..io import read_particle_table
-from ..jobs.refine import read_refine_log
+from ..io import read_particle_table, read_refine_log
 from ..objects import SetOfParticles, Volume
 from .refine import convergence_figure, pose_change_histogram
 from .registry import figure_maker

@@ -9,9 +9,14 @@ import pytest
 
 from spfluo.algorithms.geometry import Poses
 from spfluo.algorithms.simulate import simulate_dataset
-from spfluo.io import read_particle_table, read_volume, write_particle_table, write_volume
+from spfluo.io import (
+    read_energies_csv,
+    read_particle_table,
+    read_volume,
+    write_particle_table,
+    write_volume,
+)
 from spfluo.jobs.__main__ import main
-from spfluo.jobs.abinitio import read_energies_csv
 from spfluo.jobs.jobfile import write_job
 
 from ._subprocess import assert_ran_without_pyworkflow, run_job_in_subprocess

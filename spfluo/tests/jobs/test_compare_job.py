@@ -8,8 +8,13 @@ import pytest
 from spfluo.algorithms.geometry import Poses, matrix_from_axis_angle, random_rotations
 from spfluo.algorithms.phantoms import asymmetric_phantom
 from spfluo.algorithms.transform import rotate
-from spfluo.io import write_particle_table, write_volume
-from spfluo.jobs.compare import read_conical_csv, read_fsc_csv, read_pose_errors_csv
+from spfluo.io import (
+    read_conical_csv,
+    read_fsc_csv,
+    read_pose_errors_csv,
+    write_particle_table,
+    write_volume,
+)
 from spfluo.jobs.__main__ import main
 from spfluo.jobs.jobfile import write_job
 

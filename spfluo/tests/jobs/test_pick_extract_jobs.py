@@ -15,15 +15,17 @@ from spfluo.algorithms.simulate import simulate_field
 from spfluo.constants import EXIT_JOB_ERROR
 from spfluo.io import (
     CoordinateTable,
+    ImageEntry,
     read_coordinates_csv,
+    read_image_list,
     read_particle_table,
     read_volume,
     write_coordinates_csv,
+    write_image_list,
     write_volume,
 )
 from spfluo.jobs.__main__ import main
 from spfluo.jobs.jobfile import write_job
-from spfluo.jobs.pick import ImageEntry, read_image_list, write_image_list
 
 VS = (0.2, 0.1, 0.1)  # field voxels (z, y, x), micrometres
 SIZE = 16  # particle box, lateral voxels

@@ -9,9 +9,8 @@ import pytest
 from spfluo.algorithms.reconstruct import reconstruct
 from spfluo.algorithms.simulate import simulate_dataset
 from spfluo.constants import EXIT_JOB_ERROR
-from spfluo.io import read_volume, write_particle_table, write_volume
+from spfluo.io import read_fsc_csv, read_volume, write_particle_table, write_volume
 from spfluo.jobs.__main__ import main
-from spfluo.jobs.compare import read_fsc_csv
 from spfluo.jobs.jobfile import write_job
 
 from ._subprocess import assert_ran_without_pyworkflow, run_job_in_subprocess

@@ -11,10 +11,16 @@ from spfluo.algorithms.phantoms import asymmetric_phantom, c9_barrel
 from spfluo.algorithms.simulate import simulate_dataset
 from spfluo.algorithms.transform import rotate
 from spfluo.constants import EXIT_JOB_ERROR
-from spfluo.io import read_particle_table, read_volume, write_particle_table, write_volume
+from spfluo.io import (
+    read_fsc_csv,
+    read_particle_table,
+    read_refine_log,
+    read_volume,
+    write_particle_table,
+    write_volume,
+)
 from spfluo.jobs import refine as refine_job
 from spfluo.jobs.__main__ import main
-from spfluo.jobs.compare import read_fsc_csv
 from spfluo.jobs.jobfile import load_job, write_job
 
 from ._subprocess import assert_ran_without_pyworkflow, run_job_in_subprocess
@@ -98,7 +104,7 @@ def test_job_runs_without_pyworkflow(uninterrupted, data, start):
     assert np.median(err_after) < 0.6 * np.median(err_before)
     np.testing.assert_allclose(table.extra["pose_change_deg"], np.degrees(
         geodesic_distance(refined.rotations, start.rotations)), atol=1e-5)
-    log = refine_job.read_refine_log(folder / "out" / "log.csv")
+    log = read_refine_log(folder / "out" / "log.csv")
     assert log["iteration"].tolist() == [0, 1, 2] and log["phase"].tolist() == [0, 0, 1]
     assert log["resolution"].shape == (3, 1) and np.all(log["resolution"] > 0)
     summary = json.loads((folder / "out" / "summary.json").read_text())

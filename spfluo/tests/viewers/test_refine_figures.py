@@ -6,7 +6,8 @@ from matplotlib.figure import Figure
 
 from spfluo.algorithms.refine import RefineHistory
 from spfluo.io import write_particle_table
-from spfluo.jobs.refine import _write_log, read_refine_log
+from spfluo.io.results import read_refine_log
+from spfluo.io.results import write_refine_log as _write_log
 from spfluo.viewers.refine import convergence_figure, pose_change_histogram
 
 
