@@ -1,4 +1,83 @@
-"""TODO docstring spfluo/algorithms/abinitio/annealing.py."""
+"""Ab initio reconstruction by simulated annealing on a reduced problem (Fortun et al. 2018 sec. III).
+
+The reference-free step of Fortun et al. 2018, in four stages:
+
+1. **Reduce the problem.**  The particles are downsampled (Fourier cropping) to
+   ``working_size`` voxels (about 30^3 in Fortun et al. 2018), grouped by k-means into
+   ``n_classes`` classes (5 to 10) on their normalised voxel values, and the
+   particle closest to each centroid represents its class.
+2. **Closed-form volume for given poses** (eq. 6): with the quadratic
+   regulariser the volume is ``x^ = sum_i F{H_i^T y_i} / (sum_i |F{H_i}|^2 +
+   lambda |F{D}|^2)``, the Tikhonov solution of
+   :func:`spfluo.algorithms.reconstruct.reconstruct_tikhonov` on the sums of
+   :func:`spfluo.algorithms.reconstruct.precompute_sums`.  Each representative's
+   contribution to the sums is kept apart, so that a move of one pose changes
+   only that particle's terms (Fortun et al. 2018 sec. III-B): the sums are means, and
+   replacing a contribution is one subtraction and one addition.  The energy of
+   the poses is the minimum of the quadratic problem,
+   ``E = min_x 1/2 <x, (K + lambda G) x> - <x, b> = -1/2 <b, x^>`` (the constant
+   ``sum ||y||^2`` dropped), in squared intensity units per particle.
+3. **Metropolis-Hastings with annealing** (Algorithm 1) inside **incremental
+   block coordinates** (Algorithm 2): the first representative is fixed at the
+   identity (the frame is arbitrary); in the first loop the others are
+   introduced one by one, each optimised with only the already introduced ones
+   in the sums; ``n_loops - 1`` further loops revisit every pose with all of
+   them.  A visit is one annealing chain on that pose: Gaussian proposals
+   (rotation vector of standard deviation ``sigma_rotation`` applied in the
+   reference frame, translation of standard deviation ``sigma_translation``
+   voxels of the working grid), acceptance ``exp(-dE / T_t)`` for uphill moves,
+   ``T_t = gamma^t T_0`` until ``T_t <= final_temperature T_0``.
+4. **Extension to all particles**: the annealing volume, centred on its centre
+   of mass, turned so that a Cn axis is along z (the annealing frame is that of
+   the first representative) and upsampled to the particle box, is the reference
+   of an exhaustive pose search of every particle
+   (:func:`spfluo.algorithms.abinitio.pose_search`, exact marginal
+   likelihoods).  For Cn (``polarity``, on by default) the poses then go
+   through the polarity consensus of the SGD method
+   (:func:`spfluo.algorithms.abinitio.polarity.polarity_consensus`, module
+   notes there): every particle gets its pose and the pose for the volume turned
+   upside down, and one hypothesis per particle is chosen so that all agree.
+   The result volume is the known-pose reconstruction
+   (:func:`spfluo.algorithms.reconstruct.reconstruct`) from those poses.
+
+Design decisions (the paper leaves them open)
+    - ``T_0`` is set per chain from the proposals themselves: the mean energy
+      increase of ``n_probe`` random proposals from the chain's start, divided by
+      ``ln 2`` (an average uphill move is first accepted with probability 1/2).
+      With ``gamma = 0.95`` and a final ratio of ``1e-4`` a chain has 180 steps.
+    - A chain returns the best pose it visited (the chain itself ends there at
+      low temperature, but a last uphill acceptance cannot lose the optimum).
+    - Rotations move by ``R exp([w])`` with ``w ~ N(0, sigma_r^2 I)`` (radians),
+      translations are kept within ``max_shift``.  The proposal deviations
+      shrink with the temperature, ``sigma (T_t / T_0)^(1/4)`` (down to a tenth
+      at the final temperature): with constant 50-degree proposals the last
+      steps of a chain almost never improve a pose (measured: the energy of the
+      annealed representatives stayed above that of their true poses).
+    - The annealing energy does not impose a Cn symmetry: folding it into the
+      sums costs ``2 n`` volume rotations per proposal (measured: 64 ms instead
+      of 9 ms per proposal at 30^3 for C9), and the alignment of a few
+      representatives is well defined without it (modulo Cn).  The symmetry
+      restricts the pose search that extends the poses to all particles and is
+      imposed in the final reconstruction (Fortun et al. 2018 imposes it in the
+      high-accuracy step, sec. IV-A).
+    - The two ends of a Cn barrel look alike under the blur, and the pose
+      search decides each particle's polarity alone, against a volume from a
+      few representatives at the working size: on the C9 barrel (50^3, 20
+      particles, sigma 1.5/5 voxels) 9 of 20 particles ended upside down and
+      the final volume mixed the object with its turned copy (SSIM 0.92 of the
+      known-pose one).  The polarity consensus decides collectively (the
+      energy of the Tikhonov volume that explains all chosen poses, lowest when
+      they agree), with the iterate at the full band as the volume (its turn
+      axis, and the in-plane refinement of both hypotheses); measured on that
+      case: 0 of 20 upside down, SSIM 0.99 of the known-pose one, 14 s more.
+      When the blur erases the blades (24^3, sigma 1/2.5 voxels) the choice is
+      no better than chance (measured: 3 then 4 of 10 upside down).  It runs once,
+      after the pose search; the random restarts of its descent draw from the
+      function's generator after the annealing, so runs without symmetry are
+      unchanged.  The marginals and per-particle energies of the result stay
+      those of the pose search (for a turned particle, those of its pose before
+      the turn).
+"""
 
 from __future__ import annotations
 

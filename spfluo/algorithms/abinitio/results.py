@@ -1,4 +1,4 @@
-"""TODO docstring spfluo/algorithms/abinitio/results.py."""
+"""What the ab initio methods return, and the SGD checkpoint (plain NumPy arrays)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,17 @@
-"""TODO docstring spfluo/algorithms/abinitio/search.py."""
+"""Pose searches against a volume: exhaustive (with exact marginals), local, and the
+global check of the SGD.
+
+- :func:`pose_search`: every rotation of an SO(3) grid for every particle, translations by
+  the correlation surfaces of :mod:`spfluo.algorithms.scoring`, at a reduced band, then
+  local refinement at the full band (the extension step of the annealing method, Fortun
+  et al. 2018 sec. III-C);
+- :func:`refine_poses_local`: successive local lattices around each pose
+  (:func:`~spfluo.algorithms.geometry.local_rotation_grid`);
+- :func:`global_check`: the SGD's search for particles whose sampling settled in a wrong
+  mode (module notes of :mod:`.sgd`).
+
+All run the particle loops on the device of the spectra; results come back once.
+"""
 
 from __future__ import annotations
 

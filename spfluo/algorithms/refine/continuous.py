@@ -1,4 +1,11 @@
-"""TODO docstring spfluo/algorithms/refine/continuous.py."""
+"""Continuous pose refinement (Zehni et al. 2020 sec. III-C, Algorithm 3).
+
+A few gradient steps per particle on a rotation increment ``w`` (``R <- R exp([w])``,
+applied in the reference frame as in :func:`~spfluo.algorithms.geometry.local_rotation_grid`)
+and on the translation, updated one after the other with separate step sizes and a
+backtracking line search (``eta = 0.25``), all particles in parallel; alternated with a
+few warm-started ADMM iterations (``K_ADMM``).
+"""
 
 from __future__ import annotations
 

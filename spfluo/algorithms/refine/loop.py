@@ -1,4 +1,29 @@
-"""TODO docstring spfluo/algorithms/refine/loop.py."""
+"""High-accuracy refinement: alternated pose search and regularised reconstruction.
+
+Fortun et al. 2018 sec. IV and V-A-4, Zehni et al. 2020 sec. III (Algorithms 1-3).
+Starting from particles with approximate poses (ab initio, or any estimate), alternate
+
+(a) the known-pose reconstruction (:mod:`spfluo.algorithms.reconstruct`: sums over the
+    particles for the current poses, then a few TV or Hessian ADMM iterations warm-started
+    from the previous state, split and dual variables included), and
+(b) a pose update of every particle against the current volume,
+
+until the poses stop changing.  Two pose updates: the exhaustive search (:mod:`.search`),
+coarse to fine (:mod:`.schedule`), then the continuous refinement (:mod:`.continuous`).
+
+Gold standard
+    With ``half_maps=True`` the particles are split in two random halves
+    (:func:`spfluo.algorithms.reconstruct.half_split`); each half has its own volume, ADMM
+    state and pose updates against its own volume, so the half-map FSC reported at every
+    iteration is independent of overfitting.  The final volume comes from the sums of all
+    the particles with their refined poses (warm-started from the mean of the half maps).
+
+Checkpoints: :mod:`.state`.
+
+Conventions: ``DEVELOPING.md`` (arrays ``(z, y, x)``, poses ``y = T_t(R f)``, rotations in the
+zyx frame, translations in voxels, Cn about z).  Particles ``(N, C, D, D, D)`` (or ``(N, D,
+D, D)``), PSFs ``(C, d, d, d)`` or ``(d, d, d)``, volumes ``(C, D, D, D)``, float32 in and out.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO docstring spfluo/algorithms/refine/schedule.py."""
+"""The coarse-to-fine schedule of the exhaustive pose search (Fortun et al. 2018 sec. V-A-4):
+the whole of SO(3)/Cn at 20 degrees, then +-10 degrees at 5 around the current rotation,
+then +-5 at 1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""TODO docstring spfluo/algorithms/refine/state.py."""
+"""The refinement's per-iteration history, its checkpoint state and its result.
+
+``callback(state)`` receives a :class:`RefineState` after every outer iteration; passed
+back as ``state=`` (same inputs and options) the refinement continues to the result of an
+uninterrupted run.  No file I/O here (the ``refine`` job writes the state).
+"""
 
 from __future__ import annotations
 

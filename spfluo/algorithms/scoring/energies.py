@@ -329,8 +329,10 @@ class Scorer:
 
     # -- translations
     def surface_peaks(self, x):
-        """Peak of each candidate's correlation surface: (c (B,), shifts (B, 3)) float64."""
-        return self.surface.peaks(x)
+        """Peak of each candidate's correlation surface: (c (B,), shifts (B, 3)) float64, the
+        shifts within ``max_shift``."""
+        c, t = self.surface.peaks(x)
+        return c, self.project(t)
 
     def correlation(self, x, t, *, derivatives: bool = False):
         """Exact ``c(t) = Re sum_k w X e^{2 i pi k.t}`` (B,), and its gradient (B, 3) and
