@@ -49,7 +49,9 @@ Symmetry Cn
 Units
     Angles in radians inside algorithms (degrees only where a name or keyword
     says so); translations in voxels; voxel sizes are ``(z, y, x)`` tuples in
-    micrometres.
+    micrometres.  Objects, files and job files carry physical lengths in
+    micrometres only (``voxel_size`` and names ending in ``_um``); a job
+    converts them to voxels with :mod:`~spfluo.algorithms.geometry.units`.
 
 Matrix outputs keep the floating dtype of their input (float32 in, float32
 out; integers give float64); computations run in float64.  :class:`Poses`
@@ -104,7 +106,13 @@ from spfluo.algorithms.geometry.rotations import (
     rotvec_from_matrix,
     swap_xyz_zyx,
 )
-from spfluo.algorithms.geometry.units import as_voxel_size
+from spfluo.algorithms.geometry.units import (
+    as_voxel_size,
+    um_to_voxels,
+    vectors_um_to_voxels,
+    vectors_voxels_to_um,
+    voxels_to_um,
+)
 
 __all__ = [
     "swap_xyz_zyx",
@@ -131,6 +139,10 @@ __all__ = [
     "geodesic_distance",
     "geodesic_distance_sym",
     "as_voxel_size",
+    "um_to_voxels",
+    "voxels_to_um",
+    "vectors_um_to_voxels",
+    "vectors_voxels_to_um",
     "Poses",
     "align_rotations",
     "pose_errors",
