@@ -115,35 +115,17 @@ from spfluo.algorithms.geometry.units import (
 )
 
 __all__ = [
-    "swap_xyz_zyx",
-    "matrix_from_euler",
-    "euler_from_matrix",
-    "matrix_from_quaternion",
-    "quaternion_from_matrix",
-    "matrix_from_rotvec",
-    "rotvec_from_matrix",
-    "matrix_from_axis_angle",
-    "axis_angle_from_matrix",
-    "rotation_about_z",
-    "random_rotations",
-    "perturb_rotations",
-    "fibonacci_directions",
-    "direction_angles",
-    "direction_from_angles",
-    "SO3Grid",
-    "so3_grid",
-    "so3_grid_for_step",
-    "uniform_rotation_grid",
-    "local_rotation_grid",
-    "cyclic_group",
-    "geodesic_distance",
-    "geodesic_distance_sym",
-    "as_voxel_size",
-    "um_to_voxels",
-    "voxels_to_um",
-    "vectors_um_to_voxels",
+    # rotations: frames and named representations
+    "swap_xyz_zyx", "matrix_from_euler", "euler_from_matrix", "matrix_from_quaternion",
+    "quaternion_from_matrix", "matrix_from_rotvec", "rotvec_from_matrix",
+    "matrix_from_axis_angle", "axis_angle_from_matrix", "rotation_about_z", "cyclic_group",
+    "random_rotations", "perturb_rotations",
+    # grids: directions and SO(3) sampling
+    "fibonacci_directions", "direction_angles", "direction_from_angles", "SO3Grid", "so3_grid",
+    "so3_grid_for_step", "uniform_rotation_grid", "local_rotation_grid",
+    # distances: comparing rotations
+    "geodesic_distance", "geodesic_distance_sym", "align_rotations", "pose_errors",
+    # poses and units
+    "Poses", "as_voxel_size", "um_to_voxels", "voxels_to_um", "vectors_um_to_voxels",
     "vectors_voxels_to_um",
-    "Poses",
-    "align_rotations",
-    "pose_errors",
 ]
