@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .algorithms.geometry import um_to_voxels, vectors_voxels_to_um, voxels_to_um
+
 __all__ = ["DemoSettings", "DemoData", "demo_settings", "simulate_demo_data", "run_demo"]
 
 #: Symmetry order of the simulated particle.
@@ -97,12 +99,12 @@ class DemoSettings:
     @property
     def box_um(self) -> float:
         """Side of the particle box, micrometres."""
-        return self.phantom_box * self.field_voxel_size[2]
+        return voxels_to_um(self.phantom_box, self.field_voxel_size[2])
 
     @property
     def particle_box(self) -> int:
         """Side of the extracted particle box, voxels of :attr:`particle_voxel_size`."""
-        return int(round(self.box_um / self.particle_voxel_size))
+        return int(round(um_to_voxels(self.box_um, self.particle_voxel_size)))
 
     @property
     def diameter_um(self) -> float:
@@ -178,7 +180,7 @@ class DemoData:
 
 
 def _check_settings(s: DemoSettings) -> None:
-    if abs(s.box_um / s.particle_voxel_size - s.particle_box) > 1e-6:
+    if abs(um_to_voxels(s.box_um, s.particle_voxel_size) - s.particle_box) > 1e-6:
         raise ValueError(f"particle_voxel_size={s.particle_voxel_size} µm must divide the "
                          f"particle box of {s.box_um:g} µm ({s.phantom_box} field voxels): "
                          "choose a divisor so that the ground truth has the particles' box.")
@@ -221,11 +223,13 @@ def simulate_demo_data(folder: str | os.PathLike, settings: DemoSettings) -> Dem
     # the PSF on the fields' grid blurs the fields; the same PSF on the particles' isotropic
     # grid is the one given to the reconstruction (a computed PSF, or a measured one resampled)
     fvz, fvy, fvx = s.field_voxel_size
-    field_psf = gaussian_psf((2 * math.ceil(3 * sz / fvz) + 1, 2 * math.ceil(3 * sxy / fvy) + 1,
-                              2 * math.ceil(3 * sxy / fvx) + 1), (sz, sxy),
+    field_psf = gaussian_psf((2 * math.ceil(um_to_voxels(3 * sz, fvz)) + 1,
+                              2 * math.ceil(um_to_voxels(3 * sxy, fvy)) + 1,
+                              2 * math.ceil(um_to_voxels(3 * sxy, fvx)) + 1), (sz, sxy),
                              voxel_size=s.field_voxel_size)
     box = s.particle_box
-    psf_box = min(box - 1 + box % 2, 2 * math.ceil(3 * sz / s.particle_voxel_size) + 1)
+    psf_box = min(box - 1 + box % 2,
+                  2 * math.ceil(um_to_voxels(3 * sz, s.particle_voxel_size)) + 1)
     psf = gaussian_psf((psf_box,) * 3, (sz, sxy), voxel_size=(s.particle_voxel_size,) * 3)
 
     barrel = c9_barrel((s.phantom_box,) * 3, second_channel=True)
@@ -245,7 +249,7 @@ def simulate_demo_data(folder: str | os.PathLike, settings: DemoSettings) -> Dem
         isolated = np.arange(2 * s.touching_pairs, len(fov.positions))
         for i in rng.permutation(isolated)[: per_field[k]]:
             ids.append(f"field_{k}")
-            positions.append(fov.positions[i] * np.asarray(s.field_voxel_size))
+            positions.append(vectors_voxels_to_um(fov.positions[i], s.field_voxel_size))
     psf_path = write_volume(folder / "psf.ome.tif", psf, (s.particle_voxel_size,) * 3)
     examples = folder / "examples.csv"
     write_coordinates_csv(examples, CoordinateTable(image_ids=np.array(ids),

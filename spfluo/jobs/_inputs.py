@@ -26,7 +26,8 @@ from ..io import (
 from .jobfile import Job, JobError
 
 __all__ = [
-    "fail", "choice_param", "int_param", "float_param", "is_weight", "bool_param",
+    "fail", "reject_renamed_params", "choice_param", "int_param", "float_param", "is_weight",
+    "bool_param",
     "channels_param", "seed_param", "job_backend", "ParticleFiles", "read_particle_files",
     "read_particle_data", "particle_voxel_size", "read_volume_input", "check_psf_shape",
 ]
@@ -38,6 +39,15 @@ def fail(job: Job, message: str) -> NoReturn:
 
 
 # ----------------------------------------------------------------------------- parameters
+def reject_renamed_params(job: Job, renamed: dict[str, str]) -> None:
+    """Fail on a parameter of an older job file (``renamed``: old name -> new name), e.g. a
+    length in voxels that job files now carry in micrometres."""
+    for old, new in renamed.items():
+        if job.param(old, None) is not None:
+            fail(job, f"parameter '{old}' is now '{new}' (micrometres); write the job file "
+                      "again")
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

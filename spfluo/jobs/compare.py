@@ -39,7 +39,12 @@ import math
 
 import numpy as np
 
-from ..algorithms.geometry import Poses, geodesic_distance_sym, swap_xyz_zyx
+from ..algorithms.geometry import (
+    Poses,
+    geodesic_distance_sym,
+    swap_xyz_zyx,
+    vectors_voxels_to_um,
+)
 from ..algorithms.metrics import compare_volumes, pose_error_summary
 from ..algorithms.registration import register_volumes
 from ..io import (
@@ -160,7 +165,7 @@ def run(job: Job) -> None:
         aligned = registration.aligned
         angle = float(np.degrees(geodesic_distance_sym(registration.rotation[None],
                                                        np.eye(3)[None], symmetry=symmetry)[0]))
-        shift_um = float(np.linalg.norm(registration.translation * vs))
+        shift_um = float(np.linalg.norm(vectors_voxels_to_um(registration.translation, vs)))
         progress.log(f"registration: {angle:.2f} deg, {shift_um:.4g} µm, "
                      f"NCC {registration.score:.4f}")
         poses = Poses(registration.rotation[None], registration.translation[None])

@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..algorithms.geometry import vectors_um_to_voxels, vectors_voxels_to_um
 from ..algorithms.picking import CLASSIFIERS, pick_particles
 from ..io import (
     CoordinateTable,
@@ -57,7 +58,7 @@ def positions_by_image(table: CoordinateTable, entries: Sequence[ImageEntry], *,
             raise JobError(f"{what} row {row + 1}: image id {key!r} is not in the image list "
                            f"({', '.join(sorted(index)[:5])}...)")
         k = index[key]
-        out[k].append(pos / np.asarray(entries[k].voxel_size))
+        out[k].append(vectors_um_to_voxels(pos, entries[k].voxel_size))
     return [np.asarray(v, dtype=np.float64).reshape(-1, 3) for v in out]
 
 
@@ -70,8 +71,8 @@ def check_inside(table: CoordinateTable, entries: Sequence[ImageEntry], *,
         entry = index[str(image_id)]
         if entry.image_id not in shapes:
             shapes[entry.image_id] = np.asarray(read_shape(entry.path)[1:], dtype=np.float64)
-        extent = (shapes[entry.image_id] - 1) * np.asarray(entry.voxel_size)
-        half = 0.5 * np.asarray(entry.voxel_size)
+        extent = vectors_voxels_to_um(shapes[entry.image_id] - 1, entry.voxel_size)
+        half = vectors_voxels_to_um(np.full(3, 0.5), entry.voxel_size)
         if np.any(pos < -half) or np.any(pos > extent + half):
             raise JobError(f"{what} row {row + 1}: position (x, y, z) = "
                            f"{tuple(np.round(pos[::-1], 4))} µm is outside image "
@@ -146,7 +147,7 @@ def run(job: Job) -> None:
         raise JobError("no particle found: lower the threshold or check the diameter and the "
                        "channel")
     ids = np.array([entries[k].image_id for k in result.image_index])
-    positions_um = result.positions * np.asarray(vs0)
+    positions_um = vectors_voxels_to_um(result.positions, vs0)
     positions_um = np.maximum(positions_um, 0.0)  # sub-voxel centres may fall just below 0
     out = CoordinateTable(image_ids=ids, positions_zyx_um=positions_um,
                           score=result.scores.astype(np.float64),

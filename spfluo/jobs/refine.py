@@ -17,7 +17,7 @@ Job file::
                 "symmetry": 1,
                 "channels": null,                         # pose search: null (all) or a list
                 "half_maps": true,
-                "max_shift": null,                        # voxels, default box / 4
+                "max_shift_um": null,                     # µm, default a quarter of the box
                 "pad": 1.5, "support_threshold": 1e-3,    # optional
                 "voxel_size": [vz, vy, vx],               # optional: default from the files
                 "psf_voxel_size": [vz, vy, vx]},          # optional: default from the file
@@ -56,7 +56,7 @@ import time
 
 import numpy as np
 
-from ..algorithms.geometry import Poses
+from ..algorithms.geometry import Poses, um_to_voxels
 from ..algorithms.refine import DEFAULT_SCHEDULE, RefineState, refine
 from ..io import (
     write_json_atomic,
@@ -85,6 +85,7 @@ from ._inputs import (
     read_particle_data,
     read_particle_files,
     read_volume_input,
+    reject_renamed_params,
     seed_param,
 )
 from ._outputs import write_half_map_outputs
@@ -160,6 +161,8 @@ def run(job: Job) -> None:
     half_maps = bool_param(job, "half_maps", True)
     channels = channels_param(job)
     seed = seed_param(job)
+    reject_renamed_params(job, {"max_shift": "max_shift_um"})
+    max_shift_um = float_param(job, "max_shift_um", None, low=0.0, allow_none=True)
     options = dict(
         regularizer=regularizer, weight=_weight(job), schedule=_schedule(job),
         exhaustive_iterations=int_param(job, "exhaustive_iterations", None, minimum=0,
@@ -172,7 +175,6 @@ def run(job: Job) -> None:
         continuous_admm_iterations=int_param(job, "continuous_admm_iterations", 5, minimum=1),
         final_admm_iterations=int_param(job, "final_admm_iterations", 50, minimum=1),
         symmetry=symmetry, channels=channels, half_maps=half_maps, seed=seed,
-        max_shift=float_param(job, "max_shift", None, low=0.0, allow_none=True),
         pad=float_param(job, "pad", 1.5, low=1.0),
         support_threshold=float_param(job, "support_threshold", 1e-3, low=0.0),
         batch_size=int_param(job, "batch_size", 16, minimum=1),
@@ -184,6 +186,7 @@ def run(job: Job) -> None:
     if half_maps and n < 2:
         _fail(f"half maps need at least 2 particles, got {n}: set half_maps to false")
     vs = particle_voxel_size(job, files.file_voxel_size)
+    options["max_shift"] = None if max_shift_um is None else um_to_voxels(max_shift_um, vs[0])
     psf = _read_image(job, "psf", vs, n_channels=n_channels, box=box[0], what="PSF")
     volume = _read_image(job, "volume", vs, n_channels=n_channels, box=box[0],
                          what="initial volume")

@@ -3,8 +3,8 @@
 Job file::
 
     "params":  {"kind": "particles" | "fields", "phantom": "asymmetric", "size": 50,
-                "voxel_size": 0.05, "sigma_xy": 1.5, "sigma_z": 5.0, "n_channels": 1,
-                "noise_std": 0.2, "n_spots": 120, "max_shift": 2.0,
+                "voxel_size": 0.05, "sigma_xy_um": 0.075, "sigma_z_um": 0.25,
+                "n_channels": 1, "noise_std": 0.2, "n_spots": 120, "max_shift_um": 0.1,
                 # kind "particles"
                 "n_particles": 20,
                 # kind "fields"
@@ -18,6 +18,12 @@ Job file::
                 "fields_dir": ".../fields", "coordinates": ".../coordinates.csv",
                 "poses": ".../true_poses.csv", "debris": ".../debris.csv"},
     "seed": 0
+
+Lengths are in micrometres: the voxel size, the PSF standard deviations ``sigma_xy_um`` and
+``sigma_z_um`` and the largest particle shift ``max_shift_um`` (defaults: 1.5, 5 and 2
+particle voxels); the job converts them to voxels
+(:func:`spfluo.algorithms.geometry.um_to_voxels`).  ``size`` and ``field_shape`` are grid
+sizes in voxels.
 
 Outputs:
 
@@ -41,6 +47,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..algorithms.geometry import (
+    um_to_voxels,
+    vectors_um_to_voxels,
+    vectors_voxels_to_um,
+    voxels_to_um,
+)
 from ..algorithms.psf import gaussian_psf
 from ..algorithms.simulate import simulate_dataset, simulate_field
 from ..io import (
@@ -51,13 +63,15 @@ from ..io import (
     write_poses_csv,
     write_volume,
 )
-from ._inputs import choice_param, float_param, int_param
+from ._inputs import choice_param, float_param, int_param, reject_renamed_params
 from .jobfile import Job, JobError, Progress
 
 __all__ = ["run", "KINDS", "PHANTOMS"]
 
 KINDS = ("particles", "fields")
 PHANTOMS = ("asymmetric", "c9", "shell", "tube")
+# lengths of the job file (micrometres) and their defaults in particle voxels
+_LENGTH_DEFAULTS_VOXELS = {"sigma_xy_um": 1.5, "sigma_z_um": 5.0, "max_shift_um": 2.0}
 
 
 def _int(job: Job, name: str, default=..., *, minimum: int = 0) -> int:
@@ -70,20 +84,28 @@ def _float(job: Job, name: str, default=..., *, positive: bool = False) -> float
     return float_param(job, name, default, low=0.0, strict=positive)
 
 
+def _length_um(job: Job, name: str) -> float:
+    """Length parameter ``name`` >= 0 in micrometres (its default is given in particle voxels)."""
+    voxel = _float(job, "voxel_size", positive=True)
+    return _float(job, name, voxels_to_um(_LENGTH_DEFAULTS_VOXELS[name], voxel))
+
+
 def _dataset(job: Job, *, n_particles: int, noise_std: float, n_spots: int):
+    reject_renamed_params(job, {"sigma_xy": "sigma_xy_um", "sigma_z": "sigma_z_um",
+                                "max_shift": "max_shift_um"})
     voxel = _float(job, "voxel_size", positive=True)
     phantom = choice_param(job, "phantom", "asymmetric", PHANTOMS)
     return simulate_dataset(
         phantom=phantom,
         size=_int(job, "size", minimum=8),
         n_particles=n_particles,
-        sigma_xy=_float(job, "sigma_xy", 1.5),
-        sigma_z=_float(job, "sigma_z", 5.0),
+        sigma_xy=um_to_voxels(_length_um(job, "sigma_xy_um"), voxel),
+        sigma_z=um_to_voxels(_length_um(job, "sigma_z_um"), voxel),
         n_channels=_int(job, "n_channels", 1, minimum=1),
         voxel_size=(voxel, voxel, voxel),
         noise_std=noise_std,
         n_spots=n_spots,
-        max_shift=_float(job, "max_shift", 2.0),
+        max_shift=um_to_voxels(_length_um(job, "max_shift_um"), voxel),
         seed=job.seed if job.seed is not None else 0,
     )
 
@@ -121,14 +143,12 @@ def _run_particles(job: Job, progress: Progress) -> dict:
 def _field_psf(job: Job, field_vs, field_shape, n_channels: int) -> np.ndarray:
     """The Gaussian PSF sampled on the field's grid, ``(C, Zp, Yp, Xp)``.
 
-    ``sigma_xy`` and ``sigma_z`` are in particle voxels (the lateral voxel size): in
-    micrometres they are ``sigma * voxel_xy``, the same physical PSF as the particles'.
-    The box is ``2 ceil(3 sigma) + 1`` field voxels per axis, capped to the field.
+    ``sigma_xy_um`` and ``sigma_z_um`` (micrometres) give the same physical PSF as the
+    particles'.  The box is ``2 ceil(3 sigma) + 1`` field voxels per axis, capped to the field.
     """
-    p = field_vs[2]
-    sigma_um = np.array([_float(job, "sigma_z", 5.0), _float(job, "sigma_xy", 1.5),
-                         _float(job, "sigma_xy", 1.5)]) * p
-    sigma_vox = sigma_um / np.asarray(field_vs)
+    sigma_um = np.array([_length_um(job, "sigma_z_um"), _length_um(job, "sigma_xy_um"),
+                         _length_um(job, "sigma_xy_um")])
+    sigma_vox = vectors_um_to_voxels(sigma_um, field_vs)
     side = [2 * int(np.ceil(3.0 * s)) + 1 for s in sigma_vox]
     side = [max(1, min(n, f if f % 2 else f - 1)) for n, f in zip(side, field_shape)]
     psf = gaussian_psf(tuple(side), tuple(sigma_vox))
@@ -168,13 +188,13 @@ def _run_fields(job: Job, progress: Progress) -> dict:
                              noise_std=noise_std, voxel_size=field_vs, seed=int(seeds[f]))
         path = folder / f"{image_id}.ome.tif"
         write_volume(path, fov.image, fov.voxel_size)
-        vs = np.asarray(fov.voxel_size, dtype=float)
         n = len(fov.positions)
         pids = np.arange(next_id, next_id + n)
         next_id += n
-        rows.append((image_id, fov.positions * vs, pids))
+        rows.append((image_id, vectors_voxels_to_um(fov.positions, fov.voxel_size), pids))
         poses.append((image_id, pids, fov.poses.to_stored(fov.voxel_size)))
-        debris.append((image_id, np.asarray(fov.debris_positions, float).reshape(-1, 3) * vs))
+        debris.append((image_id, vectors_voxels_to_um(
+            np.asarray(fov.debris_positions, float).reshape(-1, 3), fov.voxel_size)))
         fields.append({"image_id": image_id, "path": str(path), "shape": list(fov.image.shape),
                        "voxel_size": list(fov.voxel_size), "n_particles": n,
                        "n_debris": len(fov.debris_positions),

@@ -14,6 +14,8 @@ import json
 import numpy as np
 import pyworkflow.object as pwobj
 
+from ..algorithms.geometry import vectors_voxels_to_um
+
 __all__ = [
     "FluoObject",
     "Transform",
@@ -146,7 +148,8 @@ class FluoImage(FluoObject):
 
     def getPhysicalSize(self) -> tuple[float, float, float]:
         """(z, y, x) extent in micrometres."""
-        return tuple(n * v for n, v in zip(self.getDimensions(), self.getVoxelSize()))
+        um = vectors_voxels_to_um(self.getDimensions(), self.getVoxelSize())
+        return tuple(float(x) for x in um)
 
     # -- identity -----------------------------------------------------------
     def getImageId(self) -> str:

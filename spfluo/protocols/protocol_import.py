@@ -15,6 +15,7 @@ import shutil
 import numpy as np
 import pyworkflow.protocol.params as params
 
+from ..algorithms.geometry import vectors_voxels_to_um
 from ..algorithms.psf import prepare_psf
 from ..io import (
     read_coordinates_csv,
@@ -439,7 +440,7 @@ class ProtImportCoordinates(ProtFluo):
                 errors.append(f"{path} row {row + 1}: image id {key!r} is not in the image set "
                               f"(known: {', '.join(sorted(extents)[:5])}); fix the image_id column.")
                 return None
-            limit = extents[key] * vs
+            limit = vectors_voxels_to_um(extents[key], vs)
             if np.any(pos < 0) or np.any(pos > limit + 1e-9):
                 errors.append(f"{path} row {row + 1}: position (x, y, z) = {tuple(pos[::-1])} µm is "
                               f"outside image {key} (size {tuple(limit[::-1])} µm); fix the "

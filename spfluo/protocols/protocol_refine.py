@@ -209,7 +209,7 @@ class ProtRefine(ProtFluoJob):
             "symmetry": self.symmetry.get(),
             "channels": parse_channels(self.searchChannels.get()),
             "half_maps": bool(self.doHalfMaps.get()),
-            "max_shift": (self.maxShift.get() / vs[0]) if self.maxShift.get() else None,
+            "max_shift_um": self.maxShift.get() or None,
             "voxel_size": list(vs),
             "psf_voxel_size": list(psf.getVoxelSize()),
         }

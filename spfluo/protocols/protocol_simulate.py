@@ -14,6 +14,7 @@ import numpy as np
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
+from ..algorithms.geometry import voxels_to_um
 from ..io import read_coordinates_csv, read_particle_table, read_poses_csv, read_shape
 from ..objects import (
     Coordinate3D,
@@ -119,17 +120,19 @@ class ProtSimulateDataset(ProtFluoJob):
     # --------------------------- STEPS functions ------------------------------
     def convertInputStep(self, key):
         kind = self.outputKind.get()
+        vs = self.voxelSize.get()
+        # the form gives the PSF and the shifts in voxels; job files carry micrometres
         job_params = {
             "kind": _JOB_KINDS[kind],
             "phantom": PHANTOMS[self.phantom.get()],
             "size": self.boxSize.get(),
             "voxel_size": self.voxelSize.get(),
-            "sigma_xy": self.sigmaXY.get(),
-            "sigma_z": self.sigmaZ.get(),
+            "sigma_xy_um": voxels_to_um(self.sigmaXY.get(), vs),
+            "sigma_z_um": voxels_to_um(self.sigmaZ.get(), vs),
             "n_channels": self.nChannels.get(),
             "noise_std": self.noiseStd.get(),
             "n_spots": self.nSpots.get(),
-            "max_shift": self.maxShift.get(),
+            "max_shift_um": voxels_to_um(self.maxShift.get(), vs),
         }
         outputs = {"volume": self._getExtraPath("ground_truth.ome.tif"),
                    "psf": self._getExtraPath("psf.ome.tif"),
@@ -203,7 +206,7 @@ class ProtSimulateDataset(ProtFluoJob):
         table = read_coordinates_csv(self._getExtraPath("coordinates.csv"))
         poses = read_poses_csv(self._getExtraPath("true_poses.csv"))
         by_id = dict(zip(poses.ids.tolist(), poses.matrices))
-        box_um = self.boxSize.get() * self.voxelSize.get()
+        box_um = voxels_to_um(self.boxSize.get(), self.voxelSize.get())
         coords = SetOfCoordinates3D(filename=self._getPath("coordinates.sqlite"))
         coords.setImages(pwobj.Pointer(self, extended="outputImages"))
         coords.setBoxSize(box_um)

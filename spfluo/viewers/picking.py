@@ -12,6 +12,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from ..algorithms.geometry import voxels_to_um
 from ._images import display_limits, projection_grid
 
 __all__ = ["picks_figure", "score_histogram_figure", "particle_gallery_figure"]
@@ -68,7 +69,7 @@ def picks_figure(projection, voxel_size, positions_yx_um, *, scores=None, box_si
     s = _check_scores(scores, len(pos))
     if ids is not None and len(ids) != len(pos):
         raise ValueError(f"ids must have one label per pick ({len(pos)}), got {len(ids)}")
-    height, width = img.shape[0] * vs[0], img.shape[1] * vs[1]
+    height, width = voxels_to_um(img.shape[0], vs[0]), voxels_to_um(img.shape[1], vs[1])
     box = float(box_size_um) if box_size_um else 0.1 * width
     fig = Figure(figsize=(7.5, 6.5 * height / max(width, 1e-9) + 0.8), layout="constrained")
     ax = fig.add_subplot()
@@ -170,11 +171,11 @@ def particle_gallery_figure(particles, voxel_size, *, scores=None, ids=None, max
     for slot, k in enumerate(order):
         r, c = divmod(slot, ncol)
         p = parts[k]
-        size = p.shape[2] * v
+        size = voxels_to_um(p.shape[2], v)
         for row, img in ((2 * r, p.max(axis=0)), (2 * r + 1, p.max(axis=1))):
             lo, hi = display_limits(img)
             axes[row, c].imshow(img, cmap="gray", vmin=lo, vmax=hi,
-                                extent=(0, size, img.shape[0] * v, 0))
+                                extent=(0, size, voxels_to_um(img.shape[0], v), 0))
         label = str(ids[k]) if ids is not None else f"#{k + 1}"
         if s is not None:
             label += f"  {s[k]:.2f}"

@@ -18,8 +18,10 @@ from spfluo.jobs.jobfile import write_job
 
 from ._subprocess import assert_ran_without_pyworkflow, run_job_in_subprocess
 
-BASE = {"phantom": "asymmetric", "size": 16, "voxel_size": 0.06, "sigma_xy": 1.0,
-        "sigma_z": 2.0, "n_channels": 1, "noise_std": 0.1, "n_spots": 5, "max_shift": 1.5}
+# lengths in micrometres: PSF sigma 1 (x, y) and 2 (z) voxels, shifts up to 1.5 voxels of 0.06 µm
+BASE = {"phantom": "asymmetric", "size": 16, "voxel_size": 0.06, "sigma_xy_um": 1.0 * 0.06,
+        "sigma_z_um": 2.0 * 0.06, "n_channels": 1, "noise_std": 0.1, "n_spots": 5,
+        "max_shift_um": 1.5 * 0.06}
 
 
 def _particles_job(folder, *, seed=0, **params):
@@ -139,3 +141,12 @@ def test_bad_parameters_fail_with_a_reason(tmp_path, capsys, change, match):
     err = capsys.readouterr().err
     assert err.startswith("spfluo job simulate:")
     assert __import__("re").search(match, err), err
+
+
+def test_lengths_in_voxels_of_older_job_files_are_rejected(tmp_path, capsys):
+    job = _particles_job(tmp_path)
+    data = json.loads(job.read_text())
+    data["params"]["max_shift"] = 1.5  # voxels: job files carry max_shift_um
+    job.write_text(json.dumps(data))
+    assert main(["simulate", str(job)]) == 2
+    assert "parameter 'max_shift' is now 'max_shift_um'" in capsys.readouterr().err
