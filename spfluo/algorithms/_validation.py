@@ -14,7 +14,7 @@ import numpy as np
 from spfluo.algorithms.backend import to_numpy
 
 __all__ = ["check_int", "check_symmetry", "check_box_shape", "check_float", "check_max_shift",
-           "as_particles", "check_finite", "as_channels", "as_psf", "check_poses"]
+           "as_particles", "check_finite", "as_channels", "as_psf"]
 
 
 def check_int(value: Any, name: str, *, minimum: int) -> int:
@@ -165,23 +165,3 @@ def as_psf(psf: Any, n_channels: int, box: int | None, xp: Any = np) -> Any:
     if psf.shape[0] != n_channels:
         psf = np.repeat(psf, n_channels, axis=0)
     return xp.asarray(psf)
-
-
-def check_poses(poses: Any, n: int | None) -> Any:
-    """A non-empty :class:`spfluo.algorithms.geometry.Poses`, with ``n`` poses unless ``n``
-    is None (one pose per particle)."""
-    # imported here: geometry imports this module
-    from spfluo.algorithms.geometry import Poses
-
-    if not isinstance(poses, Poses):
-        raise ValueError(
-            f"poses must be a spfluo.algorithms.geometry.Poses, got {type(poses).__name__}: "
-            "build one with Poses(rotations, translations)"
-        )
-    if len(poses) == 0:
-        raise ValueError("poses is empty: give one pose per particle")
-    if n is not None and len(poses) != n:
-        raise ValueError(
-            f"poses has {len(poses)} poses but there are {n} particles: give one pose per particle"
-        )
-    return poses

@@ -39,6 +39,7 @@ input array).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -76,28 +77,27 @@ _ORTHO_TOL = 1e-3
 
 def _as_rotations(xp: Any, rotations: Any, name: str = "rotations"):
     """Validate rotations (3, 3) or (N, 3, 3); return float64 (N, 3, 3) and whether single."""
-    rotations = xp.asarray(rotations)
+    rotations = np.asarray(to_numpy(rotations))  # checked on the host (no device syncs)
     if rotations.ndim not in (2, 3) or tuple(rotations.shape[-2:]) != (3, 3):
         raise ValueError(
             f"{name} must have shape (3, 3) or (N, 3, 3) (zyx-frame matrices), "
             f"got shape {tuple(rotations.shape)}"
         )
     single = rotations.ndim == 2
-    rotations = rotations.reshape(-1, 3, 3).astype(xp.float64)
+    rotations = rotations.reshape(-1, 3, 3).astype(np.float64)
     if rotations.shape[0] == 0:
         raise ValueError(f"{name} is empty: give at least one rotation")
-    if not bool(xp.isfinite(rotations).all()):
+    if not np.all(np.isfinite(rotations)):
         raise ValueError(f"{name} contains NaN or infinite values")
-    eye = xp.eye(3)
-    err = float(xp.abs(xp.matmul(rotations, rotations.transpose(0, 2, 1)) - eye).max())
-    det = xp.linalg.det(rotations)
+    err = float(np.abs(np.matmul(rotations, rotations.transpose(0, 2, 1)) - np.eye(3)).max())
+    det = np.linalg.det(rotations)
     if err > _ORTHO_TOL or bool((det <= 0).any()):
         raise ValueError(
             f"{name} must be proper rotation matrices (R R^T = I, det R = +1); got "
             f"max |R R^T - I| = {err:.3g} and min det = {float(det.min()):.3g}: "
             "build them with spfluo.algorithms.geometry"
         )
-    return rotations, single
+    return xp.asarray(rotations), single
 
 
 def _as_translations(xp: Any, translations: Any, n: int, name: str = "translations"):
@@ -240,20 +240,27 @@ def _shear(bk: Backend, volume, amounts, axis: int):
     leading entry of ``volume`` (A, ..., Z, Y, X).  Periodic shift by a Fourier phase
     ramp (sinc interpolation of the line); ``out(v) = f(v - delta)``.
     """
-    xp = bk.xp
     n = volume.shape[-1]
     lead = volume.ndim - 3  # the axes after the angle axis and before (Y, X)
     spec = bk.rfftn(volume, axes=(axis,))
-    k = np.fft.rfftfreq(n)  # cycles per voxel along the shifted axis
-    u = np.arange(n) - n // 2  # coordinate along the other axis
-    ramp = -2.0 * np.pi * np.asarray(amounts, dtype=np.float64)[:, None, None]
-    if axis == -1:  # rows of fixed y shifted along x: phase (A, Y, Kx)
-        phase = ramp * u[None, :, None] * k[None, None, :]
-    else:  # columns of fixed x shifted along y: phase (A, Ky, X)
-        phase = ramp * k[None, :, None] * u[None, None, :]
-    phase = np.exp(1j * phase).astype(spec.dtype)
-    spec *= xp.asarray(phase.reshape((phase.shape[0],) + (1,) * lead + phase.shape[1:]))
+    phase = _shear_phase(bk.xp, tuple(float(a) for a in amounts), int(n), axis,
+                         np.dtype(spec.dtype).str)
+    spec *= phase.reshape((phase.shape[0],) + (1,) * lead + tuple(phase.shape[1:]))
     return bk.irfftn(spec, s=(n,), axes=(axis,)).astype(volume.dtype, copy=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _shear_phase(xp, amounts: tuple, n: int, axis: int, dtype: str):
+    """The phase ramps of :func:`_shear` (A, Y, Kx) or (A, Ky, X), built on the device and
+    kept (the same angles come back at every Cn fold)."""
+    k = xp.asarray(np.fft.rfftfreq(n))  # cycles per voxel along the shifted axis
+    u = xp.asarray(np.arange(n) - n // 2)  # coordinate along the other axis
+    ramp = -2.0 * np.pi * xp.asarray(amounts, dtype=xp.float64)[:, None, None]
+    if axis == -1:  # rows of fixed y shifted along x
+        phase = ramp * u[None, :, None] * k[None, None, :]
+    else:  # columns of fixed x shifted along y
+        phase = ramp * k[None, :, None] * u[None, None, :]
+    return xp.exp(1j * phase).astype(dtype)
 
 
 def _safe_plane(n: int) -> int:

@@ -90,7 +90,7 @@ from spfluo.algorithms.geometry.grids import (
     so3_grid_for_step,
     uniform_rotation_grid,
 )
-from spfluo.algorithms.geometry.poses import Poses
+from spfluo.algorithms.geometry.poses import Poses, check_poses
 from spfluo.algorithms.geometry.rotations import (
     axis_angle_from_matrix,
     cyclic_group,
@@ -126,6 +126,6 @@ __all__ = [
     # distances: comparing rotations
     "geodesic_distance", "geodesic_distance_sym", "align_rotations", "pose_errors",
     # poses and units
-    "Poses", "as_voxel_size", "um_to_voxels", "voxels_to_um", "vectors_um_to_voxels",
-    "vectors_voxels_to_um",
+    "Poses", "check_poses", "as_voxel_size", "um_to_voxels", "voxels_to_um",
+    "vectors_um_to_voxels", "vectors_voxels_to_um",
 ]

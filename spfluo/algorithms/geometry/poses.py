@@ -8,7 +8,7 @@ matrices of objects and files (``(x, y, z)`` order, translations in micrometres)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from spfluo.algorithms.geometry._validation import as_real_array, as_rotations
 from spfluo.algorithms.geometry.rotations import swap_xyz_zyx
 from spfluo.algorithms.geometry.units import as_voxel_size
 
-__all__ = ["Poses"]
+__all__ = ["Poses", "check_poses"]
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -184,3 +184,20 @@ class Poses:
             raise ValueError(f"R must be one rotation matrix of shape (3, 3), got shape {G.shape}")
         G = as_rotations(G, "R").astype(np.float64)
         return Poses(np.matmul(self.rotations, G), self.translations)
+
+
+def check_poses(poses: Any, n: int | None) -> Any:
+    """A non-empty :class:`spfluo.algorithms.geometry.Poses`, with ``n`` poses unless ``n``
+    is None (one pose per particle)."""
+    if not isinstance(poses, Poses):
+        raise ValueError(
+            f"poses must be a spfluo.algorithms.geometry.Poses, got {type(poses).__name__}: "
+            "build one with Poses(rotations, translations)"
+        )
+    if len(poses) == 0:
+        raise ValueError("poses is empty: give one pose per particle")
+    if n is not None and len(poses) != n:
+        raise ValueError(
+            f"poses has {len(poses)} poses but there are {n} particles: give one pose per particle"
+        )
+    return poses

@@ -58,7 +58,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from spfluo.algorithms._validation import as_psf, check_int, check_poses
+from spfluo.algorithms._validation import as_psf, check_int
+from spfluo.algorithms.geometry.poses import check_poses
 from spfluo.algorithms.backend import AXES3, Backend, resolve_backend
 from spfluo.algorithms.fourier import _fit_to, fourier_shift
 from spfluo.algorithms.transform import rotate_about_z

@@ -203,8 +203,11 @@ def admm_core(bk: Backend, bhat, kernel, shape, weight, *, regularizer, iteratio
         return kernel + r * (lsym + (1 if positivity else 0))
 
     den = denominator(rho)
+    weight_dev = xp.asarray(weight)
+    rho_host_dev = xp.asarray(rho)
+    rho_dev = xp.asarray(rho, dtype=xp.float32)[expand]
+    tau = xp.asarray(weight / rho, dtype=xp.float32)
     for it in range(iterations):
-        rho_dev = xp.asarray(rho, dtype=xp.float32)[expand]
         rhs = apply_lt(xp, u - du, regularizer)
         if positivity:
             rhs += v - dv
@@ -214,8 +217,7 @@ def admm_core(bk: Backend, bhat, kernel, shape, weight, *, regularizer, iteratio
         xhat /= den
         x = bk.irfftn(xhat, s=shape, axes=AXES3).astype(xp.float32, copy=False)
         lx = apply_l(xp, x, regularizer)
-        u_new, phi = prox(xp, lx + du, xp.asarray(weight / rho, dtype=xp.float32),
-                          regularizer)
+        u_new, phi = prox(xp, lx + du, tau, regularizer)
         lx -= u_new  # primal residual of the regulariser split
         du += lx
         prim = (lx * lx).sum(axis=sum3, dtype=xp.float64).sum(axis=0)
@@ -239,25 +241,32 @@ def admm_core(bk: Backend, bhat, kernel, shape, weight, *, regularizer, iteratio
         cross += xhat.imag * bhat.imag
         cross *= rfw
         lin = cross.sum(axis=sum3, dtype=xp.float64)
-        energy = to_numpy(0.5 * quad - lin) / nvox + weight * phi
-        prim_n = np.sqrt(to_numpy(prim))
-        dual_n = rho * np.sqrt(to_numpy(dual_sq))
-        energies.append(energy)
-        primal.append(prim_n)
-        dual.append(dual_n)
+        # kept on the device: read back every 10 iterations (residual balancing) and at
+        # the end (or at every iteration for a callback)
+        energies.append((0.5 * quad - lin) / nvox + weight_dev * phi)
+        primal.append(xp.sqrt(prim))
+        dual.append(rho_host_dev * xp.sqrt(dual_sq))
         if callback is not None:
-            callback(it, energy)
+            callback(it, to_numpy(energies[-1]))
         # residual balancing (Boyd et al. 2011, sec. 3.4.1), every 10 iterations
         if adapt and (it + 1) % 10 == 0 and it + 1 < iterations:
+            prim_n, dual_n = to_numpy(xp.stack([primal[-1], dual[-1]]))
             factor = np.where(prim_n > 10 * dual_n, 2.0,
                               np.where(dual_n > 10 * prim_n, 0.5, 1.0))
             if np.any(factor != 1):
                 rho = rho * factor
+                rho_host_dev = xp.asarray(rho)
+                rho_dev = xp.asarray(rho, dtype=xp.float32)[expand]
+                tau = xp.asarray(weight / rho, dtype=xp.float32)
                 f_dev = xp.asarray(1 / factor, dtype=xp.float32)[expand]
                 du *= f_dev
                 dv *= f_dev
                 den = denominator(rho)
-    return (x, u, v, du, dv), rho, np.array(energies), np.array(primal), np.array(dual)
+
+    def host(values):
+        return to_numpy(xp.stack(values)) if values else np.zeros((0,) + lead)
+
+    return (x, u, v, du, dv), rho, host(energies), host(primal), host(dual)
 
 
 def data_scale(xp, b):

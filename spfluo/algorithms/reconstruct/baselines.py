@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from spfluo.algorithms._validation import check_int, check_poses
+from spfluo.algorithms._validation import check_int
+from spfluo.algorithms.geometry.poses import check_poses
 from spfluo.algorithms.backend import AXES3
 from spfluo.algorithms.fourier import _fit_to
 from spfluo.algorithms.reconstruct.accumulation import finite_batch, run_accumulation

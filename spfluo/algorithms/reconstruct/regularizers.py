@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 
-from spfluo.algorithms.backend import to_numpy
 
 __all__ = [
     "REGULARIZERS",
@@ -245,7 +244,7 @@ def _prox_columns(xp, cols, norms, tau, regularizer):
 def prox(xp, a, tau, regularizer: str):
     """Proximal step of ``tau phi`` on ``a`` (M, *lead, P, P, P), ``tau`` of shape lead.
 
-    Returns ``(u, phi(u))`` with ``phi(u)`` per lead entry (float64).  Voxels whose
+    Returns ``(u, phi(u))`` with ``phi(u)`` per lead entry (float64, on the device).  Voxels whose
     vector has a norm <= tau map to 0 for both regularisers (the Frobenius norm bounds
     every eigenvalue): when they are the majority, only the others are processed.
     """
@@ -257,16 +256,18 @@ def prox(xp, a, tau, regularizer: str):
     norms = xp.sqrt(xp.einsum("ij,ij->j", flat, flat))
     tau_l = xp.asarray(tau, dtype=a.dtype).reshape(nl)
     active = (norms.reshape(nl, p3) > tau_l[:, None]).ravel()
-    n_active = int(active.sum())
+    # on the CPU only the active voxels are processed when they are few; on a device the
+    # dense path avoids reading their number back (one sync per iteration)
+    n_active = int(active.sum()) if xp is np else flat.shape[1]
     out = xp.zeros_like(flat)
-    phi = np.zeros(nl)
+    phi = xp.zeros(nl)
     if n_active == 0:
         return out.reshape(a.shape), phi.reshape(lead)
     if n_active > flat.shape[1] // 2:
         t = xp.broadcast_to(tau_l[:, None], (nl, p3)).ravel()
         res, values = _prox_columns(xp, flat, norms, t, regularizer)
         out = res
-        phi = to_numpy(values.reshape(nl, p3).sum(axis=1, dtype=xp.float64))
+        phi = values.reshape(nl, p3).sum(axis=1, dtype=xp.float64)
     else:
         idx = xp.flatnonzero(active)
         t = xp.full(idx.shape, tau_l[0]) if nl == 1 else tau_l[idx // p3]
@@ -276,6 +277,5 @@ def prox(xp, a, tau, regularizer: str):
         if nl == 1:
             phi = np.array([float(values.sum(dtype=xp.float64))])
         else:
-            phi = to_numpy(xp.bincount(idx // p3, weights=values.astype(xp.float64),
-                                       minlength=nl))
+            phi = xp.bincount(idx // p3, weights=values.astype(xp.float64), minlength=nl)
     return out.reshape(a.shape), phi.reshape(lead)

@@ -14,7 +14,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from spfluo.algorithms._validation import check_int, check_poses
+from spfluo.algorithms._validation import check_int
+from spfluo.algorithms.geometry.poses import check_poses
 from spfluo.algorithms.backend import to_numpy
 from spfluo.algorithms.metrics import fsc, fsc_resolution
 from spfluo.algorithms.reconstruct.accumulation import run_accumulation

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from spfluo.algorithms._validation import as_psf, check_int, check_poses
+from spfluo.algorithms._validation import as_psf, check_int
+from spfluo.algorithms.geometry.poses import check_poses
 from spfluo.algorithms.backend import AXES3, resolve_backend, to_numpy
 from spfluo.algorithms.geometry import Poses, geodesic_distance
 from spfluo.algorithms.reconstruct.accumulation import (

@@ -41,9 +41,9 @@ from spfluo.algorithms._validation import (
     check_float,
     check_int,
     check_max_shift,
-    check_poses,
     check_symmetry,
 )
+from spfluo.algorithms.geometry.poses import check_poses
 from spfluo.algorithms.backend import resolve_backend, to_numpy
 from spfluo.algorithms.geometry import (
     Poses,

@@ -53,13 +53,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spfluo.algorithms._validation import (
-    as_channels,
-    check_int,
-    check_max_shift,
-    check_poses,
-    check_symmetry,
-)
+from spfluo.algorithms._validation import as_channels, check_int, check_max_shift, check_symmetry
+from spfluo.algorithms.geometry.poses import check_poses
 from spfluo.algorithms.backend import to_numpy
 from spfluo.algorithms.geometry import (
     Poses,

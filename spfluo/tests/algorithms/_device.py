@@ -64,6 +64,8 @@ def _unwrap(x, *, allow_host: bool):
 def _wrap(x):
     if isinstance(x, np.ndarray):
         return DeviceArray(x)
+    if isinstance(x, np.generic):  # reductions give 0-d device arrays, as in CuPy
+        return DeviceArray(np.asarray(x))
     if isinstance(x, tuple):
         return tuple(_wrap(v) for v in x)
     if isinstance(x, list):
@@ -132,6 +134,8 @@ class DeviceArray:
 
     # -- the ndarray interface
     def __getattr__(self, name):
+        if name.startswith("__"):  # no buffer or array interface: device memory
+            raise AttributeError(name)
         value = getattr(self._a, name)
         if callable(value):
             @functools.wraps(value)
