@@ -251,9 +251,8 @@ def main(argv=None) -> int:
     for attr in getattr(args, "paths", []):
         value = getattr(args, attr)
         setattr(args, f"{attr}_abs", None if value is None else os.path.abspath(value))
-    bootstrap(args.home)
-
     try:
+        bootstrap(args.home)
         return args.func(args)
     except ProjectError as exc:
         print(f"spfluo: {exc}", file=sys.stderr)

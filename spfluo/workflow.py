@@ -17,6 +17,7 @@ import pyworkflow.protocol.params as params
 from pyworkflow.project import Manager, Project
 
 from .errors import ProjectError
+from .safepaths import check_project_folder
 
 __all__ = [
     "ProjectError",
@@ -49,10 +50,12 @@ def create_project(name: str, *, location: str | None = None, chdir: bool = True
     manager = _manager()
     if manager.hasProject(name):
         raise ProjectError(f"project {name!r} already exists in {manager.PROJECTS}")
+    path = (manager.getProjectPath(name) if location is None
+            else os.path.join(os.path.abspath(os.path.expanduser(location)), name))
+    check_project_folder(path)
     cwd = os.getcwd()
     try:
         if location is None:
-            path = manager.getProjectPath(name)
             project = Project(pw.Config.getDomain(), path)
             project.create()
         else:
@@ -67,6 +70,8 @@ def open_project(name_or_path: str, *, chdir: bool = True) -> Project:
 
     pyworkflow needs the current directory to be the project folder while
     the project is used; with ``chdir=True`` (default) this function goes there.
+    A project whose folder (or real folder) has a path that a shell would
+    interpret is refused (:mod:`spfluo.safepaths`).
     """
     manager = _manager()
     if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "project.sqlite")):
@@ -76,6 +81,7 @@ def open_project(name_or_path: str, *, chdir: bool = True) -> Project:
     else:
         raise ProjectError(f"no project {name_or_path!r} in {manager.PROJECTS}: "
                            "see `spfluo project list` or create it with `spfluo project create`")
+    check_project_folder(path)
     project = Project(pw.Config.getDomain(), path)
     project.load(chdir=chdir)
     return project

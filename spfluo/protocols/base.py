@@ -24,7 +24,9 @@ import pyworkflow.protocol as pwprot
 import pyworkflow.protocol.params as params
 
 from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE
+from ..errors import ProjectError
 from ..jobs.jobfile import write_job
+from ..safepaths import check_project_folder
 
 __all__ = ["ProtFluo", "ProtFluoJob", "add_gpu_params", "add_seed_param", "pointed"]
 
@@ -51,9 +53,30 @@ def pointed(pointer):
 
 
 class ProtFluo(pwprot.Protocol):
-    """Base of spfluo protocols (not shown in the GUI)."""
+    """Base of spfluo protocols (not shown in the GUI).
+
+    :meth:`validate` adds the checks every run needs before pyworkflow's own
+    validation and the protocol's ``_validate``: a project folder that a shell
+    would not interpret (the engine launches runs through one).
+    """
 
     _label = None
+
+    # --------------------------- INFO functions -------------------------------
+    def validate(self):
+        """Errors of the run (empty when it may be launched): spfluo's checks, then pyworkflow's."""
+        return self._launchErrors() + super().validate()
+
+    def _launchErrors(self) -> list[str]:
+        """What makes launching this run unsafe, whatever its protocol."""
+        errors = []
+        project = self.getProject()
+        if project is not None:
+            try:
+                check_project_folder(project.getPath())
+            except ProjectError as exc:
+                errors.append(str(exc))
+        return errors
 
     # --------------------------- UTILS functions ------------------------------
     def _paramsKey(self) -> str:
