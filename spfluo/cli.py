@@ -137,12 +137,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_load(args) -> int:
-    from .workflow import open_project
+    from .workflow import load_workflow_file, open_project
 
     project = open_project(args.name)
-    before = {p.getObjId() for p in project.getRuns(refresh=True)}
-    project.loadProtocols(args.file_abs)
-    new = [p for p in project.getRuns(refresh=True) if p.getObjId() not in before]
+    new = load_workflow_file(project, args.file_abs)
     print(f"loaded {len(new)} protocol(s) into {args.name} (saved, not run): "
           + ", ".join(f"#{p.getObjId()} {p.getClassName()}" for p in new))
     return 0

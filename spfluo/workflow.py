@@ -17,6 +17,7 @@ import pyworkflow.protocol.params as params
 from pyworkflow.project import Manager, Project
 
 from .errors import ProjectError
+from .queue import queue_settings_error
 from .safepaths import check_project_folder
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "RunInfo",
     "describe_runs",
     "get_output",
+    "check_workflow",
+    "load_workflow_file",
 ]
 
 
@@ -295,3 +298,40 @@ def get_output(project: Project, ref: str):
             raise ProjectError(f"run {run_id}.{name} has no item {item!r}")
         return found.clone()
     return obj
+
+
+def check_workflow(protocols) -> None:
+    """Check the protocols of a workflow JSON before the engine loads them.
+
+    Raises :class:`ProjectError` naming the protocol and the field: the list must hold
+    protocol definitions (objects), and their queue settings must be safe to write into
+    a job script (:func:`spfluo.queue.queue_settings_error`).
+    """
+    if not isinstance(protocols, list) or not all(isinstance(d, dict) for d in protocols):
+        raise ProjectError("a workflow file holds a JSON list of protocol definitions "
+                           "(as written by `spfluo export`)")
+    for d in protocols:
+        error = queue_settings_error(d)
+        if error:
+            raise ProjectError(f"workflow protocol {d.get('object.id', '?')} "
+                               f"({d.get('object.className', '?')}): {error}")
+
+
+def load_workflow_file(project: Project, path: str) -> list:
+    """Add the protocols of the workflow JSON ``path`` to ``project`` (saved, not run).
+
+    The file is checked first (:func:`check_workflow`): a refused file adds nothing.
+    Returns the new protocols.
+    """
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        protocols = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProjectError(f"cannot read the workflow file {path}: {exc}") from exc
+    check_workflow(protocols)
+    before = {p.getObjId() for p in project.getRuns(refresh=True)}
+    project.loadProtocols(jsonStr=text)
+    return [p for p in project.getRuns(refresh=True) if p.getObjId() not in before]

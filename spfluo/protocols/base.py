@@ -26,6 +26,7 @@ import pyworkflow.protocol.params as params
 from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE
 from ..errors import ProjectError
 from ..jobs.jobfile import write_job
+from ..queue import queue_settings_error
 from ..safepaths import check_project_folder
 
 __all__ = ["ProtFluo", "ProtFluoJob", "add_gpu_params", "add_seed_param", "pointed"]
@@ -57,7 +58,8 @@ class ProtFluo(pwprot.Protocol):
 
     :meth:`validate` adds the checks every run needs before pyworkflow's own
     validation and the protocol's ``_validate``: a project folder that a shell
-    would not interpret (the engine launches runs through one).
+    would not interpret (the engine launches runs through one), and queue settings
+    that cannot add a line to the job script (:func:`spfluo.queue.check_queue_settings`).
     """
 
     _label = None
@@ -76,6 +78,9 @@ class ProtFluo(pwprot.Protocol):
                 check_project_folder(project.getPath())
             except ProjectError as exc:
                 errors.append(str(exc))
+        queue_error = queue_settings_error(self)
+        if queue_error:
+            errors.append(queue_error)
         return errors
 
     # --------------------------- UTILS functions ------------------------------
