@@ -89,6 +89,7 @@ def cmd_project_show(args) -> int:
 
 
 def cmd_protocols(args) -> int:
+    from .protocols.base import IntRange
     from .workflow import protocol_class, protocol_classes
 
     if args.protocol:
@@ -100,7 +101,9 @@ def cmd_protocols(args) -> int:
                         "_useQueue", "_queueParams", "_prerequisites", "gpuList", "useGpu"):
                 continue
             default = param.default.get() if param.default.hasValue() else ""
-            print(f"  {name:<24} {param.label.get() or '':<40} default: {default}")
+            limit = next((v.maximum for v in param.validators if isinstance(v, IntRange)), None)
+            print(f"  {name:<24} {param.label.get() or '':<40} default: {default}"
+                  + (f", at most {limit}" if limit is not None else ""))
         return 0
     for name, cls in sorted(protocol_classes().items()):
         print(f"{name:<32} {cls._label}")

@@ -44,7 +44,8 @@ from ..algorithms.geometry import Poses, geodesic_distance_sym, swap_xyz_zyx
 from ..algorithms.metrics import compare_volumes, pose_error_summary
 from ..algorithms.registration import register_volumes
 from ..io import read_particle_table, read_volume, write_json_atomic, write_volume
-from ._inputs import bool_param
+from ..limits import MAX_SYMMETRY_ORDER, search_size_error
+from ._inputs import bool_param, float_param, int_param
 from ._outputs import write_csv, write_fsc_csv
 from .jobfile import Job, JobError, Progress
 
@@ -204,13 +205,14 @@ def run(job: Job) -> None:
     """Compare the volume of ``job`` with its reference (see the module docstring)."""
     progress = Progress("compare")
     vs = _voxel_size(job)
-    vol, ref = _read_pair(job, vs)
-    symmetry = job.param("symmetry", 1)
-    if isinstance(symmetry, bool) or not isinstance(symmetry, int) or symmetry < 1:
-        raise JobError(f"job compare: symmetry must be an integer >= 1, got {symmetry!r}")
+    symmetry = int_param(job, "symmetry", 1, minimum=1, maximum=MAX_SYMMETRY_ORDER)
     register = bool_param(job, "register", True)
     cone = math.radians(float(job.param("cone_half_angle_deg", 20.0)))
-    step = float(job.param("coarse_step_deg", 20.0))
+    step = float_param(job, "coarse_step_deg", 20.0, low=0.0, strict=True)
+    error = search_size_error(step, None, symmetry, what="the registration's angular step")
+    if register and error:
+        raise JobError(f"job compare: {error}")
+    vol, ref = _read_pair(job, vs)
     n_channels = vol.shape[0]
 
     registration = None

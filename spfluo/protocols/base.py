@@ -26,10 +26,12 @@ import pyworkflow.protocol.params as params
 from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE
 from ..errors import ProjectError
 from ..jobs.jobfile import write_job
+from ..limits import MAX_SEED
 from ..queue import queue_settings_error
 from ..safepaths import check_project_folder
 
-__all__ = ["ProtFluo", "ProtFluoJob", "add_gpu_params", "add_seed_param", "pointed"]
+__all__ = ["ProtFluo", "ProtFluoJob", "IntRange", "add_count_param", "add_gpu_params",
+           "add_seed_param", "pointed"]
 
 
 def add_gpu_params(form, *, default_use_gpu: bool = False) -> None:
@@ -42,10 +44,43 @@ def add_gpu_params(form, *, default_use_gpu: bool = False) -> None:
                    label="GPU ids", help="GPU ids to use, e.g. '0' or '0 1'.")
 
 
+class IntRange:
+    """Form validator of a count parameter: at most ``maximum`` (and at least ``minimum``).
+
+    pyworkflow calls it on the value when the parameter applies and prefixes the label
+    to the message.  The maxima live in :mod:`spfluo.limits`; a minimum that needs a
+    more specific message stays in the protocol's ``_validate``.
+    """
+
+    def __init__(self, maximum: int, minimum: int | None = None):
+        self.maximum, self.minimum = int(maximum), minimum
+
+    def __call__(self, value) -> list[str]:
+        if value is None:
+            return []
+        if value > self.maximum:
+            return [f"must be at most {self.maximum:,}, got {value:,}: lower it (the work "
+                    "grows with it; spfluo.limits lists the maxima)."]
+        if self.minimum is not None and value < self.minimum:
+            return [f"must be at least {self.minimum}, got {value}."]
+        return []
+
+
+def add_count_param(parent, name: str, *, maximum: int, minimum: int | None = None,
+                    help: str = "", **kwargs):
+    """Add the IntParam ``name`` to ``parent`` (a form or a line) with its maximum.
+
+    The maximum is checked by an :class:`IntRange` validator and written in the help.
+    """
+    text = f"{help} At most {maximum:,}." if help else f"At most {maximum:,}."
+    return parent.addParam(name, params.IntParam, validators=[IntRange(maximum, minimum)],
+                           help=text, **kwargs)
+
+
 def add_seed_param(form) -> None:
-    form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
-                  label="Random seed",
-                  help="The same seed gives the same result on the CPU.")
+    add_count_param(form, "seed", minimum=0, maximum=MAX_SEED, default=0,
+                    expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                    help="The same seed gives the same result on the CPU.")
 
 
 def pointed(pointer):
