@@ -5,13 +5,14 @@
 - :mod:`~spfluo.io.star`: RELION 3.1 STAR files and poses in them;
 - :mod:`~spfluo.io.particles`: particle tables (files, ids, optional poses) for jobs;
 - :mod:`~spfluo.io.coordinates`: particle coordinates in CSV;
-- :mod:`~spfluo.io.atomic`: atomic writes (temporary name, then rename).
+- :mod:`~spfluo.io.atomic`: atomic writes (temporary name, then rename);
+- :mod:`~spfluo.io.runlock`: the lock a worker holds on its run folder.
 
 Units: micrometres for lengths, ``(z, y, x)`` for voxel sizes and in-memory arrays, ``(x, y, z)``
 for stored poses (see ``DEVELOPING.md``).
 """
 
-from spfluo.io.atomic import atomic_write_path, write_json_atomic
+from spfluo.io.atomic import atomic_write_path, remove_temporaries, write_json_atomic
 from spfluo.io.coordinates import CoordinateTable, read_coordinates_csv, write_coordinates_csv
 from spfluo.io.particles import (
     ParticleTable,
@@ -22,12 +23,17 @@ from spfluo.io.particles import (
     write_particle_table,
 )
 from spfluo.io.poses import PoseTable, read_poses_csv, write_poses_csv
+from spfluo.io.runlock import LockHeld, hold_lock, lock_holder
 from spfluo.io.star import read_poses_star, read_star, write_poses_star, write_star
 from spfluo.io.volumes import VolumeData, read_shape, read_volume, read_voxel_size, write_volume
 
 __all__ = [
     "atomic_write_path",
     "write_json_atomic",
+    "remove_temporaries",
+    "LockHeld",
+    "hold_lock",
+    "lock_holder",
     "VolumeData",
     "read_volume",
     "read_voxel_size",

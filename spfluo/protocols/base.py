@@ -14,24 +14,32 @@ re-runs every step instead of leaving stale outputs.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import os
 import shlex
+import signal
+import subprocess
 import sys
 
 import pyworkflow.object as pwobj
 import pyworkflow.protocol as pwprot
 import pyworkflow.protocol.params as params
 
-from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE
+from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE, WORKER_LOCK
 from ..errors import ProjectError
+from ..io import LockHeld, hold_lock, lock_holder, remove_temporaries
 from ..jobs.jobfile import write_job
 from ..limits import MAX_SEED
 from ..queue import queue_settings_error
 from ..safepaths import check_project_folder
 
 __all__ = ["ProtFluo", "ProtFluoJob", "IntRange", "add_count_param", "add_gpu_params",
-           "add_seed_param", "pointed"]
+           "add_seed_param", "pointed", "run_worker"]
+
+#: prctl(2) option: the signal a process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
 
 
 def add_gpu_params(form, *, default_use_gpu: bool = False) -> None:
@@ -83,6 +91,49 @@ def add_seed_param(form) -> None:
                     help="The same seed gives the same result on the CPU.")
 
 
+def _dies_with_parent():
+    """A ``preexec_fn`` that makes the child get SIGKILL when this process dies (Linux).
+
+    None elsewhere.  libc is loaded here, in the parent, so the child only calls prctl.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec():
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: do not outlive it
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def run_worker(argv: list[str], *, env: dict | None = None) -> None:
+    """Run ``argv`` (no shell) as a child that dies with this process; wait for it.
+
+    The child stays in this process's group (a stop of the run kills both) and, on Linux,
+    gets SIGKILL as soon as this process dies, kill -9 included, so that no worker keeps
+    running without its runner.  Its output goes to this process's stdout and stderr (the
+    run's logs).  A non-zero exit raises :class:`subprocess.CalledProcessError`.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    proc = subprocess.Popen(argv, shell=False, env=env, stdout=sys.stdout, stderr=sys.stderr,
+                            start_new_session=False, preexec_fn=_dies_with_parent())
+    try:
+        returncode = proc.wait()
+    except BaseException:  # interrupted: the worker does not outlive the step
+        proc.kill()
+        proc.wait()
+        raise
+    if returncode != 0:
+        raise subprocess.CalledProcessError(returncode, shlex.join(argv))
+
+
 def pointed(pointer):
     """The object ``pointer`` points to, or None when the pointer is missing or unset."""
     return pointer.get() if pointer is not None and pointer.hasValue() else None
@@ -107,6 +158,13 @@ class ProtFluo(pwprot.Protocol):
     def _launchErrors(self) -> list[str]:
         """What makes launching this run unsafe, whatever its protocol."""
         errors = []
+        lock = self._workerLock()
+        holder = lock_holder(lock) if lock is not None else None
+        if holder is not None:
+            who = f"process {holder}" if holder > 0 else "another process"
+            stop = f" or stop it (`kill {holder}`)" if holder > 0 else ""
+            errors.append(f"Run {self.getObjId()} still has a worker running ({who}, lock "
+                          f"{lock}): wait for it to end{stop} before continuing the run.")
         project = self.getProject()
         if project is not None:
             try:
@@ -118,7 +176,33 @@ class ProtFluo(pwprot.Protocol):
             errors.append(queue_error)
         return errors
 
+    def _run(self):
+        """The engine's run, after removing what an interrupted run left (see below)."""
+        self._removeTemporaries()
+        super()._run()
+
     # --------------------------- UTILS functions ------------------------------
+    def _workerLock(self) -> str | None:
+        """The run's worker lock file (beside its job files), None before the run has a folder."""
+        return self._getExtraPath(WORKER_LOCK) if self.workingDir.get() else None
+
+    def _removeTemporaries(self) -> None:
+        """Delete the temporary files of writes that a kill interrupted (``.NAME.<hex>.tmp``).
+
+        Done under the run's worker lock, so never while a worker writes; when another
+        worker holds it, nothing is removed (and validation refuses the run).
+        """
+        lock = self._workerLock()
+        if lock is None or not os.path.isdir(self._getExtraPath()):
+            return
+        try:
+            with hold_lock(lock):
+                removed = remove_temporaries(self.getWorkingDir())
+        except LockHeld:
+            return
+        for path in removed:
+            self.info(f"removed {path}, left by an interrupted write")
+
     def _paramsKey(self) -> str:
         """Digest of every form value (pointers by target id + extended name)."""
         values = {}
@@ -152,13 +236,21 @@ class ProtFluo(pwprot.Protocol):
             return json.load(fh)
 
     def _runSpfluoJob(self, step: str) -> None:
-        """Run ``python -m spfluo.jobs STEP extra/<step>_job.json`` as an external process."""
-        program = shlex.quote(sys.executable)
+        """Run ``python -m spfluo.jobs STEP extra/<step>_job.json`` as a worker process.
+
+        No shell is involved (:func:`run_worker`); on a GPU, ``CUDA_VISIBLE_DEVICES``
+        holds the ids the engine assigned to this step.
+        """
+        argv = [sys.executable, "-m", JOB_MODULE, step, self._jobPath(step)]
+        env = dict(self._getEnviron() or os.environ)
         if self._device() == DEVICE_GPU:
-            # pyworkflow substitutes %(GPU)s with the comma-separated ids it assigned
-            program = f"CUDA_VISIBLE_DEVICES=%(GPU)s {program}"
-        args = f"-m {JOB_MODULE} {step} {shlex.quote(self._jobPath(step))}"
-        self.runJob(program, args, numberOfMpi=1)
+            gpus = (self._stepsExecutor.getGpuList() if self._stepsExecutor is not None
+                    else None) or self.getGpuList()
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+        self.info(f"** Running command: ** {shlex.join(argv)}"
+                  + (f" (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']})"
+                     if "CUDA_VISIBLE_DEVICES" in env and self._device() == DEVICE_GPU else ""))
+        run_worker(argv, env=env)
 
     def _defineSources(self, outputs, *pointers) -> None:
         """Record provenance: every output derives from every given input pointer."""
