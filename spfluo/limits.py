@@ -21,7 +21,7 @@ __all__ = [
     "MAX_IN_PLANE_ANGLES", "MAX_ORIENTATIONS", "MAX_CLASSES", "MAX_BOX_SIZE",
     "MAX_OUTER_ITERATIONS", "MAX_GRADIENT_STEPS", "MAX_BATCH_SIZE", "MAX_CHANNELS",
     "MAX_PARTICLES", "MAX_FIELD_SIZE", "MAX_FIELDS", "MAX_OBJECTS_PER_FIELD", "MAX_SPOTS",
-    "MAX_SEARCH_ROTATIONS", "MAX_SIMULATED_VOXELS",
+    "MAX_SEARCH_ROTATIONS", "MAX_SIMULATED_VOXELS", "MAX_GPU_ID",
     "global_search_rotations", "local_search_rotations", "search_stage_rotations",
     "search_size_error", "orientations_error", "simulated_voxels_error",
 ]
@@ -66,6 +66,8 @@ MAX_SPOTS = 10_000
 MAX_SEARCH_ROTATIONS = 200_000
 #: Voxels of a simulated dataset, all particles or fields and channels (4 GB of float32).
 MAX_SIMULATED_VOXELS = 1_000_000_000
+#: Largest GPU id of a GPU list (the engine expands a range such as 0-3 into every id).
+MAX_GPU_ID = 1_023
 
 
 def global_search_rotations(step_deg: float, symmetry: int = 1) -> int:

@@ -18,6 +18,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -31,15 +32,33 @@ from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE, WORKER_LOC
 from ..errors import ProjectError
 from ..io import LockHeld, hold_lock, lock_holder, remove_temporaries
 from ..jobs.jobfile import write_job
-from ..limits import MAX_SEED
+from ..limits import MAX_GPU_ID, MAX_SEED
 from ..queue import queue_settings_error
 from ..safepaths import check_project_folder
 
 __all__ = ["ProtFluo", "ProtFluoJob", "IntRange", "add_count_param", "add_gpu_params",
-           "add_seed_param", "pointed", "run_worker"]
+           "add_seed_param", "gpu_list_error", "pointed", "run_worker"]
 
 #: prctl(2) option: the signal a process gets when its parent dies (Linux).
 _PR_SET_PDEATHSIG = 1
+
+
+def gpu_list_error(text) -> str | None:
+    """Why ``text`` is not a list of GPU ids, or None when it is one.
+
+    GPU ids are numbers separated by spaces or commas, or ranges ``a-b`` (``"0"``,
+    ``"0 1"``, ``"0,2"``, ``"0-3"``), each at most :data:`spfluo.limits.MAX_GPU_ID`: what
+    the engine's parser reads without failing.
+    """
+    tokens = re.split(r"[,\s]+", text.strip()) if isinstance(text, str) else []
+    ranges = [re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", t, re.ASCII) for t in tokens if t]
+    if ranges and all(ranges):
+        bounds = [(int(m.group(1)), int(m.group(2) or m.group(1))) for m in ranges]
+        if all(a <= b <= MAX_GPU_ID for a, b in bounds):
+            return None
+    return (f"GPU ids {text!r} are not a list of GPU ids: give numbers separated by spaces "
+            f"or commas, or ranges such as 0-3 (e.g. '0' or '0 1'), each at most "
+            f"{MAX_GPU_ID}.")
 
 
 def add_gpu_params(form, *, default_use_gpu: bool = False) -> None:
@@ -144,8 +163,10 @@ class ProtFluo(pwprot.Protocol):
 
     :meth:`validate` adds the checks every run needs before pyworkflow's own
     validation and the protocol's ``_validate``: a project folder that a shell
-    would not interpret (the engine launches runs through one), and queue settings
-    that cannot add a line to the job script (:func:`spfluo.queue.check_queue_settings`).
+    would not interpret (the engine launches runs through one), queue settings that
+    cannot add a line to the job script (:func:`spfluo.queue.check_queue_settings`), a
+    GPU list the engine can read (:func:`gpu_list_error`), and no worker still running in
+    the run's folder.
     """
 
     _label = None
@@ -174,6 +195,10 @@ class ProtFluo(pwprot.Protocol):
         queue_error = queue_settings_error(self)
         if queue_error:
             errors.append(queue_error)
+        if self.hasAttribute(params.GPU_LIST):
+            gpu_error = gpu_list_error(self.gpuList.get())
+            if gpu_error:
+                errors.append(gpu_error)
         return errors
 
     def _run(self):

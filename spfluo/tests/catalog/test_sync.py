@@ -448,3 +448,40 @@ def test_runs_of_plugins_not_installed_keep_their_class(root, sqlite_url, templa
         assert verify(engine) == []
     finally:
         engine.dispose()
+
+
+def test_a_run_with_a_bad_gpu_list_is_recorded_and_the_field_reported(root, sqlite_url):
+    """The probe's project: gpuList='0;touch x' stored in a run (an older or edited project)."""
+    import pyworkflow as pw
+    from pyworkflow.project import Project as PwProject
+
+    from spfluo.protocols import ProtReconstructKnownPoses
+
+    path = os.path.join(root, "beta")
+    cwd = os.getcwd()
+    proj = PwProject(pw.Config.getDomain(), path)
+    proj.load()
+    try:
+        run = store_run(proj, ProtReconstructKnownPoses, label="bad gpus", status="failed",
+                        params={"useGpu": True, "gpuList": "0;touch x", "iterations": 7})
+        proj.closeMapper()
+    finally:
+        os.chdir(cwd)
+    report = sync(root, sqlite_url)
+    assert report.ok and len(report.read) == 3 and not report.failed
+    warnings = [w for p, w in report.warnings if p == path]
+    assert any(f"run {run.getObjId()}: field gpuList cannot be read" in w
+               and "recorded as '0;touch x'" in w for w in warnings), warnings
+    engine = open_catalog(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(select(Run.id, Run.label, Run.uses_gpu, Run.gpu).join(Project)
+                               .where(Project.name == "beta",
+                                      Run.prot_id == run.getObjId())).one()
+            assert tuple(row)[1:] == ("bad gpus", True, "0;touch x")
+            iterations = conn.execute(select(Parameter.value).where(
+                Parameter.run_id == row.id, Parameter.name == "iterations")).scalar_one()
+            assert iterations == "7"
+        assert verify(engine) == []
+    finally:
+        engine.dispose()

@@ -1,4 +1,7 @@
-"""Every count parameter of every protocol has a maximum, refused before anything runs."""
+"""Every count parameter of every protocol has a maximum, refused before anything runs;
+GPU lists are checked the same way."""
+
+import re
 
 import pytest
 import pyworkflow.protocol.params as params
@@ -69,3 +72,19 @@ def test_search_grids_are_estimated_before_launch():
     assert limits.search_size_error(20, what="x") is None
     assert limits.orientations_error(64, 8) is None
     assert "draw fewer" in limits.orientations_error(4096, 360)
+
+
+@pytest.mark.parametrize("gpus", ["0;touch x", "0 1;", "a", "", "0--1", "3-1", "0-100000000",
+                                  "$(touch x)"])
+def test_gpu_lists_the_engine_cannot_read_are_refused(project, gpus):
+    """A malformed GPU list failed later with 'Process ... not found'."""
+    assert_rejected(project, "ProtReconstructKnownPoses",
+                    rf"GPU ids {re.escape(repr(gpus))} are not a list of GPU ids: give numbers",
+                    useGpu=True, gpuList=gpus)
+
+
+def test_gpu_lists_the_engine_reads_are_accepted():
+    from spfluo.protocols.base import gpu_list_error
+
+    for gpus in ("0", "0 1", "0,2", " 1, 2 ", "0-3", "0-1 4"):
+        assert gpu_list_error(gpus) is None, gpus
