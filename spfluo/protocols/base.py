@@ -173,8 +173,41 @@ class ProtFluo(pwprot.Protocol):
 
     # --------------------------- INFO functions -------------------------------
     def validate(self):
-        """Errors of the run (empty when it may be launched): spfluo's checks, then pyworkflow's."""
+        """Errors of the run (empty when it may be launched): spfluo's checks, then pyworkflow's.
+
+        Inputs of the wrong type are reported alone: the protocol's own checks assume the
+        types its form declares.
+        """
+        typed = self._inputTypeErrors()
+        if typed:
+            return self._launchErrors() + typed
         return self._launchErrors() + super().validate()
+
+    def _inputTypeErrors(self) -> list[str]:
+        """An error for every input that points to an object of another type than its form's."""
+        errors = []
+        for name, param in self.getDefinition().iterParams():
+            if not isinstance(param, params.PointerParam):
+                continue
+            attr = getattr(self, name)
+            pointers = attr if isinstance(attr, pwobj.PointerList) else [attr]
+            expected = [c.strip() for c in (param.pointerClass.get() or "").split(",")
+                        if c.strip()]
+            for pointer in pointers:
+                obj = pointed(pointer)
+                if obj is None or not expected or any(
+                        cls.__name__ in expected for cls in type(obj).__mro__):
+                    continue
+                source = pointer.getObjValue()
+                where = f"run {source.getObjId()}" if isinstance(source, pwprot.Protocol) \
+                    else f"object {obj.getObjId()}"
+                ext = pointer.getExtended()
+                errors.append(f"{param.label.get() or name} ({name}) must be a "
+                              f"{' or '.join(expected)}, but {where}"
+                              f"{'.' + ext if ext else ''} is a {type(obj).__name__}: choose "
+                              f"an output of type {' or '.join(expected)} (`spfluo project "
+                              "show` lists the outputs and their types).")
+        return errors
 
     def _launchErrors(self) -> list[str]:
         """What makes launching this run unsafe, whatever its protocol."""
