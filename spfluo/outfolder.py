@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ProjectError
-from .io import atomic_write_path, write_json_atomic
+from .io import atomic_write_path, regular_file, write_json_atomic
 
 __all__ = ["MANIFEST", "OutputFolder"]
 
@@ -57,9 +57,10 @@ class OutputFolder:
             raise ProjectError(f"{self.path} is a file, not a folder: give a folder for the "
                                "output (a new one is created).")
         self.path.mkdir(parents=True, exist_ok=True)
-        if self._manifest.exists():
+        if os.path.lexists(self._manifest):
             try:
-                data = json.loads(self._manifest.read_text(encoding="utf-8"))
+                data = json.loads(regular_file(self._manifest, what="manifest", kind="JSON")
+                                  .read_text(encoding="utf-8"))
                 self._files = {str(k): dict(v) for k, v in data["files"].items()}
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise ProjectError(f"the manifest {self._manifest} of spfluo's files is "

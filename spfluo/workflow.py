@@ -325,11 +325,13 @@ def load_workflow_file(project: Project, path: str) -> list:
     """
     import json
 
+    from .io import regular_file
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = regular_file(path, what="workflow", kind="workflow JSON").read_text(
+            encoding="utf-8")
         protocols = json.loads(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError included
         raise ProjectError(f"cannot read the workflow file {path}: {exc}") from exc
     check_workflow(protocols)
     before = {p.getObjId() for p in project.getRuns(refresh=True)}

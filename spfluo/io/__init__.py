@@ -12,6 +12,7 @@ Units: micrometres for lengths, ``(z, y, x)`` for voxel sizes and in-memory arra
 for stored poses (see ``DEVELOPING.md``).
 """
 
+from spfluo.io._files import regular_file
 from spfluo.io.atomic import atomic_write_path, remove_temporaries, write_json_atomic
 from spfluo.io.coordinates import CoordinateTable, read_coordinates_csv, write_coordinates_csv
 from spfluo.io.particles import (
@@ -31,6 +32,7 @@ __all__ = [
     "atomic_write_path",
     "write_json_atomic",
     "remove_temporaries",
+    "regular_file",
     "LockHeld",
     "hold_lock",
     "lock_holder",
