@@ -14,8 +14,23 @@ import sys
 
 from .environment import bootstrap
 from .errors import ProjectError
+from .limits import MAX_DPI
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "bounded_int"]
+
+
+def bounded_int(minimum: int, maximum: int):
+    """An argparse type: an integer from ``minimum`` to ``maximum`` (:mod:`spfluo.limits`)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum}, got {value}")
+        return value
+
+    return parse
 
 
 def _kv(pairs: list[str]) -> dict:
@@ -228,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="project name")
     p.add_argument("output", help="RUNID.outputName")
     p.add_argument("--save", required=True, help="PNG (or PDF/SVG) path; several figures get suffixes")
-    p.add_argument("--dpi", type=int, default=100)
+    p.add_argument("--dpi", type=bounded_int(10, MAX_DPI), default=100,
+                   help=f"resolution of the figures (10 to {MAX_DPI})")
     p.set_defaults(func=cmd_show, paths=["save"])
 
     from .catalog.cli import add_parser as add_catalog_parser

@@ -14,6 +14,7 @@ Layout of the home folder (default ``~/.spfluo``, or ``$SPFLUO_HOME``)::
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -76,6 +77,10 @@ def bootstrap(home: str | os.PathLike | None = None, *, hosts_conf: str | None =
                fix="Choose another home folder")
     check_path(sys.executable, what="the Python interpreter",
                fix="Install spfluo in a virtual environment at another path")
+    engine = importlib.util.find_spec("pyworkflow")  # located, not imported
+    if engine is not None and engine.origin:
+        check_path(os.path.dirname(engine.origin), what="the pyworkflow installation",
+                   fix="Install spfluo in a virtual environment at another path")
     scipion_home = root / "scipion"
     config_dir = scipion_home / "config"
     hosts = config_dir / "hosts.conf"

@@ -21,7 +21,7 @@ __all__ = [
     "MAX_IN_PLANE_ANGLES", "MAX_ORIENTATIONS", "MAX_CLASSES", "MAX_BOX_SIZE",
     "MAX_OUTER_ITERATIONS", "MAX_GRADIENT_STEPS", "MAX_BATCH_SIZE", "MAX_CHANNELS",
     "MAX_PARTICLES", "MAX_FIELD_SIZE", "MAX_FIELDS", "MAX_OBJECTS_PER_FIELD", "MAX_SPOTS",
-    "MAX_SEARCH_ROTATIONS", "MAX_SIMULATED_VOXELS", "MAX_GPU_ID",
+    "MAX_SEARCH_ROTATIONS", "MAX_SIMULATED_VOXELS", "MAX_GPU_ID", "MAX_WORKERS", "MAX_DPI",
     "global_search_rotations", "local_search_rotations", "search_stage_rotations",
     "search_size_error", "orientations_error", "simulated_voxels_error",
 ]
@@ -68,6 +68,10 @@ MAX_SEARCH_ROTATIONS = 200_000
 MAX_SIMULATED_VOXELS = 1_000_000_000
 #: Largest GPU id of a GPU list (the engine expands a range such as 0-3 into every id).
 MAX_GPU_ID = 1_023
+#: Worker processes of a batch (Dask) or of a catalog sync [2].
+MAX_WORKERS = 256
+#: Resolution of a figure written by `spfluo show` or `spfluo report`, dots per inch [80].
+MAX_DPI = 600
 
 
 def global_search_rotations(step_deg: float, symmetry: int = 1) -> int:

@@ -26,6 +26,8 @@ import re
 from pathlib import Path
 
 from . import __version__
+from .cli import bounded_int
+from .limits import MAX_DPI
 from .outfolder import OutputFolder
 
 __all__ = ["write_report", "provenance_order", "run_parameters", "add_parser"]
@@ -234,8 +236,8 @@ def write_report(project, out_dir: str | os.PathLike | None = None, *, dpi: int 
     Path
         The ``index.html`` written.
     """
-    if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi < 10:
-        raise ValueError(f"dpi must be an integer >= 10, got {dpi!r}.")
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= MAX_DPI:
+        raise ValueError(f"dpi must be an integer >= 10 and <= {MAX_DPI}, got {dpi!r}.")
     import matplotlib
 
     from .workflow import describe_runs
@@ -343,6 +345,7 @@ def add_parser(sub) -> None:
                                    "spfluo did not write are never overwritten or deleted.")
     p.add_argument("name", help="project name (or folder)")
     p.add_argument("--out", default=None, help="folder of the page (default <project>/report)")
-    p.add_argument("--dpi", type=int, default=80, help="resolution of the figures")
+    p.add_argument("--dpi", type=bounded_int(10, MAX_DPI), default=80,
+                   help=f"resolution of the figures (10 to {MAX_DPI})")
     p.add_argument("--no-figures", action="store_true", help="text only")
     p.set_defaults(func=_cmd_report, paths=["out"])

@@ -34,7 +34,7 @@ from ..io import LockHeld, hold_lock, lock_holder, remove_temporaries
 from ..jobs.jobfile import write_job
 from ..limits import MAX_GPU_ID, MAX_SEED
 from ..queue import queue_settings_error
-from ..safepaths import check_project_folder
+from ..safepaths import check_project_folder, unsafe_characters
 
 __all__ = ["ProtFluo", "ProtFluoJob", "IntRange", "add_count_param", "add_gpu_params",
            "add_seed_param", "gpu_list_error", "pointed", "run_worker"]
@@ -228,6 +228,12 @@ class ProtFluo(pwprot.Protocol):
         queue_error = queue_settings_error(self)
         if queue_error:
             errors.append(queue_error)
+        if self.useQueue():  # the run's label can be a variable of the job script
+            bad = [c for c in unsafe_characters(self.getRunName()) if c != " "]
+            if bad:
+                errors.append(f"The label {self.getRunName()!r} of a run sent to a queue "
+                              f"cannot hold {', '.join(map(repr, bad))} (the job script is "
+                              "run by a shell): change the label.")
         if self.hasAttribute(params.GPU_LIST):
             gpu_error = gpu_list_error(self.gpuList.get())
             if gpu_error:

@@ -361,7 +361,7 @@ def test_missing_projects_are_reported_then_pruned(root, sqlite_url):
 
 
 def test_bad_arguments(root, sqlite_url):
-    with pytest.raises(ValueError, match="jobs must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="jobs must be >= 1 and <= 256, got 0"):
         sync(root, sqlite_url, jobs=0)
     with pytest.raises(ValueError, match="throttle_s must be >= 0"):
         sync(root, sqlite_url, throttle_s=-1)

@@ -88,3 +88,24 @@ def test_gpu_lists_the_engine_reads_are_accepted():
 
     for gpus in ("0", "0 1", "0,2", " 1, 2 ", "0-3", "0-1 4"):
         assert gpu_list_error(gpus) is None, gpus
+
+
+def test_command_line_counts_have_a_maximum(tmp_path, capsys):
+    """Worker processes and figure resolutions: the command line and the functions."""
+    from spfluo.batch.runner import run_batch
+    from spfluo.catalog.sync import sync
+    from spfluo.cli import build_parser
+    from spfluo.report import write_report
+
+    parser = build_parser()
+    for args in (["show", "p", "1.x", "--save", "a.png", "--dpi", "100000"],
+                 ["report", "p", "--dpi", "100000"], ["batch", "t", "d", "--workers", "100000"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(args)
+        assert "must be from" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="workers must be an integer >= 1 and <= 256"):
+        run_batch("t", ["d"], out=tmp_path, workers=10**6)
+    with pytest.raises(ValueError, match="jobs must be >= 1 and <= 256"):
+        sync(str(tmp_path), f"sqlite:///{tmp_path / 'c.sqlite'}", jobs=10**6)
+    with pytest.raises(ValueError, match="dpi must be an integer >= 10 and <= 600"):
+        write_report(None, tmp_path, dpi=10**6)

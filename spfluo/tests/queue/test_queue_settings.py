@@ -119,3 +119,18 @@ def test_queue_run_refuses_a_time_with_a_second_line(tmp_path):
     assert "JOB_TIME (time limit) must be HH:MM:SS" in out.stderr
     assert not (log / "job_script").exists() and not marker.exists()
     assert "0 run(s)" in spfluo("project", "show", "q").stdout
+
+
+def test_the_label_of_a_queued_run_cannot_hold_shell_characters(project):
+    from spfluo.tests._projects import run_statuses
+    from spfluo.workflow import ProjectError, launch, new_protocol
+
+    before = run_statuses(project)
+    prot = new_protocol(project, "ProtSimulateDataset", {"boxSize": "12"},
+                        label="sim\ntouch x")
+    prot._useQueue.set(True)
+    prot.setQueueParams(["gpu", {"JOB_TIME": "00:20:00"}])
+    with pytest.raises(ProjectError, match=r"The label 'sim\\ntouch x' of a run sent to a "
+                                           r"queue cannot hold '\\n'"):
+        launch(project, prot)
+    assert run_statuses(project) == before

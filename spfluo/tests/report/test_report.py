@@ -163,7 +163,7 @@ def test_report_command(reported, tmp_path, spfluo_home):
     assert f"wrote {index} (0 figure(s))" in res.stdout
     text = index.read_text(encoding="utf-8")
     assert len(re.findall(r'<section class="run', text)) == 3 and "<img" not in text
-    with pytest.raises(ValueError, match="dpi must be an integer >= 10, got 0"):
+    with pytest.raises(ValueError, match="dpi must be an integer >= 10 and <= 600, got 0"):
         write_report(reported["project"], tmp_path / "x", dpi=0)
 
 
