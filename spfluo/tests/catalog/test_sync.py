@@ -280,6 +280,22 @@ def test_unreadable_project_is_reported_and_skipped(root, sqlite_url, tmp_path):
         engine.dispose()
 
 
+def _store_in(path, cls, **kwargs):
+    """A run stored with ``store_run`` in the project at ``path`` (closed; cwd restored)."""
+    import pyworkflow as pw
+    from pyworkflow.project import Project as PwProject
+
+    cwd = os.getcwd()
+    proj = PwProject(pw.Config.getDomain(), path)
+    proj.load()
+    try:
+        run = store_run(proj, cls, **kwargs)
+        proj.closeMapper()
+    finally:
+        os.chdir(cwd)
+    return run
+
+
 def test_active_run_is_read_from_its_run_db(root, sqlite_url):
     """A run still 'running' in project.sqlite is catalogued as its run.db has it."""
     import shutil
@@ -291,15 +307,13 @@ def test_active_run_is_read_from_its_run_db(root, sqlite_url):
 
     path = os.path.join(root, "alpha")
     cwd = os.getcwd()
-    proj = PwProject(pw.Config.getDomain(), path)
-    proj.load()
+    run = _store_in(path, ProtImportPSF, label="long job", status="running",
+                    times=("2026-11-20 10:00:00.000000", ""))
+    run_db = os.path.join(path, run.getDbPath())
+    os.makedirs(os.path.dirname(run_db), exist_ok=True)
+    # the run's own copy, as pyworkflow makes it
+    shutil.copyfile(os.path.join(path, "project.sqlite"), run_db)
     try:
-        run = store_run(proj, ProtImportPSF, label="long job", status="running",
-                        times=("2026-11-20 10:00:00.000000", ""))
-        run_db = run.getDbPath()
-        os.makedirs(os.path.dirname(run_db), exist_ok=True)
-        proj.closeMapper()
-        shutil.copyfile("project.sqlite", run_db)  # the run's own copy, as pyworkflow makes it
         rundb = PwProject(pw.Config.getDomain(), path)
         rundb.load(dbPath=run_db, loadAllConfig=False)
         prot = rundb.getProtocol(run.getObjId())
@@ -452,21 +466,11 @@ def test_runs_of_plugins_not_installed_keep_their_class(root, sqlite_url, templa
 
 def test_a_run_with_a_bad_gpu_list_is_recorded_and_the_field_reported(root, sqlite_url):
     """The probe's project: gpuList='0;touch x' stored in a run (an older or edited project)."""
-    import pyworkflow as pw
-    from pyworkflow.project import Project as PwProject
-
     from spfluo.protocols import ProtReconstructKnownPoses
 
     path = os.path.join(root, "beta")
-    cwd = os.getcwd()
-    proj = PwProject(pw.Config.getDomain(), path)
-    proj.load()
-    try:
-        run = store_run(proj, ProtReconstructKnownPoses, label="bad gpus", status="failed",
-                        params={"useGpu": True, "gpuList": "0;touch x", "iterations": 7})
-        proj.closeMapper()
-    finally:
-        os.chdir(cwd)
+    run = _store_in(path, ProtReconstructKnownPoses, label="bad gpus", status="failed",
+                    params={"useGpu": True, "gpuList": "0;touch x", "iterations": 7})
     report = sync(root, sqlite_url)
     assert report.ok and len(report.read) == 3 and not report.failed
     warnings = [w for p, w in report.warnings if p == path]

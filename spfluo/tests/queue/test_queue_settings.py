@@ -9,7 +9,7 @@ import pytest
 
 from spfluo.queue import check_queue_settings, queue_settings_error
 
-from .test_queue import FAKE_SBATCH, FAKE_SQUEUE
+from .test_queue import fake_slurm
 
 
 def _bad_settings(marker):
@@ -96,12 +96,7 @@ def test_workflow_json_with_bad_queue_settings_is_not_loaded(project, tmp_path):
 
 def test_queue_run_refuses_a_time_with_a_second_line(tmp_path):
     """The probe's command: `spfluo queue run ... --time $'00:20:00\\ntouch x'`."""
-    log = tmp_path / "log"
-    log.mkdir()
-    for name, text in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SQUEUE)):
-        (tmp_path / name).write_text(text.format(log=log))
-        (tmp_path / name).chmod(0o755)
-    env = dict(os.environ, SPFLUO_HOME=str(tmp_path / "home"))
+    log, env = fake_slurm(tmp_path)
 
     def spfluo(*args):
         return subprocess.run([sys.executable, "-m", "spfluo.cli", *map(str, args)],
