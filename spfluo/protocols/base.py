@@ -307,13 +307,13 @@ class ProtFluo(pwprot.Protocol):
         """
         argv = [sys.executable, "-m", JOB_MODULE, step, self._jobPath(step)]
         env = dict(self._getEnviron() or os.environ)
+        devices = ""
         if self._device() == DEVICE_GPU:
             gpus = (self._stepsExecutor.getGpuList() if self._stepsExecutor is not None
                     else None) or self.getGpuList()
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
-        self.info(f"** Running command: ** {shlex.join(argv)}"
-                  + (f" (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']})"
-                     if "CUDA_VISIBLE_DEVICES" in env and self._device() == DEVICE_GPU else ""))
+            devices = f" (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']})"
+        self.info(f"** Running command: ** {shlex.join(argv)}{devices}")
         run_worker(argv, env=env)
 
     def _defineSources(self, outputs, *pointers) -> None:

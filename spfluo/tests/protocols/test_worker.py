@@ -122,3 +122,20 @@ def test_continue_is_refused_while_a_worker_holds_the_lock(project, launch):
         assert f"another worker is running in this run folder (process {os.getpid()}" in \
             out.stderr
     assert run_statuses(project) == before
+
+
+def test_the_job_gets_the_gpus_in_its_environment_and_no_shell(project, monkeypatch):
+    """On a GPU the ids go to CUDA_VISIBLE_DEVICES; the command is an argument list."""
+    from spfluo.protocols import base
+
+    calls = []
+    monkeypatch.setattr(base, "run_worker", lambda argv, env: calls.append((argv, env)))
+    prot = project.newProtocol(ProtReconstructKnownPoses, useGpu=True, gpuList="1 2")
+    prot._runSpfluoJob("reconstruct")
+    prot = project.newProtocol(ProtReconstructKnownPoses, useGpu=False)
+    prot._runSpfluoJob("reconstruct")
+    (argv, env), (_, cpu_env) = calls
+    assert argv[:4] == [sys.executable, "-m", "spfluo.jobs", "reconstruct"]
+    assert argv[4].endswith("reconstruct_job.json")
+    assert env["CUDA_VISIBLE_DEVICES"] == "1,2"
+    assert cpu_env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
