@@ -40,7 +40,8 @@ def test_every_count_parameter_has_a_documented_maximum():
     # the probe's cases
     ("ProtReconstructKnownPoses", {"iterations": 10**9},
      r"\*Iterations\* must be at most 10,000, got 1,000,000,000"),
-    ("ProtRefine", {"initialIterations": 10**9}, r"\*ADMM iterations, first volume\* must be at most"),
+    ("ProtRefine", {"initialIterations": 10**9},
+     r"\*ADMM iterations, first volume\* must be at most"),
     ("ProtAlignSymmetryAxis", {"maxOrder": 10**6}, r"\*Largest order tried\* must be at most 100,"),
     ("ProtAbInitio", {"nDirections": 10**8}, r"\*N_d\* must be at most 4,096"),
     # others of the same kind
