@@ -15,8 +15,23 @@ import sys
 from .environment import bootstrap
 from .errors import ProjectError
 from .params import parse_key_values
+from .algorithms.limits import MAX_DPI
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "bounded_int"]
+
+
+def bounded_int(minimum: int, maximum: int):
+    """An argparse type: an integer from ``minimum`` to ``maximum`` (:mod:`spfluo.algorithms.limits`)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum}, got {value}")
+        return value
+
+    return parse
 
 
 def _fmt_size(n: int) -> str:
@@ -80,6 +95,7 @@ def cmd_project_show(args) -> int:
 
 
 def cmd_protocols(args) -> int:
+    from .protocols.base import IntRange
     from .workflow import protocol_class, protocol_classes
 
     if args.protocol:
@@ -91,7 +107,9 @@ def cmd_protocols(args) -> int:
                         "_useQueue", "_queueParams", "_prerequisites", "gpuList", "useGpu"):
                 continue
             default = param.default.get() if param.default.hasValue() else ""
-            print(f"  {name:<24} {param.label.get() or '':<40} default: {default}")
+            limit = next((v.maximum for v in param.validators if isinstance(v, IntRange)), None)
+            print(f"  {name:<24} {param.label.get() or '':<40} default: {default}"
+                  + (f", at most {limit}" if limit is not None else ""))
         return 0
     for name, cls in sorted(protocol_classes().items()):
         print(f"{name:<32} {cls._label}")
@@ -128,12 +146,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_load(args) -> int:
-    from .workflow import open_project
+    from .workflow import load_workflow_file, open_project
 
     project = open_project(args.name)
-    before = {p.getObjId() for p in project.getRuns(refresh=True)}
-    project.loadProtocols(args.file_abs)
-    new = [p for p in project.getRuns(refresh=True) if p.getObjId() not in before]
+    new = load_workflow_file(project, args.file_abs)
     print(f"loaded {len(new)} protocol(s) into {args.name} (saved, not run): "
           + ", ".join(f"#{p.getObjId()} {p.getClassName()}" for p in new))
     return 0
@@ -218,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="project name")
     p.add_argument("output", help="RUNID.outputName")
     p.add_argument("--save", required=True, help="PNG (or PDF/SVG) path; several figures get suffixes")
-    p.add_argument("--dpi", type=int, default=100)
+    p.add_argument("--dpi", type=bounded_int(10, MAX_DPI), default=100,
+                   help=f"resolution of the figures (10 to {MAX_DPI})")
     p.set_defaults(func=cmd_show, paths=["save"])
 
     from .catalog.cli import add_parser as add_catalog_parser
@@ -242,9 +259,8 @@ def main(argv=None) -> int:
     for attr in getattr(args, "paths", []):
         value = getattr(args, attr)
         setattr(args, f"{attr}_abs", None if value is None else os.path.abspath(value))
-    bootstrap(args.home)
-
     try:
+        bootstrap(args.home)
         return args.func(args)
     except ProjectError as exc:
         print(f"spfluo: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ what the plugin, the jobs and the command line must agree on.
 __all__ = [
     "SPFLUO_HOME_VAR", "PLUGIN_NAME", "DOMAIN_NAME",
     "UNIT_LENGTH", "UNIT_ANGLE",
-    "JOB_FILE", "JOB_MODULE", "EXIT_JOB_ERROR",
+    "JOB_FILE", "JOB_MODULE", "EXIT_JOB_ERROR", "WORKER_LOCK",
     "VOLUME_EXT", "POSES_EXT",
     "DEVICE_CPU", "DEVICE_GPU",
 ]
@@ -27,6 +27,9 @@ JOB_FILE = "job.json"
 JOB_MODULE = "spfluo.jobs"
 #: Exit status of a job that rejected its input (one-line reason on stderr).
 EXIT_JOB_ERROR = 2
+#: Lock file a running job holds beside its job file (``extra/`` of its run): one worker
+#: per run folder (:mod:`spfluo.io.runlock`).
+WORKER_LOCK = ".spfluo-worker.lock"
 
 #: File formats written by spfluo: volumes as OME-TIFF, poses as CSV.
 VOLUME_EXT = ".ome.tif"

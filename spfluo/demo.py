@@ -309,12 +309,13 @@ def _print_runs(project, *, stream=None) -> list:
 
 
 def _final_figures(project, refined_id: str, compare_id: str, reference: str,
-                   out_dir: Path) -> list[Path]:
+                   folder) -> list[Path]:
     """The final volume and its comparison with the ground truth, under explicit names.
 
     ``final_fsc.png`` (FSC against the ground truth), ``final_volume_<figure>.png`` (the
     refined volume's figures: slices, isosurface, convergence) and
-    ``final_volume_vs_ground_truth.png`` (the registered volume beside the ground truth).
+    ``final_volume_vs_ground_truth.png`` (the registered volume beside the ground truth),
+    written in ``folder`` (a :class:`spfluo.outfolder.OutputFolder`).
     """
     import matplotlib
 
@@ -324,15 +325,18 @@ def _final_figures(project, refined_id: str, compare_id: str, reference: str,
     from .viewers.slices import orthoslices_figure
 
     written = []
+
+    def save(fig, fname):
+        written.append(folder.write(fname, lambda tmp: fig.savefig(tmp, format="png", dpi=80),
+                                    by="demo"))
+
     refined = project.getProtocol(int(refined_id)).outputVolume
     comparison = project.getProtocol(int(compare_id)).outputComparison
     for name, fig in figures_for(comparison):
         if name == "fsc":
-            written.append(out_dir / "final_fsc.png")
-            fig.savefig(written[-1], dpi=80)
+            save(fig, "final_fsc.png")
     for name, fig in figures_for(refined):
-        written.append(out_dir / f"final_volume_{name}.png")
-        fig.savefig(written[-1], dpi=80)
+        save(fig, f"final_volume_{name}.png")
     aligned = read_volume(comparison.getAlignedFile()).data
     truth = read_volume(reference).data
     rows, names = [], []
@@ -344,8 +348,7 @@ def _final_figures(project, refined_id: str, compare_id: str, reference: str,
                              title=f"refined volume registered onto the ground truth (SSIM "
                                    f"{m['ssim']:.3f}, FSC 0.143 at "
                                    f"{m['fsc_resolution_0143_um']:.3g} µm)")
-    written.append(out_dir / "final_volume_vs_ground_truth.png")
-    fig.savefig(written[-1], dpi=80)
+    save(fig, "final_volume_vs_ground_truth.png")
     return written
 
 
@@ -389,12 +392,14 @@ def run_demo(*, name: str | None = None, quick: bool = False, out: str | None = 
         Smoke-test sizes (ignored when ``settings`` is given).
     out : path, optional
         Folder of the figures and the HTML report (default ``spfluo-demo-figures`` in the
-        current directory).
+        current directory): new, empty, or written by spfluo before (files spfluo did not
+        write are never overwritten or deleted).
     settings : DemoSettings, optional
         Sizes and parameters (default :func:`demo_settings` ``(quick)``).
     stream : file, optional
         Where to print (default stdout).
     """
+    from .outfolder import OutputFolder
     from .report import write_report
     from .workflow import create_project, launch, new_protocol
 
@@ -406,7 +411,7 @@ def run_demo(*, name: str | None = None, quick: bool = False, out: str | None = 
 
     s = settings or demo_settings(quick)
     out_dir = Path(os.path.abspath(out or "spfluo-demo-figures"))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = OutputFolder(out_dir)  # refused now, not after the runs, if not spfluo's
     name = name or _new_project_name()
     project = create_project(name)
     data = simulate_demo_data(Path(project.getPath()) / "demo-data", s)
@@ -479,9 +484,9 @@ def run_demo(*, name: str | None = None, quick: bool = False, out: str | None = 
     _print_metrics(comparison, p, say)
 
     t_fig = time.perf_counter()
-    finals = _final_figures(project, refined, compare, str(data.reference), out_dir)
+    finals = _final_figures(project, refined, compare, str(data.reference), folder)
     report = write_report(project, out_dir, figures=s.report_figures)
-    n_run_figures = len(list(out_dir.glob("run*.png")))
+    n_run_figures = sum(n.endswith(".png") for n in OutputFolder(out_dir).files(by="report"))
     say(f"\nwrote to {out_dir} ({time.perf_counter() - t_fig:.0f} s):")
     say(f"  {', '.join(f.name for f in finals)}")
     say(f"  the report {report.name} with "

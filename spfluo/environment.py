@@ -14,11 +14,13 @@ Layout of the home folder (default ``~/.spfluo``, or ``$SPFLUO_HOME``)::
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
 
 from .constants import SPFLUO_HOME_VAR
+from .safepaths import check_path
 
 __all__ = ["bootstrap", "spfluo_home", "projects_folder", "HOSTS_CONF_BASIC"]
 
@@ -63,8 +65,22 @@ def bootstrap(home: str | os.PathLike | None = None, *, hosts_conf: str | None =
     -------
     Path
         The resolved home folder.
+
+    Raises
+    ------
+    ProjectError
+        When the home folder or the Python interpreter has a path that a shell would
+        interpret (see :mod:`spfluo.safepaths`); nothing is created then.
     """
     root = spfluo_home(home)
+    check_path(root, what="the spfluo home folder (--home or $SPFLUO_HOME)",
+               fix="Choose another home folder")
+    check_path(sys.executable, what="the Python interpreter",
+               fix="Install spfluo in a virtual environment at another path")
+    engine = importlib.util.find_spec("pyworkflow")  # located, not imported
+    if engine is not None and engine.origin:
+        check_path(os.path.dirname(engine.origin), what="the pyworkflow installation",
+                   fix="Install spfluo in a virtual environment at another path")
     scipion_home = root / "scipion"
     config_dir = scipion_home / "config"
     hosts = config_dir / "hosts.conf"

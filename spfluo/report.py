@@ -26,8 +26,14 @@ import re
 from pathlib import Path
 
 from . import __version__
+from .cli import bounded_int
+from .algorithms.limits import MAX_DPI
+from .outfolder import OutputFolder
 
 __all__ = ["write_report", "provenance_order", "run_parameters", "add_parser"]
+
+#: The writer's name in the manifest of the output folder (:mod:`spfluo.outfolder`).
+_WRITER = "report"
 
 #: The engine's own parameters, left out of the parameter tables.
 _ENGINE_PARAMS = {"runName", "runMode", "hostName", "numberOfMpi", "numberOfThreads",
@@ -187,7 +193,7 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
 
 
-def _figures(obj, out_dir: Path, stem: str, dpi: int) -> list[tuple[str, str]]:
+def _figures(obj, folder: OutputFolder, stem: str, dpi: int) -> list[tuple[str, str]]:
     """Write the viewers' figures of ``obj``; return (file name, figure name) pairs."""
     from .viewers import figures_for
 
@@ -198,7 +204,8 @@ def _figures(obj, out_dir: Path, stem: str, dpi: int) -> list[tuple[str, str]]:
     written = []
     for fig_name, fig in figures:
         fname = f"{stem}_{_safe(fig_name)}.png"
-        fig.savefig(out_dir / fname, dpi=dpi)
+        folder.write(fname, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=dpi),
+                     by=_WRITER)
         fig.clear()
         written.append((fname, fig_name))
     return written
@@ -208,12 +215,17 @@ def write_report(project, out_dir: str | os.PathLike | None = None, *, dpi: int 
                  figures: bool = True) -> Path:
     """Write the project's report: ``index.html`` and the figures (PNG) in ``out_dir``.
 
+    The report writes only files it owns (:class:`spfluo.outfolder.OutputFolder`): a
+    folder holding files that spfluo did not write is refused, and only the figures of
+    an earlier report are removed.
+
     Parameters
     ----------
     project : pyworkflow.project.Project
         An open project (the current directory is its folder).
     out_dir : path, optional
-        Folder of the page (created); default ``<project>/report``.
+        Folder of the page (created; new, empty, or written by spfluo); default
+        ``<project>/report``.
     dpi : int, default 80
         Resolution of the figures.
     figures : bool, default True
@@ -224,23 +236,20 @@ def write_report(project, out_dir: str | os.PathLike | None = None, *, dpi: int 
     Path
         The ``index.html`` written.
     """
-    if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi < 10:
-        raise ValueError(f"dpi must be an integer >= 10, got {dpi!r}.")
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or not 10 <= dpi <= MAX_DPI:
+        raise ValueError(f"dpi must be an integer >= 10 and <= {MAX_DPI}, got {dpi!r}.")
     import matplotlib
 
     from .workflow import describe_runs
 
     matplotlib.use("Agg")
     name = os.path.basename(project.getPath())
-    out_dir = Path(out_dir if out_dir is not None else os.path.join(project.getPath(), "report"))
-    out_dir = out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("run*.png"):  # figures of an earlier report
-        old.unlink()
+    folder = OutputFolder(out_dir if out_dir is not None
+                          else os.path.join(project.getPath(), "report"))
 
     infos = provenance_order(describe_runs(project))
     labels = {r.run_id: r.label for r in infos}
-    metric_lines, sections = [], []
+    metric_lines, sections, written = [], [], set()
     for info in infos:
         prot = project.getProtocol(info.run_id)
         for out_name, cls, numbers in _metrics_rows(prot):
@@ -249,7 +258,7 @@ def write_report(project, out_dir: str | os.PathLike | None = None, *, dpi: int 
                     f'<tr><td><a href="#run-{info.run_id}">#{info.run_id} {_e(info.label)}</a>'
                     f"</td><td>{_e(out_name)} ({_e(cls)})</td><td>{_e(metric)}</td>"
                     f'<td class="num">{_e(_number(value))}</td></tr>')
-        sections.append(_run_section(prot, info, labels, out_dir, dpi, figures))
+        sections.append(_run_section(prot, info, labels, folder, dpi, figures, written))
 
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     n_failed = sum(r.status == "failed" for r in infos)
@@ -267,14 +276,14 @@ def write_report(project, out_dir: str | os.PathLike | None = None, *, dpi: int 
     else:
         parts.append("<p>No run has measured anything yet.</p>")
     parts += ["<h2>Runs (in provenance order)</h2>", *sections, _IMAGE_CHECK, "</body></html>"]
-    index = out_dir / "index.html"
-    tmp = out_dir / ".index.html.tmp"
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, index)
+    index = folder.write_text("index.html", "\n".join(parts), by=_WRITER)
+    folder.remove_stale(by=_WRITER, keep=written | {index.name})  # an earlier report's figures
     return index
 
 
-def _run_section(prot, info, labels, out_dir: Path, dpi: int, figures: bool) -> str:
+def _run_section(prot, info, labels, folder: OutputFolder, dpi: int, figures: bool,
+                 written: set) -> str:
+    """The HTML of one run; the names of the figures it wrote are added to ``written``."""
     lines = [f'<section class="run {_e(info.status)}" id="run-{info.run_id}">',
              f"<h3>#{info.run_id} {_e(info.label)} <small><code>{_e(info.class_name)}</code>"
              "</small></h3>"]
@@ -303,7 +312,8 @@ def _run_section(prot, info, labels, out_dir: Path, dpi: int, figures: bool) -> 
             lines.append(f"<p><b>{_e(out_name)}</b> ({_e(cls)}): {_e(desc)}</p>")
             if figures:
                 stem = f"run{info.run_id:04d}_{_safe(out_name)}"
-                for fname, fig_name in _figures(getattr(prot, out_name), out_dir, stem, dpi):
+                for fname, fig_name in _figures(getattr(prot, out_name), folder, stem, dpi):
+                    written.add(fname)
                     lines.append(f'<figure><img src="{_e(fname)}" alt="{_e(out_name)} '
                                  f'{_e(fig_name)}"><figcaption>{_e(fig_name)}</figcaption>'
                                  "</figure>")
@@ -320,7 +330,7 @@ def _cmd_report(args) -> int:
 
     project = open_project(args.name)
     index = write_report(project, args.out_abs, dpi=args.dpi, figures=not args.no_figures)
-    n_png = len(list(index.parent.glob("run*.png")))
+    n_png = sum(n.endswith(".png") for n in OutputFolder(index.parent).files(by=_WRITER))
     print(f"wrote {index} ({n_png} figure(s)); open it in a browser: file://{index}")
     return 0
 
@@ -330,9 +340,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser("report", help="write a static HTML report of a project",
                        description="Write DIR/index.html (default <project>/report) with the "
                                    "runs in provenance order, their parameters, durations and "
-                                   "errors, the figures of every output and the metrics.")
+                                   "errors, the figures of every output and the metrics. DIR "
+                                   "must be new, empty or an earlier report's: files that "
+                                   "spfluo did not write are never overwritten or deleted.")
     p.add_argument("name", help="project name (or folder)")
     p.add_argument("--out", default=None, help="folder of the page (default <project>/report)")
-    p.add_argument("--dpi", type=int, default=80, help="resolution of the figures")
+    p.add_argument("--dpi", type=bounded_int(10, MAX_DPI), default=80,
+                   help=f"resolution of the figures (10 to {MAX_DPI})")
     p.add_argument("--no-figures", action="store_true", help="text only")
     p.set_defaults(func=_cmd_report, paths=["out"])

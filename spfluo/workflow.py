@@ -17,6 +17,8 @@ import pyworkflow.protocol.params as params
 from pyworkflow.project import Manager, Project
 
 from .errors import ProjectError
+from .queue import queue_settings_error
+from .safepaths import check_project_folder
 
 __all__ = [
     "ProjectError",
@@ -31,6 +33,8 @@ __all__ = [
     "RunInfo",
     "describe_runs",
     "get_output",
+    "check_workflow",
+    "load_workflow_file",
 ]
 
 
@@ -49,10 +53,12 @@ def create_project(name: str, *, location: str | None = None, chdir: bool = True
     manager = _manager()
     if manager.hasProject(name):
         raise ProjectError(f"project {name!r} already exists in {manager.PROJECTS}")
+    path = (manager.getProjectPath(name) if location is None
+            else os.path.join(os.path.abspath(os.path.expanduser(location)), name))
+    check_project_folder(path)
     cwd = os.getcwd()
     try:
         if location is None:
-            path = manager.getProjectPath(name)
             project = Project(pw.Config.getDomain(), path)
             project.create()
         else:
@@ -67,6 +73,8 @@ def open_project(name_or_path: str, *, chdir: bool = True) -> Project:
 
     pyworkflow needs the current directory to be the project folder while
     the project is used; with ``chdir=True`` (default) this function goes there.
+    A project whose folder (or real folder) has a path that a shell would
+    interpret is refused (:mod:`spfluo.safepaths`).
     """
     manager = _manager()
     if os.path.isdir(name_or_path) and os.path.exists(os.path.join(name_or_path, "project.sqlite")):
@@ -76,6 +84,7 @@ def open_project(name_or_path: str, *, chdir: bool = True) -> Project:
     else:
         raise ProjectError(f"no project {name_or_path!r} in {manager.PROJECTS}: "
                            "see `spfluo project list` or create it with `spfluo project create`")
+    check_project_folder(path)
     project = Project(pw.Config.getDomain(), path)
     project.load(chdir=chdir)
     return project
@@ -289,3 +298,42 @@ def get_output(project: Project, ref: str):
             raise ProjectError(f"run {run_id}.{name} has no item {item!r}")
         return found.clone()
     return obj
+
+
+def check_workflow(protocols) -> None:
+    """Check the protocols of a workflow JSON before the engine loads them.
+
+    Raises :class:`ProjectError` naming the protocol and the field: the list must hold
+    protocol definitions (objects), and their queue settings must be safe to write into
+    a job script (:func:`spfluo.queue.queue_settings_error`).
+    """
+    if not isinstance(protocols, list) or not all(isinstance(d, dict) for d in protocols):
+        raise ProjectError("a workflow file holds a JSON list of protocol definitions "
+                           "(as written by `spfluo export`)")
+    for d in protocols:
+        error = queue_settings_error(d)
+        if error:
+            raise ProjectError(f"workflow protocol {d.get('object.id', '?')} "
+                               f"({d.get('object.className', '?')}): {error}")
+
+
+def load_workflow_file(project: Project, path: str) -> list:
+    """Add the protocols of the workflow JSON ``path`` to ``project`` (saved, not run).
+
+    The file is checked first (:func:`check_workflow`): a refused file adds nothing.
+    Returns the new protocols.
+    """
+    import json
+
+    from .io import regular_file
+
+    try:
+        text = regular_file(path, what="workflow", kind="workflow JSON").read_text(
+            encoding="utf-8")
+        protocols = json.loads(text)
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError included
+        raise ProjectError(f"cannot read the workflow file {path}: {exc}") from exc
+    check_workflow(protocols)
+    before = {p.getObjId() for p in project.getRuns(refresh=True)}
+    project.loadProtocols(jsonStr=text)
+    return [p for p in project.getRuns(refresh=True) if p.getObjId() not in before]

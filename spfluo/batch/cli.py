@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
+from ..cli import bounded_int
+from ..algorithms.limits import MAX_WORKERS
+
 __all__ = ["add_parser"]
 
 _DESCRIPTION = """\
@@ -68,8 +71,9 @@ def add_parser(sub) -> None:
     p.add_argument("template", nargs="?",
                    help="template name (see --list-templates) or a .json.template file")
     p.add_argument("datasets", nargs="*", metavar="DATASET_DIR", help="dataset folders")
-    p.add_argument("--workers", type=int, default=2,
-                   help="worker processes of the local Dask cluster (default 2)")
+    p.add_argument("--workers", type=bounded_int(1, MAX_WORKERS), default=2,
+                   help=f"worker processes of the local Dask cluster (1 to {MAX_WORKERS}, "
+                        "default 2)")
     p.add_argument("--scheduler", default=None,
                    help="address of an existing Dask scheduler, e.g. tcp://node:8786")
     p.add_argument("--out", default="spfluo-batch", help="folder of summary.csv")

@@ -35,6 +35,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..algorithms.limits import MAX_WORKERS
 from .dataset import project_name, read_dataset
 
 __all__ = [
@@ -354,8 +355,10 @@ def run_batch(template: str, datasets, *, out: str | os.PathLike, workers: int =
     """
     from ..environment import bootstrap
 
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}.")
+    if isinstance(workers, bool) or not isinstance(workers, int) or \
+            not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers must be an integer >= 1 and <= {MAX_WORKERS}, got "
+                         f"{workers!r}.")
     datasets = [str(d) for d in datasets]
     if not datasets:
         raise ValueError("No dataset given: pass one or more dataset folders.")

@@ -31,6 +31,9 @@ import pyworkflow as pw
 import pyworkflow.protocol.params as params
 from pyworkflow.template import LocalTemplate, TemplateList, Validations
 
+from ..errors import ProjectError
+from ..workflow import check_workflow
+
 __all__ = [
     "TEMPLATE_SUFFIX",
     "REQUIRES_KEY",
@@ -261,6 +264,10 @@ def load_workflow(project, protocols: list[dict]) -> list:
     if not protocols:
         raise TemplateError("The workflow has no protocol to load.")
     clean = [{k: v for k, v in d.items() if k != REQUIRES_KEY} for d in protocols]
+    try:
+        check_workflow(clean)
+    except ProjectError as exc:
+        raise TemplateError(str(exc)) from exc
     created = project.loadProtocols(jsonStr=json.dumps(clean))
     runs = []
     for d in clean:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..algorithms.limits import MAX_WORKERS
+
 __all__ = ["add_parser"]
 
 DATASET_HELP = ("part of the dataset name (its files or pattern, e.g. fov_*.tif), key prefix "
@@ -145,7 +147,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("root", nargs="?", metavar="ROOT",
                    help="folder holding the projects (default: the spfluo projects folder)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="projects read in parallel (worker processes, default 1)")
+                   help=f"projects read in parallel (worker processes, 1 to {MAX_WORKERS}, "
+                        "default 1)")
     p.add_argument("--no-checksums", action="store_true",
                    help="record file sizes only, no SHA-256 (faster on huge data)")
     p.add_argument("--prune", action="store_true",

@@ -432,12 +432,35 @@ class _ProjectReader:
                     obj_class = self._class_name(final)
         return InputRec(key, position, source_prot, ext, obj_class, source_obj)
 
+    def _field(self, prot, name: str, read, default=None):
+        """``read()``, or ``default`` with a warning naming the run and the field if it fails.
+
+        A project may hold values its protocols would refuse today (an old version, a
+        hand-edited workflow): the catalog records what it can read and reports the rest.
+        """
+        try:
+            return read()
+        except Exception as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            self.warnings.append(f"run {prot.getObjId()}: field {name} cannot be read "
+                                 f"({type(exc).__name__}: {text})"[:1000]
+                                 + (f"; recorded as {default!r}" if isinstance(default, str)
+                                    else "; left out"))
+            return default
+
+    def _gpu(self, prot) -> str | None:
+        """The run's GPU ids (``"0 1"``); the stored text when the engine cannot parse it."""
+        raw = prot.gpuList.get() if prot.hasAttribute("gpuList") else None
+        return self._field(prot, "gpuList", lambda: " ".join(map(str, prot.getGpuList())),
+                           default=None if raw is None else str(raw)[:255])
+
     def _run(self, prot, owners) -> RunRec:
         params = self.params
         started, ended = _datetime(prot.initTime), _datetime(prot.endTime)
         duration = (ended - started).total_seconds() if (started and ended) else None
-        uses_gpu = bool(prot.allowsGpu() and prot.usesGpu())
-        gpu = " ".join(map(str, prot.getGpuList())) if uses_gpu else None
+        uses_gpu = bool(self._field(prot, "useGpu", lambda: prot.allowsGpu() and prot.usesGpu(),
+                                    default=False))
+        gpu = self._gpu(prot) if uses_gpu else None
         protocol_class = self._class_name(prot)
         if protocol_class != prot.getClassName():
             self.warnings.append(f"run {prot.getObjId()}: protocol {protocol_class} is unknown here "
@@ -450,19 +473,28 @@ class _ProjectReader:
         definition = prot.getDefinition()
         for name, attr in prot.iterDefinitionAttributes():
             param = definition.getParam(name)
-            value, number = self._param_value(param, attr, owners)
+            value, number = self._field(prot, name,
+                                        lambda: self._param_value(param, attr, owners),
+                                        default=(None, None))
             rec.params.append((name, value, number, type(param).__name__))
             if (value and isinstance(param, params.StringParam)
                     and not isinstance(param, (params.TextParam, params.LabelParam))):
-                rec.param_files.extend(self._param_files(name, value))
+                rec.param_files.extend(self._field(prot, f"{name} (files)",
+                                                   lambda: self._param_files(name, value),
+                                                   default=[]))
         positions: dict[str, int] = defaultdict(int)
         for key, pointer in prot.iterInputAttributes():
-            rec.inputs.append(self._input(key, positions[key], pointer, owners))
+            entry = self._field(prot, key,
+                                lambda: self._input(key, positions[key], pointer, owners))
+            if entry is not None:
+                rec.inputs.append(entry)
             positions[key] += 1
         for name, out in prot.iterOutputAttributes():
             if out is None or not out.hasObjId():
                 continue
-            rec.outputs.append(self._output(name, out))
+            entry = self._field(prot, name, lambda: self._output(name, out))
+            if entry is not None:
+                rec.outputs.append(entry)
         return rec
 
     def _active_run(self, prot):

@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 
+from ..algorithms.limits import MAX_WORKERS
 from .db import CatalogError, open_catalog, retry_transient
 from .reader import (
     PROJECT_DB,
@@ -329,8 +330,8 @@ def sync(root: str, url=None, *, jobs: int = 1, checksums: bool = True, prune: b
     -------
     SyncReport
     """
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if not 1 <= jobs <= MAX_WORKERS:
+        raise ValueError(f"jobs must be >= 1 and <= {MAX_WORKERS}, got {jobs}")
     if throttle_s < 0:
         raise ValueError(f"throttle_s must be >= 0 seconds, got {throttle_s}")
     t0 = time.perf_counter()

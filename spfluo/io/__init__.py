@@ -9,13 +9,15 @@
 - :mod:`~spfluo.io.image_list`: the list of images a picking or extraction job reads;
 - :mod:`~spfluo.io.results`: the result files of the jobs (FSC and conical FSC curves,
   pose errors, refinement logs, ab initio energies and marginals, JSON summaries);
-- :mod:`~spfluo.io.atomic`: atomic writes (temporary name, then rename).
+- :mod:`~spfluo.io.atomic`: atomic writes (temporary name, then rename);
+- :mod:`~spfluo.io.runlock`: the lock a worker holds on its run folder.
 
 Units: micrometres for lengths, ``(z, y, x)`` for voxel sizes and in-memory arrays, ``(x, y, z)``
 for stored poses (see ``DEVELOPING.md``).
 """
 
-from spfluo.io.atomic import atomic_write_path, write_json_atomic
+from spfluo.io._files import regular_file
+from spfluo.io.atomic import atomic_write_path, remove_temporaries, write_json_atomic
 from spfluo.io.coordinates import CoordinateTable, read_coordinates_csv, write_coordinates_csv
 from spfluo.io.image_list import ImageEntry, read_image_list, write_image_list
 from spfluo.io.jobfile import Job, JobError, load_job, read_json_file, write_job
@@ -44,12 +46,18 @@ from spfluo.io.results import (
     write_pose_errors_csv,
     write_refine_log,
 )
+from spfluo.io.runlock import LockHeld, hold_lock, lock_holder
 from spfluo.io.star import read_poses_star, read_star, write_poses_star, write_star
 from spfluo.io.volumes import VolumeData, read_shape, read_volume, read_voxel_size, write_volume
 
 __all__ = [
     "atomic_write_path",
     "write_json_atomic",
+    "remove_temporaries",
+    "regular_file",
+    "LockHeld",
+    "hold_lock",
+    "lock_holder",
     "VolumeData",
     "read_volume",
     "read_voxel_size",

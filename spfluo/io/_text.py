@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from spfluo.io._files import regular_file
+
 __all__ = ["read_text_file", "format_number"]
 
 
@@ -30,10 +32,7 @@ def read_text_file(path: Path, *, what: str, kind: str, encoding: str = "utf-8",
     fix : str, optional
         Appended to the message for non-UTF-8 bytes (e.g. ``"; save ... as UTF-8"``).
     """
-    if not path.exists():
-        raise FileNotFoundError(f"{what} file not found: {str(path)!r}")
-    if path.is_dir():
-        raise ValueError(f"{str(path)!r} is a folder, not a {kind} file")
+    regular_file(path, what=what, kind=kind)
     try:
         return path.read_text(encoding=encoding)
     except UnicodeDecodeError as exc:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +20,35 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_path", "write_json_atomic"]
+__all__ = ["atomic_write_path", "write_json_atomic", "remove_temporaries"]
+
+#: The temporary names of :func:`atomic_write_path`: ``.NAME.<12 hex digits>.tmp``.
+_TEMPORARY_RE = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
 
 
 def _temporary_name(path: Path) -> Path:
     # Hidden, in the same folder (so os.replace stays on one file system), unique per call,
     # and recognisable: ".NAME.RANDOM.tmp".
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that interrupted atomic writes left under ``folder``.
+
+    Only regular files named like :func:`atomic_write_path`'s temporaries
+    (``.NAME.<12 hex digits>.tmp``) are removed, in ``folder`` and its sub-folders. Call
+    it only while no process writes there (a run's worker lock held). Returns the paths
+    removed.
+    """
+    removed = []
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = Path(root) / name
+            if _TEMPORARY_RE.fullmatch(name) and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager

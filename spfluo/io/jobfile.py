@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spfluo.io.atomic import atomic_write_path
+
 __all__ = ["Job", "JobError", "load_job", "write_job", "read_json_file"]
 
 _REQUIRED = ("step", "inputs", "params", "outputs")
@@ -114,9 +116,9 @@ def write_job(path: str | os.PathLike, *, step: str, inputs: dict, params: dict,
     data = {"step": step, "inputs": {k: (None if v is None else str(v)) for k, v in inputs.items()},
             "params": params, "outputs": {k: str(v) for k, v in outputs.items()},
             "device": device, "threads": int(threads), "seed": seed}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default))
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default)
+    with atomic_write_path(path) as tmp:
+        tmp.write_text(text)
     return path
 
 

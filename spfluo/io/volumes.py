@@ -45,6 +45,7 @@ import mrcfile
 import numpy as np
 import tifffile
 
+from spfluo.io._files import regular_file
 from spfluo.io.atomic import atomic_write_path
 
 __all__ = ["VolumeData", "read_volume", "read_voxel_size", "read_shape", "write_volume"]
@@ -149,12 +150,7 @@ def _kind(path: Path, *, writing: bool = False) -> str:
 
 
 def _existing(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"volume file not found: {str(path)!r}")
-    if path.is_dir():
-        raise ValueError(f"{str(path)!r} is a folder, not a volume file")
-    return path
+    return regular_file(path, what="volume", kind="volume")
 
 
 class _ErrorRecords(logging.Handler):

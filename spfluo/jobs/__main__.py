@@ -1,4 +1,8 @@
-"""``python -m spfluo.jobs STEP job.json``: run one job, exit non-zero with a reason on failure."""
+"""``python -m spfluo.jobs STEP job.json``: run one job, exit non-zero with a reason on failure.
+
+The job holds the worker lock of its folder (:data:`~spfluo.constants.WORKER_LOCK` beside
+the job file) while it runs: a second job in the same run folder is refused.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,10 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from pathlib import Path
 
-from ..constants import EXIT_JOB_ERROR
+from ..constants import EXIT_JOB_ERROR, WORKER_LOCK
+from ..io import LockHeld, hold_lock
 from .jobfile import JobError, load_job
 
 _NOT_STEPS = {"jobfile"}
@@ -35,7 +41,13 @@ def main(argv=None) -> int:
         if job.step != args.step:
             raise JobError(f"job file {args.job} is for step {job.step!r}, not {args.step!r}")
         module = importlib.import_module(f"spfluo.jobs.{args.step}")
-        module.run(job)
+        with hold_lock(Path(args.job).parent / WORKER_LOCK):
+            module.run(job)
+    except LockHeld as exc:
+        print(f"spfluo job {args.step}: another worker is running in this run folder ({exc}): "
+              "wait for it to end, or stop it, before running the job again",
+              file=sys.stderr, flush=True)
+        return EXIT_JOB_ERROR
     except (JobError, ValueError, FileNotFoundError) as exc:
         print(f"spfluo job {args.step}: {exc}", file=sys.stderr, flush=True)
         return EXIT_JOB_ERROR

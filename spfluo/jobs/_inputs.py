@@ -61,17 +61,20 @@ def choice_param(job: Job, name: str, default: Any, choices) -> Any:
 
 
 def int_param(job: Job, name: str, default: Any = ..., *, minimum: int,
-              allow_none: bool = False) -> int | None:
-    """Integer parameter ``name`` >= ``minimum`` (an integral float is accepted).
+              maximum: int | None = None, allow_none: bool = False) -> int | None:
+    """Integer parameter ``name`` in ``[minimum, maximum]`` (an integral float is accepted).
 
-    ``default`` ``...`` makes the parameter required; with ``allow_none`` a null value
-    (given or default) is returned as None.
+    ``maximum`` is the parameter's bound of :mod:`spfluo.algorithms.limits` (None: none, for values
+    that set no amount of work).  ``default`` ``...`` makes the parameter required; with
+    ``allow_none`` a null value (given or default) is returned as None.
     """
     value = job.param(name, default)
     if value is None and allow_none:
         return None
-    if not _is_number(value) or int(value) != value or value < minimum:
-        fail(job, f"parameter '{name}' must be an integer >= {minimum}, got {value!r}")
+    if (not _is_number(value) or not math.isfinite(value) or int(value) != value
+            or value < minimum or (maximum is not None and value > maximum)):
+        bound = f" and <= {maximum}" if maximum is not None else ""
+        fail(job, f"parameter '{name}' must be an integer >= {minimum}{bound}, got {value!r}")
     return int(value)
 
 

@@ -67,6 +67,15 @@ from ..io import (
     write_particle_table,
     write_volume,
 )
+from ..algorithms.limits import (
+    MAX_BOX_SIZE,
+    MAX_CLASSES,
+    MAX_DIRECTIONS,
+    MAX_EPOCHS,
+    MAX_IN_PLANE_ANGLES,
+    MAX_SYMMETRY_ORDER,
+    orientations_error,
+)
 from ._checkpoint import (
     checkpoint_path,
     input_digest,
@@ -151,8 +160,17 @@ def run(job: Job) -> None:
     if final is not None and final not in FINAL_METHODS:
         _fail(f"final_reconstruction must be one of {', '.join(FINAL_METHODS)} or null, got "
               f"{final!r}")
-    symmetry = int_param(job, "symmetry", 1, minimum=1)
+    symmetry = int_param(job, "symmetry", 1, minimum=1, maximum=MAX_SYMMETRY_ORDER)
     seed = seed_param(job)
+    if method == "sgd":  # the amounts of work, checked before any data is read
+        max_epochs = int_param(job, "max_epochs", 40, minimum=1, maximum=MAX_EPOCHS)
+        n_directions = int_param(job, "n_directions", 64, minimum=1, maximum=MAX_DIRECTIONS)
+        n_psi = int_param(job, "n_psi", 8, minimum=1, maximum=MAX_IN_PLANE_ANGLES)
+        if orientations_error(n_directions, n_psi):
+            _fail(orientations_error(n_directions, n_psi))
+    else:
+        n_classes = int_param(job, "n_classes", 10, minimum=1, maximum=MAX_CLASSES)
+        working_size = int_param(job, "working_size", 30, minimum=8, maximum=MAX_BOX_SIZE)
 
     files = read_particle_files(job)
     table, paths, n_channels, box = files.table, files.paths, files.n_channels, files.box
@@ -171,9 +189,7 @@ def run(job: Job) -> None:
     if method == "sgd":
         beta = float_param(job, "beta", 50.0, low=0.0)
         options = dict(
-            max_epochs=int_param(job, "max_epochs", 40, minimum=1),
-            n_directions=int_param(job, "n_directions", 64, minimum=1),
-            n_psi=int_param(job, "n_psi", 8, minimum=1),
+            max_epochs=max_epochs, n_directions=n_directions, n_psi=n_psi,
             alpha_r=float_param(job, "alpha_r", 1.2, low=1.0, strict=True),
             beta_d=beta, beta_psi=beta,
             downsampling=float_param(job, "downsampling", 2.0, low=1.0),
@@ -189,7 +205,6 @@ def run(job: Job) -> None:
         resume = load_checkpoint(
             checkpoint_file, digest, progress, state_class=SGDState,
             resumed=lambda st: f"resuming from the checkpoint of epoch {st.epoch}")
-        max_epochs = options["max_epochs"]
 
         def report(info):
             progress.step(info["epoch"], max_epochs, energy=float(info["energy"]),
@@ -209,11 +224,9 @@ def run(job: Job) -> None:
     else:
         from ..algorithms.abinitio.annealing import annealing_reconstruction
 
-        n_classes = int_param(job, "n_classes", 10, minimum=1)
         if n_classes > n:
             _fail(f"n_classes ({n_classes}) must be at most the number of particles ({n})")
-        options = dict(n_classes=n_classes,
-                       working_size=int_param(job, "working_size", 30, minimum=8),
+        options = dict(n_classes=n_classes, working_size=working_size,
                        symmetry=symmetry, final_reconstruction=final, seed=seed)
         progress.log(f"annealing: {n_classes} classes, working size "
                      f"{options['working_size']} voxels")

@@ -56,7 +56,8 @@ from ..io import (
     write_pose_errors_csv,
     write_volume,
 )
-from ._inputs import bool_param
+from ..algorithms.limits import MAX_SYMMETRY_ORDER, search_size_error
+from ._inputs import bool_param, float_param, int_param
 from .jobfile import Job, JobError, Progress
 
 __all__ = ["run"]
@@ -147,13 +148,14 @@ def run(job: Job) -> None:
     """Compare the volume of ``job`` with its reference (see the module docstring)."""
     progress = Progress("compare")
     vs = _voxel_size(job)
-    vol, ref = _read_pair(job, vs)
-    symmetry = job.param("symmetry", 1)
-    if isinstance(symmetry, bool) or not isinstance(symmetry, int) or symmetry < 1:
-        raise JobError(f"job compare: symmetry must be an integer >= 1, got {symmetry!r}")
+    symmetry = int_param(job, "symmetry", 1, minimum=1, maximum=MAX_SYMMETRY_ORDER)
     register = bool_param(job, "register", True)
     cone = math.radians(float(job.param("cone_half_angle_deg", 20.0)))
-    step = float(job.param("coarse_step_deg", 20.0))
+    step = float_param(job, "coarse_step_deg", 20.0, low=0.0, strict=True)
+    error = search_size_error(step, None, symmetry, what="the registration's angular step")
+    if register and error:
+        raise JobError(f"job compare: {error}")
+    vol, ref = _read_pair(job, vs)
     n_channels = vol.shape[0]
 
     registration = None

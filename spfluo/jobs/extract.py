@@ -26,6 +26,7 @@ import numpy as np
 from ..algorithms.extraction import box_voxels, extract_particles
 from ..io import read_coordinates_csv, read_image_list, write_particle_table, write_volume
 from ..io.atomic import write_json_atomic
+from ..algorithms.limits import MAX_BOX_SIZE
 from ._inputs import choice_param
 from .jobfile import Job, JobError, Progress
 from .pick import check_inside, positions_by_image
@@ -46,8 +47,12 @@ def _params(job: Job) -> dict:
     if border not in ("pad", "skip"):
         raise JobError(f"job extract: border must be 'pad' or 'skip', got {border!r}")
     normalize = choice_param(job, "normalize", "none", _NORMALIZE)
+    size = box_voxels(box, vs)
+    if size > MAX_BOX_SIZE:
+        raise JobError(f"job extract: a box of {box:g} µm holds {size} voxels of {vs:g} µm per "
+                       f"side, more than {MAX_BOX_SIZE}: use larger voxels or a smaller box")
     return {"box": box, "voxel_size": vs, "border": border, "normalize": _NORMALIZE[normalize],
-            "size": box_voxels(box, vs)}
+            "size": size}
 
 
 def run(job: Job) -> None:

@@ -38,7 +38,8 @@ from ..io import (
     write_coordinates_csv,
 )
 from ..io.atomic import write_json_atomic
-from ._inputs import choice_param
+from ..algorithms.limits import MAX_CHANNELS
+from ._inputs import choice_param, int_param
 from .jobfile import Job, JobError, Progress
 
 __all__ = ["positions_by_image", "check_inside", "run"]
@@ -96,9 +97,7 @@ class _LazyChannel:
 
 
 def _params(job: Job) -> dict:
-    channel = job.param("channel", 0)
-    if isinstance(channel, bool) or not isinstance(channel, int) or channel < 0:
-        raise JobError(f"job pick: channel must be an integer >= 0, got {channel!r}")
+    channel = int_param(job, "channel", 0, minimum=0, maximum=MAX_CHANNELS - 1)
     diameter = float(job.param("diameter_um"))
     threshold = float(job.param("threshold", 0.5))
     box = job.param("box_size_um", None)

@@ -48,6 +48,7 @@ from ..algorithms.backend import get_backend
 from ..algorithms.geometry import Poses
 from ..algorithms.reconstruct import METHODS, reconstruct
 from ..io import iter_particle_batches, write_json_atomic, write_volume
+from ..algorithms.limits import MAX_BATCH_SIZE, MAX_SOLVER_ITERATIONS, MAX_SYMMETRY_ORDER
 from ._inputs import (
     bool_param,
     channels_param,
@@ -112,9 +113,9 @@ def run(job: Job) -> None:
     method = choice_param(job, "method", "hessian", METHODS)
     weight = _weight_param(job, method)
     criterion = choice_param(job, "criterion", "cross-validation", CRITERIA)
-    iterations = int_param(job, "iterations", 100, minimum=1)
-    symmetry = int_param(job, "symmetry", 1, minimum=1)
-    batch_size = int_param(job, "batch_size", 16, minimum=1)
+    iterations = int_param(job, "iterations", 100, minimum=1, maximum=MAX_SOLVER_ITERATIONS)
+    symmetry = int_param(job, "symmetry", 1, minimum=1, maximum=MAX_SYMMETRY_ORDER)
+    batch_size = int_param(job, "batch_size", 16, minimum=1, maximum=MAX_BATCH_SIZE)
     half_maps = bool_param(job, "half_maps", True)
 
     files = read_particle_files(job, need_poses=True)

@@ -64,6 +64,14 @@ from ..io import (
     write_refine_log,
     write_volume,
 )
+from ..algorithms.limits import (
+    MAX_BATCH_SIZE,
+    MAX_GRADIENT_STEPS,
+    MAX_OUTER_ITERATIONS,
+    MAX_SOLVER_ITERATIONS,
+    MAX_SYMMETRY_ORDER,
+    search_size_error,
+)
 from ._checkpoint import (
     checkpoint_path,
     input_digest,
@@ -108,7 +116,8 @@ def _weight(job: Job):
     return [float(v) for v in value] if isinstance(value, list) else float(value)
 
 
-def _schedule(job: Job):
+def _schedule(job: Job, symmetry: int):
+    """The search stages ``(step_deg, range_deg)``; a stage of too many rotations is refused."""
     value = job.param("schedule", [[s.step_deg, s.range_deg] for s in DEFAULT_SCHEDULE])
     if not isinstance(value, list):
         _fail(f"parameter 'schedule' must be a list of [step_deg, range_deg or null], got "
@@ -117,8 +126,19 @@ def _schedule(job: Job):
     for item in value:
         if not isinstance(item, list) or len(item) != 2:
             _fail(f"each schedule stage must be [step_deg, range_deg or null], got {item!r}")
-        stages.append((item[0], item[1]))
+        step, rng = item
+        # other values are refused by the refinement itself, with their own message
+        if _is_positive(step) and (rng is None or _is_positive(rng)):
+            error = search_size_error(step, rng, symmetry, what=f"schedule stage {item}")
+            if error:
+                _fail(error)
+        stages.append((step, rng))
     return stages
+
+
+def _is_positive(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
 
 
 def _read_image(job: Job, name: str, voxel_size, *, n_channels: int, box: int, what: str):
@@ -157,27 +177,32 @@ def run(job: Job) -> None:
     regularizer = job.param("regularizer", "tv")
     if regularizer not in ("tv", "hessian"):
         _fail(f"regularizer must be 'tv' or 'hessian', got {regularizer!r}")
-    symmetry = int_param(job, "symmetry", 1, minimum=1)
+    symmetry = int_param(job, "symmetry", 1, minimum=1, maximum=MAX_SYMMETRY_ORDER)
     half_maps = bool_param(job, "half_maps", True)
     channels = channels_param(job)
     seed = seed_param(job)
     reject_renamed_params(job, {"max_shift": "max_shift_um"})
     max_shift_um = float_param(job, "max_shift_um", None, low=0.0, allow_none=True)
+
+    def admm(name, default):
+        return int_param(job, name, default, minimum=1, maximum=MAX_SOLVER_ITERATIONS)
+
     options = dict(
-        regularizer=regularizer, weight=_weight(job), schedule=_schedule(job),
+        regularizer=regularizer, weight=_weight(job), schedule=_schedule(job, symmetry),
         exhaustive_iterations=int_param(job, "exhaustive_iterations", None, minimum=0,
-                                        allow_none=True),
+                                        maximum=MAX_OUTER_ITERATIONS, allow_none=True),
         tolerance_deg=float_param(job, "tolerance_deg", None, low=0.0, allow_none=True),
-        continuous_iterations=int_param(job, "continuous_iterations", 2, minimum=0),
-        gd_steps=int_param(job, "gd_steps", 3, minimum=1),
-        initial_admm_iterations=int_param(job, "initial_admm_iterations", 100, minimum=1),
-        admm_iterations=int_param(job, "admm_iterations", 30, minimum=1),
-        continuous_admm_iterations=int_param(job, "continuous_admm_iterations", 5, minimum=1),
-        final_admm_iterations=int_param(job, "final_admm_iterations", 50, minimum=1),
+        continuous_iterations=int_param(job, "continuous_iterations", 2, minimum=0,
+                                        maximum=MAX_OUTER_ITERATIONS),
+        gd_steps=int_param(job, "gd_steps", 3, minimum=1, maximum=MAX_GRADIENT_STEPS),
+        initial_admm_iterations=admm("initial_admm_iterations", 100),
+        admm_iterations=admm("admm_iterations", 30),
+        continuous_admm_iterations=admm("continuous_admm_iterations", 5),
+        final_admm_iterations=admm("final_admm_iterations", 50),
         symmetry=symmetry, channels=channels, half_maps=half_maps, seed=seed,
         pad=float_param(job, "pad", 1.5, low=1.0),
         support_threshold=float_param(job, "support_threshold", 1e-3, low=0.0),
-        batch_size=int_param(job, "batch_size", 16, minimum=1),
+        batch_size=int_param(job, "batch_size", 16, minimum=1, maximum=MAX_BATCH_SIZE),
     )
 
     files = read_particle_files(job, need_poses=True)

@@ -63,6 +63,16 @@ from ..io import (
     write_poses_csv,
     write_volume,
 )
+from ..algorithms.limits import (
+    MAX_BOX_SIZE,
+    MAX_CHANNELS,
+    MAX_FIELD_SIZE,
+    MAX_FIELDS,
+    MAX_OBJECTS_PER_FIELD,
+    MAX_PARTICLES,
+    MAX_SPOTS,
+    simulated_voxels_error,
+)
 from ._inputs import choice_param, float_param, int_param, reject_renamed_params
 from .jobfile import Job, JobError, Progress
 
@@ -74,9 +84,36 @@ PHANTOMS = ("asymmetric", "c9", "shell", "tube")
 _LENGTH_DEFAULTS_VOXELS = {"sigma_xy_um": 1.5, "sigma_z_um": 5.0, "max_shift_um": 2.0}
 
 
-def _int(job: Job, name: str, default=..., *, minimum: int = 0) -> int:
-    """Integer parameter >= ``minimum`` (required when there is no ``default``)."""
-    return int_param(job, name, default, minimum=minimum)
+def _int(job: Job, name: str, default=..., *, minimum: int = 0, maximum: int) -> int:
+    """Integer parameter in ``[minimum, maximum]`` (required when there is no ``default``)."""
+    return int_param(job, name, default, minimum=minimum, maximum=maximum)
+
+
+def _field_shape(job: Job) -> list[int]:
+    shape = job.param("field_shape")
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3 or \
+            not all(isinstance(s, int) and 0 < s <= MAX_FIELD_SIZE for s in shape):
+        raise JobError(f"job simulate: parameter 'field_shape' must be [Z, Y, X] in voxels, "
+                       f"each at most {MAX_FIELD_SIZE}, got {shape!r}")
+    return list(shape)
+
+
+def _check_amount(job: Job, kind: str) -> None:
+    """Refuse, before any work, a simulation of more voxels than spfluo.algorithms.limits allows."""
+    size = _int(job, "size", minimum=8, maximum=MAX_BOX_SIZE)
+    n_channels = _int(job, "n_channels", 1, minimum=1, maximum=MAX_CHANNELS)
+    _int(job, "n_spots", 120, maximum=MAX_SPOTS)
+    if kind == "particles":
+        n_voxels = _int(job, "n_particles", 20, minimum=1, maximum=MAX_PARTICLES) * size**3
+    else:
+        for name, default in (("particles_per_field", 30), ("n_debris", 5),
+                              ("touching_pairs", 2)):
+            _int(job, name, default, maximum=MAX_OBJECTS_PER_FIELD)
+        z, y, x = _field_shape(job)
+        n_voxels = _int(job, "n_fields", 1, minimum=1, maximum=MAX_FIELDS) * z * y * x
+    error = simulated_voxels_error(n_voxels * n_channels)
+    if error:
+        raise JobError(f"job simulate: {error}")
 
 
 def _float(job: Job, name: str, default=..., *, positive: bool = False) -> float:
@@ -97,11 +134,11 @@ def _dataset(job: Job, *, n_particles: int, noise_std: float, n_spots: int):
     phantom = choice_param(job, "phantom", "asymmetric", PHANTOMS)
     return simulate_dataset(
         phantom=phantom,
-        size=_int(job, "size", minimum=8),
+        size=_int(job, "size", minimum=8, maximum=MAX_BOX_SIZE),
         n_particles=n_particles,
         sigma_xy=um_to_voxels(_length_um(job, "sigma_xy_um"), voxel),
         sigma_z=um_to_voxels(_length_um(job, "sigma_z_um"), voxel),
-        n_channels=_int(job, "n_channels", 1, minimum=1),
+        n_channels=_int(job, "n_channels", 1, minimum=1, maximum=MAX_CHANNELS),
         voxel_size=(voxel, voxel, voxel),
         noise_std=noise_std,
         n_spots=n_spots,
@@ -118,10 +155,10 @@ def _write_ground_truth(job: Job, data, progress: Progress) -> None:
 
 
 def _run_particles(job: Job, progress: Progress) -> dict:
-    n = _int(job, "n_particles", 20, minimum=1)
+    n = _int(job, "n_particles", 20, minimum=1, maximum=MAX_PARTICLES)
     noise_std = _float(job, "noise_std", 0.2)
     data = _dataset(job, n_particles=n, noise_std=noise_std,
-                    n_spots=_int(job, "n_spots", 120))
+                    n_spots=_int(job, "n_spots", 120, maximum=MAX_SPOTS))
     _write_ground_truth(job, data, progress)
     folder = job.output("particles_dir")
     folder.mkdir(parents=True, exist_ok=True)
@@ -156,13 +193,9 @@ def _field_psf(job: Job, field_vs, field_shape, n_channels: int) -> np.ndarray:
 
 
 def _run_fields(job: Job, progress: Progress) -> dict:
-    shape = job.param("field_shape")
-    if not isinstance(shape, (list, tuple)) or len(shape) != 3 or \
-            not all(isinstance(s, int) and s > 0 for s in shape):
-        raise JobError(f"job simulate: parameter 'field_shape' must be [Z, Y, X] in voxels, "
-                       f"got {shape!r}")
-    n_fields = _int(job, "n_fields", 1, minimum=1)
-    per_field = _int(job, "particles_per_field", 30, minimum=1)
+    shape = _field_shape(job)
+    n_fields = _int(job, "n_fields", 1, minimum=1, maximum=MAX_FIELDS)
+    per_field = _int(job, "particles_per_field", 30, minimum=1, maximum=MAX_OBJECTS_PER_FIELD)
     noise_std = _float(job, "noise_std", 0.2)
     # the ground truth of the particle grid (one noiseless particle is drawn with it)
     truth = _dataset(job, n_particles=1, noise_std=0.0, n_spots=0)
@@ -183,8 +216,9 @@ def _run_fields(job: Job, progress: Progress) -> dict:
     for f in range(n_fields):
         image_id = f"field_{f + 1:03d}"
         fov = simulate_field(truth.volume, psf, shape=tuple(shape), n_particles=per_field,
-                             n_debris=_int(job, "n_debris", 5),
-                             touching_pairs=_int(job, "touching_pairs", 2),
+                             n_debris=_int(job, "n_debris", 5, maximum=MAX_OBJECTS_PER_FIELD),
+                             touching_pairs=_int(job, "touching_pairs", 2,
+                                                 maximum=MAX_OBJECTS_PER_FIELD),
                              noise_std=noise_std, voxel_size=field_vs, seed=int(seeds[f]))
         path = folder / f"{image_id}.ome.tif"
         write_volume(path, fov.image, fov.voxel_size)
@@ -222,6 +256,7 @@ def _run_fields(job: Job, progress: Progress) -> dict:
 def run(job: Job) -> None:
     """Simulate and write the dataset described by ``job`` (see the module docstring)."""
     kind = choice_param(job, "kind", "particles", KINDS)
+    _check_amount(job, kind)
     progress = Progress("simulate")
     summary = _run_particles(job, progress) if kind == "particles" else _run_fields(job, progress)
     summary = {"kind": kind, "params": job.params, "seed": job.seed, **summary}

@@ -52,6 +52,7 @@ from ..io import (
     write_particle_table,
     write_volume,
 )
+from ..algorithms.limits import MAX_SYMMETRY_ORDER
 from ._inputs import choice_param, int_param
 from .jobfile import Job, JobError, Progress
 
@@ -64,8 +65,7 @@ def _fail(message: str):
     raise JobError(f"job symmetry: {message}")
 
 
-def _estimate(volume, job: Job, progress: Progress, axis=None) -> dict:
-    max_order = int_param(job, "max_order", 12, minimum=2)
+def _estimate(volume, job: Job, progress: Progress, max_order: int, axis=None) -> dict:
     threshold = job.param("threshold", 0.6)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or \
             not 0 < threshold <= 1:
@@ -87,7 +87,9 @@ def run(job: Job) -> None:
     progress = Progress("symmetry")
     start = time.perf_counter()
     operation = choice_param(job, "operation", "align", OPERATIONS)
-    order = int_param(job, "order", 0, minimum=0)
+    order = int_param(job, "order", 0, minimum=0, maximum=MAX_SYMMETRY_ORDER)
+    max_order = int_param(job, "max_order", 12, minimum=2, maximum=MAX_SYMMETRY_ORDER) \
+        if order == 0 else None
     if order == 1 and operation != "align":
         _fail("order 1 means no symmetry: give the order n >= 2 of Cn, or 0 to estimate it")
     path = job.existing_input("volume")
@@ -111,7 +113,7 @@ def run(job: Job) -> None:
                  f"{'estimated' if order == 0 else order}")
     estimate = None
     if order == 0:
-        found = _estimate(vol, job, progress)
+        found = _estimate(vol, job, progress, max_order)
         estimate = found["estimate"]
         summary.update(found["info"])
         if estimate.order == 1 and not estimate.cylindrical:

@@ -14,19 +14,50 @@ re-runs every step instead of leaving stale outputs.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import os
+import re
 import shlex
+import signal
+import subprocess
 import sys
 
 import pyworkflow.object as pwobj
 import pyworkflow.protocol as pwprot
 import pyworkflow.protocol.params as params
 
-from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE
-from ..io import read_summary, write_job
+from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE, WORKER_LOCK
+from ..errors import ProjectError
+from ..io import LockHeld, hold_lock, lock_holder, read_summary, remove_temporaries, write_job
+from ..algorithms.limits import MAX_GPU_ID, MAX_SEED
+from ..queue import queue_settings_error
+from ..safepaths import check_project_folder, unsafe_characters
 
-__all__ = ["ProtFluo", "ProtFluoJob", "add_gpu_params", "add_seed_param", "pointed"]
+__all__ = ["ProtFluo", "ProtFluoJob", "IntRange", "add_count_param", "add_gpu_params",
+           "add_seed_param", "gpu_list_error", "pointed", "run_worker"]
+
+#: prctl(2) option: the signal a process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def gpu_list_error(text) -> str | None:
+    """Why ``text`` is not a list of GPU ids, or None when it is one.
+
+    GPU ids are numbers separated by spaces or commas, or ranges ``a-b`` (``"0"``,
+    ``"0 1"``, ``"0,2"``, ``"0-3"``), each at most :data:`spfluo.algorithms.limits.MAX_GPU_ID`: what
+    the engine's parser reads without failing.
+    """
+    tokens = re.split(r"[,\s]+", text.strip()) if isinstance(text, str) else []
+    ranges = [re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", t, re.ASCII) for t in tokens if t]
+    if ranges and all(ranges):
+        bounds = [(int(m.group(1)), int(m.group(2) or m.group(1))) for m in ranges]
+        if all(a <= b <= MAX_GPU_ID for a, b in bounds):
+            return None
+    return (f"GPU ids {text!r} are not a list of GPU ids: give numbers separated by spaces "
+            f"or commas, or ranges such as 0-3 (e.g. '0' or '0 1'), each at most "
+            f"{MAX_GPU_ID}.")
 
 
 def add_gpu_params(form, *, default_use_gpu: bool = False) -> None:
@@ -39,10 +70,86 @@ def add_gpu_params(form, *, default_use_gpu: bool = False) -> None:
                    label="GPU ids", help="GPU ids to use, e.g. '0' or '0 1'.")
 
 
+class IntRange:
+    """Form validator of a count parameter: at most ``maximum`` (and at least ``minimum``).
+
+    pyworkflow calls it on the value when the parameter applies and prefixes the label
+    to the message.  The maxima live in :mod:`spfluo.algorithms.limits`; a minimum that needs a
+    more specific message stays in the protocol's ``_validate``.
+    """
+
+    def __init__(self, maximum: int, minimum: int | None = None):
+        self.maximum, self.minimum = int(maximum), minimum
+
+    def __call__(self, value) -> list[str]:
+        if value is None:
+            return []
+        if value > self.maximum:
+            return [f"must be at most {self.maximum:,}, got {value:,}: lower it (the work "
+                    "grows with it; spfluo.algorithms.limits lists the maxima)."]
+        if self.minimum is not None and value < self.minimum:
+            return [f"must be at least {self.minimum}, got {value}."]
+        return []
+
+
+def add_count_param(parent, name: str, *, maximum: int, minimum: int | None = None,
+                    help: str = "", **kwargs):
+    """Add the IntParam ``name`` to ``parent`` (a form or a line) with its maximum.
+
+    The maximum is checked by an :class:`IntRange` validator and written in the help.
+    """
+    text = f"{help} At most {maximum:,}." if help else f"At most {maximum:,}."
+    return parent.addParam(name, params.IntParam, validators=[IntRange(maximum, minimum)],
+                           help=text, **kwargs)
+
+
 def add_seed_param(form) -> None:
-    form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
-                  label="Random seed",
-                  help="The same seed gives the same result on the CPU.")
+    add_count_param(form, "seed", minimum=0, maximum=MAX_SEED, default=0,
+                    expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                    help="The same seed gives the same result on the CPU.")
+
+
+def _dies_with_parent():
+    """A ``preexec_fn`` that makes the child get SIGKILL when this process dies (Linux).
+
+    None elsewhere.  libc is loaded here, in the parent, so the child only calls prctl.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec():
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: do not outlive it
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def run_worker(argv: list[str], *, env: dict | None = None) -> None:
+    """Run ``argv`` (no shell) as a child that dies with this process; wait for it.
+
+    The child stays in this process's group (a stop of the run kills both) and, on Linux,
+    gets SIGKILL as soon as this process dies, kill -9 included, so that no worker keeps
+    running without its runner.  Its output goes to this process's stdout and stderr (the
+    run's logs).  A non-zero exit raises :class:`subprocess.CalledProcessError`.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    proc = subprocess.Popen(argv, shell=False, env=env, stdout=sys.stdout, stderr=sys.stderr,
+                            start_new_session=False, preexec_fn=_dies_with_parent())
+    try:
+        returncode = proc.wait()
+    except BaseException:  # interrupted: the worker does not outlive the step
+        proc.kill()
+        proc.wait()
+        raise
+    if returncode != 0:
+        raise subprocess.CalledProcessError(returncode, shlex.join(argv))
 
 
 def pointed(pointer):
@@ -51,11 +158,114 @@ def pointed(pointer):
 
 
 class ProtFluo(pwprot.Protocol):
-    """Base of spfluo protocols (not shown in the GUI)."""
+    """Base of spfluo protocols (not shown in the GUI).
+
+    :meth:`validate` adds the checks every run needs before pyworkflow's own
+    validation and the protocol's ``_validate``: a project folder that a shell
+    would not interpret (the engine launches runs through one), queue settings that
+    cannot add a line to the job script (:func:`spfluo.queue.check_queue_settings`), a
+    GPU list the engine can read (:func:`gpu_list_error`), and no worker still running in
+    the run's folder.
+    """
 
     _label = None
 
+    # --------------------------- INFO functions -------------------------------
+    def validate(self):
+        """Errors of the run (empty when it may be launched): spfluo's checks, then pyworkflow's.
+
+        Inputs of the wrong type are reported alone: the protocol's own checks assume the
+        types its form declares.
+        """
+        typed = self._inputTypeErrors()
+        if typed:
+            return self._launchErrors() + typed
+        return self._launchErrors() + super().validate()
+
+    def _inputTypeErrors(self) -> list[str]:
+        """An error for every input that points to an object of another type than its form's."""
+        errors = []
+        for name, param in self.getDefinition().iterParams():
+            if not isinstance(param, params.PointerParam):
+                continue
+            attr = getattr(self, name)
+            pointers = attr if isinstance(attr, pwobj.PointerList) else [attr]
+            expected = [c.strip() for c in (param.pointerClass.get() or "").split(",")
+                        if c.strip()]
+            for pointer in pointers:
+                obj = pointed(pointer)
+                if obj is None or not expected or any(
+                        cls.__name__ in expected for cls in type(obj).__mro__):
+                    continue
+                source = pointer.getObjValue()
+                where = f"run {source.getObjId()}" if isinstance(source, pwprot.Protocol) \
+                    else f"object {obj.getObjId()}"
+                ext = pointer.getExtended()
+                errors.append(f"{param.label.get() or name} ({name}) must be a "
+                              f"{' or '.join(expected)}, but {where}"
+                              f"{'.' + ext if ext else ''} is a {type(obj).__name__}: choose "
+                              f"an output of type {' or '.join(expected)} (`spfluo project "
+                              "show` lists the outputs and their types).")
+        return errors
+
+    def _launchErrors(self) -> list[str]:
+        """What makes launching this run unsafe, whatever its protocol."""
+        errors = []
+        lock = self._workerLock()
+        holder = lock_holder(lock) if lock is not None else None
+        if holder is not None:
+            who = f"process {holder}" if holder > 0 else "another process"
+            stop = f" or stop it (`kill {holder}`)" if holder > 0 else ""
+            errors.append(f"Run {self.getObjId()} still has a worker running ({who}, lock "
+                          f"{lock}): wait for it to end{stop} before continuing the run.")
+        project = self.getProject()
+        if project is not None:
+            try:
+                check_project_folder(project.getPath())
+            except ProjectError as exc:
+                errors.append(str(exc))
+        queue_error = queue_settings_error(self)
+        if queue_error:
+            errors.append(queue_error)
+        if self.useQueue():  # the run's label can be a variable of the job script
+            bad = [c for c in unsafe_characters(self.getRunName()) if c != " "]
+            if bad:
+                errors.append(f"The label {self.getRunName()!r} of a run sent to a queue "
+                              f"cannot hold {', '.join(map(repr, bad))} (the job script is "
+                              "run by a shell): change the label.")
+        if self.hasAttribute(params.GPU_LIST):
+            gpu_error = gpu_list_error(self.gpuList.get())
+            if gpu_error:
+                errors.append(gpu_error)
+        return errors
+
+    def _run(self):
+        """The engine's run, after removing what an interrupted run left (see below)."""
+        self._removeTemporaries()
+        super()._run()
+
     # --------------------------- UTILS functions ------------------------------
+    def _workerLock(self) -> str | None:
+        """The run's worker lock file (beside its job files), None before the run has a folder."""
+        return self._getExtraPath(WORKER_LOCK) if self.workingDir.get() else None
+
+    def _removeTemporaries(self) -> None:
+        """Delete the temporary files of writes that a kill interrupted (``.NAME.<hex>.tmp``).
+
+        Done under the run's worker lock, so never while a worker writes; when another
+        worker holds it, nothing is removed (and validation refuses the run).
+        """
+        lock = self._workerLock()
+        if lock is None or not os.path.isdir(self._getExtraPath()):
+            return
+        try:
+            with hold_lock(lock):
+                removed = remove_temporaries(self.getWorkingDir())
+        except LockHeld:
+            return
+        for path in removed:
+            self.info(f"removed {path}, left by an interrupted write")
+
     def _paramsKey(self) -> str:
         """Digest of every form value (pointers by target id + extended name)."""
         values = {}
@@ -88,13 +298,21 @@ class ProtFluo(pwprot.Protocol):
         return read_summary(self._getExtraPath(name))
 
     def _runSpfluoJob(self, step: str) -> None:
-        """Run ``python -m spfluo.jobs STEP extra/<step>_job.json`` as an external process."""
-        program = shlex.quote(sys.executable)
+        """Run ``python -m spfluo.jobs STEP extra/<step>_job.json`` as a worker process.
+
+        No shell is involved (:func:`run_worker`); on a GPU, ``CUDA_VISIBLE_DEVICES``
+        holds the ids the engine assigned to this step.
+        """
+        argv = [sys.executable, "-m", JOB_MODULE, step, self._jobPath(step)]
+        env = dict(self._getEnviron() or os.environ)
+        devices = ""
         if self._device() == DEVICE_GPU:
-            # pyworkflow substitutes %(GPU)s with the comma-separated ids it assigned
-            program = f"CUDA_VISIBLE_DEVICES=%(GPU)s {program}"
-        args = f"-m {JOB_MODULE} {step} {shlex.quote(self._jobPath(step))}"
-        self.runJob(program, args, numberOfMpi=1)
+            gpus = (self._stepsExecutor.getGpuList() if self._stepsExecutor is not None
+                    else None) or self.getGpuList()
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+            devices = f" (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']})"
+        self.info(f"** Running command: ** {shlex.join(argv)}{devices}")
+        run_worker(argv, env=env)
 
     def _defineSources(self, outputs, *pointers) -> None:
         """Record provenance: every output derives from every given input pointer."""

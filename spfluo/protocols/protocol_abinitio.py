@@ -29,8 +29,17 @@ from __future__ import annotations
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
+from ..algorithms.limits import (
+    MAX_BOX_SIZE,
+    MAX_CLASSES,
+    MAX_DIRECTIONS,
+    MAX_EPOCHS,
+    MAX_IN_PLANE_ANGLES,
+    MAX_SYMMETRY_ORDER,
+    orientations_error,
+)
 from ..objects import SetOfParticles, Volume
-from .base import ProtFluoJob, add_gpu_params, add_seed_param, pointed
+from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, pointed
 from .convert import (
     check_psf_matches,
     check_symmetry_order,
@@ -86,28 +95,28 @@ class ProtAbInitio(ProtFluoJob):
                            "robust to a low degree of labelling, fast. Simulated annealing "
                            "(Fortun et al. 2018): a few class representatives are aligned by a "
                            "stochastic search, then every particle against their volume.")
-        form.addParam("symmetry", params.IntParam, default=1,
-                      label="Symmetry order (Cn about z)",
-                      help="Order n of the cyclic symmetry of the particle about its z axis "
-                           "(1 = none; 9 for a centriole). The in-plane search then covers one "
-                           "asymmetric unit and the volume is symmetric.")
+        add_count_param(form, "symmetry", maximum=MAX_SYMMETRY_ORDER, default=1,
+                        label="Symmetry order (Cn about z)",
+                        help="Order n of the cyclic symmetry of the particle about its z axis "
+                             "(1 = none; 9 for a centriole). The in-plane search then covers one "
+                             "asymmetric unit and the volume is symmetric.")
         form.addParam("finalReconstruction", params.EnumParam, default=FINAL_HESSIAN,
                       choices=_FINAL_LABELS, label="Final volume",
                       help="Reconstruct the result volume from the estimated poses with the "
                            "known-pose solver (weight chosen on half maps; sharper than the "
                            "ab initio iterate), or keep the iterate.")
         form.addSection(label="SGD")
-        form.addParam("maxEpochs", params.IntParam, default=40,
-                      condition=f"method == {SGD}", label="Maximum number of epochs",
-                      help="An epoch visits every particle once. The run stops earlier when "
-                           "the mean energy reaches a plateau.")
+        add_count_param(form, "maxEpochs", maximum=MAX_EPOCHS, default=40,
+                        condition=f"method == {SGD}", label="Maximum number of epochs",
+                        help="An epoch visits every particle once. The run stops earlier when "
+                             "the mean energy reaches a plateau.")
         line = form.addLine("Orientations drawn per particle", condition=f"method == {SGD}",
                             help="N_d directions and N_psi in-plane angles are drawn per "
                                  "particle and epoch (64 and 8 in Eloy et al.); the "
                                  "N_d x N_psi pairs are evaluated. Time per epoch is "
                                  "proportional to their product.")
-        line.addParam("nDirections", params.IntParam, default=64, label="N_d")
-        line.addParam("nPsi", params.IntParam, default=8, label="N_psi")
+        add_count_param(line, "nDirections", maximum=MAX_DIRECTIONS, default=64, label="N_d")
+        add_count_param(line, "nPsi", maximum=MAX_IN_PLANE_ANGLES, default=8, label="N_psi")
         form.addParam("alphaR", params.FloatParam, default=1.2, condition=f"method == {SGD}",
                       expertLevel=params.LEVEL_ADVANCED, label="Decay of the uniform share",
                       help="alpha_r > 1: the uniform share of the sampling distributions is "
@@ -122,14 +131,14 @@ class ProtAbInitio(ProtFluoJob):
                       help="The first epochs run on the particles downsampled by this factor "
                            "(1 = none), then the run continues at full size.")
         form.addSection(label="Annealing")
-        form.addParam("nClasses", params.IntParam, default=10,
-                      condition=f"method == {ANNEALING}", label="Number of classes",
-                      help="k-means classes of the particles; the particle closest to each "
-                           "class centre is annealed (5 to 10 in Fortun et al. 2018).")
-        form.addParam("workingSize", params.IntParam, default=30,
-                      condition=f"method == {ANNEALING}", expertLevel=params.LEVEL_ADVANCED,
-                      label="Working box size (voxels)",
-                      help="The annealing runs on particles downsampled to this box side.")
+        add_count_param(form, "nClasses", maximum=MAX_CLASSES, default=10,
+                        condition=f"method == {ANNEALING}", label="Number of classes",
+                        help="k-means classes of the particles; the particle closest to each "
+                             "class centre is annealed (5 to 10 in Fortun et al. 2018).")
+        add_count_param(form, "workingSize", maximum=MAX_BOX_SIZE, default=30,
+                        condition=f"method == {ANNEALING}", expertLevel=params.LEVEL_ADVANCED,
+                        label="Working box size (voxels)",
+                        help="The annealing runs on particles downsampled to this box side.")
         add_seed_param(form)
         add_gpu_params(form)
 
@@ -215,6 +224,10 @@ class ProtAbInitio(ProtFluoJob):
                                       ("N_psi", self.nPsi.get(), 1)):
                 if value is None or value < low:
                     errors.append(f"{label} must be an integer >= {low}, got {value}.")
+            if self.nDirections.get() and self.nPsi.get():
+                error = orientations_error(self.nDirections.get(), self.nPsi.get())
+                if error:
+                    errors.append(error)
             alpha_r = self.alphaR.get()
             if alpha_r is None or not alpha_r > 1:
                 errors.append(f"Decay of the uniform share must be > 1, got {alpha_r}.")

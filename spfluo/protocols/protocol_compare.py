@@ -18,8 +18,9 @@ import numpy as np
 import pyworkflow.protocol.params as params
 
 from ..io import write_particle_table
+from ..algorithms.limits import MAX_SYMMETRY_ORDER, search_size_error
 from ..objects import PSFModel, VolumeComparison
-from .base import ProtFluoJob, pointed
+from .base import ProtFluoJob, add_count_param, pointed
 
 __all__ = ["ProtCompareVolumes"]
 
@@ -55,10 +56,10 @@ class ProtCompareVolumes(ProtFluoJob):
                       help="Find the rotation and translation that best superimpose the "
                            "volume on the reference before measuring (a reconstruction's "
                            "frame is arbitrary). No: the volumes are compared as they are.")
-        form.addParam("symmetry", params.IntParam, default=1,
-                      label="Symmetry order (Cn about z)",
-                      help="Order n of the cyclic symmetry of the reference about the z axis "
-                           "(1 = none): registration and pose errors are taken modulo Cn.")
+        add_count_param(form, "symmetry", maximum=MAX_SYMMETRY_ORDER, default=1,
+                        label="Symmetry order (Cn about z)",
+                        help="Order n of the cyclic symmetry of the reference about the z axis "
+                             "(1 = none): registration and pose errors are taken modulo Cn.")
         form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
                       allowsNull=True, label="Particles with estimated poses (optional)",
                       help="Particles whose poses were estimated (e.g. by ab initio).")
@@ -162,6 +163,10 @@ class ProtCompareVolumes(ProtFluoJob):
         step = self.coarseStep.get()
         if step is None or not 0 < step <= 90:
             errors.append(f"Registration angular step must be in (0, 90] degrees, got {step}.")
+        elif self.doRegister.get() and sym is not None and 1 <= sym:
+            error = search_size_error(step, None, sym, what="Registration angular step")
+            if error:
+                errors.append(error)
         est, ref = pointed(self.inputParticles), pointed(self.referenceParticles)
         if (est is None) != (ref is None):
             errors.append("Give both particle sets (estimated and true poses) to measure pose "

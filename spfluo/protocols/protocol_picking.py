@@ -29,8 +29,9 @@ from ..io import (
     write_coordinates_csv,
     write_image_list,
 )
+from ..algorithms.limits import MAX_BOX_SIZE, MAX_CHANNELS
 from ..objects import Coordinate3D, Particle, SetOfCoordinates3D, SetOfParticles
-from .base import ProtFluo, ProtFluoJob, add_seed_param, pointed
+from .base import ProtFluo, ProtFluoJob, add_count_param, add_seed_param, pointed
 from .convert import image_from_file
 
 __all__ = ["ProtPickParticles", "ProtExtractParticles", "ProtSelectParticles"]
@@ -125,9 +126,10 @@ class ProtPickParticles(ProtFluoJob):
                       help="At least 3 (about 10-20 work well) particle positions picked by "
                            "hand in these images: an import of coordinates, or the output of "
                            "an earlier picking run (e.g. after 'select particles').")
-        form.addParam("channel", params.IntParam, default=0, label="Detection channel",
-                      help="Channel the detection runs in (numbered from 0); the coordinates "
-                           "apply to every channel.")
+        add_count_param(form, "channel", maximum=MAX_CHANNELS - 1,
+                        default=0, label="Detection channel",
+                        help="Channel the detection runs in (numbered from 0); the coordinates "
+                             "apply to every channel.")
         form.addParam("diameter", params.FloatParam, default=0.5,
                       label="Particle diameter (µm)",
                       help="Diameter of the visible particle, in micrometres: it sets every "
@@ -365,6 +367,10 @@ class ProtExtractParticles(ProtFluoJob):
             errors.append(f"The box of {self._boxSize():g} µm holds {n} voxel(s) of "
                           f"{self._voxelSize():g} µm per side: use a larger box or smaller "
                           "voxels (at least 4).")
+        elif n > MAX_BOX_SIZE:
+            errors.append(f"The box of {self._boxSize():g} µm holds {n} voxels of "
+                          f"{self._voxelSize():g} µm per side, more than {MAX_BOX_SIZE}: use "
+                          "larger voxels or a smaller box.")
         lateral = min(min(img.getPhysicalSize()[1:]) for img in images.items())
         if self._boxSize() > lateral:
             errors.append(f"Box size {self._boxSize():g} µm is larger than the images "

@@ -22,8 +22,9 @@ import os
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
+from ..algorithms.limits import MAX_BATCH_SIZE, MAX_SOLVER_ITERATIONS, MAX_SYMMETRY_ORDER
 from ..objects import Volume
-from .base import ProtFluoJob, add_gpu_params, add_seed_param, pointed
+from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, pointed
 from .convert import (
     check_channel_list,
     check_particles_with_poses,
@@ -110,16 +111,16 @@ class ProtReconstructKnownPoses(ProtFluoJob):
                            "the other half's particles, minimised. Half-map FSC resolution: "
                            "maximised; it favours strong regularisation (both halves then "
                            "look alike), see the method notes.")
-        form.addParam("iterations", params.IntParam, default=100,
-                      condition=f"method in [{HESSIAN}, {TV}, {DECONV_AVERAGE}]",
-                      label="Iterations",
-                      help="ADMM iterations; each costs two FFTs whatever the number of "
-                           "particles (deconvolve-then-average: half of them per particle).")
-        form.addParam("symmetry", params.IntParam, default=1,
-                      label="Symmetry order (Cn about z)",
-                      help="Order n of the cyclic symmetry of the particle about the z axis "
-                           "of the reference (1 = none; 9 for a centriole). Every particle "
-                           "counts n times at no cost per iteration.")
+        add_count_param(form, "iterations", maximum=MAX_SOLVER_ITERATIONS, default=100,
+                        condition=f"method in [{HESSIAN}, {TV}, {DECONV_AVERAGE}]",
+                        label="Iterations",
+                        help="ADMM iterations; each costs two FFTs whatever the number of "
+                             "particles (deconvolve-then-average: half of them per particle).")
+        add_count_param(form, "symmetry", maximum=MAX_SYMMETRY_ORDER, default=1,
+                        label="Symmetry order (Cn about z)",
+                        help="Order n of the cyclic symmetry of the particle about the z axis "
+                             "of the reference (1 = none; 9 for a centriole). Every particle "
+                             "counts n times at no cost per iteration.")
         form.addParam("channels", params.StringParam, default="",
                       label="Channels (empty = all)",
                       help="Channels to reconstruct, e.g. '0' or '0 1' (numbered from 0). "
@@ -140,9 +141,9 @@ class ProtReconstructKnownPoses(ProtFluoJob):
                            "margin (2 voxels a side for 32-voxel boxes) keeps the periodic "
                            "blur model from joining opposite faces of the box; 1 is 1.4x "
                            "faster per iteration and fine when the boxes have empty margins.")
-        form.addParam("batchSize", params.IntParam, default=16,
-                      expertLevel=params.LEVEL_ADVANCED, label="Particles per batch",
-                      help="Particles read and processed together (memory ~ this many boxes).")
+        add_count_param(form, "batchSize", maximum=MAX_BATCH_SIZE, default=16,
+                        expertLevel=params.LEVEL_ADVANCED, label="Particles per batch",
+                        help="Particles read and processed together (memory ~ this many boxes).")
         add_seed_param(form)
         add_gpu_params(form)
 

@@ -30,8 +30,15 @@ import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
 from ..io import read_particle_table
+from ..algorithms.limits import (
+    MAX_GRADIENT_STEPS,
+    MAX_OUTER_ITERATIONS,
+    MAX_SOLVER_ITERATIONS,
+    MAX_SYMMETRY_ORDER,
+    search_size_error,
+)
 from ..objects import SetOfParticles, Volume
-from .base import ProtFluoJob, add_gpu_params, add_seed_param, pointed
+from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, pointed
 from .convert import (
     check_channel_list,
     check_particles_with_poses,
@@ -56,12 +63,13 @@ DEFAULT_SCHEDULE_TEXT = "20:all, 5:10, 1:5"
 _CHANNEL_LABEL = "Pose search channel"
 
 
-def parse_schedule(text: str | None) -> list[list]:
+def parse_schedule(text: str | None, *, symmetry: int = 1) -> list[list]:
     """``"20:all, 5:10, 1:5"`` -> ``[[20.0, None], [5.0, 10.0], [1.0, 5.0]]``.
 
     Each stage is ``step:range`` in degrees, ``range`` ``all`` for the whole rotation space;
-    stages are separated by commas; an empty text is no exhaustive search.  Raises
-    ValueError with a message for the form.
+    stages are separated by commas; an empty text is no exhaustive search.  A stage that
+    tries more rotations per particle than :data:`spfluo.algorithms.limits.MAX_SEARCH_ROTATIONS`
+    (for the Cn ``symmetry``) is refused.  Raises ValueError with a message for the form.
     """
     text = (text or "").strip()
     if not text:
@@ -85,6 +93,10 @@ def parse_schedule(text: str | None) -> list[list]:
         if rng is not None and not 0 < rng <= 180:
             raise ValueError(f"Search schedule stage {item.strip()!r}: the range must be in "
                              f"(0, 180] degrees or 'all', got {rng:g}.")
+        error = search_size_error(step, rng, symmetry,
+                                  what=f"Search schedule stage {item.strip()!r}")
+        if error:
+            raise ValueError(error)
         stages.append([step, rng])
     return stages
 
@@ -124,11 +136,11 @@ class ProtRefine(ProtFluoJob):
                       help="Reference of the first pose update (e.g. the ab initio volume), "
                            "in the frame of the poses. Empty: the first volume is "
                            "reconstructed from the input poses.")
-        form.addParam("symmetry", params.IntParam, default=1,
-                      label="Symmetry order (Cn about z)",
-                      help="Order n of the cyclic symmetry about the z axis of the reference "
-                           "(1 = none; 9 for a centriole). The volume's symmetry axis must be "
-                           "z: run 'align symmetry axis' first otherwise.")
+        add_count_param(form, "symmetry", maximum=MAX_SYMMETRY_ORDER, default=1,
+                        label="Symmetry order (Cn about z)",
+                        help="Order n of the cyclic symmetry about the z axis of the reference "
+                             "(1 = none; 9 for a centriole). The volume's symmetry axis must be "
+                             "z: run 'align symmetry axis' first otherwise.")
         form.addParam("searchChannels", params.StringParam, default="",
                       label="Pose search channels (empty = all)",
                       help="Channels compared by the pose updates, e.g. '0' (numbered from "
@@ -147,17 +159,17 @@ class ProtRefine(ProtFluoJob):
         form.addParam("weight", params.FloatParam, default=3e-3, label="Weight",
                       help="Regularisation weight per mean particle, >= 0 (data normalised to "
                            "a back-projection of maximum 1): typically 1e-3 to 1e-2.")
-        form.addParam("initialIterations", params.IntParam, default=100,
-                      label="ADMM iterations, first volume",
-                      help="Iterations of the first reconstruction (from scratch).")
-        form.addParam("admmIterations", params.IntParam, default=30,
-                      label="ADMM iterations per outer iteration",
-                      help="Warm-started iterations after each pose update (exhaustive "
-                           "phase).")
-        form.addParam("finalIterations", params.IntParam, default=50,
-                      expertLevel=params.LEVEL_ADVANCED,
-                      label="ADMM iterations, final volume",
-                      help="Warm-started iterations of the final reconstructions.")
+        add_count_param(form, "initialIterations", maximum=MAX_SOLVER_ITERATIONS, default=100,
+                        label="ADMM iterations, first volume",
+                        help="Iterations of the first reconstruction (from scratch).")
+        add_count_param(form, "admmIterations", maximum=MAX_SOLVER_ITERATIONS, default=30,
+                        label="ADMM iterations per outer iteration",
+                        help="Warm-started iterations after each pose update (exhaustive "
+                             "phase).")
+        add_count_param(form, "finalIterations", maximum=MAX_SOLVER_ITERATIONS, default=50,
+                        expertLevel=params.LEVEL_ADVANCED,
+                        label="ADMM iterations, final volume",
+                        help="Warm-started iterations of the final reconstructions.")
 
         form.addSection(label="Pose search")
         form.addParam("schedule", params.StringParam, default=DEFAULT_SCHEDULE_TEXT,
@@ -166,21 +178,21 @@ class ProtRefine(ProtFluoJob):
                            "'step:range' in degrees, range 'all' for the whole rotation space "
                            "(Fortun et al. 2018: '20:all, 5:10, 1:5'). The last stage repeats until the "
                            "poses stop changing. Empty: no exhaustive search.")
-        form.addParam("exhaustiveIterations", params.IntParam, default=5,
-                      label="Most exhaustive iterations",
-                      help="At least the number of schedule stages.")
-        form.addParam("continuousIterations", params.IntParam, default=2,
-                      label="Continuous refinement iterations",
-                      help="Outer iterations of continuous refinement (Zehni et al. 2020) after the "
-                           "exhaustive search; 0 for none.")
-        form.addParam("gdSteps", params.IntParam, default=3,
-                      label="Gradient steps per continuous iteration",
-                      help="K_GD of Zehni et al. 2020: gradient steps on each particle's rotation and "
-                           "translation, with backtracking.")
-        form.addParam("continuousAdmm", params.IntParam, default=5,
-                      expertLevel=params.LEVEL_ADVANCED,
-                      label="ADMM iterations per continuous iteration",
-                      help="K_ADMM of Zehni et al. 2020 (2 to 5).")
+        add_count_param(form, "exhaustiveIterations", maximum=MAX_OUTER_ITERATIONS, default=5,
+                        label="Most exhaustive iterations",
+                        help="At least the number of schedule stages.")
+        add_count_param(form, "continuousIterations", maximum=MAX_OUTER_ITERATIONS, default=2,
+                        label="Continuous refinement iterations",
+                        help="Outer iterations of continuous refinement (Zehni et al. 2020) after the "
+                             "exhaustive search; 0 for none.")
+        add_count_param(form, "gdSteps", maximum=MAX_GRADIENT_STEPS, default=3,
+                        label="Gradient steps per continuous iteration",
+                        help="K_GD of Zehni et al. 2020: gradient steps on each particle's rotation and "
+                             "translation, with backtracking.")
+        add_count_param(form, "continuousAdmm", maximum=MAX_SOLVER_ITERATIONS, default=5,
+                        expertLevel=params.LEVEL_ADVANCED,
+                        label="ADMM iterations per continuous iteration",
+                        help="K_ADMM of Zehni et al. 2020 (2 to 5).")
         form.addParam("maxShift", params.FloatParam, default=0.0,
                       expertLevel=params.LEVEL_ADVANCED, label="Maximum shift (µm)",
                       help="Largest particle translation searched; 0 = a quarter of the box.")
@@ -198,7 +210,7 @@ class ProtRefine(ProtFluoJob):
         job_params = {
             "regularizer": _REGULARIZER_KEYS[self.regularizer.get()],
             "weight": self.weight.get(),
-            "schedule": parse_schedule(self.schedule.get()),
+            "schedule": parse_schedule(self.schedule.get(), symmetry=self.symmetry.get()),
             "exhaustive_iterations": self.exhaustiveIterations.get(),
             "continuous_iterations": self.continuousIterations.get(),
             "gd_steps": self.gdSteps.get(),
@@ -304,8 +316,10 @@ class ProtRefine(ProtFluoJob):
             value = getattr(self, name).get()
             if value is None or value < minimum:
                 errors.append(f"{label} must be >= {minimum}, got {value}.")
+        symmetry = self.symmetry.get()
         try:
-            stages = parse_schedule(self.schedule.get())
+            stages = parse_schedule(self.schedule.get(), symmetry=symmetry
+                                    if symmetry and 1 <= symmetry <= MAX_SYMMETRY_ORDER else 1)
         except ValueError as exc:
             errors.append(str(exc))
             stages = []

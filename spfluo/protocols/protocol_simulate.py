@@ -16,6 +16,15 @@ import pyworkflow.protocol.params as params
 
 from ..algorithms.geometry import voxels_to_um
 from ..io import read_coordinates_csv, read_particle_table, read_poses_csv, read_shape
+from ..algorithms.limits import (
+    MAX_BOX_SIZE,
+    MAX_FIELDS,
+    MAX_FIELD_SIZE,
+    MAX_OBJECTS_PER_FIELD,
+    MAX_PARTICLES,
+    MAX_SPOTS,
+    simulated_voxels_error,
+)
 from ..objects import (
     Coordinate3D,
     FluoImage,
@@ -26,7 +35,7 @@ from ..objects import (
     SetOfParticles,
     Volume,
 )
-from .base import ProtFluoJob, add_seed_param
+from .base import ProtFluoJob, add_count_param, add_seed_param
 from .convert import image_from_file, image_id_from_path
 
 __all__ = ["ProtSimulateDataset"]
@@ -64,10 +73,11 @@ class ProtSimulateDataset(ProtFluoJob):
                       label="Phantom",
                       help="Ground truth: an asymmetric object, a C9 centriole-like barrel "
                            "(two channels: barrel + torus), a hollow sphere or an open tube.")
-        form.addParam("nChannels", params.IntParam, default=1, label="Channels",
-                      help="1, or 2 with the c9 phantom (barrel and a torus around it).")
-        form.addParam("boxSize", params.IntParam, default=50, label="Box size (voxels)",
-                      help="Side of the cubic particle box (and of the ground truth), voxels.")
+        add_count_param(form, "nChannels", maximum=2, default=1, label="Channels",
+                        help="1, or 2 with the c9 phantom (barrel and a torus around it).")
+        add_count_param(form, "boxSize", maximum=MAX_BOX_SIZE,
+                        default=50, label="Box size (voxels)",
+                        help="Side of the cubic particle box (and of the ground truth), voxels.")
         form.addParam("voxelSize", params.FloatParam, default=0.05, label="Voxel size (µm)",
                       help="Isotropic voxel size of the particles and the ground truth.")
         line = form.addLine("PSF sigma (voxels)",
@@ -79,11 +89,11 @@ class ProtSimulateDataset(ProtFluoJob):
                       label="Noise std (fraction of the signal maximum)",
                       help="Standard deviation of the Gaussian noise added to images whose "
                            "noiseless signal is scaled to [0, 1].")
-        form.addParam("nSpots", params.IntParam, default=120,
-                      expertLevel=params.LEVEL_ADVANCED,
-                      label="Degradation spots per particle",
-                      help="Gaussian spots removed from each particle (non-uniform degree of "
-                           "labelling); 0 for none.")
+        add_count_param(form, "nSpots", maximum=MAX_SPOTS, default=120,
+                        expertLevel=params.LEVEL_ADVANCED,
+                        label="Degradation spots per particle",
+                        help="Gaussian spots removed from each particle (non-uniform degree of "
+                             "labelling); 0 for none.")
         form.addParam("maxShift", params.FloatParam, default=2.0,
                       expertLevel=params.LEVEL_ADVANCED, label="Maximum shift (voxels)",
                       help="Particle shifts are uniform in [-max, max] voxels on each axis.")
@@ -92,29 +102,29 @@ class ProtSimulateDataset(ProtFluoJob):
                       display=params.EnumParam.DISPLAY_HLIST, label="Output",
                       help="Extracted particles with their true poses, or fields of view with "
                            "the true particle positions (for picking).")
-        form.addParam("nParticles", params.IntParam, default=20,
-                      condition=f"outputKind=={KIND_PARTICLES}", label="Number of particles")
+        add_count_param(form, "nParticles", maximum=MAX_PARTICLES, default=20,
+                        condition=f"outputKind=={KIND_PARTICLES}", label="Number of particles")
         line = form.addLine("Field size (voxels)", condition=f"outputKind=={KIND_FIELDS}",
                             help="Shape of each field of view: z, y, x in voxels.")
-        line.addParam("fieldZ", params.IntParam, default=64, label="z")
-        line.addParam("fieldY", params.IntParam, default=256, label="y")
-        line.addParam("fieldX", params.IntParam, default=256, label="x")
+        add_count_param(line, "fieldZ", maximum=MAX_FIELD_SIZE, default=64, label="z")
+        add_count_param(line, "fieldY", maximum=MAX_FIELD_SIZE, default=256, label="y")
+        add_count_param(line, "fieldX", maximum=MAX_FIELD_SIZE, default=256, label="x")
         form.addParam("fieldVoxelSizeZ", params.FloatParam, default=0.0,
                       condition=f"outputKind=={KIND_FIELDS}",
                       label="Field voxel size z (µm)",
                       help="Axial voxel size of the fields; 0 = the voxel size above "
                            "(isotropic). The lateral voxel size is the voxel size above.")
-        form.addParam("nFields", params.IntParam, default=1,
-                      condition=f"outputKind=={KIND_FIELDS}", label="Number of fields")
-        form.addParam("particlesPerField", params.IntParam, default=20,
-                      condition=f"outputKind=={KIND_FIELDS}", label="Particles per field")
-        form.addParam("nDebris", params.IntParam, default=5,
-                      condition=f"outputKind=={KIND_FIELDS}", label="Debris per field",
-                      help="Blobs of another shape that a picker must reject.")
-        form.addParam("touchingPairs", params.IntParam, default=2,
-                      condition=f"outputKind=={KIND_FIELDS}",
-                      label="Touching pairs per field",
-                      help="Pairs of particles placed in contact (hard cases for picking).")
+        add_count_param(form, "nFields", maximum=MAX_FIELDS, default=1,
+                        condition=f"outputKind=={KIND_FIELDS}", label="Number of fields")
+        add_count_param(form, "particlesPerField", maximum=MAX_OBJECTS_PER_FIELD, default=20,
+                        condition=f"outputKind=={KIND_FIELDS}", label="Particles per field")
+        add_count_param(form, "nDebris", maximum=MAX_OBJECTS_PER_FIELD, default=5,
+                        condition=f"outputKind=={KIND_FIELDS}", label="Debris per field",
+                        help="Blobs of another shape that a picker must reject.")
+        add_count_param(form, "touchingPairs", maximum=MAX_OBJECTS_PER_FIELD, default=2,
+                        condition=f"outputKind=={KIND_FIELDS}",
+                        label="Touching pairs per field",
+                        help="Pairs of particles placed in contact (hard cases for picking).")
         add_seed_param(form)
 
     # --------------------------- STEPS functions ------------------------------
@@ -249,8 +259,15 @@ class ProtSimulateDataset(ProtFluoJob):
         if self.outputKind.get() == KIND_PARTICLES:
             if not self.nParticles.get() or self.nParticles.get() < 1:
                 errors.append(f"Number of particles must be >= 1, got {self.nParticles.get()}.")
+            n_voxels = (self.nParticles.get() or 0) * (box or 0) ** 3
         else:
             self._validateFields(errors)
+            n_voxels = (self.nFields.get() or 0) * int(np.prod(
+                [max(0, v or 0) for v in (self.fieldZ.get(), self.fieldY.get(),
+                                          self.fieldX.get())]))
+        error = simulated_voxels_error(n_voxels * (nc or 1))
+        if error:
+            errors.append(error)
         return errors
 
     def _fieldVoxelSizeZ(self) -> float:

@@ -23,8 +23,9 @@ import numpy as np
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
+from ..algorithms.limits import MAX_SYMMETRY_ORDER
 from ..objects import SetOfParticles, Volume
-from .base import ProtFluoJob, pointed
+from .base import ProtFluoJob, add_count_param, pointed
 from .convert import (
     image_from_file,
     particles_with_poses,
@@ -132,14 +133,15 @@ class ProtAlignSymmetryAxis(_SymmetryJob):
                       important=True, label="Volume",
                       help="A reconstruction (e.g. ab initio without symmetry) whose cyclic "
                            "symmetry axis is to be found.")
-        form.addParam("symmetryOrder", params.IntParam, default=0,
-                      label="Symmetry order (0 = estimate)",
-                      help="Order n >= 2 of the cyclic symmetry; 0 estimates it from the volume "
-                           "(reported in the summary) and uses it; 1 (no symmetry) passes the "
-                           "volume and poses on unchanged, so a workflow can keep this step.")
-        form.addParam("maxOrder", params.IntParam, default=12, condition="symmetryOrder == 0",
-                      label="Largest order tried",
-                      help="Orders 2 to this are scored when the order is estimated.")
+        add_count_param(form, "symmetryOrder", maximum=MAX_SYMMETRY_ORDER, default=0,
+                        label="Symmetry order (0 = estimate)",
+                        help="Order n >= 2 of the cyclic symmetry; 0 estimates it from the volume "
+                             "(reported in the summary) and uses it; 1 (no symmetry) passes the "
+                             "volume and poses on unchanged, so a workflow can keep this step.")
+        add_count_param(form, "maxOrder", maximum=MAX_SYMMETRY_ORDER,
+                        default=12, condition="symmetryOrder == 0",
+                        label="Largest order tried",
+                        help="Orders 2 to this are scored when the order is estimated.")
         form.addParam("inputParticles", params.PointerParam, pointerClass="SetOfParticles",
                       allowsNull=True, label="Particles to realign (optional)",
                       help="The particles (with poses) the volume was reconstructed from: "
@@ -225,13 +227,14 @@ class ProtSymmetrize(_SymmetryJob):
                       important=True, label="Volume",
                       help="A volume whose symmetry axis is z through the box centre (run "
                            "'align symmetry axis' first otherwise).")
-        form.addParam("symmetryOrder", params.IntParam, default=9,
-                      label="Symmetry order (0 = estimate)",
-                      help="Order n >= 2 of the cyclic symmetry about z; 0 estimates it from "
-                           "the volume.")
-        form.addParam("maxOrder", params.IntParam, default=12, condition="symmetryOrder == 0",
-                      label="Largest order tried",
-                      help="Orders 2 to this are scored when the order is estimated.")
+        add_count_param(form, "symmetryOrder", maximum=MAX_SYMMETRY_ORDER, default=9,
+                        label="Symmetry order (0 = estimate)",
+                        help="Order n >= 2 of the cyclic symmetry about z; 0 estimates it from "
+                             "the volume.")
+        add_count_param(form, "maxOrder", maximum=MAX_SYMMETRY_ORDER,
+                        default=12, condition="symmetryOrder == 0",
+                        label="Largest order tried",
+                        help="Orders 2 to this are scored when the order is estimated.")
 
     # --------------------------- STEPS functions ------------------------------
     def convertInputStep(self, key):

@@ -14,6 +14,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from spfluo.algorithms import limits as L
 from spfluo.algorithms._validation import check_float, check_int, check_max_shift
 
 __all__ = ["SGDOptions", "AnnealingOptions", "FINAL_METHODS", "MAXIMA"]
@@ -21,21 +22,21 @@ __all__ = ["SGDOptions", "AnnealingOptions", "FINAL_METHODS", "MAXIMA"]
 #: Known-pose methods for the final volume (:mod:`spfluo.algorithms.reconstruct`).
 FINAL_METHODS = ("hessian", "tv", "tikhonov")
 
-#: Largest accepted value of each count option (bounded work).
+#: Largest accepted value of each count option (bounded work; :mod:`spfluo.algorithms.limits`).
 MAXIMA = {
-    "max_epochs": 1000,
-    "min_epochs": 1000,
-    "coarse_epochs": 1000,
-    "n_directions": 100_000,
-    "n_psi": 3600,
-    "grid_directions": 100_000,
-    "grid_psi": 3600,
-    "patience": 1000,
-    "symmetry": 100,
-    "n_classes": 1000,
-    "working_size": 256,
-    "n_loops": 100,
-    "n_probe": 1000,
+    "max_epochs": L.MAX_EPOCHS,
+    "min_epochs": L.MAX_EPOCHS,
+    "coarse_epochs": L.MAX_EPOCHS,
+    "n_directions": L.MAX_DIRECTIONS,
+    "n_psi": L.MAX_IN_PLANE_ANGLES,
+    "grid_directions": L.MAX_GRID_DIRECTIONS,
+    "grid_psi": L.MAX_GRID_IN_PLANE_ANGLES,
+    "patience": L.MAX_EPOCHS,
+    "symmetry": L.MAX_SYMMETRY_ORDER,
+    "n_classes": L.MAX_CLASSES,
+    "working_size": L.MAX_BOX_SIZE,
+    "n_loops": L.MAX_OUTER_ITERATIONS,
+    "n_probe": L.MAX_PROBES,
 }
 
 
@@ -93,6 +94,10 @@ class SGDOptions:
 
         symmetry = _count(self.symmetry, "symmetry", 1)
         md, mpsi = default_grid_size(symmetry)
+        error = L.orientations_error(_count(self.n_directions, "n_directions", 1),
+                                     _count(self.n_psi, "n_psi", 1))
+        if error:
+            raise ValueError(error)
         return dataclasses.replace(
             self,
             max_epochs=_count(self.max_epochs, "max_epochs", 1),

@@ -131,7 +131,7 @@ def test_run_batch_rejects_bad_requests(tmp_path):
     ds = write_fields_dataset(tmp_path / "a" / "same", n_fields=1, n_examples=1)
     ds2 = write_fields_dataset(tmp_path / "b" / "same", n_fields=1, n_examples=1)
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match="workers must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="workers must be an integer >= 1 and <= 256, got 0"):
         run_batch("spr_fields_of_view", [ds], out=out, workers=0)
     with pytest.raises(ValueError, match="No dataset given"):
         run_batch("spr_fields_of_view", [], out=out)

@@ -280,6 +280,22 @@ def test_unreadable_project_is_reported_and_skipped(root, sqlite_url, tmp_path):
         engine.dispose()
 
 
+def _store_in(path, cls, **kwargs):
+    """A run stored with ``store_run`` in the project at ``path`` (closed; cwd restored)."""
+    import pyworkflow as pw
+    from pyworkflow.project import Project as PwProject
+
+    cwd = os.getcwd()
+    proj = PwProject(pw.Config.getDomain(), path)
+    proj.load()
+    try:
+        run = store_run(proj, cls, **kwargs)
+        proj.closeMapper()
+    finally:
+        os.chdir(cwd)
+    return run
+
+
 def test_active_run_is_read_from_its_run_db(root, sqlite_url):
     """A run still 'running' in project.sqlite is catalogued as its run.db has it."""
     import shutil
@@ -291,15 +307,13 @@ def test_active_run_is_read_from_its_run_db(root, sqlite_url):
 
     path = os.path.join(root, "alpha")
     cwd = os.getcwd()
-    proj = PwProject(pw.Config.getDomain(), path)
-    proj.load()
+    run = _store_in(path, ProtImportPSF, label="long job", status="running",
+                    times=("2026-11-20 10:00:00.000000", ""))
+    run_db = os.path.join(path, run.getDbPath())
+    os.makedirs(os.path.dirname(run_db), exist_ok=True)
+    # the run's own copy, as pyworkflow makes it
+    shutil.copyfile(os.path.join(path, "project.sqlite"), run_db)
     try:
-        run = store_run(proj, ProtImportPSF, label="long job", status="running",
-                        times=("2026-11-20 10:00:00.000000", ""))
-        run_db = run.getDbPath()
-        os.makedirs(os.path.dirname(run_db), exist_ok=True)
-        proj.closeMapper()
-        shutil.copyfile("project.sqlite", run_db)  # the run's own copy, as pyworkflow makes it
         rundb = PwProject(pw.Config.getDomain(), path)
         rundb.load(dbPath=run_db, loadAllConfig=False)
         prot = rundb.getProtocol(run.getObjId())
@@ -361,7 +375,7 @@ def test_missing_projects_are_reported_then_pruned(root, sqlite_url):
 
 
 def test_bad_arguments(root, sqlite_url):
-    with pytest.raises(ValueError, match="jobs must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="jobs must be >= 1 and <= 256, got 0"):
         sync(root, sqlite_url, jobs=0)
     with pytest.raises(ValueError, match="throttle_s must be >= 0"):
         sync(root, sqlite_url, throttle_s=-1)
@@ -445,6 +459,33 @@ def test_runs_of_plugins_not_installed_keep_their_class(root, sqlite_url, templa
                                .join(DataObject, DataObject.run_id == Run.id)
                                .where(Project.name == "gamma", Run.prot_id == recon)).one()
         assert tuple(row) == ("XmippProtReconstructFourier", "finished", "XmippVolume")
+        assert verify(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_a_run_with_a_bad_gpu_list_is_recorded_and_the_field_reported(root, sqlite_url):
+    """The probe's project: gpuList='0;touch x' stored in a run (an older or edited project)."""
+    from spfluo.protocols import ProtReconstructKnownPoses
+
+    path = os.path.join(root, "beta")
+    run = _store_in(path, ProtReconstructKnownPoses, label="bad gpus", status="failed",
+                    params={"useGpu": True, "gpuList": "0;touch x", "iterations": 7})
+    report = sync(root, sqlite_url)
+    assert report.ok and len(report.read) == 3 and not report.failed
+    warnings = [w for p, w in report.warnings if p == path]
+    assert any(f"run {run.getObjId()}: field gpuList cannot be read" in w
+               and "recorded as '0;touch x'" in w for w in warnings), warnings
+    engine = open_catalog(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(select(Run.id, Run.label, Run.uses_gpu, Run.gpu).join(Project)
+                               .where(Project.name == "beta",
+                                      Run.prot_id == run.getObjId())).one()
+            assert tuple(row)[1:] == ("bad gpus", True, "0;touch x")
+            iterations = conn.execute(select(Parameter.value).where(
+                Parameter.run_id == row.id, Parameter.name == "iterations")).scalar_one()
+            assert iterations == "7"
         assert verify(engine) == []
     finally:
         engine.dispose()

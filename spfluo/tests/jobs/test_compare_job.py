@@ -157,7 +157,7 @@ def test_bad_inputs_fail_with_a_reason(tmp_path, truth, capsys, monkeypatch):
         (dict(volume="two.ome.tif"), {}, "2 channel"),
         (dict(volume="missing.ome.tif"), {}, "does not exist"),
         ({}, {"voxel_size": [0.1, 0.05, 0.05]}, "isotropic"),
-        ({}, {"symmetry": 0}, "symmetry must be an integer >= 1"),
+        ({}, {"symmetry": 0}, "symmetry. must be an integer >= 1"),
         ({}, {"register": "yes"}, "register must be true or false"),
         (dict(particles=(tables[0], "short.csv")), {}, "same particles in the same order"),
         (dict(particles=(tables[0], "nopose.csv")), {}, "reference_particles table has no "

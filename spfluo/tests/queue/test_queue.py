@@ -107,14 +107,19 @@ echo "$@" >> {log}/squeue_args
 """
 
 
-@pytest.mark.slow
-def test_protocol_through_the_queue(tmp_path):
+def fake_slurm(tmp_path):
+    """Fake sbatch and squeue in ``tmp_path``: (their log folder, the env of a home there)."""
     log = tmp_path / "log"
     log.mkdir()
     for name, text in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SQUEUE)):
         (tmp_path / name).write_text(text.format(log=log))
         (tmp_path / name).chmod(0o755)
-    env = dict(os.environ, SPFLUO_HOME=str(tmp_path / "home"))
+    return log, dict(os.environ, SPFLUO_HOME=str(tmp_path / "home"))
+
+
+@pytest.mark.slow
+def test_protocol_through_the_queue(tmp_path):
+    log, env = fake_slurm(tmp_path)
 
     def spfluo(*args):
         res = subprocess.run([sys.executable, "-m", "spfluo.cli", *map(str, args)],

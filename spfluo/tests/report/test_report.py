@@ -163,5 +163,31 @@ def test_report_command(reported, tmp_path, spfluo_home):
     assert f"wrote {index} (0 figure(s))" in res.stdout
     text = index.read_text(encoding="utf-8")
     assert len(re.findall(r'<section class="run', text)) == 3 and "<img" not in text
-    with pytest.raises(ValueError, match="dpi must be an integer >= 10, got 0"):
+    with pytest.raises(ValueError, match="dpi must be an integer >= 10 and <= 600, got 0"):
         write_report(reported["project"], tmp_path / "x", dpi=0)
+
+
+def test_report_never_deletes_or_overwrites_the_users_files(reported, tmp_path, spfluo_home):
+    """The probe's case: `spfluo report --out DIR` on a folder of the user's files."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "run0001_plot.png").write_bytes(b"the user's figure")
+    (mine / "index.html").write_text("the user's page")
+    env = dict(os.environ, SPFLUO_HOME=str(spfluo_home))
+    res = subprocess.run([sys.executable, "-m", "spfluo.cli", "report",
+                          reported["project"].getPath(), "--out", mine, "--no-figures"],
+                         capture_output=True, text=True, env=env, timeout=200)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"{mine} is not empty and spfluo did not create it" in res.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["index.html", "run0001_plot.png"]
+    assert (mine / "run0001_plot.png").read_bytes() == b"the user's figure"
+    assert (mine / "index.html").read_text() == "the user's page"
+
+    # a report's own folder (a copy): written again in place, the user's later file kept
+    site = tmp_path / "site"
+    shutil.copytree(reported["index"].parent, site)
+    (site / "notes.txt").write_text("kept")
+    assert list(site.glob("run*.png"))
+    index = write_report(reported["project"], site, figures=False)
+    assert index == site / "index.html" and not list(site.glob("run*.png"))
+    assert (site / "notes.txt").read_text() == "kept"
