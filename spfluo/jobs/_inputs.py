@@ -39,13 +39,13 @@ def fail(job: Job, message: str) -> NoReturn:
 
 
 # ----------------------------------------------------------------------------- parameters
-def reject_renamed_params(job: Job, renamed: dict[str, str]) -> None:
+def reject_renamed_params(job: Job, renamed: dict[str, str], *,
+                          why: str = "micrometres") -> None:
     """Fail on a parameter of an older job file (``renamed``: old name -> new name), e.g. a
-    length in voxels that job files now carry in micrometres."""
+    length in voxels that job files now carry in micrometres (``why``)."""
     for old, new in renamed.items():
         if job.param(old, None) is not None:
-            fail(job, f"parameter '{old}' is now '{new}' (micrometres); write the job file "
-                      "again")
+            fail(job, f"parameter '{old}' is now '{new}' ({why}); write the job file again")
 
 
 def _is_number(value: Any) -> bool:

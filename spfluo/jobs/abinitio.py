@@ -5,10 +5,11 @@ Job file::
     "inputs":  {"particles": ".../particles.csv",      # particle table (poses optional:
                                                         # ground truth for the figures)
                 "psf": ".../psf.ome.tif"},              # (C, d, d, d) or one for all
-    "params":  {"method": "sgd",                        # sgd (Eloy et al. 2023) | annealing (Fortun et al. 2018)
+    "params":  {"method": "sgd",                        # sgd | annealing
                 "max_epochs": 40,                       # sgd: maximum number of epochs
                 "n_directions": 64, "n_psi": 8,         # sgd: N_d, N_psi drawn per particle
-                "alpha_r": 1.2, "beta": 50.0,           # sgd: uniform-share decay, kernels
+                "alpha_r": 1.2,                         # sgd: uniform-share decay
+                "beta_d": 50.0, "beta_psi": 50.0,       # sgd: kernel concentrations
                 "downsampling": 2.0,                    # sgd: band reduction, coarse epochs
                 "symmetry": 1,                          # Cn about z
                 "final_reconstruction": "hessian",      # hessian | tv | tikhonov | null
@@ -22,6 +23,9 @@ Job file::
                 "summary": ".../abinitio.json",
                 "checkpoint": ".../checkpoint.npz"},    # sgd: written after every epoch
     "device": "cpu" | "gpu", "seed": 0
+
+Defaults: :class:`~spfluo.algorithms.abinitio.options.SGDOptions` (Eloy et al. 2023) and
+:class:`~spfluo.algorithms.abinitio.options.AnnealingOptions` (Fortun et al. 2018).
 
 Resuming: with method ``sgd``, the state after every epoch is written atomically to
 ``checkpoint`` (NumPy ``.npz``, with a digest of the inputs and parameters); when the job
@@ -58,7 +62,14 @@ import time
 
 import numpy as np
 
-from ..algorithms.abinitio import SGDState, default_grid_size, sgd_reconstruction
+from ..algorithms.abinitio import (
+    FINAL_METHODS,
+    AnnealingOptions,
+    SGDOptions,
+    SGDState,
+    default_grid_size,
+    sgd_reconstruction,
+)
 from ..algorithms.geometry import Poses, align_rotations, geodesic_distance_sym
 from ..io import (
     write_energies_csv,
@@ -93,6 +104,7 @@ from ._inputs import (
     read_particle_data,
     read_particle_files,
     read_volume_input,
+    reject_renamed_params,
     seed_param,
 )
 from .jobfile import Job, JobError, Progress
@@ -100,7 +112,8 @@ from .jobfile import Job, JobError, Progress
 __all__ = ["run", "METHODS", "FINAL_METHODS"]
 
 METHODS = ("sgd", "annealing")
-FINAL_METHODS = ("hessian", "tv", "tikhonov")
+_SGD = SGDOptions()
+_ANNEALING = AnnealingOptions()
 _CHECKPOINT_VERSION = 1
 
 
@@ -156,21 +169,27 @@ def run(job: Job) -> None:
     progress = Progress("abinitio")
     start = time.perf_counter()
     method = choice_param(job, "method", "sgd", METHODS)
-    final = job.param("final_reconstruction", "hessian")
+    final = job.param("final_reconstruction", _SGD.final_reconstruction)
     if final is not None and final not in FINAL_METHODS:
         _fail(f"final_reconstruction must be one of {', '.join(FINAL_METHODS)} or null, got "
               f"{final!r}")
-    symmetry = int_param(job, "symmetry", 1, minimum=1, maximum=MAX_SYMMETRY_ORDER)
+    symmetry = int_param(job, "symmetry", _SGD.symmetry, minimum=1, maximum=MAX_SYMMETRY_ORDER)
     seed = seed_param(job)
+    reject_renamed_params(job, {"beta": "beta_d' and 'beta_psi"},
+                          why="one concentration per kernel")
     if method == "sgd":  # the amounts of work, checked before any data is read
-        max_epochs = int_param(job, "max_epochs", 40, minimum=1, maximum=MAX_EPOCHS)
-        n_directions = int_param(job, "n_directions", 64, minimum=1, maximum=MAX_DIRECTIONS)
-        n_psi = int_param(job, "n_psi", 8, minimum=1, maximum=MAX_IN_PLANE_ANGLES)
+        max_epochs = int_param(job, "max_epochs", _SGD.max_epochs, minimum=1,
+                               maximum=MAX_EPOCHS)
+        n_directions = int_param(job, "n_directions", _SGD.n_directions, minimum=1,
+                                 maximum=MAX_DIRECTIONS)
+        n_psi = int_param(job, "n_psi", _SGD.n_psi, minimum=1, maximum=MAX_IN_PLANE_ANGLES)
         if orientations_error(n_directions, n_psi):
             _fail(orientations_error(n_directions, n_psi))
     else:
-        n_classes = int_param(job, "n_classes", 10, minimum=1, maximum=MAX_CLASSES)
-        working_size = int_param(job, "working_size", 30, minimum=8, maximum=MAX_BOX_SIZE)
+        n_classes = int_param(job, "n_classes", _ANNEALING.n_classes, minimum=1,
+                              maximum=MAX_CLASSES)
+        working_size = int_param(job, "working_size", _ANNEALING.working_size, minimum=8,
+                                 maximum=MAX_BOX_SIZE)
 
     files = read_particle_files(job)
     table, paths, n_channels, box = files.table, files.paths, files.n_channels, files.box
@@ -187,19 +206,20 @@ def run(job: Job) -> None:
 
     options: dict = {}
     if method == "sgd":
-        beta = float_param(job, "beta", 50.0, low=0.0)
         options = dict(
             max_epochs=max_epochs, n_directions=n_directions, n_psi=n_psi,
-            alpha_r=float_param(job, "alpha_r", 1.2, low=1.0, strict=True),
-            beta_d=beta, beta_psi=beta,
-            downsampling=float_param(job, "downsampling", 2.0, low=1.0),
+            alpha_r=float_param(job, "alpha_r", _SGD.alpha_r, low=1.0, strict=True),
+            beta_d=float_param(job, "beta_d", _SGD.beta_d, low=0.0),
+            beta_psi=float_param(job, "beta_psi", _SGD.beta_psi, low=0.0),
+            downsampling=float_param(job, "downsampling", _SGD.downsampling, low=1.0),
             symmetry=symmetry, final_reconstruction=final, seed=seed,
         )
         md, mpsi = default_grid_size(symmetry)
         progress.log(f"SGD: N_d = {options['n_directions']} of M_d = {md} directions, N_psi = "
                      f"{options['n_psi']} of M_psi = {mpsi} in-plane angles, alpha_r = "
-                     f"{options['alpha_r']:g}, beta = {beta:g}, downsampling "
-                     f"{options['downsampling']:g} for the first epochs")
+                     f"{options['alpha_r']:g}, beta_d = {options['beta_d']:g}, beta_psi = "
+                     f"{options['beta_psi']:g}, downsampling {options['downsampling']:g} for "
+                     "the first epochs")
         digest = _digest(job, table, paths)
         checkpoint_file = checkpoint_path(job)
         resume = load_checkpoint(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
+from ..algorithms.abinitio.options import FINAL_METHODS, AnnealingOptions, SGDOptions
 from ..algorithms.limits import (
     MAX_BOX_SIZE,
     MAX_CLASSES,
@@ -56,8 +57,11 @@ SGD, ANNEALING = 0, 1
 _METHOD_KEYS = ["sgd", "annealing"]
 _METHOD_LABELS = ["SGD with importance sampling (Eloy et al.)",
                   "Simulated annealing (Fortun et al. 2018)"]
+#: The defaults of the algorithms (each defined once, in their options).
+_SGD = SGDOptions()
+_ANNEALING = AnnealingOptions()
 FINAL_HESSIAN, FINAL_TV, FINAL_TIKHONOV, FINAL_NONE = range(4)
-_FINAL_KEYS = ["hessian", "tv", "tikhonov", None]
+_FINAL_KEYS = list(FINAL_METHODS) + [None]
 _FINAL_LABELS = ["Hessian (Schatten norm)", "Total variation", "Tikhonov (closed form)",
                  "none (keep the ab initio iterate)"]
 
@@ -106,7 +110,7 @@ class ProtAbInitio(ProtFluoJob):
                            "known-pose solver (weight chosen on half maps; sharper than the "
                            "ab initio iterate), or keep the iterate.")
         form.addSection(label="SGD")
-        add_count_param(form, "maxEpochs", maximum=MAX_EPOCHS, default=40,
+        add_count_param(form, "maxEpochs", maximum=MAX_EPOCHS, default=_SGD.max_epochs,
                         condition=f"method == {SGD}", label="Maximum number of epochs",
                         help="An epoch visits every particle once. The run stops earlier when "
                              "the mean energy reaches a plateau.")
@@ -115,27 +119,35 @@ class ProtAbInitio(ProtFluoJob):
                                  "particle and epoch (64 and 8 in Eloy et al.); the "
                                  "N_d x N_psi pairs are evaluated. Time per epoch is "
                                  "proportional to their product.")
-        add_count_param(line, "nDirections", maximum=MAX_DIRECTIONS, default=64, label="N_d")
-        add_count_param(line, "nPsi", maximum=MAX_IN_PLANE_ANGLES, default=8, label="N_psi")
-        form.addParam("alphaR", params.FloatParam, default=1.2, condition=f"method == {SGD}",
+        add_count_param(line, "nDirections", maximum=MAX_DIRECTIONS, default=_SGD.n_directions,
+                        label="N_d")
+        add_count_param(line, "nPsi", maximum=MAX_IN_PLANE_ANGLES, default=_SGD.n_psi,
+                        label="N_psi")
+        form.addParam("alphaR", params.FloatParam, default=_SGD.alpha_r,
+                      condition=f"method == {SGD}",
                       expertLevel=params.LEVEL_ADVANCED, label="Decay of the uniform share",
                       help="alpha_r > 1: the uniform share of the sampling distributions is "
                            "divided by it after each epoch (stable from 1.15 to 2).")
-        form.addParam("beta", params.FloatParam, default=50.0, condition=f"method == {SGD}",
-                      expertLevel=params.LEVEL_ADVANCED, label="Kernel concentration (beta)",
-                      help="beta_d = beta_psi of the smoothing kernels exp(beta cos angle): "
-                           "their width is about 1/sqrt(beta) radians (8 deg at 50).")
-        form.addParam("downsampling", params.FloatParam, default=2.0,
+        line = form.addLine("Kernel concentrations", condition=f"method == {SGD}",
+                            expertLevel=params.LEVEL_ADVANCED,
+                            help="beta_d (directions) and beta_psi (in-plane angles) of the "
+                                 "smoothing kernels exp(beta cos angle) (Eloy et al. 2023, "
+                                 "eq. 20-21): their width is about 1/sqrt(beta) radians "
+                                 "(8 deg at 50).")
+        line.addParam("betaD", params.FloatParam, default=_SGD.beta_d, label="beta_d")
+        line.addParam("betaPsi", params.FloatParam, default=_SGD.beta_psi, label="beta_psi")
+        form.addParam("downsampling", params.FloatParam, default=_SGD.downsampling,
                       condition=f"method == {SGD}", expertLevel=params.LEVEL_ADVANCED,
                       label="Downsampling of the first epochs",
                       help="The first epochs run on the particles downsampled by this factor "
                            "(1 = none), then the run continues at full size.")
         form.addSection(label="Annealing")
-        add_count_param(form, "nClasses", maximum=MAX_CLASSES, default=10,
+        add_count_param(form, "nClasses", maximum=MAX_CLASSES, default=_ANNEALING.n_classes,
                         condition=f"method == {ANNEALING}", label="Number of classes",
                         help="k-means classes of the particles; the particle closest to each "
                              "class centre is annealed (5 to 10 in Fortun et al. 2018).")
-        add_count_param(form, "workingSize", maximum=MAX_BOX_SIZE, default=30,
+        add_count_param(form, "workingSize", maximum=MAX_BOX_SIZE,
+                        default=_ANNEALING.working_size,
                         condition=f"method == {ANNEALING}", expertLevel=params.LEVEL_ADVANCED,
                         label="Working box size (voxels)",
                         help="The annealing runs on particles downsampled to this box side.")
@@ -157,7 +169,8 @@ class ProtAbInitio(ProtFluoJob):
         if self._methodKey() == "sgd":
             job_params.update(max_epochs=self.maxEpochs.get(), n_directions=self.nDirections.get(),
                               n_psi=self.nPsi.get(), alpha_r=self.alphaR.get(),
-                              beta=self.beta.get(), downsampling=self.downsampling.get())
+                              beta_d=self.betaD.get(), beta_psi=self.betaPsi.get(),
+                              downsampling=self.downsampling.get())
         else:
             job_params.update(n_classes=self.nClasses.get(), working_size=self.workingSize.get())
         outputs = {"volume": self._getExtraPath("volume.ome.tif"),
@@ -231,9 +244,9 @@ class ProtAbInitio(ProtFluoJob):
             alpha_r = self.alphaR.get()
             if alpha_r is None or not alpha_r > 1:
                 errors.append(f"Decay of the uniform share must be > 1, got {alpha_r}.")
-            beta = self.beta.get()
-            if beta is None or not beta >= 0:
-                errors.append(f"Kernel concentration (beta) must be >= 0, got {beta}.")
+            for name, value in (("beta_d", self.betaD.get()), ("beta_psi", self.betaPsi.get())):
+                if value is None or not value >= 0:
+                    errors.append(f"Kernel concentration {name} must be >= 0, got {value}.")
             down = self.downsampling.get()
             if down is None or not down >= 1:
                 errors.append(f"Downsampling must be >= 1 (1 = none), got {down}.")
@@ -269,7 +282,8 @@ class ProtAbInitio(ProtFluoJob):
                     "template by stochastic gradient descent on the Fourier volume with "
                     "importance sampling of the orientations [Eloy2023] "
                     f"(N_d = {self.nDirections.get()}, N_psi = {self.nPsi.get()}, "
-                    f"alpha_r = {self.alphaR.get():g}, beta = {self.beta.get():g}).")
+                    f"alpha_r = {self.alphaR.get():g}, beta_d = {self.betaD.get():g}, "
+                    f"beta_psi = {self.betaPsi.get():g}).")
         else:
             text = (f"The volume and the poses of {n} particles were estimated without a "
                     f"template by simulated annealing on {self.nClasses.get()} k-means class "
