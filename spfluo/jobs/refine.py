@@ -57,7 +57,7 @@ import time
 import numpy as np
 
 from ..algorithms.geometry import Poses, um_to_voxels
-from ..algorithms.refine import DEFAULT_SCHEDULE, RefineState, refine
+from ..algorithms.refine import RefineOptions, RefineState, refine
 from ..io import (
     write_json_atomic,
     write_particle_table,
@@ -108,8 +108,11 @@ def _fail(message: str):
     raise JobError(f"job refine: {message}")
 
 
+_DEFAULTS = RefineOptions()
+
+
 def _weight(job: Job):
-    value = job.param("weight", 3e-3)
+    value = job.param("weight", _DEFAULTS.weight)
     if not is_weight(value):
         _fail(f"parameter 'weight' must be a number >= 0 or a list of them (one per channel), "
               f"got {value!r}")
@@ -118,7 +121,7 @@ def _weight(job: Job):
 
 def _schedule(job: Job, symmetry: int):
     """The search stages ``(step_deg, range_deg)``; a stage of too many rotations is refused."""
-    value = job.param("schedule", [[s.step_deg, s.range_deg] for s in DEFAULT_SCHEDULE])
+    value = job.param("schedule", [[s.step_deg, s.range_deg] for s in _DEFAULTS.schedule])
     if not isinstance(value, list):
         _fail(f"parameter 'schedule' must be a list of [step_deg, range_deg or null], got "
               f"{value!r}")
@@ -174,35 +177,41 @@ def run(job: Job) -> None:
     """Refine the particles of ``job`` (see the module docstring)."""
     progress = Progress("refine")
     start = time.perf_counter()
-    regularizer = job.param("regularizer", "tv")
+    regularizer = job.param("regularizer", _DEFAULTS.regularizer)
     if regularizer not in ("tv", "hessian"):
         _fail(f"regularizer must be 'tv' or 'hessian', got {regularizer!r}")
-    symmetry = int_param(job, "symmetry", 1, minimum=1, maximum=MAX_SYMMETRY_ORDER)
-    half_maps = bool_param(job, "half_maps", True)
+    symmetry = int_param(job, "symmetry", _DEFAULTS.symmetry, minimum=1,
+                         maximum=MAX_SYMMETRY_ORDER)
+    half_maps = bool_param(job, "half_maps", _DEFAULTS.half_maps)
     channels = channels_param(job)
     seed = seed_param(job)
     reject_renamed_params(job, {"max_shift": "max_shift_um"})
     max_shift_um = float_param(job, "max_shift_um", None, low=0.0, allow_none=True)
 
-    def admm(name, default):
-        return int_param(job, name, default, minimum=1, maximum=MAX_SOLVER_ITERATIONS)
+    def admm(name):
+        return int_param(job, name, getattr(_DEFAULTS, name), minimum=1,
+                         maximum=MAX_SOLVER_ITERATIONS)
 
     options = dict(
         regularizer=regularizer, weight=_weight(job), schedule=_schedule(job, symmetry),
         exhaustive_iterations=int_param(job, "exhaustive_iterations", None, minimum=0,
                                         maximum=MAX_OUTER_ITERATIONS, allow_none=True),
         tolerance_deg=float_param(job, "tolerance_deg", None, low=0.0, allow_none=True),
-        continuous_iterations=int_param(job, "continuous_iterations", 2, minimum=0,
+        continuous_iterations=int_param(job, "continuous_iterations",
+                                        _DEFAULTS.continuous_iterations, minimum=0,
                                         maximum=MAX_OUTER_ITERATIONS),
-        gd_steps=int_param(job, "gd_steps", 3, minimum=1, maximum=MAX_GRADIENT_STEPS),
-        initial_admm_iterations=admm("initial_admm_iterations", 100),
-        admm_iterations=admm("admm_iterations", 30),
-        continuous_admm_iterations=admm("continuous_admm_iterations", 5),
-        final_admm_iterations=admm("final_admm_iterations", 50),
+        gd_steps=int_param(job, "gd_steps", _DEFAULTS.gd_steps, minimum=1,
+                           maximum=MAX_GRADIENT_STEPS),
+        initial_admm_iterations=admm("initial_admm_iterations"),
+        admm_iterations=admm("admm_iterations"),
+        continuous_admm_iterations=admm("continuous_admm_iterations"),
+        final_admm_iterations=admm("final_admm_iterations"),
         symmetry=symmetry, channels=channels, half_maps=half_maps, seed=seed,
-        pad=float_param(job, "pad", 1.5, low=1.0),
-        support_threshold=float_param(job, "support_threshold", 1e-3, low=0.0),
-        batch_size=int_param(job, "batch_size", 16, minimum=1, maximum=MAX_BATCH_SIZE),
+        pad=float_param(job, "pad", _DEFAULTS.pad, low=1.0),
+        support_threshold=float_param(job, "support_threshold", _DEFAULTS.support_threshold,
+                                      low=0.0),
+        batch_size=int_param(job, "batch_size", _DEFAULTS.batch_size, minimum=1,
+                             maximum=MAX_BATCH_SIZE),
     )
 
     files = read_particle_files(job, need_poses=True)

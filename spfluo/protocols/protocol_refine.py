@@ -37,6 +37,7 @@ from ..algorithms.limits import (
     MAX_SYMMETRY_ORDER,
     search_size_error,
 )
+from ..algorithms.refine.options import RefineOptions
 from ..objects import SetOfParticles, Volume
 from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, pointed
 from .convert import (
@@ -57,8 +58,13 @@ _STEP = "refine"
 TV, HESSIAN = 0, 1
 _REGULARIZER_KEYS = ["tv", "hessian"]
 _REGULARIZER_LABELS = ["Total variation", "Hessian (Schatten norm)"]
-#: Fortun et al. 2018 sec. V-A-4: whole space at 20 degrees, then +-10 at 5, then +-5 at 1.
-DEFAULT_SCHEDULE_TEXT = "20:all, 5:10, 1:5"
+#: The defaults of the refinement (each defined once, in its options).
+_DEFAULTS = RefineOptions()
+#: The default schedule as the form writes it (Fortun et al. 2018 sec. V-A-4: whole space at
+#: 20 degrees, then +-10 at 5, then +-5 at 1).
+DEFAULT_SCHEDULE_TEXT = ", ".join(
+    f"{s.step_deg:g}:{'all' if s.is_global else format(s.range_deg, 'g')}"
+    for s in _DEFAULTS.schedule)
 #: Name of one channel in the messages about the 'Pose search channels' parameter.
 _CHANNEL_LABEL = "Pose search channel"
 
@@ -136,7 +142,8 @@ class ProtRefine(ProtFluoJob):
                       help="Reference of the first pose update (e.g. the ab initio volume), "
                            "in the frame of the poses. Empty: the first volume is "
                            "reconstructed from the input poses.")
-        add_count_param(form, "symmetry", maximum=MAX_SYMMETRY_ORDER, default=1,
+        add_count_param(form, "symmetry", maximum=MAX_SYMMETRY_ORDER,
+                        default=_DEFAULTS.symmetry,
                         label="Symmetry order (Cn about z)",
                         help="Order n of the cyclic symmetry about the z axis of the reference "
                              "(1 = none; 9 for a centriole). The volume's symmetry axis must be "
@@ -145,28 +152,32 @@ class ProtRefine(ProtFluoJob):
                       label="Pose search channels (empty = all)",
                       help="Channels compared by the pose updates, e.g. '0' (numbered from "
                            "0); the poses are shared and every channel is reconstructed.")
-        form.addParam("doHalfMaps", params.BooleanParam, default=True,
+        form.addParam("doHalfMaps", params.BooleanParam, default=_DEFAULTS.half_maps,
                       label="Gold standard (half sets)?",
                       help="Split the particles into two random halves refined "
                            "independently, each against its own volume, and report their "
                            "FSC at every iteration.")
 
         form.addSection(label="Reconstruction")
-        form.addParam("regularizer", params.EnumParam, default=TV,
+        form.addParam("regularizer", params.EnumParam,
+                      default=_REGULARIZER_KEYS.index(_DEFAULTS.regularizer),
                       choices=_REGULARIZER_LABELS, label="Regulariser",
                       help="Total variation (Fortun et al. 2018) or the Hessian Schatten norm "
                            "(Fortun et al. 2017); both with positivity, solved by ADMM.")
-        form.addParam("weight", params.FloatParam, default=3e-3, label="Weight",
+        form.addParam("weight", params.FloatParam, default=_DEFAULTS.weight, label="Weight",
                       help="Regularisation weight per mean particle, >= 0 (data normalised to "
                            "a back-projection of maximum 1): typically 1e-3 to 1e-2.")
-        add_count_param(form, "initialIterations", maximum=MAX_SOLVER_ITERATIONS, default=100,
+        add_count_param(form, "initialIterations", maximum=MAX_SOLVER_ITERATIONS,
+                        default=_DEFAULTS.initial_admm_iterations,
                         label="ADMM iterations, first volume",
                         help="Iterations of the first reconstruction (from scratch).")
-        add_count_param(form, "admmIterations", maximum=MAX_SOLVER_ITERATIONS, default=30,
+        add_count_param(form, "admmIterations", maximum=MAX_SOLVER_ITERATIONS,
+                        default=_DEFAULTS.admm_iterations,
                         label="ADMM iterations per outer iteration",
                         help="Warm-started iterations after each pose update (exhaustive "
                              "phase).")
-        add_count_param(form, "finalIterations", maximum=MAX_SOLVER_ITERATIONS, default=50,
+        add_count_param(form, "finalIterations", maximum=MAX_SOLVER_ITERATIONS,
+                        default=_DEFAULTS.final_admm_iterations,
                         expertLevel=params.LEVEL_ADVANCED,
                         label="ADMM iterations, final volume",
                         help="Warm-started iterations of the final reconstructions.")
@@ -181,15 +192,18 @@ class ProtRefine(ProtFluoJob):
         add_count_param(form, "exhaustiveIterations", maximum=MAX_OUTER_ITERATIONS, default=5,
                         label="Most exhaustive iterations",
                         help="At least the number of schedule stages.")
-        add_count_param(form, "continuousIterations", maximum=MAX_OUTER_ITERATIONS, default=2,
+        add_count_param(form, "continuousIterations", maximum=MAX_OUTER_ITERATIONS,
+                        default=_DEFAULTS.continuous_iterations,
                         label="Continuous refinement iterations",
                         help="Outer iterations of continuous refinement (Zehni et al. 2020) after the "
                              "exhaustive search; 0 for none.")
-        add_count_param(form, "gdSteps", maximum=MAX_GRADIENT_STEPS, default=3,
+        add_count_param(form, "gdSteps", maximum=MAX_GRADIENT_STEPS,
+                        default=_DEFAULTS.gd_steps,
                         label="Gradient steps per continuous iteration",
                         help="K_GD of Zehni et al. 2020: gradient steps on each particle's rotation and "
                              "translation, with backtracking.")
-        add_count_param(form, "continuousAdmm", maximum=MAX_SOLVER_ITERATIONS, default=5,
+        add_count_param(form, "continuousAdmm", maximum=MAX_SOLVER_ITERATIONS,
+                        default=_DEFAULTS.continuous_admm_iterations,
                         expertLevel=params.LEVEL_ADVANCED,
                         label="ADMM iterations per continuous iteration",
                         help="K_ADMM of Zehni et al. 2020 (2 to 5).")

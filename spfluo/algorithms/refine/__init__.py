@@ -13,12 +13,14 @@ from spfluo.algorithms.refine.continuous import (
     refine_poses_continuous,
 )
 from spfluo.algorithms.refine.loop import refine
+from spfluo.algorithms.refine.options import RefineOptions
 from spfluo.algorithms.refine.schedule import DEFAULT_SCHEDULE, SearchStage
 from spfluo.algorithms.refine.search import PoseUpdate, particle_spectra, search_poses
 from spfluo.algorithms.refine.state import RefineHistory, RefineResult, RefineState
 from spfluo.algorithms.scoring.spectra import ParticleSpectra
 
 __all__ = [
+    "RefineOptions",
     "SearchStage",
     "DEFAULT_SCHEDULE",
     "ParticleSpectra",

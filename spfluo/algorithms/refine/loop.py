@@ -25,6 +25,7 @@ zyx frame, translations in voxels, Cn about z).  Particles ``(N, C, D, D, D)`` (
 D, D)``), PSFs ``(C, d, d, d)`` or ``(d, d, d)``, volumes ``(C, D, D, D)``, float32 in and out.
 """
 
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,20 +35,10 @@ from typing import Callable
 
 import numpy as np
 
-from spfluo.algorithms._validation import (
-    as_channels,
-    as_particles,
-    as_psf,
-    check_float,
-    check_int,
-    check_max_shift,
-    check_symmetry,
-)
-from spfluo.algorithms.geometry.poses import check_poses
+from spfluo.algorithms._validation import as_particles, as_psf
 from spfluo.algorithms.backend import resolve_backend, to_numpy
-from spfluo.algorithms.geometry import (
-    Poses,
-)
+from spfluo.algorithms.geometry import Poses
+from spfluo.algorithms.geometry.poses import check_poses
 from spfluo.algorithms.reconstruct import (
     ADMMState,
     combine_sums,
@@ -57,16 +48,9 @@ from spfluo.algorithms.reconstruct import (
     reconstruct_admm,
     update_sums,
 )
-from spfluo.algorithms.reconstruct.regularizers import check_regularizer
 from spfluo.algorithms.reconstruct.solve import half_fsc
-from spfluo.algorithms.refine.continuous import (
-    _batched_terms,
-    _continuous,
-)
-from spfluo.algorithms.refine.schedule import (
-    DEFAULT_SCHEDULE,
-    _as_schedule,
-)
+from spfluo.algorithms.refine.continuous import _batched_terms, _continuous
+from spfluo.algorithms.refine.options import CONTINUOUS_STEP, RefineOptions
 from spfluo.algorithms.refine.search import (
     _changes,
     _coarse_subset,
@@ -76,6 +60,7 @@ from spfluo.algorithms.refine.search import (
 )
 from spfluo.algorithms.refine.state import (
     PHASE_CONTINUOUS,
+    PHASE_DONE,
     PHASE_EXHAUSTIVE,
     RefineHistory,
     RefineResult,
@@ -84,18 +69,259 @@ from spfluo.algorithms.refine.state import (
 from spfluo.algorithms.scoring.energies import Scorer
 from spfluo.algorithms.scoring.model import VolumeModel
 
+__all__ = ["refine"]
 
-def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv",
-           weight=3e-3, schedule=DEFAULT_SCHEDULE, exhaustive_iterations: int | None = None,
-           tolerance_deg: float | None = None, continuous_iterations: int = 2,
-           gd_steps: int = 3, continuous_tolerance_deg: float = 0.05,
-           initial_admm_iterations: int = 100, admm_iterations: int = 30,
-           continuous_admm_iterations: int = 5, final_admm_iterations: int = 50,
-           symmetry: int = 1, channels=None, half_maps: bool = True, halves=None, seed=0,
-           max_shift: float | None = None, support_threshold: float = 1e-3, pad: float = 1.5,
-           batch_size: int = 16, state: RefineState | None = None,
+# exhaustive candidates whose translations are refined before the final choice
+_TOP_K = 8
+
+
+class _Refinement:
+    """One refinement: its inputs, its state, and one method per step (the sums, the volume
+    update, the pose update, the phase transition, the final reconstruction)."""
+
+    def __init__(self, particles, poses, psf, options: RefineOptions, *, volume, halves, seed,
+                 state, backend):
+        self.arr = arr = as_particles(particles)[0]
+        n, c, d = int(arr.shape[0]), int(arr.shape[1]), int(arr.shape[2])
+        self.n, self.c, self.d = n, c, d
+        self.input_poses = check_poses(poses, n)
+        self.opt = opt = options.validated(n, c, d)
+        self.h = as_psf(psf, c, d)
+        self.bk = resolve_backend(backend, particles)
+        self.init_volume = self._initial_volume(volume)
+        self.state = self._initial_state(state, halves, seed)
+        self.groups = [np.flatnonzero(self.state.halves == g)
+                       for g in ((0, 1) if opt.half_maps else (0,))]
+        self.spectra = particle_spectra(arr, self.h, support_threshold=opt.support_threshold,
+                                        pad=opt.pad, batch_size=opt.batch_size, backend=self.bk)
+        self.scorer = Scorer(self.spectra, opt.channels, opt.max_shift)
+        self.coarse = Scorer(self.spectra, opt.channels, opt.max_shift,
+                             subset=_coarse_subset(self.spectra.frequencies))
+        self.cache: dict = {}  # the last sums and their poses: the next ones update them
+        self.last_changes = np.zeros(n)
+        self.last_energies = np.full(n, np.nan)
+
+    def _initial_volume(self, volume):
+        if volume is None:
+            return None
+        c, d = self.c, self.d
+        init = np.asarray(to_numpy(volume), dtype=np.float32)
+        if init.ndim == 3:
+            init = init[None]
+        if init.shape != (c, d, d, d):
+            raise ValueError(f"volume must have shape ({c}, {d}, {d}, {d}) like the particles, "
+                             f"got {np.asarray(to_numpy(volume)).shape}")
+        if not np.all(np.isfinite(init)):
+            raise ValueError("volume contains NaN or infinite values")
+        if not np.any(init):
+            raise ValueError("volume is zero everywhere: give a reference or leave it out")
+        return init
+
+    def _initial_state(self, state, halves, seed) -> RefineState:
+        n, opt = self.n, self.opt
+        if state is not None:
+            if not isinstance(state, RefineState):
+                raise ValueError(f"state must be a RefineState (from a callback), got "
+                                 f"{type(state).__name__}")
+            if state.rotations.shape != (n, 3, 3) or state.halves.shape != (n,):
+                raise ValueError(f"state describes {state.rotations.shape[0]} particles, not "
+                                 f"{n}: resume with the same particles")
+            if opt.half_maps != bool(np.any(state.halves)):
+                raise ValueError("state was made with a different half_maps setting: resume "
+                                 "with the same options")
+            return state
+        if opt.half_maps:
+            labels = half_split(n, seed=seed) if halves is None else np.asarray(halves)
+            if labels.shape != (n,) or not np.isin(labels, (0, 1)).all() or \
+                    len(np.unique(labels)) != 2:
+                raise ValueError(f"halves must hold one 0 or 1 per particle ({n}), both "
+                                 f"present, got {np.asarray(halves)!r}")
+            labels = labels.astype(np.int8)
+        else:
+            labels = np.zeros(n, dtype=np.int8)
+        phase = PHASE_EXHAUSTIVE if opt.schedule else (
+            PHASE_CONTINUOUS if opt.continuous_iterations else PHASE_DONE)
+        poses = self.input_poses
+        return RefineState(
+            iteration=0, phase=phase, stage=0, continuous_done=0,
+            rotations=poses.rotations.copy(), translations=poses.translations.copy(),
+            halves=labels, angle_steps_deg=np.full(n, 1.0), shift_steps=np.full(n, 0.5),
+            admm=None, history=RefineHistory.empty(self.c))
+
+    # -- steps
+    def sums_for(self, rotations, translations):
+        """The known-pose sums of every half set for these poses (an update of the last)."""
+        opt, bk = self.opt, self.bk
+        current = Poses(rotations, translations)
+        if self.cache:  # only the particles that moved are taken out and put back
+            previous = self.cache["poses"]
+            sums = [update_sums(s, self.arr, previous, current, self.h, indices=idx,
+                                batch_size=opt.batch_size, backend=bk)
+                    for s, idx in zip(self.cache["sums"], self.groups)]
+        elif opt.half_maps:
+            sums = list(precompute_half_sums(self.arr, current, self.h,
+                                             halves=self.state.halves, symmetry=opt.symmetry,
+                                             batch_size=opt.batch_size, backend=bk))
+        else:
+            sums = [precompute_sums(self.arr, current, self.h, symmetry=opt.symmetry,
+                                    batch_size=opt.batch_size, backend=bk)]
+        self.cache.update(poses=Poses(current.rotations.copy(), current.translations.copy()),
+                          sums=sums)
+        return sums
+
+    def update_volumes(self, rotations, translations):
+        """(a) The volume of every half set: ADMM warm-started from the previous state.
+        Returns (volumes, ADMM states, energy, half-map resolution per channel)."""
+        opt, state = self.opt, self.state
+        if state.iteration == 0 and self.init_volume is not None:
+            return ([self.init_volume for _ in self.groups], state.admm, math.nan,
+                    np.full(self.c, np.nan))
+        sums = self.sums_for(rotations, translations)
+        admm, vols, energy = [], [], 0.0
+        for g, s in enumerate(sums):
+            if state.admm is None:
+                init, iters = self.init_volume, opt.initial_admm_iterations
+            else:
+                init = state.admm[g]
+                iters = (opt.continuous_admm_iterations if state.phase == PHASE_CONTINUOUS
+                         else opt.admm_iterations)
+            res = reconstruct_admm(s, regularizer=opt.regularizer, weight=opt.weight,
+                                   iterations=iters, init=init)
+            admm.append(_host_state(res.state))
+            vols.append(to_numpy(res.volume).astype(np.float32))
+            energy += float(res.energies[-1])
+        resolution = (half_fsc(vols[0], vols[1])[1] if opt.half_maps
+                      else np.full(self.c, np.nan))
+        return vols, tuple(admm), energy, resolution
+
+    def update_poses(self, vols, rotations, translations):
+        """(b) The pose of every particle against its half set's volume (exhaustive search
+        or continuous refinement).  Returns the poses, energies and step sizes."""
+        opt, state, spectra = self.opt, self.state, self.spectra
+        energies = np.empty(self.n)
+        a_steps = state.angle_steps_deg.copy()
+        s_steps = state.shift_steps.copy()
+        for g, idx in enumerate(self.groups):
+            need_gradient = state.phase == PHASE_CONTINUOUS or (
+                spectra.grid != spectra.box and not opt.schedule[state.stage].is_global)
+            model = VolumeModel(self.bk, vols[g], spectra, opt.channels, gradient=need_gradient)
+            t_now = scorer_project(self.scorer, translations[idx])
+            if state.phase == PHASE_EXHAUSTIVE:
+                r_new, t_new, e_new = _search(model, self.scorer, self.coarse, idx,
+                                              rotations[idx], t_now, opt.schedule[state.stage],
+                                              opt.symmetry, _TOP_K)
+            else:
+                r_new, t_new, e_new, a_new, s_new = _continuous(
+                    model, self.scorer, idx, rotations[idx], t_now, np.radians(a_steps[idx]),
+                    s_steps[idx], steps=opt.gd_steps, **CONTINUOUS_STEP)
+                a_steps[idx] = np.degrees(a_new)
+                s_steps[idx] = s_new
+            rotations[idx], translations[idx], energies[idx] = r_new, t_new, e_new
+        return rotations, translations, energies, a_steps, s_steps
+
+    def next_phase(self, median_change: float):
+        """The phase, stage and continuous count after this iteration, and the iteration's
+        step and range (degrees; NaN in the continuous phase)."""
+        opt, state = self.opt, self.state
+        stage, done, phase = state.stage, state.continuous_done, state.phase
+        if phase == PHASE_EXHAUSTIVE:
+            exhaustive_done = int(np.sum(state.history.phase == PHASE_EXHAUSTIVE)) + 1
+            if stage < len(opt.schedule) - 1:
+                stage += 1
+            elif median_change <= opt.tolerance_deg or \
+                    exhaustive_done >= opt.exhaustive_iterations:
+                phase = PHASE_CONTINUOUS if opt.continuous_iterations else PHASE_DONE
+            current = opt.schedule[state.stage]
+            step_deg = current.step_deg
+            range_deg = math.inf if current.is_global else current.range_deg
+        else:
+            done += 1
+            if done >= opt.continuous_iterations or \
+                    median_change <= opt.continuous_tolerance_deg:
+                phase = PHASE_DONE
+            step_deg = range_deg = math.nan
+        return phase, stage, done, step_deg, range_deg
+
+    def iterate(self) -> dict:
+        """One outer iteration: volumes, poses, next phase; returns the history entry."""
+        t_it = time.perf_counter()
+        state, opt = self.state, self.opt
+        rot, trans = state.rotations.copy(), state.translations.copy()
+        vols, admm, energy, resolution = self.update_volumes(rot, trans)
+        rot, trans, energies, a_steps, s_steps = self.update_poses(vols, rot, trans)
+        changes, shifts = _changes(state.rotations, rot, state.translations, trans,
+                                   opt.symmetry)
+        self.last_changes, self.last_energies = changes, energies
+        median = float(np.median(changes))
+        phase, stage, done, step_deg, range_deg = self.next_phase(median)
+        entry = dict(iteration=state.iteration, phase=state.phase, step_deg=step_deg,
+                     range_deg=range_deg, energy=energy, pose_energy=float(np.mean(energies)),
+                     median_change_deg=median, mean_change_deg=float(np.mean(changes)),
+                     median_shift_change=float(np.median(shifts)),
+                     resolution_per_voxel=resolution, seconds=time.perf_counter() - t_it)
+        self.state = RefineState(
+            iteration=state.iteration + 1, phase=phase, stage=stage, continuous_done=done,
+            rotations=rot, translations=trans, halves=state.halves, angle_steps_deg=a_steps,
+            shift_steps=s_steps, admm=admm, history=state.history.appended(**entry))
+        return entry
+
+    def finish(self) -> RefineResult:
+        """The final reconstruction with the refined poses (half maps and their FSC)."""
+        opt, state = self.opt, self.state
+        final_poses = state.poses
+        sums = self.sums_for(state.rotations, state.translations)
+        warm = state.admm is not None
+        iterations = opt.final_admm_iterations if warm else opt.initial_admm_iterations
+        half = curves = halves_out = None
+        resolution = np.full(self.c, np.nan)
+        if opt.half_maps:
+            maps = []
+            for g, s in enumerate(sums):
+                res = reconstruct_admm(s, regularizer=opt.regularizer, weight=opt.weight,
+                                       iterations=iterations,
+                                       init=state.admm[g] if warm else self.init_volume)
+                maps.append(to_numpy(res.volume).astype(np.float32))
+            half = np.stack(maps)
+            curves, resolution = half_fsc(half[0], half[1])
+            curves = tuple(curves)
+            res = reconstruct_admm(combine_sums(sums[0], sums[1]), regularizer=opt.regularizer,
+                                   weight=opt.weight, iterations=opt.final_admm_iterations,
+                                   init=half.mean(axis=0))
+            halves_out = state.halves.copy()
+        else:
+            res = reconstruct_admm(sums[0], regularizer=opt.regularizer, weight=opt.weight,
+                                   iterations=iterations,
+                                   init=state.admm[0] if warm else self.init_volume)
+        volume_out = to_numpy(res.volume).astype(np.float32)
+        hist = state.history
+        converged = bool(len(hist) and (
+            (hist.phase[-1] == PHASE_CONTINUOUS
+             and hist.median_change_deg[-1] <= opt.continuous_tolerance_deg)
+            or (hist.phase[-1] == PHASE_EXHAUSTIVE
+                and hist.median_change_deg[-1] <= opt.tolerance_deg)))
+        total, _ = _changes(self.input_poses.rotations, final_poses.rotations,
+                            self.input_poses.translations, final_poses.translations,
+                            opt.symmetry)
+        last_energies, last_changes = self.last_energies, self.last_changes
+        if not np.all(np.isfinite(last_energies)):
+            last_energies = _batched_terms(
+                VolumeModel(self.bk, volume_out, self.spectra, opt.channels, gradient=False),
+                self.scorer, np.arange(self.n), final_poses.rotations,
+                scorer_project(self.scorer, final_poses.translations),
+                rotation_gradient=False, translation_gradient=False)[0]
+            last_changes = np.full(self.n, np.nan)
+        return RefineResult(volume=volume_out, half_maps=half, poses=final_poses,
+                            halves=halves_out, fsc=curves, resolution_per_voxel=resolution,
+                            energies=last_energies, changes_deg=total,
+                            last_changes_deg=last_changes, history=hist, converged=converged,
+                            state=state)
+
+
+def refine(particles, poses: Poses, psf, *, volume=None, halves=None, seed=0,
+           state: RefineState | None = None,
            callback: Callable[[RefineState], None] | None = None,
-           progress: Callable[[dict], None] | None = None, backend=None) -> RefineResult:
+           progress: Callable[[dict], None] | None = None, backend=None,
+           **options) -> RefineResult:
     """High-accuracy refinement: alternate regularised reconstruction and pose updates.
 
     Each outer iteration: (a) the sums of the known-pose problem for the current poses
@@ -103,11 +329,11 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
     :func:`~spfluo.algorithms.reconstruct.update_sums` for the particles that moved), then
     ADMM iterations warm-started from the previous state
     (:func:`spfluo.algorithms.reconstruct.reconstruct_admm`, TV or Hessian); (b) a pose
-    update of every particle against its half set's volume.  First the
-    exhaustive search, one ``schedule`` stage per iteration, the last stage repeated until
-    the median rotation change is at most ``tolerance_deg``; then ``continuous_iterations``
-    continuous refinements (``gd_steps`` gradient steps each, Zehni et al. 2020).  Finally the
-    volume is reconstructed from all the particles with the refined poses.
+    update of every particle against its half set's volume.  First the exhaustive search,
+    one ``schedule`` stage per iteration, the last stage repeated until the median rotation
+    change is at most ``tolerance_deg``; then ``continuous_iterations`` continuous
+    refinements (``gd_steps`` gradient steps each, Zehni et al. 2020).  Finally the volume
+    is reconstructed from all the particles with the refined poses.
 
     Parameters
     ----------
@@ -183,236 +409,15 @@ def refine(particles, poses: Poses, psf, *, volume=None, regularizer: str = "tv"
     RefineResult
     """
     t_start = time.perf_counter()
-    arr = as_particles(particles)[0]
-    n, c, d = int(arr.shape[0]), int(arr.shape[1]), int(arr.shape[2])
-    poses = check_poses(poses, n)
-    regularizer = check_regularizer(regularizer)
-    stages = _as_schedule(schedule)
-    n_exh = len(stages) + 2 if exhaustive_iterations is None else check_int(
-        exhaustive_iterations, "exhaustive_iterations", minimum=0)
-    if n_exh < len(stages):
-        raise ValueError(f"exhaustive_iterations must be at least the number of schedule "
-                         f"stages ({len(stages)}), got {n_exh}")
-    if tolerance_deg is None:
-        tol = stages[-1].step_deg / 2.0 if stages else 0.0
-    else:
-        tol = check_float(tolerance_deg, "tolerance_deg", low=0.0, unit=" degrees")
-    n_cont = check_int(continuous_iterations, "continuous_iterations", minimum=0)
-    gd_steps = check_int(gd_steps, "gd_steps", minimum=1)
-    cont_tol = check_float(continuous_tolerance_deg, "continuous_tolerance_deg", low=0.0,
-                            unit=" degrees")
-    it0 = check_int(initial_admm_iterations, "initial_admm_iterations", minimum=1)
-    it_exh = check_int(admm_iterations, "admm_iterations", minimum=1)
-    it_cont = check_int(continuous_admm_iterations, "continuous_admm_iterations", minimum=1)
-    it_final = check_int(final_admm_iterations, "final_admm_iterations", minimum=1)
-    symmetry = check_symmetry(symmetry)
-    chans = as_channels(channels, c)
-    if not isinstance(half_maps, (bool, np.bool_)):
-        raise ValueError(f"half_maps must be True or False, got {half_maps!r}")
-    if half_maps and n < 2:
-        raise ValueError(f"half maps need at least 2 particles, got {n}: set half_maps=False")
-    max_shift = check_max_shift(max_shift, d)
-    h = as_psf(psf, c, d)
-    bk = resolve_backend(backend, particles)
-    init_volume = None
-    if volume is not None:
-        init_volume = np.asarray(to_numpy(volume), dtype=np.float32)
-        if init_volume.ndim == 3:
-            init_volume = init_volume[None]
-        if init_volume.shape != (c, d, d, d):
-            raise ValueError(f"volume must have shape ({c}, {d}, {d}, {d}) like the particles, "
-                             f"got {np.asarray(to_numpy(volume)).shape}")
-        if not np.all(np.isfinite(init_volume)):
-            raise ValueError("volume contains NaN or infinite values")
-        if not np.any(init_volume):
-            raise ValueError("volume is zero everywhere: give a reference or leave it out")
-
-    if state is None:
-        if half_maps:
-            labels = half_split(n, seed=seed) if halves is None else np.asarray(halves)
-            if labels.shape != (n,) or not np.isin(labels, (0, 1)).all() or \
-                    len(np.unique(labels)) != 2:
-                raise ValueError(f"halves must hold one 0 or 1 per particle ({n}), both "
-                                 f"present, got {np.asarray(halves)!r}")
-            labels = labels.astype(np.int8)
-        else:
-            labels = np.zeros(n, dtype=np.int8)
-        state = RefineState(
-            iteration=0, phase=PHASE_EXHAUSTIVE if stages else (
-                PHASE_CONTINUOUS if n_cont else 2),
-            stage=0, continuous_done=0, rotations=poses.rotations.copy(),
-            translations=poses.translations.copy(), halves=labels,
-            angle_steps_deg=np.full(n, 1.0), shift_steps=np.full(n, 0.5), admm=None,
-            history=RefineHistory.empty(c))
-    else:
-        if not isinstance(state, RefineState):
-            raise ValueError(f"state must be a RefineState (from a callback), got "
-                             f"{type(state).__name__}")
-        if state.rotations.shape != (n, 3, 3) or state.halves.shape != (n,):
-            raise ValueError(f"state describes {state.rotations.shape[0]} particles, not {n}: "
-                             "resume with the same particles")
-        if half_maps != bool(np.any(state.halves)):
-            raise ValueError("state was made with a different half_maps setting: resume with "
-                             "the same options")
-    groups = [np.flatnonzero(state.halves == g) for g in ((0, 1) if half_maps else (0,))]
-    spectra = particle_spectra(arr, h, support_threshold=support_threshold, pad=pad,
-                               batch_size=batch_size, backend=bk)
-    scorer = Scorer(spectra, chans, max_shift)
-    coarse = Scorer(spectra, chans, max_shift, subset=_coarse_subset(spectra.frequencies))
-    input_rotations = poses.rotations
-
-    cache = {}  # the last sums and their poses: the next ones are an update of them
-
-    def sums_for(rotations, translations):
-        current = Poses(rotations, translations)
-        if cache:  # only the particles that moved are taken out and put back
-            previous = cache["poses"]
-            sums = [update_sums(s, arr, previous, current, h, indices=idx,
-                                batch_size=batch_size, backend=bk)
-                    for s, idx in zip(cache["sums"], groups)]
-        elif half_maps:
-            sums = list(precompute_half_sums(arr, current, h, halves=state.halves,
-                                             symmetry=symmetry, batch_size=batch_size,
-                                             backend=bk))
-        else:
-            sums = [precompute_sums(arr, current, h, symmetry=symmetry, batch_size=batch_size,
-                                    backend=bk)]
-        cache.update(poses=Poses(current.rotations.copy(), current.translations.copy()),
-                     sums=sums)
-        return sums
-
-    last_changes = np.zeros(n)
-    last_energies = np.full(n, np.nan)
-    while state.phase != 2:
-        t_it = time.perf_counter()
-        it = state.iteration
-        phase = state.phase
-        rot = state.rotations.copy()
-        trans = state.translations.copy()
-        # (a) volume update
-        if it == 0 and init_volume is not None:
-            vols = [init_volume for _ in groups]
-            admm = state.admm
-            energy = math.nan
-            resolution = np.full(c, np.nan)
-        else:
-            sums = sums_for(rot, trans)
-            admm_new, vols, energy = [], [], 0.0
-            for g, s in enumerate(sums):
-                if state.admm is None:
-                    init = None if init_volume is None else init_volume
-                    iters = it0
-                else:
-                    init = state.admm[g]
-                    iters = it_cont if phase == PHASE_CONTINUOUS else it_exh
-                res = reconstruct_admm(s, regularizer=regularizer, weight=weight,
-                                       iterations=iters, init=init)
-                admm_new.append(_host_state(res.state))
-                vols.append(to_numpy(res.volume).astype(np.float32))
-                energy += float(res.energies[-1])
-            admm = tuple(admm_new)
-            resolution = (half_fsc(vols[0], vols[1])[1] if half_maps
-                          else np.full(c, np.nan))
-        # (b) pose update, each half set against its own volume
-        energies = np.empty(n)
-        a_steps = state.angle_steps_deg.copy()
-        s_steps = state.shift_steps.copy()
-        for g, idx in enumerate(groups):
-            need_gradient = phase == PHASE_CONTINUOUS or (
-                spectra.grid != spectra.box and not stages[state.stage].is_global)
-            model = VolumeModel(bk, vols[g], spectra, chans, gradient=need_gradient)
-            t_now = scorer_project(scorer, trans[idx])
-            if phase == PHASE_EXHAUSTIVE:
-                stage = stages[state.stage]
-                r_new, t_new, e_new = _search(model, scorer, coarse, idx, rot[idx], t_now,
-                                              stage, symmetry, 8)
-            else:
-                r_new, t_new, e_new, a_new, s_new = _continuous(
-                    model, scorer, idx, rot[idx], t_now, np.radians(a_steps[idx]),
-                    s_steps[idx], steps=gd_steps, eta=0.25, max_backtracks=6,
-                    max_angle=math.radians(2.0), max_shift_step=1.0)
-                a_steps[idx] = np.degrees(a_new)
-                s_steps[idx] = s_new
-            rot[idx], trans[idx], energies[idx] = r_new, t_new, e_new
-        changes, shifts = _changes(state.rotations, rot, state.translations, trans, symmetry)
-        last_changes, last_energies = changes, energies
-        med = float(np.median(changes))
-        # next phase
-        stage_idx, cont_done, next_phase = state.stage, state.continuous_done, phase
-        if phase == PHASE_EXHAUSTIVE:
-            done_exh = int(np.sum(state.history.phase == PHASE_EXHAUSTIVE)) + 1
-            if stage_idx < len(stages) - 1:
-                stage_idx += 1
-            elif med <= tol or done_exh >= n_exh:
-                next_phase = PHASE_CONTINUOUS if n_cont else 2
-            step_deg = stages[state.stage].step_deg
-            range_deg = math.inf if stages[state.stage].is_global else \
-                stages[state.stage].range_deg
-        else:
-            cont_done += 1
-            if cont_done >= n_cont or med <= cont_tol:
-                next_phase = 2
-            step_deg = range_deg = math.nan
-        entry = dict(iteration=it, phase=phase, step_deg=step_deg, range_deg=range_deg,
-                     energy=energy, pose_energy=float(np.mean(energies)),
-                     median_change_deg=med, mean_change_deg=float(np.mean(changes)),
-                     median_shift_change=float(np.median(shifts)),
-                     resolution_per_voxel=resolution,
-                     seconds=time.perf_counter() - t_it)
-        state = RefineState(iteration=it + 1, phase=next_phase, stage=stage_idx,
-                            continuous_done=cont_done, rotations=rot, translations=trans,
-                            halves=state.halves, angle_steps_deg=a_steps, shift_steps=s_steps,
-                            admm=admm, history=state.history.appended(**entry))
+    run = _Refinement(particles, poses, psf, RefineOptions(**options), volume=volume,
+                      halves=halves, seed=seed, state=state, backend=backend)
+    while run.state.phase != PHASE_DONE:
+        entry = run.iterate()
         if progress is not None:
             progress({**entry, "elapsed": time.perf_counter() - t_start})
         if callback is not None:
-            callback(state)
-
-    # final reconstruction with the refined poses
-    final_poses = state.poses
-    sums = sums_for(state.rotations, state.translations)
-    halves_out = None
-    half = None
-    curves = None
-    resolution = np.full(c, np.nan)
-    if half_maps:
-        maps = []
-        for g, s in enumerate(sums):
-            init = state.admm[g] if state.admm is not None else init_volume
-            res = reconstruct_admm(s, regularizer=regularizer, weight=weight,
-                                   iterations=it_final if state.admm is not None else it0,
-                                   init=init)
-            maps.append(to_numpy(res.volume).astype(np.float32))
-        half = np.stack(maps)
-        curves, resolution = half_fsc(half[0], half[1])
-        curves = tuple(curves)
-        full = combine_sums(sums[0], sums[1])
-        res = reconstruct_admm(full, regularizer=regularizer, weight=weight,
-                               iterations=it_final, init=half.mean(axis=0))
-        halves_out = state.halves.copy()
-    else:
-        init = state.admm[0] if state.admm is not None else init_volume
-        res = reconstruct_admm(sums[0], regularizer=regularizer, weight=weight,
-                               iterations=it_final if state.admm is not None else it0,
-                               init=init)
-    volume_out = to_numpy(res.volume).astype(np.float32)
-    hist = state.history
-    converged = bool(len(hist) and (
-        (hist.phase[-1] == PHASE_CONTINUOUS and (hist.median_change_deg[-1] <= cont_tol))
-        or (hist.phase[-1] == PHASE_EXHAUSTIVE and hist.median_change_deg[-1] <= tol)))
-    total, _ = _changes(input_rotations, final_poses.rotations, poses.translations,
-                        final_poses.translations, symmetry)
-    if not np.all(np.isfinite(last_energies)):
-        last_energies = _batched_terms(
-            VolumeModel(bk, volume_out, spectra, chans, gradient=False), scorer, np.arange(n),
-            final_poses.rotations, scorer_project(scorer, final_poses.translations),
-            rotation_gradient=False, translation_gradient=False)[0]
-        last_changes = np.full(n, np.nan)
-    return RefineResult(volume=volume_out, half_maps=half, poses=final_poses,
-                        halves=halves_out, fsc=curves, resolution_per_voxel=resolution,
-                        energies=last_energies, changes_deg=total,
-                        last_changes_deg=last_changes, history=hist, converged=converged,
-                        state=state)
+            callback(run.state)
+    return run.finish()
 
 
 def _host_state(st: ADMMState) -> ADMMState:

@@ -52,7 +52,7 @@ class SearchStage:
 DEFAULT_SCHEDULE = (SearchStage(20.0, None), SearchStage(5.0, 10.0), SearchStage(1.0, 5.0))
 
 
-def _as_schedule(schedule) -> tuple[SearchStage, ...]:
+def as_schedule(schedule) -> tuple[SearchStage, ...]:
     try:
         items = list(schedule)
     except TypeError:

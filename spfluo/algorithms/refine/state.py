@@ -20,7 +20,8 @@ from spfluo.algorithms.reconstruct import (
     ADMMState,
 )
 
-PHASE_EXHAUSTIVE, PHASE_CONTINUOUS = 0, 1
+#: Phases of a refinement (RefineState.phase).
+PHASE_EXHAUSTIVE, PHASE_CONTINUOUS, PHASE_DONE = 0, 1, 2
 
 
 _HISTORY_FIELDS = ("iteration", "phase", "step_deg", "range_deg", "energy", "pose_energy",

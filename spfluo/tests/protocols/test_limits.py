@@ -6,7 +6,7 @@ import re
 import pytest
 import pyworkflow.protocol.params as params
 
-from spfluo import limits
+from spfluo.algorithms import limits
 from spfluo.protocols.base import IntRange
 from spfluo.protocols.protocol_refine import parse_schedule
 from spfluo.tests._projects import assert_rejected
