@@ -65,8 +65,8 @@ def _resolution_panel(ax, it: np.ndarray, res: np.ndarray, vs: float | None) -> 
         ax.axhline(nyquist, color="0.5", ls=":", lw=1, gid="nyquist",
                    label=f"Nyquist limit ({nyquist:.3g} µm, 2 voxels)")
         lo, hi = min(finite.min(), nyquist), finite.max()
-        pad = 0.08 * max(hi - lo, 0.05 * hi)
-        ax.set_ylim(lo - min(pad, 0.03 * lo), hi + pad)  # nothing finer than Nyquist
+        # nothing is finer than Nyquist; at least half an octave shown above it
+        ax.set_ylim(0.97 * lo, max(hi + 0.08 * (hi - lo), 1.5 * lo))
         ax.set_ylabel("half-map FSC 0.143\nresolution (µm, lower is better)")
         right = ax.secondary_yaxis("right", functions=(lambda r: vs / np.maximum(r, 1e-12),
                                                        lambda f: vs / np.maximum(f, 1e-12)))
