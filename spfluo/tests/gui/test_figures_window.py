@@ -91,3 +91,23 @@ def test_a_figure_wider_than_the_screen_scrolls_instead_of_shrinking(root, on_di
     window.close()
     with pytest.raises(ValueError, match="no figure"):
         FiguresWindow([], title="none", master=root)
+
+
+def test_an_input_that_is_one_image_of_a_set_is_named_in_the_runs_panel(project, launch,
+                                                                        data_dir):
+    """The GUI names an input RUN.outputImages.ITEM after the image ("from fov_b"), not
+    "from None" (the item has no parent in the project)."""
+    from pyworkflow.gui.project.viewprotocols_extra import RunIOTreeProvider
+
+    from spfluo.io import write_volume
+    from spfluo.protocols import ProtCompareVolumes, ProtImportFluoImages
+
+    for name in ("fov_a", "fov_b"):
+        write_volume(data_dir / f"{name}.tif", np.ones((4, 8, 8), np.float32), (0.1,) * 3)
+    images = finished(launch(ProtImportFluoImages, filesPattern=str(data_dir / "fov_*.tif")))
+    prot = project.newProtocol(ProtCompareVolumes)
+    prot.referenceVolume.set(images)
+    prot.referenceVolume.setExtended("outputImages.2")
+    item = prot.referenceVolume.get()
+    label = RunIOTreeProvider.getObjectLabel(item, project.mapper.getParent(item))
+    assert label == "fov_b"
