@@ -227,29 +227,25 @@ def cmd_stop(args) -> int:
 
 
 def _add_run_control_parsers(sub) -> None:
-    p = sub.add_parser("continue", help="resume a failed or stopped run from its checkpoint",
-                       description="Resume run RUN (id or label) in the engine's continue "
-                                   "mode: finished steps are kept and the long jobs (ab "
-                                   "initio, refinement) restart from their last checkpoint. "
-                                   "Exit status 1 when it fails again, 2 when refused.")
-    p.add_argument("name", help="project name")
-    p.add_argument("run", help="run id or label")
-    p.set_defaults(func=cmd_continue)
-
-    p = sub.add_parser("stop", help="stop a running run (it can be continued later)")
-    p.add_argument("name", help="project name")
-    p.add_argument("run", help="run id or label")
-    p.set_defaults(func=cmd_stop)
-
-    p = sub.add_parser("launch", help="run saved runs (e.g. a loaded workflow) in order",
-                       description="Launch the given runs (ids or labels), or every run that "
-                                   "was saved and never run, one after the other in provenance "
-                                   "order, waiting for each; stop at the first that fails "
-                                   "(exit status 1).")
-    p.add_argument("name", help="project name")
-    p.add_argument("runs", nargs="*", metavar="RUN", help="run ids or labels (default: all "
-                                                          "saved runs)")
-    p.set_defaults(func=cmd_launch)
+    continue_text = ("Resume run RUN (id or label) in the engine's continue mode: finished steps "
+                     "are kept and the long jobs (ab initio, refinement) restart from their last "
+                     "checkpoint. Exit status 1 when it fails again, 2 when refused.")
+    launch_text = ("Launch the given runs (ids or labels), or every run that was saved and never "
+                   "run, one after the other in provenance order, waiting for each; stop at the "
+                   "first that fails (exit status 1).")
+    commands = [
+        ("continue", cmd_continue, "resume a failed or stopped run from its checkpoint",
+         continue_text, dict(help="run id or label")),
+        ("stop", cmd_stop, "stop a running run (it can be continued later)", None,
+         dict(help="run id or label")),
+        ("launch", cmd_launch, "run saved runs (e.g. a loaded workflow) in order", launch_text,
+         dict(nargs="*", help="run ids or labels (default: all saved runs)")),
+    ]
+    for command, func, summary, text, run_arg in commands:
+        p = sub.add_parser(command, help=summary, description=text)
+        p.add_argument("name", help="project name")
+        p.add_argument("runs" if command == "launch" else "run", metavar="RUN", **run_arg)
+        p.set_defaults(func=func)
 
 
 def cmd_demo(args) -> int:
