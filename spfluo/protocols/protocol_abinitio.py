@@ -21,7 +21,8 @@ The result volume is, by default, the known-pose reconstruction from the estimat
 Outputs: ``outputVolume`` (a :class:`~spfluo.objects.Volume`; its ``energiesFile``,
 ``marginalsFile`` and ``summaryFile`` attributes are the energy per epoch (CSV), the final
 marginal likelihoods (``.npz``) and the run summary (JSON)) and ``outputParticles`` (the
-particles with their estimated poses), both derived from the particles and the PSF.
+particles with their estimated poses), both derived from the particles and the PSF, and
+``outputPSF``, the PSF at the particles' voxel size and box that the run used.
 """
 
 from __future__ import annotations
@@ -39,13 +40,16 @@ from ..algorithms.limits import (
     MAX_SYMMETRY_ORDER,
     orientations_error,
 )
-from ..objects import SetOfParticles, Volume
+from ..objects import PSFModel, SetOfParticles, Volume
 from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, pointed
 from .convert import (
+    PREPARED_PSF,
+    PSF_HELP,
     check_psf_matches,
     check_symmetry_order,
     image_from_file,
     particles_with_poses,
+    prepared_psf,
     read_output_poses,
     write_particles_for_job,
 )
@@ -76,7 +80,8 @@ class ProtAbInitio(ProtFluoJob):
     """
 
     _label = "ab initio reconstruction"
-    _possibleOutputs = {"outputVolume": Volume, "outputParticles": SetOfParticles}
+    _possibleOutputs = {"outputVolume": Volume, "outputParticles": SetOfParticles,
+                        "outputPSF": PSFModel}
     _references = ["Eloy2023", "Fortun2018"]
     _jobStep = _STEP
 
@@ -91,8 +96,7 @@ class ProtAbInitio(ProtFluoJob):
                            "only drawn on the figures.")
         form.addParam("inputPSF", params.PointerParam, pointerClass="PSFModel",
                       important=True, label="PSF",
-                      help="The PSF at the particles' voxel size, no larger than their box: "
-                           "one channel for all, or one per channel.")
+                      help=PSF_HELP)
         form.addParam("method", params.EnumParam, default=SGD, choices=_METHOD_LABELS,
                       label="Method",
                       help="SGD with importance sampling (Eloy et al. 2023): all particles at once, "
@@ -178,7 +182,8 @@ class ProtAbInitio(ProtFluoJob):
                    "energies": self._getExtraPath("energies.csv"),
                    "marginals": self._getExtraPath("marginals.npz"),
                    "summary": self._getExtraPath("abinitio.json"),
-                   "checkpoint": self._getExtraPath("checkpoint.npz")}
+                   "checkpoint": self._getExtraPath("checkpoint.npz"),
+                   "psf_prepared": self._getExtraPath(PREPARED_PSF)}
         self._writeJob(_STEP, inputs={"particles": table, "psf": psf.getFileName()},
                        params=job_params, outputs=outputs, seed=self.seed.get())
 
@@ -203,8 +208,9 @@ class ProtAbInitio(ProtFluoJob):
                   + (f", median pose error against the input poses "
                      f"{summary['pose_error_median_deg']:.2f} deg"
                      if "pose_error_median_deg" in summary else ""))
-        self._defineOutputs(outputVolume=volume, outputParticles=particles)
-        self._defineSources([volume, particles], self.inputParticles, self.inputPSF)
+        psf = prepared_psf(self, summary["voxel_size"])
+        self._defineOutputs(outputVolume=volume, outputParticles=particles, outputPSF=psf)
+        self._defineSources([volume, particles, psf], self.inputParticles, self.inputPSF)
 
     # --------------------------- INFO functions -------------------------------
     def _validate(self):

@@ -165,15 +165,17 @@ def test_bad_image_imports_are_rejected(project, launch, fields, data_dir):
                     filesPattern=str(data_dir / "broken.tif"))
     import tifffile
 
-    tifffile.imwrite(data_dir / "novs.tif", np.zeros((4, 8, 8), np.float32))
+    tifffile.imwrite(data_dir / "novs.tif", _blobs((6, 8, 8), np.random.default_rng(5)),
+                     photometric="minisblack")
     assert_rejected(project, ProtImportFluoImages, "no voxel size.*given below",
                     filesPattern=str(data_dir / "novs.tif"))
-    write_volume(data_dir / "mix_a.tif", np.ones((4, 8, 8), np.float32), (0.3, 0.1, 0.1))
-    write_volume(data_dir / "mix_b.tif", np.ones((4, 8, 8), np.float32), (0.2, 0.1, 0.1))
+    rng = np.random.default_rng(6)
+    write_volume(data_dir / "mix_a.tif", _blobs((6, 8, 8), rng), (0.3, 0.1, 0.1))
+    write_volume(data_dir / "mix_b.tif", _blobs((6, 8, 8), rng), (0.2, 0.1, 0.1))
     assert_rejected(project, ProtImportFluoImages, "Voxel sizes differ",
                     filesPattern=str(data_dir / "mix_*.tif"))
-    write_volume(data_dir / "ch_a.tif", np.ones((2, 4, 8, 8), np.float32), (0.3, 0.1, 0.1))
-    write_volume(data_dir / "ch_b.tif", np.ones((4, 8, 8), np.float32), (0.3, 0.1, 0.1))
+    write_volume(data_dir / "ch_a.tif", np.stack([_blobs((6, 8, 8), rng)] * 2), (0.3, 0.1, 0.1))
+    write_volume(data_dir / "ch_b.tif", _blobs((6, 8, 8), rng), (0.3, 0.1, 0.1))
     assert_rejected(project, ProtImportFluoImages, "Channel counts differ",
                     filesPattern=str(data_dir / "ch_*.tif"))
     assert_rejected(project, ProtImportFluoImages, "Voxel size must be > 0",
@@ -198,7 +200,7 @@ def test_bad_psf_and_particles_and_coordinates(project, launch, fields, data_dir
 
     assert_rejected(project, ProtImportPSF, "does not exist", psfFile=str(data_dir / "none.tif"))
     write_volume(data_dir / "zero.tif", np.zeros((5, 5, 5), np.float32), (0.1, 0.1, 0.1))
-    assert_rejected(project, ProtImportPSF, "no positive value", psfFile=str(data_dir / "zero.tif"))
+    assert_rejected(project, ProtImportPSF, "zero.tif is all zero", psfFile=str(data_dir / "zero.tif"))
     nan = np.ones((5, 5, 5), np.float32)
     nan[2, 2, 2] = np.nan
     import tifffile
