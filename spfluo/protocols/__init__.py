@@ -9,6 +9,7 @@ from .protocol_import import (
     ProtImportPSF,
 )
 from .protocol_picking import ProtExtractParticles, ProtPickParticles, ProtSelectParticles
+from .protocol_psf import ProtTheoreticalPSF
 from .protocol_reconstruct import ProtReconstructKnownPoses
 from .protocol_refine import ProtRefine
 from .protocol_simulate import ProtSimulateDataset
@@ -19,6 +20,7 @@ __all__ = [
     "ProtImportPSF",
     "ProtImportParticles",
     "ProtImportCoordinates",
+    "ProtTheoreticalPSF",
     "ProtSimulateDataset",
     "ProtCompareVolumes",
     "ProtReconstructKnownPoses",
