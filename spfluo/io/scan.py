@@ -176,8 +176,7 @@ def scan_volume(path: str | os.PathLike) -> VolumeScan:
                       maximum=maximum, nonfinite=stats.nonfinite, n_nonfinite=stats.count)
 
 
-def volume_problems(scan: VolumeScan, *, what: str = "image",
-                    allow_single_plane: bool = False) -> list[str]:
+def volume_problems(scan: VolumeScan, *, what: str = "image") -> list[str]:
     """The reasons a volume cannot be used, one message each (empty: none).
 
     Parameters
@@ -185,12 +184,10 @@ def volume_problems(scan: VolumeScan, *, what: str = "image",
     scan : VolumeScan
     what : str
         What the file is, for the messages ("image", "PSF", "particle").
-    allow_single_plane : bool
-        Accept a single plane (Z = 1); spfluo's reconstructions need volumes.
     """
     problems = []
     c_, z_, y_, x_ = scan.shape
-    if z_ == 1 and not allow_single_plane:
+    if z_ == 1:
         problems.append(f"{scan.path} is a 2D {what} (one plane of {y_} x {x_} pixels): spfluo "
                         "reconstructs from 3D stacks; give the z-stack (the plane would be "
                         "smeared along z by the extraction).")

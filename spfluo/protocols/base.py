@@ -46,13 +46,13 @@ from ..io import (
     remove_temporaries,
     write_job,
 )
-from ..algorithms.limits import MAX_GPU_ID, MAX_SEED
+from ..algorithms.limits import MAX_GPU_ID, MAX_SEED, memory_error
 from ..queue import queue_settings_error
 from ..safepaths import check_project_folder, unsafe_characters
 
 __all__ = ["ProtFluo", "ProtFluoJob", "IntRange", "JobFailed", "add_count_param",
            "add_gpu_params", "add_seed_param", "gpu_list_error", "gpu_errors", "job_failure",
-           "pointed", "run_worker"]
+           "machine_memory_bytes", "memory_errors", "MEMORY_VAR", "pointed", "run_worker"]
 
 #: prctl(2) option: the signal a process gets when its parent dies (Linux).
 _PR_SET_PDEATHSIG = 1
@@ -99,6 +99,54 @@ def gpu_errors(gpu_ids) -> list[str]:
             f"{count} GPU(s) ({shown}"
             + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "")
             + f"): change the GPU ids (gpuList) {off}."]
+
+
+#: Environment variable: the memory a run may use, in GB (default: the machine's).
+MEMORY_VAR = "SPFLUO_MEMORY_GB"
+
+
+def machine_memory_bytes() -> float | None:
+    """Memory a run may use on this machine, bytes: ``$SPFLUO_MEMORY_GB`` when set (e.g. the
+    memory of the nodes of a queue), else the smaller of the RAM and the cgroup limit (a
+    container's, a batch job's); None when unknown.
+
+    Raises ``ValueError`` when ``$SPFLUO_MEMORY_GB`` is not a positive number.
+    """
+    given = os.environ.get(MEMORY_VAR)
+    if given:
+        try:
+            value = float(given)
+        except ValueError:
+            value = float("nan")
+        if not value > 0:
+            raise ValueError(f"{MEMORY_VAR}={given!r} is not a positive number of GB: fix or "
+                             "unset it.")
+        return value * 1e9
+    sizes = []
+    try:
+        import psutil
+
+        sizes.append(float(psutil.virtual_memory().total))
+    except Exception:  # psutil missing or unsupported platform
+        pass
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(limit).read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            sizes.append(float(text))
+    return min(sizes) if sizes else None
+
+
+def memory_errors(estimate_bytes: float, *, what: str, fix: str) -> list[str]:
+    """A refusal when ``estimate_bytes`` exceeds :func:`machine_memory_bytes` (else [])."""
+    try:
+        available = machine_memory_bytes()
+    except ValueError as exc:
+        return [str(exc)]
+    error = memory_error(estimate_bytes, available, what=what, fix=fix)
+    return [error] if error else []
 
 
 def add_gpu_params(form, *, default_use_gpu: bool = False) -> None:

@@ -39,9 +39,17 @@ from ..algorithms.limits import (
     MAX_IN_PLANE_ANGLES,
     MAX_SYMMETRY_ORDER,
     orientations_error,
+    particles_bytes,
 )
 from ..objects import PSFModel, SetOfParticles, Volume
-from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, pointed
+from .base import (
+    ProtFluoJob,
+    add_count_param,
+    add_gpu_params,
+    add_seed_param,
+    memory_errors,
+    pointed,
+)
 from .convert import (
     PREPARED_PSF,
     PSF_HELP,
@@ -236,6 +244,12 @@ class ProtAbInitio(ProtFluoJob):
             errors.append(f"Particles must have isotropic voxels, got {tuple(vs)} µm (z, y, x): "
                           "extract them with isotropic resampling.")
         check_psf_matches(psf, particles, errors)
+        if box is not None and n:
+            errors.extend(memory_errors(
+                particles_bytes(n, particles.getNumChannels(), box[0]),
+                what=f"Holding the {n} particles of {particles.getNumChannels()} x "
+                     f"{box[0]}^3 voxels (Particles, inputParticles) in memory",
+                fix="extract them on coarser voxels or in a smaller box, or select fewer"))
         check_symmetry_order(self.symmetry.get(), errors)
         if self._methodKey() == "sgd":
             for label, value, low in (("Maximum number of epochs", self.maxEpochs.get(), 1),

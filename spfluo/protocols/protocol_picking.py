@@ -29,9 +29,10 @@ from ..io import (
     write_coordinates_csv,
     write_image_list,
 )
+from ..algorithms.extraction import extraction_peak_bytes
 from ..algorithms.limits import MAX_BOX_SIZE, MAX_CHANNELS
 from ..objects import Coordinate3D, Particle, SetOfCoordinates3D, SetOfParticles
-from .base import ProtFluo, ProtFluoJob, add_count_param, add_seed_param, pointed
+from .base import ProtFluo, ProtFluoJob, add_count_param, add_seed_param, memory_errors, pointed
 from .convert import image_from_file
 
 __all__ = ["ProtPickParticles", "ProtExtractParticles", "ProtSelectParticles"]
@@ -375,7 +376,22 @@ class ProtExtractParticles(ProtFluoJob):
         if self._boxSize() > lateral:
             errors.append(f"Box size {self._boxSize():g} µm is larger than the images "
                           f"({lateral:g} µm laterally).")
+        if not errors:
+            errors.extend(self._memoryErrors(coords, images, n))
         return errors
+
+    def _memoryErrors(self, coords, images, box: int) -> list[str]:
+        """The extraction's peak (the image with the most particles) against the machine."""
+        counts = {}
+        for c in coords.items():
+            counts[c.getImageId()] = counts.get(c.getImageId(), 0) + 1
+        shapes = {img.getImageId(): img.getShape() for img in images.items()}
+        peak, worst = max((extraction_peak_bytes(shapes[i], k, box), i)
+                          for i, k in counts.items() if i in shapes)
+        return memory_errors(
+            peak, what=f"Extracting the {counts[worst]} particle(s) of image {worst} in boxes "
+                       f"of {box}^3 voxels ({self._boxSize():g} µm at {self._voxelSize():g} µm)",
+            fix="choose a larger Voxel size (voxelSize) or a smaller Box size (boxSize)")
 
     def _summary(self):
         if not hasattr(self, "outputParticles"):
