@@ -125,6 +125,9 @@ def cmd_run(args) -> int:
     print(f"run #{prot.getObjId()} {prot.getRunName()}: {status}")
     for name, out in prot.iterOutputAttributes():
         print(f"  {name}: {out}")
+    if status == "finished":
+        for line in prot.summary():
+            print(f"  {line}")
     if status != "finished":
         print(f"  error: {prot.getErrorMessage()}", file=sys.stderr)
         print(f"  log: {prot.getLogPaths()[1]}", file=sys.stderr)
