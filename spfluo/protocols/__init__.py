@@ -2,6 +2,7 @@
 
 from .protocol_abinitio import ProtAbInitio
 from .protocol_compare import ProtCompareVolumes
+from .protocol_export import ProtExportParticles
 from .protocol_import import (
     ProtImportCoordinates,
     ProtImportFluoImages,
@@ -31,4 +32,5 @@ __all__ = [
     "ProtPickParticles",
     "ProtExtractParticles",
     "ProtSelectParticles",
+    "ProtExportParticles",
 ]
