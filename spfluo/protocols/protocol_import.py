@@ -517,7 +517,7 @@ class ProtImportCoordinates(ProtFluo):
             raise ValueError("\n".join(errors))
         coords = SetOfCoordinates3D(filename=self._getPath("coordinates.sqlite"))
         coords.setImages(self.inputImages)
-        coords.setBoxSize(self.boxSize.get(), "given (Box size of the import)")
+        coords.setBoxSize(self.boxSize.get(), "given at the import (Box size)")
         scores = table.score if table.score is not None else [None] * len(table.image_ids)
         for image_id, pos, score in zip(table.image_ids, table.positions_zyx_um, scores):
             c = Coordinate3D()

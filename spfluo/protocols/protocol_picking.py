@@ -272,7 +272,9 @@ class ProtPickParticles(ProtFluoJob):
         examples = pointed(self.inputExamples)
         given = examples.getBoxSize() if examples is not None else None
         if given:
-            return float(given), "the box of the example particles"
+            why = examples.getBoxSizeReason()
+            return float(given), "the box of the example particles" + (f", {why}" if why
+                                                                       else "")
         d = float(self.diameter.get())
         return 1.5 * d, f"1.5 x the particle diameter ({d:g} µm)"
 

@@ -24,7 +24,7 @@ def test_automatic_voxel_size_and_box_come_with_their_reason(project, launch, da
     ext = finished(launch(ProtExtractParticles, inputCoordinates=(coords, "outputCoordinates")))
     expected = ("voxel 0.1 µm: the finest axis (x) of the fields, whose voxels are 0.3 x 0.1 x "
                 "0.1 µm (z, y, x); box 0.8 µm = 8^3 voxels: the box of the coordinates, given "
-                "(Box size of the import)")
+                "at the import (Box size)")
     assert f"Chosen: {expected}." in project.getProtocol(ext.getObjId()).summary()
     assert f"particles: {expected}" in open(ext.getLogPaths()[0]).read()
     assert ext.outputParticles.getVoxelSize() == (0.1, 0.1, 0.1)
@@ -35,4 +35,4 @@ def test_automatic_voxel_size_and_box_come_with_their_reason(project, launch, da
     (_, _, text, _), = outputs[ext.getObjId()]
     assert text == "3 item(s), 2 channel(s) of 8 x 8 x 8 voxels (z, y, x), voxel 0.1 x 0.1 x 0.1 µm"
     (_, _, text, _), = outputs[coords.getObjId()]
-    assert text == "3 item(s), box 0.8 µm (given (Box size of the import))"
+    assert text == "3 item(s), box 0.8 µm (given at the import (Box size))"
