@@ -9,7 +9,8 @@ progress line and, for an unexpected error, where it was raised), which the prot
 the run's error message; an earlier run's error file is removed when the job starts.
 Rejected input exits with :data:`~spfluo.constants.EXIT_JOB_ERROR`, anything else (out of
 memory, a full disk, a bug: the traceback goes to stderr) with
-:data:`~spfluo.constants.EXIT_JOB_CRASH`.
+:data:`~spfluo.constants.EXIT_JOB_CRASH`.  A job that succeeds ends its log with its peak
+resident memory.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ def available_steps() -> list[str]:
 
 def _gigabytes(n_bytes: float) -> str:
     return f"{n_bytes / 1024 ** 3:.1f} GB"
+
+
+def _peak_memory_mb() -> float:
+    """The largest resident memory of this process so far, MB (Linux: ru_maxrss in kB)."""
+    import resource
+
+    scale = 1024 if sys.platform.startswith("linux") else 1
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6
 
 
 def _memory_total() -> float | None:
@@ -113,6 +122,8 @@ def main(argv=None) -> int:
         with hold_lock(folder / WORKER_LOCK):
             (folder / JOB_ERROR_FILE).unlink(missing_ok=True)  # an earlier run's
             module.run(job)
+        print(f"spfluo job {args.step}: peak resident memory {_peak_memory_mb():.0f} MB",
+              flush=True)
     except LockHeld as exc:
         print(f"spfluo job {args.step}: another worker is running in this run folder ({exc}): "
               "wait for it to end, or stop it, before running the job again",
