@@ -34,6 +34,17 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def _check_fields(n_fields, particles_per_field, n_examples) -> tuple[int, int, int]:
+    """Positive counts of fields, particles per field and examples (at most the particles)."""
+    n_fields = _check_positive_int("n_fields", n_fields)
+    particles_per_field = _check_positive_int("particles_per_field", particles_per_field)
+    n_examples = _check_positive_int("n_examples", n_examples)
+    if n_examples > particles_per_field:
+        raise ValueError(f"n_examples ({n_examples}) must be <= particles_per_field "
+                         f"({particles_per_field}).")
+    return n_fields, particles_per_field, n_examples
+
+
 def _write_values(folder: Path, values: dict) -> None:
     with open(folder / DATASET_FILE, "w", encoding="utf-8") as fh:
         json.dump(values, fh, indent=2)
@@ -127,12 +138,8 @@ def write_fields_dataset(folder: str | os.PathLike, *, n_fields: int = 1,
     Path
         The folder.
     """
-    n_fields = _check_positive_int("n_fields", n_fields)
-    particles_per_field = _check_positive_int("particles_per_field", particles_per_field)
-    n_examples = _check_positive_int("n_examples", n_examples)
-    if n_examples > particles_per_field:
-        raise ValueError(f"n_examples ({n_examples}) must be <= particles_per_field "
-                         f"({particles_per_field}).")
+    n_fields, particles_per_field, n_examples = _check_fields(n_fields, particles_per_field,
+                                                              n_examples)
     folder = Path(folder)
     if (folder / DATASET_FILE).exists():
         raise ValueError(f"{folder} already holds a dataset ({DATASET_FILE}): choose a new folder.")
@@ -225,12 +232,8 @@ def write_acquisition(folder: str | os.PathLike, *, n_fields: int = 2,
     -------
     Acquisition
     """
-    n_fields = _check_positive_int("n_fields", n_fields)
-    particles_per_field = _check_positive_int("particles_per_field", particles_per_field)
-    n_examples = _check_positive_int("n_examples", n_examples)
-    if n_examples > particles_per_field:
-        raise ValueError(f"n_examples ({n_examples}) must be <= particles_per_field "
-                         f"({particles_per_field}).")
+    n_fields, particles_per_field, n_examples = _check_fields(n_fields, particles_per_field,
+                                                              n_examples)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vs = tuple(float(v) for v in voxel_size)

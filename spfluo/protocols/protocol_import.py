@@ -245,10 +245,11 @@ class ProtImportPSF(ProtFluo):
         _add_voxel_size_params(form, what="PSF")
         form.addParam("subtractBackground", params.BooleanParam, default=True,
                       label="Subtract the background?",
-                      help="For bead images: subtract the median of the faces of the box and "
-                           "set the voxels below 3 noise standard deviations to 0 (else the "
-                           "noise adds a pedestal to the PSF). No for a computed PSF. Several "
-                           "beads always get it.")
+                      help="For bead images: subtract the background found on the faces of "
+                           "the box (their 5th percentile plus 1.645 noise standard "
+                           "deviations, robust to a widefield halo) and set the voxels below "
+                           "3 noise standard deviations to 0 (else the noise adds a pedestal "
+                           "to the PSF). No for a computed PSF. Several beads always get it.")
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.importStep, self._paramsKey())

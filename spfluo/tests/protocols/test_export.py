@@ -10,19 +10,9 @@ import pytest
 
 from spfluo.io import read_poses_csv, read_star, read_volume, write_poses_csv, write_volume
 from spfluo.tests._projects import assert_rejected, finished, launch_protocol, new_project
+from spfluo.tests._relion import relion_matrix
 
 VOXEL = 0.05
-
-
-def _relion_matrix(rot, tilt, psi):
-    """RELION's Euler_angles2matrix (src/euler.cpp), angles in degrees: the rotation that
-    takes the reference to the particle, acting on (x, y, z)."""
-    a, b, g = np.radians([rot, tilt, psi])
-    ca, sa, cb, sb, cg, sg = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(g), np.sin(g)
-    cc, cs, sc, ss = cb * ca, cb * sa, sb * ca, sb * sa
-    return np.array([[cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb],
-                     [-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb],
-                     [sc, ss, cb]])
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +40,7 @@ def _export(launch, data_dir):
     angles = rng.uniform([-180, 0, -180], [180, 180, 180], (4, 3))
     shifts = rng.uniform(-0.1, 0.1, (4, 3))
     matrices = np.tile(np.eye(4), (4, 1, 1))
-    matrices[:, :3, :3] = [_relion_matrix(*a) for a in angles]
+    matrices[:, :3, :3] = [relion_matrix(*a) for a in angles]
     matrices[:, :3, 3] = shifts
     write_poses_csv(data_dir / "poses.csv", np.arange(1, 5), matrices)
     parts = finished(launch(ProtImportParticles, filesPattern=str(data_dir / "p*.tif"),
@@ -73,7 +63,7 @@ def test_star_rotations_follow_relion(exported):
     by_id = {int(i): k for k, i in enumerate(particles["rlnImageId"])}
     for pid, k in by_id.items():
         angles = [particles[f"rlnAngle{n}"][k] for n in ("Rot", "Tilt", "Psi")]
-        np.testing.assert_allclose(_relion_matrix(*angles), matrices[pid - 1, :3, :3],
+        np.testing.assert_allclose(relion_matrix(*angles), matrices[pid - 1, :3, :3],
                                    atol=1e-6)
         origin = [particles[f"rlnOrigin{a}Angst"][k] for a in "XYZ"]
         np.testing.assert_allclose(origin, -matrices[pid - 1, :3, 3] * 1e4, atol=1e-4)
