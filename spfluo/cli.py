@@ -15,7 +15,7 @@ import sys
 from .environment import bootstrap
 from .errors import ProjectError
 from .params import bounded_int, parse_key_values
-from .algorithms.limits import MAX_DPI
+from .algorithms.limits import MAX_CHANNELS, MAX_DPI
 
 __all__ = ["main", "build_parser"]
 
@@ -102,6 +102,9 @@ def cmd_run(args) -> int:
     print(f"run #{prot.getObjId()} {prot.getRunName()}: {status}")
     for name, out in prot.iterOutputAttributes():
         print(f"  {name}: {out}")
+    if status == "finished":
+        for line in prot.summary():
+            print(f"  {line}")
     if status != "finished":
         print(f"  error: {prot.getErrorMessage()}", file=sys.stderr)
         print(f"  log: {prot.getLogPaths()[1]}", file=sys.stderr)
@@ -119,6 +122,27 @@ def cmd_export(args) -> int:
         raise ProjectError(f"project {args.name} has no run to export")
     project.exportProtocols(runs, args.file_abs)
     print(f"exported {len(runs)} protocol(s) to {args.file_abs}")
+    return 0
+
+
+def cmd_export_particles(args) -> int:
+    """Run ProtExportParticles (recorded in the project) and list the files written."""
+    from .workflow import launch, new_protocol, open_project
+
+    project = open_project(args.name)
+    values = {"inputParticles": args.particles, "exportFolder": args.folder_abs,
+              "writeMrc": "false" if args.no_mrc else "true", "channel": args.channel}
+    if args.volume:
+        values["inputVolume"] = args.volume
+    prot = new_protocol(project, "ProtExportParticles", values, label=args.label)
+    status = launch(project, prot)
+    print(f"run #{prot.getObjId()} {prot.getRunName()}: {status}")
+    if status != "finished":
+        print(f"  error: {prot.getErrorMessage()}", file=sys.stderr)
+        return 1
+    for name in sorted(os.listdir(args.folder_abs)):
+        if not name.startswith("."):
+            print(f"  {os.path.join(args.folder_abs, name)}")
     return 0
 
 
@@ -287,6 +311,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("file")
     p.set_defaults(func=cmd_export, paths=["file"])
+
+    p = sub.add_parser("export-particles",
+                       help="write particles with poses (RELION STAR, CSV, MRC) and a volume",
+                       description="Export particles with their poses as a RELION 3.1 STAR "
+                                   "file, a CSV and MRC particles, and a volume as OME-TIFF "
+                                   "and MRC, into a new or empty folder (a run of "
+                                   "ProtExportParticles in the project).")
+    p.add_argument("name", help="project name")
+    p.add_argument("particles", help="RUNID.outputParticles (particles with poses)")
+    p.add_argument("folder", help="a new or empty folder (or one spfluo exported to)")
+    p.add_argument("--volume", help="RUNID.outputVolume to export too")
+    p.add_argument("--channel", type=bounded_int(0, MAX_CHANNELS - 1), default=0,
+                   help="channel of the MRC particles (default 0)")
+    p.add_argument("--no-mrc", action="store_true",
+                   help="do not write the particles as MRC (the STAR names the project's files)")
+    p.add_argument("--label", help="run label")
+    p.set_defaults(func=cmd_export_particles, paths=["folder"])
 
     p = sub.add_parser("load", help="add the protocols of a workflow JSON to a project",
                        description="Add the protocols of a workflow JSON (as `spfluo export` "

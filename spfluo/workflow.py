@@ -235,9 +235,29 @@ def _files_size(obj) -> int:
     return sum(os.path.getsize(f) for f in files if f and os.path.exists(f))
 
 
+def _set_geometry(obj) -> str:
+    """Shapes and voxel size of a set of images or particles, the box of coordinates."""
+    if hasattr(obj, "getBoxSizeReason"):  # coordinates
+        box, why = obj.getBoxSize(), obj.getBoxSizeReason()
+        return f"box {box:g} µm" + (f" ({why})" if why else "") if box else ""
+    if not hasattr(obj, "getVoxelSize") or obj.getSize() == 0:
+        return ""
+    first = obj.getFirstItem()
+    shapes = ({first.getShape()} if hasattr(obj, "getBoxShape")
+              else {item.getShape() for item in obj.iterItems()})
+    text = " or ".join(f"{s[0]} channel(s) of {' x '.join(map(str, s[1:]))} voxels"
+                       for s in sorted(shapes))
+    try:
+        vs = obj.getVoxelSize()
+    except ValueError:  # none recorded
+        return text
+    return text + f" (z, y, x), voxel {' x '.join(f'{v:g}' for v in vs)} µm"
+
+
 def _describe_output(obj) -> str:
     if isinstance(obj, pwobj.Set):
-        return f"{obj.getSize()} item(s)"
+        geometry = _set_geometry(obj)
+        return f"{obj.getSize()} item(s)" + (f", {geometry}" if geometry else "")
     if isinstance(obj, pwobj.Scalar):
         return str(obj.get())
     return str(obj)

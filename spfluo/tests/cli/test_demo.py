@@ -116,7 +116,9 @@ print(json.dumps(runs))
     n = outputs[3]["outputCoordinates"]
     assert n >= 4 and outputs[4] == {"outputParticles": n}
     for k in (5, 6, 7):  # ab initio, axis, refinement: a volume and the particles with poses
-        assert set(outputs[k]) == {"outputVolume", "outputParticles"}
+        # and, where a PSF was used, the PSF at the particles' sampling
+        psf = {"outputPSF"} if k in (5, 7) else set()
+        assert set(outputs[k]) == {"outputVolume", "outputParticles"} | psf
         assert outputs[k]["outputParticles"] == n
     assert outputs[8] == {"outputImages": 1} and set(outputs[9]) == {"outputComparison"}
 
