@@ -181,9 +181,16 @@ def _metrics_rows(prot) -> list[tuple[str, str, list[tuple[str, object]]]]:
         if isinstance(out, VolumeComparison):
             numbers = [(k, v) for k, v in out.getMetrics().items() if v is not None]
             rows.append((name, out.getClassName(), numbers))
-        elif isinstance(out, Volume) and out.getResolution():
-            rows.append((name, out.getClassName(),
-                         [("half-map FSC resolution (0.143), µm", out.getResolution())]))
+        elif isinstance(out, Volume) and (out.getResolution() or out.getResolutionText()):
+            numbers = []
+            if out.getResolution():
+                numbers.append(("half-map FSC resolution (0.143), µm", out.getResolution()))
+            if out.getResolutionText():
+                numbers.append(("half-map FSC (0.143, masked, corrected)",
+                                out.getResolutionText()))
+            if out.getOpticalCutoff():
+                numbers.append(("optical cutoff of the PSF, µm", out.getOpticalCutoff()))
+            rows.append((name, out.getClassName(), numbers))
         elif isinstance(out, pwobj.Scalar) and isinstance(out.get(), (int, float)):
             rows.append((name, out.getClassName(), [(name, out.get())]))
     return rows

@@ -164,8 +164,13 @@ class MaskedFSC:
     randomize_from_per_voxel: float
 
 
-def optical_cutoff(psf, *, threshold: float = OTF_THRESHOLD, pad: int = 2) -> float:
-    """Highest frequency where the OTF is above ``threshold`` of its peak, any direction.
+def optical_cutoff(psf, *, threshold: float = OTF_THRESHOLD, pad: int = 2,
+                   n_directions: int = 180) -> float:
+    """Highest frequency the PSF passes: its lateral cutoff.
+
+    In the lateral plane ``kz = 0`` of the OTF (the 2D OTF of the PSF summed along z),
+    along each direction, the first radius where it falls below ``threshold`` of its peak;
+    the largest over the directions.
 
     Parameters
     ----------
@@ -175,12 +180,23 @@ def optical_cutoff(psf, *, threshold: float = OTF_THRESHOLD, pad: int = 2) -> fl
         Fraction of ``|OTF(0)|``.
     pad : int, default 2
         Zero padding of the PSF box before its FFT (finer frequency sampling).
+    n_directions : int, default 180
+        Directions sampled on the half circle.
 
     Returns
     -------
     float
         Cycles per voxel, at most 0.5: 0.5 when the OTF is above the threshold at
         Nyquist (the voxels undersample the optics).
+
+    Notes
+    -----
+    A single objective passes less along z than laterally, and views at many
+    orientations bring the lateral band to every direction at best: no resolution is
+    claimed beyond it.  The plane ``kz = 0`` is also where a PSF truncated along z by its
+    box (a widefield PSF) adds nothing: out of it, the truncation makes the OTF ring
+    above any small threshold far beyond what the optics pass.  Along each direction the
+    first fall counts, not the last (sampling ripples).
     """
     h = np.asarray(to_numpy(psf), dtype=np.float64)
     if h.ndim == 3:
@@ -190,15 +206,33 @@ def optical_cutoff(psf, *, threshold: float = OTF_THRESHOLD, pad: int = 2) -> fl
                          f"{h.shape}")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
-    shape = tuple(max(8, int(pad) * s) for s in h.shape[1:])
-    k = np.asarray(radial_frequency(shape, rfft=True, dtype=np.float64))
+    from scipy.ndimage import map_coordinates
+
+    shape = tuple(max(16, int(pad) * s) for s in h.shape[2:])
+    n = min(shape)
+    radii = np.arange(0, n // 2 + 1) / n  # cycles per voxel, up to Nyquist
+    angles = np.pi * (np.arange(int(n_directions)) + 0.5) / int(n_directions)
+    dirs = np.stack([np.sin(angles), np.cos(angles)], axis=1)  # (y, x), half circle
+    centre = np.array([s // 2 for s in shape], dtype=np.float64)
+    coords = centre[:, None, None] + (dirs.T[:, :, None] * radii[None, None, :]
+                                      * np.array(shape, dtype=np.float64)[:, None, None])
     best = 0.0
     for c in range(h.shape[0]):
-        otf = np.abs(np.fft.rfftn(h[c], s=shape))
-        if otf.flat[0] <= 0:
+        otf = np.abs(np.fft.fftshift(np.fft.fft2(h[c].sum(axis=0), s=shape)))
+        peak = otf[tuple(int(x) for x in centre)]
+        if peak <= 0:
             raise ValueError(f"psf channel {c} sums to {h[c].sum():g}: give a PSF of positive sum")
-        above = otf >= threshold * otf.flat[0]
-        best = max(best, float(k[above].max()))
+        rays = map_coordinates(otf, coords.reshape(2, -1), order=1, mode="nearest").reshape(
+            dirs.shape[0], radii.size)
+        level = threshold * peak
+        below = rays < level
+        if not below.any(axis=1).all():
+            return NYQUIST  # above the threshold up to Nyquist along some direction
+        first = np.argmax(below, axis=1)  # >= 1: the peak is above the level
+        rows = np.arange(first.size)
+        v0, v1 = rays[rows, first - 1], rays[rows, first]
+        frac = np.clip((v0 - level) / np.maximum(v0 - v1, 1e-300), 0, 1)
+        best = max(best, float((radii[first - 1] + frac * (radii[first] - radii[first - 1])).max()))
     return min(best, NYQUIST)
 
 
@@ -309,7 +343,8 @@ def read_resolution(curve: FSCCurve, *, threshold: float = FSC_THRESHOLD,
     The crossing is the first shell ``s >= 1`` below the threshold, linearly
     interpolated with the previous shell.  A crossing more than one shell beyond
     ``cutoff_per_voxel``, or no crossing with a cutoff below Nyquist minus one shell, is
-    ``"beyond cutoff"``; no crossing otherwise is ``"not reached"``.
+    ``"beyond cutoff"``; a crossing within one shell beyond it reads as the cutoff (no
+    resolution is claimed beyond the optics); no crossing otherwise is ``"not reached"``.
     """
     if not isinstance(curve, FSCCurve):
         raise ValueError(f"curve must be an FSCCurve, got {type(curve).__name__}")
@@ -335,8 +370,10 @@ def read_resolution(curve: FSCCurve, *, threshold: float = FSC_THRESHOLD,
     freq = float(f[i - 1] + min(max(frac, 0.0), 1.0) * (f[i] - f[i - 1]))
     if freq <= 0:
         freq = float(f[1]) * 0.5
-    if cutoff_per_voxel is not None and freq > cutoff_per_voxel + step:
-        return Resolution(BEYOND_CUTOFF, math.nan, **common)
+    if cutoff_per_voxel is not None and freq > cutoff_per_voxel:
+        if freq > cutoff_per_voxel + step:
+            return Resolution(BEYOND_CUTOFF, math.nan, **common)
+        freq = float(cutoff_per_voxel)  # within a shell of it: the optics' limit, not more
     return Resolution(MEASURED, freq, **common)
 
 

@@ -17,7 +17,8 @@ Modules
     - :mod:`~spfluo.algorithms.reconstruct.admm`: the solvers on the sums (Tikhonov, ADMM);
     - :mod:`~spfluo.algorithms.reconstruct.baselines`: align and average, deconvolve and
       average;
-    - :mod:`~spfluo.algorithms.reconstruct.weight`: default weights, automatic weight
+    - :mod:`~spfluo.algorithms.reconstruct.weight`: default weights, held-out misfit;
+    - :mod:`~spfluo.algorithms.reconstruct.autoweight`: the automatic weight
       (:func:`choose_weight`, on the sums of two halves);
     - :mod:`~spfluo.algorithms.reconstruct.mask`: spherical support and soft mask;
     - :mod:`~spfluo.algorithms.reconstruct.gold`: gold-standard FSC corrected by noise
@@ -59,7 +60,8 @@ from spfluo.algorithms.reconstruct.sums import (
     precompute_sums,
     update_sums,
 )
-from spfluo.algorithms.reconstruct.weight import WeightChoice, choose_weight, heldout_misfit
+from spfluo.algorithms.reconstruct.autoweight import WeightChoice, choose_weight
+from spfluo.algorithms.reconstruct.weight import heldout_misfit
 
 __all__ = [
     "ReconstructionSums",

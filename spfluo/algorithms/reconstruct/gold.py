@@ -128,9 +128,10 @@ def noise_substitution_fsc(particles, poses, psf, half_maps, *, halves, solve: C
     halves : ndarray, int, shape (N,)
         Half (0 or 1) of each particle, as used for ``half_maps``.
     solve : callable
-        ``solve(sums) -> (C, D, D, D)``: the reconstruction that made the half maps (same
-        method, weight, iterations and support), applied to the sums of a substituted
-        half.
+        ``solve(sums, half, k_r) -> (C, D, D, D)``: the reconstruction that made the half
+        maps (same method, weight, iterations and support), applied to the sums of the
+        substituted half ``half`` (0 or 1); ``k_r`` (C,) is the randomisation frequency
+        per channel (a warm start must hold nothing beyond it).
     symmetry : int, default 1
     mask_radius : float
         Outer radius (voxels) of the soft mask of the FSC.
@@ -168,7 +169,8 @@ def noise_substitution_fsc(particles, poses, psf, half_maps, *, halves, solve: C
         batch_size=batch_size, order=order, pad=pad, backend=backend, with_kernel=True,
         filtered=True)
     sums = [ReconstructionSums(b, k, c, shape, symmetry) for b, k, c in groups]
-    subst = np.stack([np.asarray(solve(s), dtype=np.float32) for s in sums])
+    subst = np.stack([np.asarray(solve(s, h, start), dtype=np.float32)
+                      for h, s in enumerate(sums)])
     out = []
     for c in range(n_ch):
         if empty[c] or not (np.any(subst[0, c]) and np.any(subst[1, c])):

@@ -5,7 +5,7 @@ Gold standard: :func:`reconstruct` splits the particles into two random halves
 weighted mean), reconstructs each half from its own particles only and reports their
 masked, phase-randomised FSC and the resolution at 0.143 with its verdict
 (:func:`spfluo.algorithms.resolution.half_map_resolution`).  ``weight="auto"`` chooses the
-weight on the two halves (:func:`~spfluo.algorithms.reconstruct.weight.choose_weight`).
+weight on the two halves (:func:`~spfluo.algorithms.reconstruct.autoweight.choose_weight`).
 The solutions are confined to a sphere (``mask_radius``,
 :mod:`~spfluo.algorithms.reconstruct.mask`).
 """
@@ -36,13 +36,8 @@ from spfluo.algorithms.reconstruct.gold import (
     particle_source,
 )
 from spfluo.algorithms.reconstruct.mask import check_mask_radius
-from spfluo.algorithms.reconstruct.weight import (
-    AUTO_WEIGHTS,
-    DEFAULT_WEIGHT,
-    WeightChoice,
-    check_weight,
-    choose_weight,
-)
+from spfluo.algorithms.reconstruct.autoweight import WeightChoice, choose_weight
+from spfluo.algorithms.reconstruct.weight import DEFAULT_WEIGHT, check_weight
 from spfluo.algorithms.resolution import half_map_resolution, optical_cutoff
 
 __all__ = ["Reconstruction", "METHODS", "JOINT_METHODS", "BASELINES", "reconstruct", "half_fsc",
@@ -124,7 +119,8 @@ class Reconstruction:
 
 
 def _solve(method, sums, weight, iterations, radius, init=None):
-    """One solve on sums; returns (volume on device, ADMM state or None)."""
+    """One solve on sums; returns (volume on device, ADMM state or None).  ``init``: an
+    ADMM state or a starting volume (C, D, D, D); ignored by Tikhonov."""
     if method == "tikhonov":
         return reconstruct_tikhonov(sums, weight=weight, mask_radius=radius), None
     res = reconstruct_admm(sums, regularizer=method, weight=weight, iterations=iterations,
@@ -192,7 +188,7 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
     weight : float, sequence of float (one per channel), None or "auto"
         Regularisation weight (see the solvers; None: the method's default).  ``"auto"``
         (needs ``half_maps``; not for the baselines):
-        :func:`~spfluo.algorithms.reconstruct.weight.choose_weight` on the two halves
+        :func:`~spfluo.algorithms.reconstruct.autoweight.choose_weight` on the two halves
         (held-out misfit on the measured band, grid extended until its minimum is
         interior, halved for the full set); the sums do not depend on the weight, so the
         choice costs only solver iterations.  Ignored by ``"average"``;
@@ -212,7 +208,7 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
         Seed of the half split (and of the random phases of the FSC).
     weights : sequence of float, optional
         The first grid tried by ``"auto"`` (default
-        :data:`~spfluo.algorithms.reconstruct.weight.AUTO_WEIGHTS`).
+        :data:`~spfluo.algorithms.reconstruct.autoweight.AUTO_WEIGHTS`).
     mask_radius : float, "default" or None
         Radius of the spherical support, voxels from the box centre: the TV and Hessian
         solutions are constrained to it, the Tikhonov one multiplied by the soft mask,
@@ -329,7 +325,8 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
             log("gold-standard FSC: noise substitution (the particles read again)")
             details = noise_substitution_fsc(
                 source, poses, psf, half, halves=labels, symmetry=symmetry,
-                solve=lambda s: to_numpy(_solve(method, s, w_used, iterations, radius)[0]),
+                solve=lambda s, h, k_r: to_numpy(_solve(method, s, w_used, iterations,
+                                                        radius)[0]),
                 mask_radius=fsc_radius, cutoff_per_voxel=cutoff, voxel_size_um=voxel_size_um,
                 seed=seed, batch_size=batch_size, order=order, pad=pad, backend=backend)
         curves = tuple(None if d is None else d.corrected for d in details)
