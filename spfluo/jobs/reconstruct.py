@@ -204,7 +204,8 @@ def run(job: Job) -> None:
         summary["sweep"] = {
             "weights": result.sweep_weights.tolist(),
             "heldout_misfit": result.sweep_misfit.tolist(),
-            "half_set_minimum": result.weight_choice.half_weight.tolist(),
+            "half_set_weight": result.weight_choice.half_weight.tolist(),
+            "minimum": result.weight_choice.minimum.tolist(),
             "interior": result.weight_choice.interior.tolist(),
         }
     summary["wall_s"] = time.perf_counter() - start

@@ -14,10 +14,13 @@ substituted particles are reconstructed exactly as the real ones (same halves, p
 weight, support), and the masked FSC of their half maps, ``FSC_n``, holds everything
 the processing correlates without the data.  Beyond ``k_r`` the corrected curve is
 ``(FSC_t - FSC_n) / (1 - FSC_n)``.  ``k_r`` is where the masked FSC of the real half
-maps falls below 0.8 (at most the optical cutoff): measured against the ground truth
-(``benchmarks/resolution.py``), the corrected 0.143 resolution is then within 6 % of the
-0.5 resolution of the full map against the truth in the 6 cases tried, where a fixed
-fraction of the cutoff missed by up to 30 %.
+maps, or the FSC of their back-projections (linear in the data: no prior), first falls
+below 0.8, at most the optical cutoff.  The second bound matters where the prior makes
+both halves agree beyond the data: measured (``benchmarks/resolution.py``, widefield
+PSF with Poisson noise), the half maps alone kept ``k_r`` at the cutoff and claimed 52 %
+beyond the truth's resolution, the bound brings it to -14 %; a bound at 0.5 instead of
+0.8 claimed +35 %.  The price is that a prior which happens to extrapolate right (smooth
+rods, C9) is not credited: -27 % on one case of 13.
 
 Cost: one more pass over the particles (the sums of the substituted halves) and two
 more half solves.
@@ -30,6 +33,7 @@ from typing import Callable
 
 import numpy as np
 
+from spfluo.algorithms.backend import to_numpy
 from spfluo.algorithms.metrics import FSCCurve, fsc
 from spfluo.algorithms.reconstruct.accumulation import run_accumulation
 from spfluo.algorithms.reconstruct.mask import DEFAULT_MASK_EDGE, spherical_mask
@@ -114,7 +118,8 @@ def noise_substitution_fsc(particles, poses, psf, half_maps, *, halves, solve: C
                            cutoff_per_voxel: float | None = None,
                            voxel_size_um: float | None = None,
                            threshold: float = FSC_THRESHOLD, seed=0, batch_size: int = 16,
-                           order: int = 1, pad: float = 1.125, backend=None) -> tuple:
+                           order: int = 1, pad: float = 1.125, backend=None,
+                           half_sums=None) -> tuple:
     """Masked, noise-substitution-corrected FSC of known-pose half maps, per channel.
 
     Parameters
@@ -143,6 +148,9 @@ def noise_substitution_fsc(particles, poses, psf, half_maps, *, halves, solve: C
         Random phases.
     batch_size, order, pad, backend
         As the sums of the half maps (:func:`precompute_sums`).
+    half_sums : tuple of 2 ReconstructionSums, optional
+        The sums of the real halves: ``k_r`` is then at most where the FSC of their
+        back-projections (linear in the data, no prior) falls below 0.8.
 
     Returns
     -------
@@ -162,6 +170,11 @@ def noise_substitution_fsc(particles, poses, psf, half_maps, *, halves, solve: C
               for c in range(n_ch)]
     start = np.array([randomization_frequency(m, cutoff_per_voxel=cutoff_per_voxel)
                       if m is not None else 0.5 for m in masked], dtype=np.float32)
+    if half_sums is not None:
+        b = [to_numpy(s.backprojection) for s in half_sums]
+        for c in range(n_ch):
+            if np.any(b[0][c]) and np.any(b[1][c]):
+                start[c] = min(start[c], randomization_frequency(fsc(b[0][c], b[1][c])))
     rng = np.random.default_rng(seed)
     groups, shape, _ = run_accumulation(
         _substituted(source, start, batch_size, rng), poses, psf,

@@ -328,7 +328,8 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
                 solve=lambda s, h, k_r: to_numpy(_solve(method, s, w_used, iterations,
                                                         radius)[0]),
                 mask_radius=fsc_radius, cutoff_per_voxel=cutoff, voxel_size_um=voxel_size_um,
-                seed=seed, batch_size=batch_size, order=order, pad=pad, backend=backend)
+                seed=seed, batch_size=batch_size, order=order, pad=pad, backend=backend,
+                half_sums=sums)
         curves = tuple(None if d is None else d.corrected for d in details)
         resolutions = tuple(None if d is None else d.resolution for d in details)
         for c, r in enumerate(resolutions):
