@@ -390,7 +390,7 @@ def half_map_resolution(half1, half2, *, mask_radius: float | None = None,
         half only (or from a common reference low-passed well below the resolution,
         :func:`low_pass_reference`).
     mask_radius : float, optional
-        Outer radius of the soft spherical mask, voxels (default:
+        Radius of the soft spherical mask (1 inside, soft edge beyond), voxels (default:
         :func:`spfluo.algorithms.reconstruct.mask.default_mask_radius`).
     voxel_size_um : float, optional
         Isotropic voxel size (µm), for the lengths.
@@ -406,18 +406,13 @@ def half_map_resolution(half1, half2, *, mask_radius: float | None = None,
     -------
     MaskedFSC, Resolution
     """
-    from spfluo.algorithms.reconstruct.mask import (
-        DEFAULT_MASK_EDGE,
-        default_mask_radius,
-        spherical_mask,
-    )
+    from spfluo.algorithms.reconstruct.mask import default_mask_radius, spherical_mask
 
     a = np.asarray(to_numpy(half1), dtype=np.float32)
     if a.ndim != 3:
         raise ValueError(f"half1 must be a (D, D, D) volume, got shape {a.shape}")
     radius = default_mask_radius(a.shape[-1]) if mask_radius is None else float(mask_radius)
-    mask = spherical_mask(a.shape, radius, edge=min(DEFAULT_MASK_EDGE, 0.5 * radius),
-                          backend="cpu")
+    mask = spherical_mask(a.shape, radius, backend="cpu")
     curves = masked_fsc(a, half2, mask, seed=seed)
     if cutoff_per_voxel is None and psf is not None:
         cutoff_per_voxel = optical_cutoff(psf)

@@ -147,7 +147,7 @@ def reconstruct_tikhonov(sums: ReconstructionSums, *, weight=DEFAULT_WEIGHT["tik
         ``w >= 0`` (per mean particle; one value or one per channel).  0 is a plain
         inverse filter, defined only where ``K > 0``.
     mask_radius : float, optional
-        Multiply the solution by the soft spherical mask of this outer radius (voxels;
+        Multiply the solution by the soft spherical mask of this radius (voxels, 1 inside;
         :func:`~spfluo.algorithms.reconstruct.mask.spherical_mask`): a closed form cannot
         be constrained, so the support is imposed afterwards.  None (default): no mask.
 

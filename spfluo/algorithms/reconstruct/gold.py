@@ -36,7 +36,7 @@ import numpy as np
 from spfluo.algorithms.backend import to_numpy
 from spfluo.algorithms.metrics import FSCCurve, fsc
 from spfluo.algorithms.reconstruct.accumulation import run_accumulation
-from spfluo.algorithms.reconstruct.mask import DEFAULT_MASK_EDGE, spherical_mask
+from spfluo.algorithms.reconstruct.mask import spherical_mask
 from spfluo.algorithms.reconstruct.sums import ReconstructionSums
 from spfluo.algorithms.resolution import (
     FSC_THRESHOLD,
@@ -162,9 +162,7 @@ def noise_substitution_fsc(particles, poses, psf, half_maps, *, halves, solve: C
         raise ValueError(f"half_maps must have shape (2, C, D, D, D), got {maps.shape}")
     source = particle_source(particles)
     n_ch = maps.shape[1]
-    mask = np.asarray(spherical_mask(maps.shape[-3:], mask_radius,
-                                     edge=min(DEFAULT_MASK_EDGE, 0.5 * mask_radius),
-                                     backend="cpu"))
+    mask = np.asarray(spherical_mask(maps.shape[-3:], mask_radius, backend="cpu"))
     empty = [not (np.any(maps[0, c]) and np.any(maps[1, c])) for c in range(n_ch)]
     masked = [None if empty[c] else fsc(maps[0, c] * mask, maps[1, c] * mask)
               for c in range(n_ch)]

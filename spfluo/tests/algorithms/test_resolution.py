@@ -105,7 +105,7 @@ def test_phase_randomised_fsc_drops_where_the_masked_noise_fsc_does_not():
     signal = np.exp(-(z ** 2 + y ** 2 + x ** 2) / (2 * 4.0 ** 2))  # cut by the mask
     signal = 5 * signal / signal.std()
     halves = [(signal + rng.standard_normal((n, n, n))).astype(np.float32) for _ in range(2)]
-    mask = spherical_mask((n, n, n), 7.0, edge=2.0)
+    mask = spherical_mask((n, n, n), 5.0, edge=2.0)
     out = masked_fsc(halves[0], halves[1], mask, seed=0)
     high = out.masked.frequencies > 0.3
     # truth: beyond 0.3 the signal is far below the noise, the unmasked halves do not agree
