@@ -236,6 +236,14 @@ def optical_cutoff(psf, *, threshold: float = OTF_THRESHOLD, pad: int = 2,
     return min(best, NYQUIST)
 
 
+def _stack_of_volumes(value, name: str) -> np.ndarray:
+    """``value`` as float32 NumPy of shape (..., Z, Y, X), or a ValueError naming it."""
+    v = np.asarray(to_numpy(value), dtype=np.float32)
+    if v.ndim < 3:
+        raise ValueError(f"{name} must have shape (..., Z, Y, X), got {v.shape}")
+    return v
+
+
 def randomize_phases(volumes, frequency, *, seed=0) -> np.ndarray:
     """Replace the phases of the Fourier coefficients beyond ``frequency`` by random ones.
 
@@ -252,9 +260,7 @@ def randomize_phases(volumes, frequency, *, seed=0) -> np.ndarray:
     -------
     ndarray, float32, same shape
     """
-    v = np.asarray(to_numpy(volumes), dtype=np.float32)
-    if v.ndim < 3:
-        raise ValueError(f"volumes must have shape (..., Z, Y, X), got {v.shape}")
+    v = _stack_of_volumes(volumes, "volumes")
     rng = np.random.default_rng(seed)
     shape = v.shape[-3:]
     axes = (-3, -2, -1)
@@ -439,9 +445,7 @@ def low_pass_reference(volume, frequency_per_voxel: float, *, edge_per_voxel: fl
     -------
     ndarray, float32, same shape
     """
-    v = np.asarray(to_numpy(volume), dtype=np.float32)
-    if v.ndim < 3:
-        raise ValueError(f"volume must have shape (..., Z, Y, X), got {v.shape}")
+    v = _stack_of_volumes(volume, "volume")
     if not (isinstance(frequency_per_voxel, (int, float, np.floating, np.integer))
             and 0 < frequency_per_voxel <= NYQUIST):
         raise ValueError(f"frequency_per_voxel must be in (0, 0.5] cycles per voxel, got "
