@@ -136,7 +136,8 @@ def test_compare_rotated_and_noisy_ground_truth(shared):
     w = worse.outputComparison.getMetrics()
     assert w["ssim"] < m["ssim"] - 0.05
     assert w["psnr_db"] < m["psnr_db"]
-    assert w["fsc_resolution_0143_per_voxel"] <= m["fsc_resolution_0143_per_voxel"]
+    # the noisy copy's FSC crosses 0.143 below Nyquist (a measurement), the clean one's not
+    assert 0 < w["fsc_resolution_0143_per_voxel"] < 0.5
     assert w["pose_error_median_deg"] is None and worse.outputComparison.getPoseErrorsFile() is None
     # provenance: the comparison derives from both volumes
     parents = {p.getObjId() for p in project.getSourceParents(worse.outputComparison)}
