@@ -236,6 +236,14 @@ def main(argv=None) -> int:
         with open(args.out, "w") as fh:
             json.dump(rows, fh, indent=1, default=lambda v: None if isinstance(v, float)
                       and not math.isfinite(v) else v)
+    by = {(r["phantom"], r["n_particles"], r["noise_std"], r["psf"]): r["ssim_auto"] for r in rows}
+    for (kind, n, noise, psf), value in sorted(by.items()):
+        if n == 200 and (kind, 20, noise, psf) in by:
+            print(f"more particles, {kind} noise {noise:g}: SSIM auto N=20 "
+                  f"{by[(kind, 20, noise, psf)]:.3f} -> N=200 {value:.3f}")
+        if noise == 0.05 and (kind, n, 0.2, psf) in by:
+            print(f"more SNR, {kind} N={n}: SSIM auto noise 0.2 {by[(kind, n, 0.2, psf)]:.3f} "
+                  f"-> 0.05 {value:.3f}")
     passed = sum(all(r[k] for k in r if k.startswith("pass_")) for r in rows)
     print(f"{passed}/{len(rows)} cases meet every target; {time.perf_counter() - start:.0f} s; "
           f"wrote {args.out}")

@@ -5,7 +5,7 @@ signal: a non-linear regulariser (TV, Hessian) extrapolates both the same way be
 measured band, the trilinear back-rotation of the sums aliases the strong low
 frequencies into the high ones alike in both halves, and a mask convolves the shared
 low frequencies into the high ones.  Their plain FSC then stays above 0.143 up to
-Nyquist whatever the data (measured: in every case of ``benchmarks/resolution.py``).
+Nyquist whatever the data (measured: in most cases of ``benchmarks/resolution.py``).
 
 High-resolution noise substitution (Chen et al. 2013, sec. 2.3 and eq. 1) measures that
 shared part and removes it: the phases of every particle are randomised beyond a
@@ -20,7 +20,8 @@ both halves agree beyond the data: measured (``benchmarks/resolution.py``, widef
 PSF with Poisson noise), the half maps alone kept ``k_r`` at the cutoff and claimed 52 %
 beyond the truth's resolution, the bound brings it to -14 %; a bound at 0.5 instead of
 0.8 claimed +35 %.  The price is that a prior which happens to extrapolate right (smooth
-rods, C9) is not credited: -27 % on one case of 13.
+rods, C9, 20 particles) is not credited: -27 % there; within 12 % on the 9 other cases
+of the benchmark where the truth's resolution is below Nyquist.
 
 Cost: one more pass over the particles (the sums of the substituted halves) and two
 more half solves.
