@@ -265,7 +265,7 @@ def run(job: Job) -> None:
                "median_pose_change_deg": float(np.median(result.changes_deg)),
                "mean_energy": float(np.mean(result.energies))}
     if half_maps:
-        summary.update(write_half_map_outputs(job, result, vs, names))
+        summary.update(write_half_map_outputs(job, result, vs, names, psf=psf))
     halves = result.halves if result.halves is not None else np.full(n, -1)
     write_particle_table(job.output("particles"), table.ids, paths,
                          result.poses.to_stored(vs),
