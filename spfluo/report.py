@@ -184,6 +184,8 @@ def _metrics_rows(prot) -> list[tuple[str, str, list[tuple[str, object]]]]:
     for name, out in prot.iterOutputAttributes():
         if isinstance(out, VolumeComparison):
             numbers = [(k, v) for k, v in out.getMetrics().items() if v is not None]
+            if out.getMetrics()["fsc_resolution_0143_um"] is None and out.getResolutionText():
+                numbers.append(("fsc_resolution_text", out.getResolutionText()))
             rows.append((name, out.getClassName(), numbers))
         elif isinstance(out, Volume) and (out.getResolution() or out.getResolutionText()):
             numbers = []
