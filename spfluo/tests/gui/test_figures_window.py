@@ -102,8 +102,9 @@ def test_an_input_that_is_one_image_of_a_set_is_named_in_the_runs_panel(project,
     from spfluo.io import write_volume
     from spfluo.protocols import ProtCompareVolumes, ProtImportFluoImages
 
+    rng = np.random.default_rng(0)
     for name in ("fov_a", "fov_b"):
-        write_volume(data_dir / f"{name}.tif", np.ones((4, 8, 8), np.float32), (0.1,) * 3)
+        write_volume(data_dir / f"{name}.tif", rng.random((4, 8, 8), np.float32), (0.1,) * 3)
     images = finished(launch(ProtImportFluoImages, filesPattern=str(data_dir / "fov_*.tif")))
     prot = project.newProtocol(ProtCompareVolumes)
     prot.referenceVolume.set(images)
