@@ -73,7 +73,7 @@ from spfluo.algorithms import phantoms as _phantoms
 from spfluo.algorithms._validation import check_int
 from spfluo.algorithms.fourier import otf_from_psf
 from spfluo.algorithms.geometry import Poses, as_voxel_size, random_rotations
-from spfluo.algorithms.psf import gaussian_psf
+from spfluo.algorithms.psf import gaussian_psf, gibson_lanni_psf
 from spfluo.algorithms.transform import rotate
 
 __all__ = [
@@ -88,7 +88,7 @@ __all__ = [
 _CHUNK_POINTS = 1 << 22
 # particles blurred per FFT batch
 _BLUR_BATCH = 8
-_PHANTOMS = ("asymmetric", "c9", "shell", "tube")
+_PHANTOMS = ("asymmetric", "c9", "npc", "shell", "tube")
 # margin (voxels) of zeros around a volume before its cubic spline prefilter
 _SPLINE_PAD = 12
 # random candidates tested together, and batches tried, per centre placed in a field
@@ -588,6 +588,8 @@ def _cached_phantom(phantom: str, size: int, n_channels: int, supersample: int) 
         vol = _phantoms.asymmetric_phantom(size, seed=0, supersample=supersample)
     elif phantom == "c9":
         vol = _phantoms.c9_barrel(size, second_channel=n_channels == 2, supersample=supersample)
+    elif phantom == "npc":
+        vol = _phantoms.npc_c8(size, supersample=supersample)
     elif phantom == "shell":
         vol = _phantoms.sphere_shell(size, radius=0.3, thickness=0.08, supersample=supersample)
     else:
@@ -613,25 +615,34 @@ def simulate_dataset(
     sigma_z: float = 5.0,
     n_channels: int = 1,
     voxel_size=(0.05, 0.05, 0.05),
+    optics: dict | None = None,
     seed=0,
     **kwargs,
 ) -> ParticleDataset:
-    """The Eloy et al. 2023 simulated setting in one call: phantom, Gaussian PSF, particles.
+    """The Eloy et al. 2023 simulated setting in one call: phantom, PSF, particles.
 
     Parameters
     ----------
-    phantom : {"asymmetric", "c9", "shell", "tube"}, default "asymmetric"
+    phantom : {"asymmetric", "c9", "npc", "shell", "tube"}, default "asymmetric"
         The ground truth (:mod:`spfluo.algorithms.phantoms`): the asymmetric object
         (fixed layout, ``seed=0`` of :func:`~spfluo.algorithms.phantoms.asymmetric_phantom`),
-        the C9 centriole-like barrel, a hollow sphere (radius 0.3, wall 0.08 box sides)
-        or an open tube along z (radius 0.25, wall 0.08, length 0.6).
+        the C9 centriole-like barrel, the C8 nuclear-pore-like pairs of spots
+        (:func:`~spfluo.algorithms.phantoms.npc_c8`), a hollow sphere (radius 0.3, wall
+        0.08 box sides) or an open tube along z (radius 0.25, wall 0.08, length 0.6).
     size : int, default 50
         Box side ``D`` in voxels (Eloy et al. 2023 resizes its volumes to 50^3).
     n_particles : int, default 20
         Number of particles (Eloy et al. 2023 default).
     sigma_xy, sigma_z : float, default 1.5 and 5.0
         Standard deviations of the Gaussian PSF in voxels, lateral and axial (Eloy et al. 2023
-        eq. 26; Fortun et al. 2018 uses 4 and 16).
+        eq. 26; Fortun et al. 2018 uses 4 and 16); ignored with ``optics``.
+    optics : dict, optional
+        A physical PSF instead of the Gaussian: the keyword arguments of
+        :func:`spfluo.algorithms.psf.gibson_lanni_psf` (``numerical_aperture``,
+        ``wavelength`` in micrometres, ``model`` "widefield" or "confocal", ``method``
+        "scalar" or "vectorial", refractive indices, ``depth``...), sampled at
+        ``voxel_size`` on the largest odd cube within the box (so a widefield PSF, longer
+        than the box, is truncated by it, as a measured one is).
     n_channels : int, default 1
         1, or 2 with ``phantom="c9"`` (the barrel and a torus around it, Fortun et al. 2018); both
         channels get the same PSF.
@@ -680,8 +691,16 @@ def simulate_dataset(
         fine = _phantom_channels(
             phantom, factor * size, n_channels, supersample=max(1, 4 // factor)
         )
-    side = _psf_box(size, max(sigma_z, sigma_xy))
-    h = gaussian_psf((side, side, side), (sigma_z, sigma_xy))
+    if optics is None:
+        side = _psf_box(size, max(sigma_z, sigma_xy))
+        h = gaussian_psf((side, side, side), (sigma_z, sigma_xy))
+    else:
+        if not isinstance(optics, dict):
+            raise ValueError(f"optics must be a dict of gibson_lanni_psf arguments, got "
+                             f"{type(optics).__name__}")
+        side = size if size % 2 else size - 1
+        h = np.asarray(gibson_lanni_psf((side,) * 3, voxel_size=voxel_size, **optics),
+                       dtype=np.float32)
     return simulate_particles(
         volume, h, fine_volume=fine, voxel_size=voxel_size, seed=seed, **kwargs
     )

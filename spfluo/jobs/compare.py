@@ -128,8 +128,12 @@ def _pose_errors(job: Job, symmetry: int, registration, progress: Progress):
     r_est = swap_xyz_zyx(est.matrices)[:, :3, :3]
     r_true = swap_xyz_zyx(ref.matrices)[:, :3, :3]
     summary = pose_error_summary(r_est, r_true, symmetry=symmetry)
-    write_pose_errors_csv(job.output("pose_errors"), est.ids, summary.errors_deg)
+    write_pose_errors_csv(job.output("pose_errors"), est.ids, summary.errors_deg,
+                          summary.axis_errors_deg, summary.in_plane_errors_deg)
     info = {"n_matched_particles": len(est), "median_deg": summary.median_deg,
+            "axis_median_deg": summary.axis_median_deg,
+            "in_plane_median_deg": summary.in_plane_median_deg,
+            "in_plane_resultant": summary.in_plane_resultant,
             "mean_deg": summary.mean_deg, "rms_deg": summary.rms_deg,
             "max_deg": summary.max_deg, "fraction_below_5deg": summary.fraction_below_5deg,
             "fraction_below_10deg": summary.fraction_below_10deg,
@@ -198,6 +202,9 @@ def run(job: Job) -> None:
                    symmetry=symmetry, n_channels=n_channels)
     if pose_info is not None:
         metrics.update(pose_error_median_deg=pose_info["median_deg"],
+                       axis_error_median_deg=pose_info["axis_median_deg"],
+                       in_plane_error_median_deg=pose_info["in_plane_median_deg"],
+                       in_plane_resultant=pose_info["in_plane_resultant"],
                        pose_error_mean_deg=pose_info["mean_deg"],
                        pose_error_max_deg=pose_info["max_deg"],
                        n_matched_particles=pose_info["n_matched_particles"])

@@ -42,6 +42,8 @@ Files written:
 - ``particles``: the particle table (same ids and files) with the refined poses (stored
   convention) and the columns ``refine_energy`` (relative energy at the refined pose),
   ``pose_change_deg`` (rotation change from the input poses, modulo Cn),
+  ``in_plane_margin_nats`` (Cn: how much better the particle's rotation about its axis
+  fits than the best other angle, nats; NaN without symmetry),
   ``last_change_deg`` (change in the last iteration) and ``half_set`` (0 or 1; -1 without
   half maps);
 - ``log``: CSV, one row per outer iteration (:func:`spfluo.io.read_refine_log`);
@@ -58,6 +60,7 @@ import numpy as np
 
 from ..algorithms.geometry import Poses, um_to_voxels
 from ..algorithms.refine import RefineOptions, RefineState, refine
+from ..algorithms.refine.diagnostics import UNDETERMINED_NATS
 from ..io import (
     write_json_atomic,
     write_particle_table,
@@ -269,6 +272,14 @@ def run(job: Job) -> None:
                "iterations": len(result.history), "converged": result.converged,
                "median_pose_change_deg": float(np.median(result.changes_deg)),
                "mean_energy": float(np.mean(result.energies))}
+    if symmetry > 1:
+        summary.update(in_plane_margin_median_nats=float(np.median(result.in_plane_margins)),
+                       in_plane_undetermined=int(result.undetermined.sum()),
+                       in_plane_undetermined_below_nats=UNDETERMINED_NATS)
+        progress.log(f"rotation about the C{symmetry} axis: median margin "
+                     f"{summary['in_plane_margin_median_nats']:.3g} nats over the best other "
+                     f"angle; {summary['in_plane_undetermined']} of {n} particle(s) below "
+                     f"{UNDETERMINED_NATS:g} nats (angle not determined by their data)")
     if half_maps:
         summary.update(write_half_map_outputs(job, result, vs, names))
     halves = result.halves if result.halves is not None else np.full(n, -1)
@@ -277,7 +288,8 @@ def run(job: Job) -> None:
                          extra={"refine_energy": result.energies.tolist(),
                                 "pose_change_deg": result.changes_deg.tolist(),
                                 "last_change_deg": result.last_changes_deg.tolist(),
-                                "half_set": [int(h) for h in halves]})
+                                "half_set": [int(h) for h in halves],
+                                "in_plane_margin_nats": result.in_plane_margins.tolist()})
     write_refine_log(job.output("log"), result.history)
     summary["wall_s"] = time.perf_counter() - start
     write_json_atomic(job.output("summary"), summary)

@@ -266,11 +266,12 @@ class ProtRefine(ProtFluoJob):
         volume.refinedParticlesFile = pwobj.String(table_path)
         poses = read_output_poses(table_path)
         table = read_particle_table(table_path)
+        margins = table.extra.get("in_plane_margin_nats", [float("nan")] * len(table))
         extra = {int(pid): {"refineEnergy": float(e), "poseChangeDeg": float(c),
-                            "halfSet": float(h)}
-                 for pid, e, c, h in zip(table.ids, table.extra["refine_energy"],
-                                         table.extra["pose_change_deg"],
-                                         table.extra["half_set"])}
+                            "halfSet": float(h), "inPlaneMarginNats": float(m)}
+                 for pid, e, c, h, m in zip(table.ids, table.extra["refine_energy"],
+                                            table.extra["pose_change_deg"],
+                                            table.extra["half_set"], margins)}
         particles = particles_with_poses(self.inputParticles.get(), poses,
                                          self._getPath("particles_refined.sqlite"),
                                          extra_attributes=extra)
@@ -278,6 +279,10 @@ class ProtRefine(ProtFluoJob):
                   f"iteration(s) in {summary['wall_s']:.1f} s, converged "
                   f"{summary['converged']}, median pose change "
                   f"{summary['median_pose_change_deg']:.2f} deg")
+        if "in_plane_undetermined" in summary:
+            volume.inPlaneUndetermined = pwobj.Integer(summary["in_plane_undetermined"])
+            volume.inPlaneMarginMedianNats = pwobj.Float(
+                summary["in_plane_margin_median_nats"])
         self._defineOutputs(outputVolume=volume, outputParticles=particles)
         self._defineSources([volume, particles], self.inputParticles, self.inputPSF,
                             self.inputVolume)

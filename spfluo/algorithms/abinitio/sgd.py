@@ -102,6 +102,7 @@ from typing import Any, Callable
 import numpy as np
 
 from spfluo.algorithms._validation import as_particles
+from spfluo.algorithms.abinitio.inplane import UNDETERMINED_NATS, align_in_plane
 from spfluo.algorithms.abinitio.options import SGDOptions
 from spfluo.algorithms.abinitio.polarity import (
     curvature_sum,
@@ -438,6 +439,31 @@ class _SGD:
                    f"turned upside down (energy -{gain:.3g})")
         return int(flipped.size)
 
+    def run_in_plane(self) -> None:
+        """The rotation of every particle about its symmetry axis settled on a reference
+        that keeps the n-fold structure (:mod:`.inplane`); the iterate and the sampling
+        distributions follow."""
+        from spfluo.algorithms.reconstruct import reconstruct
+
+        xp = self.bk.xp
+        opt = self.opt
+        poses = self.poses()
+        found = align_in_plane(self.vol, self.scorers[self.full_band], poses.rotations,
+                               poses.translations, opt.symmetry)
+        poses = Poses(found.rotations, found.translations)
+        self.set_poses(poses)
+        volume = reconstruct(self.y, poses, self.psf, method="tikhonov", symmetry=opt.symmetry,
+                             half_maps=False, backend=self.bk).volume
+        curvature = self.vol.curvature
+        self.vol = FourierVolume.initial(self.bk, xp.maximum(xp.asarray(volume), 0.0).reshape(
+            (self.c,) + (self.box,) * 3), self.full_band)
+        self.vol.curvature = curvature
+        self.recentre(np.arange(self.n))
+        undetermined = int(np.sum(found.margins < UNDETERMINED_NATS))
+        self.stage(f"in-plane angles settled after epoch {self.epoch} ({found.passes} "
+                   f"pass(es)): median margin {np.median(found.margins):.3g} nats, "
+                   f"{undetermined} particle(s) below {UNDETERMINED_NATS:g} nats")
+
     def switch_to_symmetry(self) -> None:
         """End of the stage without symmetry: the Cn axis of the iterate turned onto z
         (poses follow), the iterate symmetrised, the Cn grid, then the polarity consensus."""
@@ -472,6 +498,8 @@ class _SGD:
                    f"with z (score {aligned.axis.score:.3f})")
         if opt.polarity:
             self.run_polarity()
+        if opt.in_plane:
+            self.run_in_plane()
         self.save_state()
 
     def run_check(self) -> int:
@@ -483,6 +511,8 @@ class _SGD:
             self.vol = self.vol.resized(self.full_band)
         if opt.polarity and opt.symmetry > 1 and not self.checks and self.switch_epoch < 0:
             turned = self.run_polarity()
+            if opt.in_plane:
+                self.run_in_plane()
             if turned:
                 self.checks.append(self.epoch)
                 self.save_state()

@@ -50,6 +50,7 @@ from spfluo.algorithms.reconstruct import (
 )
 from spfluo.algorithms.reconstruct.solve import half_fsc
 from spfluo.algorithms.refine.continuous import _batched_terms, _continuous
+from spfluo.algorithms.refine.diagnostics import UNDETERMINED_NATS, in_plane_scan
 from spfluo.algorithms.refine.options import CONTINUOUS_STEP, RefineOptions
 from spfluo.algorithms.refine.search import (
     _changes,
@@ -310,11 +311,18 @@ class _Refinement:
                 scorer_project(self.scorer, final_poses.translations),
                 rotation_gradient=False, translation_gradient=False)[0]
             last_changes = np.full(self.n, np.nan)
+        margins = np.full(self.n, np.nan)
+        if opt.symmetry > 1:
+            model = VolumeModel(self.bk, volume_out, self.spectra, opt.channels)
+            margins, _ = in_plane_scan(model, self.scorer, final_poses.rotations,
+                                       scorer_project(self.scorer, final_poses.translations),
+                                       opt.symmetry)
         return RefineResult(volume=volume_out, half_maps=half, poses=final_poses,
                             halves=halves_out, fsc=curves, resolution_per_voxel=resolution,
                             energies=last_energies, changes_deg=total,
                             last_changes_deg=last_changes, history=hist, converged=converged,
-                            state=state)
+                            state=state, in_plane_margins=margins,
+                            undetermined=margins < UNDETERMINED_NATS)
 
 
 def refine(particles, poses: Poses, psf, *, volume=None, halves=None, seed=0,

@@ -219,6 +219,13 @@ class RefineResult:
         iteration limits.
     state : RefineState
         The final state.
+    in_plane_margins : ndarray, float64, shape (N,)
+        Cn only (NaN otherwise): how much better each particle's rotation about its
+        symmetry axis fits than the best angle at least two degrees away, nats
+        (:func:`spfluo.algorithms.refine.diagnostics.in_plane_scan`).
+    undetermined : ndarray, bool, shape (N,)
+        Particles whose in-plane margin is below
+        :data:`~spfluo.algorithms.refine.diagnostics.UNDETERMINED_NATS` (False for C1).
     """
 
     volume: np.ndarray
@@ -233,3 +240,5 @@ class RefineResult:
     history: RefineHistory
     converged: bool
     state: RefineState
+    in_plane_margins: np.ndarray
+    undetermined: np.ndarray
