@@ -17,8 +17,8 @@ by up to a voxel laterally and half a voxel along z), either scattered over the 
 (``random``) or all the particles of one region (``region``: the nearest to a random
 particle).  The particle diameter given to the picker is the visible diameter of the
 object (twice the largest distance from the box centre of a voxel above 10 % of the
-maximum of the ground truth).  Classifiers: random forest (the default), RBF SVM (seed
-000) and gradient boosting.
+maximum of the ground truth).  Classifiers: random forest (the default), RBF SVM (Fortun
+et al. 2018) and gradient boosting.
 
 Metrics per case, at the default score threshold 0.5 (and ``*_at_0.3``, ``*_at_0.7`` at
 the thresholds 0.3 and 0.7, from the same run): precision, recall and F1 over all fields

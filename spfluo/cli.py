@@ -14,24 +14,10 @@ import sys
 
 from .environment import bootstrap
 from .errors import ProjectError
-from .params import parse_key_values
+from .params import bounded_int, parse_key_values
 from .algorithms.limits import MAX_DPI
 
-__all__ = ["main", "build_parser", "bounded_int"]
-
-
-def bounded_int(minimum: int, maximum: int):
-    """An argparse type: an integer from ``minimum`` to ``maximum`` (:mod:`spfluo.algorithms.limits`)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if not minimum <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum}, got {value}")
-        return value
-
-    return parse
+__all__ = ["main", "build_parser"]
 
 
 def _fmt_size(n: int) -> str:

@@ -22,7 +22,7 @@ DOMAIN_NAME = "spfluo"
 UNIT_LENGTH = "µm"
 UNIT_ANGLE = "deg"
 
-#: The external-process contract: ``python -m spfluo.jobs STEP extra/job.json``.
+#: The external-process contract: ``python -m spfluo.jobs STEP extra/<step>_job.json``.
 JOB_FILE = "job.json"
 JOB_MODULE = "spfluo.jobs"
 #: Exit status of a job that rejected its input (one-line reason on stderr).

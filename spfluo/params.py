@@ -1,8 +1,11 @@
-"""``key=value`` parameters given on the command line (``spfluo run``, ``spfluo queue run``)."""
+"""Command-line values: ``key=value`` parameters (``spfluo run``, ``spfluo queue run``) and
+bounded integers (the maxima of :mod:`spfluo.algorithms.limits`)."""
 
 from __future__ import annotations
 
-__all__ = ["parse_key_values"]
+import argparse
+
+__all__ = ["parse_key_values", "bounded_int"]
 
 
 def parse_key_values(pairs: list[str]) -> dict:
@@ -19,3 +22,17 @@ def parse_key_values(pairs: list[str]) -> dict:
             raise SystemExit(f"spfluo: expected key=value, got {pair!r}")
         values[key.strip()] = value
     return values
+
+
+def bounded_int(minimum: int, maximum: int):
+    """An argparse type: an integer from ``minimum`` to ``maximum`` (:mod:`spfluo.algorithms.limits`)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum}, got {value}")
+        return value
+
+    return parse

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from . import __version__
-from .cli import bounded_int
+from .params import bounded_int
 from .algorithms.limits import MAX_DPI
 from .outfolder import OutputFolder
 

@@ -17,7 +17,7 @@ import pyworkflow.protocol.params as params
 from pyworkflow.project import Manager, Project
 
 from .errors import ProjectError
-from .queue import queue_settings_error
+from .queue_settings import queue_settings_error
 from .safepaths import check_project_folder
 
 __all__ = [
@@ -305,7 +305,7 @@ def check_workflow(protocols) -> None:
 
     Raises :class:`ProjectError` naming the protocol and the field: the list must hold
     protocol definitions (objects), and their queue settings must be safe to write into
-    a job script (:func:`spfluo.queue.queue_settings_error`).
+    a job script (:func:`spfluo.queue_settings.queue_settings_error`).
     """
     if not isinstance(protocols, list) or not all(isinstance(d, dict) for d in protocols):
         raise ProjectError("a workflow file holds a JSON list of protocol definitions "

@@ -6,7 +6,7 @@ around each coordinate, a cube of a given physical size on an isotropic grid of 
 voxel size, by cubic B-spline interpolation of every channel (Fortun et al. 2018 sec. II-B).
 
 Geometry: the box has ``D = round(box_size / voxel_size)`` voxels per side and its centre
-voxel ``(D//2, D//2, D//2)`` (the project's box centre, ``DEVELOPING.md``) lies exactly on
+voxel ``(D//2, D//2, D//2)`` (the project's box centre, ``docs/conventions.md``) lies exactly on
 the coordinate, so a particle whose true centre is ``c`` (micrometres) and that was
 extracted around ``p`` has the translation ``(c - p) / voxel_size`` voxels in its box.
 Voxel ``k`` of the box (along one axis) samples the image at

@@ -1,6 +1,6 @@
 """Fourier-domain building blocks: frequency grids, shifts, padding, resampling, OTFs.
 
-Conventions (see ``DEVELOPING.md``):
+Conventions (see ``docs/conventions.md``):
 
 - Arrays are indexed ``(z, y, x)``; batched arrays carry leading axes
   ``(..., Z, Y, X)`` and every function here acts on the last three axes.

@@ -321,8 +321,8 @@ class ConicalFSC:
     phi2 : ndarray, shape (n_phi2,), float64
         Inclinations from +z in radians, from 0 (the optical axis) to ``pi / 2`` (the
         (x, y) plane). Direction ``(phi1, phi2)`` is ``(sin phi2 cos phi1, sin phi2 sin
-        phi1, cos phi2)`` in ``(x, y, z)`` (DEVELOPING.md), and its opposite gives the same
-        values (double cones; real volumes have Hermitian spectra).
+        phi1, cos phi2)`` in ``(x, y, z)`` (``docs/conventions.md``), and its opposite gives the
+        same values (double cones; real volumes have Hermitian spectra).
     directions : ndarray, shape (n_phi1, n_phi2, 3), float64
         The unit directions in ``(z, y, x)`` order.
     frequencies : ndarray, shape (S,), float64

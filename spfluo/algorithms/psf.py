@@ -118,7 +118,8 @@ def gaussian_psf(shape, sigma, *, voxel_size=None) -> np.ndarray:
     Notes
     -----
     Eloy et al. 2023 eq. 26 (covariance ``diag(sigma_xy^2, sigma_xy^2, sigma_z^2)``); the papers use
-    ``sigma_xy = 1.5, sigma_z = 5`` (002) and ``4, 16`` voxels (000). Each voxel holds the
+    ``sigma_xy = 1.5, sigma_z = 5`` (Eloy et al. 2023) and ``4, 16`` voxels (Fortun et al.
+    2018). Each voxel holds the
     Gaussian mass over its extent (products of ``erf`` differences along each axis), then
     each axis profile is renormalised to unit sum so that the truncation by the box does
     not change the total. The variance of the sampled profile is ``sigma^2 + 1/12`` voxel^2

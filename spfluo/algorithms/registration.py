@@ -5,7 +5,7 @@ Convention
 
         aligned = T_t(R volume) ~ reference,    aligned(x) = volume(R^T (x - c - t) + c),
 
-    the pose convention of the project (``DEVELOPING.md``): ``aligned`` is what
+    the pose convention of the project (``docs/conventions.md``): ``aligned`` is what
     :func:`spfluo.algorithms.transform.rotate` gives for ``(volume, R, translations=t)``.
 
 Relation with particle poses and :func:`spfluo.algorithms.geometry.align_rotations`

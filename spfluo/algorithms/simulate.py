@@ -10,7 +10,7 @@ Particles (Eloy et al. 2023 sec. 4.1)
     channel by channel (``c``), with
 
     - ``T_t(R f)(x) = f(R^T (x - c - t) + c)`` the pose convention of the project
-      (``DEVELOPING.md``), evaluated in real space (sub-voxel shifts, zero outside the
+      (``docs/conventions.md``), evaluated in real space (sub-voxel shifts, zero outside the
       box, no periodic wrap);
     - ``S_l`` the non-uniform degree of labelling (DOL): a sum of ``n_spots`` (120)
       isotropic Gaussian spots at uniform random places of the particle box, standard

@@ -1,6 +1,6 @@
 """Cyclic symmetry of a volume: find its axis, align it with z, symmetrise, estimate the order.
 
-Conventions (``DEVELOPING.md``): volumes ``(z, y, x)`` (or ``(C, z, y, x)``, channels sharing
+Conventions (``docs/conventions.md``): volumes ``(z, y, x)`` (or ``(C, z, y, x)``, channels sharing
 one transform), rotations in the zyx frame about the box centre, directions written in the
 physical ``(x, y, z)`` frame, Cn about the physical z axis (array axis 0).
 

@@ -1,6 +1,6 @@
 """Rigid transforms of volumes: rotation about the box centre, in real and Fourier space.
 
-Conventions (``DEVELOPING.md``): arrays ``(z, y, x)``; the centre of a box of
+Conventions (``docs/conventions.md``): arrays ``(z, y, x)``; the centre of a box of
 shape ``(Z, Y, X)`` is ``c = (Z//2, Y//2, X//2)``; rotation matrices ``R``
 (``(..., 3, 3)``, zyx frame) act on column vectors of ``(z, y, x)``
 coordinates; a pose ``(R, t)`` (``t`` in voxels) maps the reference ``f`` to

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..cli import bounded_int
+from ..params import bounded_int
 from ..algorithms.limits import MAX_WORKERS
 
 __all__ = ["add_parser"]

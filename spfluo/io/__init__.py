@@ -13,7 +13,7 @@
 - :mod:`~spfluo.io.runlock`: the lock a worker holds on its run folder.
 
 Units: micrometres for lengths, ``(z, y, x)`` for voxel sizes and in-memory arrays, ``(x, y, z)``
-for stored poses (see ``DEVELOPING.md``).
+for stored poses (see ``docs/conventions.md``).
 """
 
 from spfluo.io._files import regular_file

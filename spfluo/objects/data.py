@@ -2,7 +2,7 @@
 
 Every object that holds pixels points to a file (OME-TIFF, TIFF or MRC);
 the project database stores the path, the shape and the voxel size, never the
-pixels.  Conventions (ARCHITECTURE.md, DEVELOPING.md): voxel sizes are
+pixels.  Conventions (``docs/conventions.md``): voxel sizes are
 ``(z, y, x)`` in micrometres, shapes are ``(C, Z, Y, X)``, stored poses are
 4x4 matrices in ``(x, y, z)`` order with translations in micrometres.
 """

@@ -32,7 +32,7 @@ from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE, WORKER_LOC
 from ..errors import ProjectError
 from ..io import LockHeld, hold_lock, lock_holder, read_summary, remove_temporaries, write_job
 from ..algorithms.limits import MAX_GPU_ID, MAX_SEED
-from ..queue import queue_settings_error
+from ..queue_settings import queue_settings_error
 from ..safepaths import check_project_folder, unsafe_characters
 
 __all__ = ["ProtFluo", "ProtFluoJob", "IntRange", "add_count_param", "add_gpu_params",
@@ -163,7 +163,7 @@ class ProtFluo(pwprot.Protocol):
     :meth:`validate` adds the checks every run needs before pyworkflow's own
     validation and the protocol's ``_validate``: a project folder that a shell
     would not interpret (the engine launches runs through one), queue settings that
-    cannot add a line to the job script (:func:`spfluo.queue.check_queue_settings`), a
+    cannot add a line to the job script (:func:`spfluo.queue_settings.check_queue_settings`), a
     GPU list the engine can read (:func:`gpu_list_error`), and no worker still running in
     the run's folder.
     """

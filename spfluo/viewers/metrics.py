@@ -366,7 +366,7 @@ def rotation_axis_directions(orientations) -> np.ndarray:
     Parameters
     ----------
     orientations : array_like, shape (N, 3, 3) or (N, 3)
-        zyx-frame pose rotations (DEVELOPING.md), or directions already in ``(x, y, z)``.
+        zyx-frame pose rotations (``docs/conventions.md``), or directions already in ``(x, y, z)``.
 
     Returns
     -------

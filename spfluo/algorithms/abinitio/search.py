@@ -134,7 +134,8 @@ def global_check(fv_low: FourierVolume, sc_low: Scorer, fv_full: FourierVolume,
     current pose (a particle whose sampling settled in a wrong mode).
     With ``keep_polarity`` (Cn, after the polarity consensus) the candidates
     that turn the symmetry axis upside down (within 30 degrees) are not
-    considered: the polarity is a collective decision (:func:`_polarity_consensus`);
+    considered: the polarity is a collective decision
+    (:func:`~spfluo.algorithms.abinitio.polarity.polarity_consensus`);
     against an iterate, one particle's two polarities differ by a few tens of
     log-likelihood units for side views, within the noise of the comparison.
     Returns the poses and the indices of the particles moved.

@@ -60,8 +60,8 @@ def make_classifier(method: str = "forest", *, seed: int = 0):
     method : {"forest", "svm", "boosting"}
         ``"forest"``: random forest of 100 trees (balanced class weights);
         ``"svm"``: standardised features and an RBF support vector machine (balanced
-        class weights) with Platt probabilities fitted on 3-fold decision values (seed
-        000 uses SVMs); ``"boosting"``: gradient boosting of 100 depth-3 trees (fit it
+        class weights) with Platt probabilities fitted on 3-fold decision values (Fortun
+        et al. 2018 uses SVMs); ``"boosting"``: gradient boosting of 100 depth-3 trees (fit it
         with balanced sample weights, as :func:`score_candidates` does).
     seed : int
         Random state of the estimator.

@@ -20,7 +20,7 @@ Gold standard
 
 Checkpoints: :mod:`.state`.
 
-Conventions: ``DEVELOPING.md`` (arrays ``(z, y, x)``, poses ``y = T_t(R f)``, rotations in the
+Conventions: ``docs/conventions.md`` (arrays ``(z, y, x)``, poses ``y = T_t(R f)``, rotations in the
 zyx frame, translations in voxels, Cn about z).  Particles ``(N, C, D, D, D)`` (or ``(N, D,
 D, D)``), PSFs ``(C, d, d, d)`` or ``(d, d, d)``, volumes ``(C, D, D, D)``, float32 in and out.
 """

@@ -1,4 +1,4 @@
-"""The dependency direction of ARCHITECTURE.md, checked on the source with :mod:`ast`.
+"""The dependency direction of ``docs/architecture.md``, checked on the source with :mod:`ast`.
 
 Worker side ``algorithms`` <- ``io`` <- ``jobs``; engine side ``io`` <- ``objects`` <-
 ``protocols`` <- ``viewers``/``cli``.  The two sides meet only through files whose formats

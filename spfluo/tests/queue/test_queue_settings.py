@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from spfluo.queue import check_queue_settings, queue_settings_error
+from spfluo.queue_settings import check_queue_settings, queue_settings_error
 
 from .test_queue import fake_slurm
 
