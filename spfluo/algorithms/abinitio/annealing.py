@@ -92,7 +92,7 @@ from spfluo.algorithms._validation import (
     as_psf,
     check_int,
 )
-from spfluo.algorithms.abinitio.inplane import align_in_plane
+from spfluo.algorithms.abinitio.inplane import align_in_plane, last_move
 from spfluo.algorithms.abinitio.options import AnnealingOptions
 from spfluo.algorithms.abinitio.polarity import (
     flip_rotation,
@@ -334,8 +334,8 @@ def _symmetric_poses(iterate, particles, psf, poses: Poses, symmetry: int, *,
     if in_plane:
         found = align_in_plane(vol, scorer, rotations, translations, symmetry)
         rotations, translations = found.rotations, found.translations
-        messages.append(f"in-plane angles settled ({found.passes} pass(es)): median margin "
-                        f"{np.median(found.margins):.3g} nats")
+        messages.append(f"in-plane angles settled ({found.passes} pass(es))"
+                        f"{last_move(found)}")
     return Poses(rotations, translations), messages
 
 

@@ -26,8 +26,9 @@ The reference is the closed-form (Tikhonov) volume of the chosen poses on the ov
 grid of the iterate, ``x^ = sum_l b_l / (sum_l K_l + lambda)`` (``b_l``, ``K_l`` the whitened
 back-projection of particle ``l`` and its curvature, for its ``n`` symmetric poses), as in
 the polarity consensus (:mod:`.polarity`).  The energy gap between a particle's best angle
-and its best angle at least ``2 step_deg`` away is its in-plane margin, in nats: near 0
-the data did not determine the particle's angle.
+and its best angle at least ``2 step_deg`` away is its in-plane margin (the energy of the
+scorer: nats for its Gaussian noise model); the refinement reports a calibrated margin
+(:mod:`spfluo.algorithms.refine.diagnostics`).
 """
 
 from __future__ import annotations
@@ -44,11 +45,7 @@ from spfluo.algorithms.interpolation import padded_shape
 from spfluo.algorithms.scoring.energies import Scorer
 from spfluo.algorithms.scoring.model import FourierModel, FourierVolume
 
-__all__ = ["InPlaneAlignment", "align_in_plane", "in_plane_margins", "UNDETERMINED_NATS"]
-
-#: In-plane margin (nats) below which a particle's rotation about its axis is reported as
-#: not determined by the data (a likelihood ratio below e^2 = 7.4 against another angle).
-UNDETERMINED_NATS = 2.0
+__all__ = ["InPlaneAlignment", "align_in_plane", "in_plane_margins", "last_move"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,8 @@ class InPlaneAlignment:
         The poses with their rotation about the symmetry axis settled (voxels).
     margins : ndarray, shape (N,)
         Energy of the best angle at least two grid steps away minus that of the chosen
-        angle, nats (whitened half energy); near 0: not determined by the data.
+        angle (the scorer's Gaussian energy, nats when the noise is that of the box
+        background; Poisson noise makes it larger than the data support).
     passes : int
         Passes run over all the particles after the growing one.
     moved : ndarray, shape (passes,)
@@ -73,6 +71,13 @@ class InPlaneAlignment:
     margins: np.ndarray
     passes: int
     moved: np.ndarray
+
+
+def last_move(found: InPlaneAlignment) -> str:
+    """``": median change X deg in the last pass"`` for a log message (empty without passes)."""
+    if not len(found.moved):
+        return ""
+    return f": median change {found.moved[-1]:.2g} deg in the last pass"
 
 
 class _Reference:

@@ -102,7 +102,7 @@ from typing import Any, Callable
 import numpy as np
 
 from spfluo.algorithms._validation import as_particles
-from spfluo.algorithms.abinitio.inplane import UNDETERMINED_NATS, align_in_plane
+from spfluo.algorithms.abinitio.inplane import align_in_plane, last_move
 from spfluo.algorithms.abinitio.options import SGDOptions
 from spfluo.algorithms.abinitio.polarity import (
     curvature_sum,
@@ -453,16 +453,14 @@ class _SGD:
         poses = Poses(found.rotations, found.translations)
         self.set_poses(poses)
         volume = reconstruct(self.y, poses, self.psf, method="tikhonov", symmetry=opt.symmetry,
-                             half_maps=False, backend=self.bk).volume
+                             backend=self.bk).volume
         curvature = self.vol.curvature
         self.vol = FourierVolume.initial(self.bk, xp.maximum(xp.asarray(volume), 0.0).reshape(
             (self.c,) + (self.box,) * 3), self.full_band)
         self.vol.curvature = curvature
         self.recentre(np.arange(self.n))
-        undetermined = int(np.sum(found.margins < UNDETERMINED_NATS))
         self.stage(f"in-plane angles settled after epoch {self.epoch} ({found.passes} "
-                   f"pass(es)): median margin {np.median(found.margins):.3g} nats, "
-                   f"{undetermined} particle(s) below {UNDETERMINED_NATS:g} nats")
+                   f"pass(es)){last_move(found)}")
 
     def switch_to_symmetry(self) -> None:
         """End of the stage without symmetry: the Cn axis of the iterate turned onto z

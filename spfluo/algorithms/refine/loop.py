@@ -266,6 +266,22 @@ class _Refinement:
             shift_steps=s_steps, admm=admm, history=state.history.appended(**entry))
         return entry
 
+    def in_plane_margins(self, poses: Poses, volume, half) -> np.ndarray:
+        """In-plane margins (nats) of every particle against the half map it did not
+        contribute to (the final volume without half maps)."""
+        trans = scorer_project(self.scorer, poses.translations)
+        if half is None:
+            model = VolumeModel(self.bk, volume, self.spectra, self.opt.channels)
+            return in_plane_scan(model, self.scorer, poses.rotations, trans,
+                                 self.opt.symmetry)[0]
+        margins = np.full(self.n, np.nan)
+        for g in (0, 1):
+            idx = np.flatnonzero(self.state.halves == g)
+            model = VolumeModel(self.bk, half[1 - g], self.spectra, self.opt.channels)
+            margins[idx] = in_plane_scan(model, self.scorer, poses.rotations[idx], trans[idx],
+                                         self.opt.symmetry)[0]
+        return margins
+
     def finish(self) -> RefineResult:
         """The final reconstruction with the refined poses (half maps and their FSC)."""
         opt, state = self.opt, self.state
@@ -313,10 +329,7 @@ class _Refinement:
             last_changes = np.full(self.n, np.nan)
         margins = np.full(self.n, np.nan)
         if opt.symmetry > 1:
-            model = VolumeModel(self.bk, volume_out, self.spectra, opt.channels)
-            margins, _ = in_plane_scan(model, self.scorer, final_poses.rotations,
-                                       scorer_project(self.scorer, final_poses.translations),
-                                       opt.symmetry)
+            margins = self.in_plane_margins(final_poses, volume_out, half)
         return RefineResult(volume=volume_out, half_maps=half, poses=final_poses,
                             halves=halves_out, fsc=curves, resolution_per_voxel=resolution,
                             energies=last_energies, changes_deg=total,
