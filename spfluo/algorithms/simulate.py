@@ -557,15 +557,7 @@ def simulate_particles(
             )
         signal[:, c] /= peak
 
-    particles = signal
-    if poisson_photons is not None:
-        particles = (
-            rng_noise.poisson(particles.astype(np.float64) * poisson_photons) / poisson_photons
-        ).astype(np.float32)
-    if noise_std > 0:
-        noise = rng_noise.standard_normal(size=particles.shape, dtype=np.float32)
-        noise *= np.float32(noise_std)
-        particles = particles + noise
+    particles = _add_noise(signal, rng_noise, noise_std, poisson_photons)
     return ParticleDataset(
         particles=np.ascontiguousarray(particles, dtype=np.float32),
         poses=poses,
@@ -604,6 +596,19 @@ def _psf_box(size: int, sigma: float) -> int:
     side = 2 * int(math.ceil(3.0 * sigma)) + 1
     cap = size if size % 2 else size - 1
     return max(1, min(side, cap))
+
+
+def _add_noise(signal: np.ndarray, rng, noise_std: float, poisson_photons) -> np.ndarray:
+    """``signal`` (scaled to [0, 1]) with Poisson noise of ``poisson_photons`` photons at
+    intensity 1 (when given), then Gaussian noise of standard deviation ``noise_std``."""
+    out = signal
+    if poisson_photons is not None:
+        out = (rng.poisson(out.astype(np.float64) * poisson_photons)
+               / poisson_photons).astype(np.float32)
+    if noise_std > 0:
+        out = out + np.float32(noise_std) * rng.standard_normal(size=out.shape,
+                                                                dtype=np.float32)
+    return out
 
 
 def simulate_dataset(
@@ -820,6 +825,7 @@ def simulate_field(
     touching_pairs: int = 2,
     min_distance: float | None = None,
     noise_std: float = 0.2,
+    poisson_photons: float | None = None,
     voxel_size=(1.0, 1.0, 1.0),
     seed=0,
 ) -> FieldOfView:
@@ -853,6 +859,8 @@ def simulate_field(
     noise_std : float, default 0.2
         Gaussian noise standard deviation, the noiseless field scaled to ``[0, 1]`` per
         channel.
+    poisson_photons : float, optional
+        If given, Poisson noise first: the expected number of photons at intensity 1.
     voxel_size : float or tuple of 3 float, default (1, 1, 1)
         ``(z, y, x)`` voxel size of the field in micrometres; z may be coarser.
     seed : int or numpy.random.Generator, default 0
@@ -895,6 +903,8 @@ def simulate_field(
             f"n_particles={n_particles}: lower touching_pairs or raise n_particles"
         )
     noise_std = _check_nonneg("noise_std", noise_std)
+    if poisson_photons is not None:
+        poisson_photons = _check_nonneg("poisson_photons", poisson_photons, positive=True)
     vs = as_voxel_size(voxel_size)
     scale = vs / vs[2]  # field voxel -> particle voxels, per axis
     radius = _support_radius(vol)
@@ -977,10 +987,7 @@ def simulate_field(
         np.clip(blurred, 0.0, None, out=blurred)
         peak = float(blurred.max())
         image[c] = blurred / peak if peak > 0 else blurred
-    if noise_std > 0:
-        image += np.float32(noise_std) * rng_noise.standard_normal(
-            size=image.shape, dtype=np.float32
-        )
+    image = _add_noise(image, rng_noise, noise_std, poisson_photons)
     return FieldOfView(
         image=image,
         positions=positions,

@@ -79,8 +79,9 @@ def int_param(job: Job, name: str, default: Any = ..., *, minimum: int,
 
 
 def float_param(job: Job, name: str, default: Any = ..., *, low: float, strict: bool = False,
-                allow_none: bool = False) -> float | None:
-    """Finite number parameter ``name`` >= ``low`` (> ``low`` when ``strict``).
+                high: float | None = None, allow_none: bool = False) -> float | None:
+    """Finite number parameter ``name`` >= ``low`` (> ``low`` when ``strict``), at most
+    ``high`` when given.
 
     ``default`` ``...`` makes the parameter required; with ``allow_none`` a null value
     (given or default) is returned as None.
@@ -89,9 +90,11 @@ def float_param(job: Job, name: str, default: Any = ..., *, low: float, strict: 
     if value is None and allow_none:
         return None
     if not (_is_number(value) and math.isfinite(value)
-            and (value > low if strict else value >= low)):
-        fail(job, f"parameter '{name}' must be a number {'>' if strict else '>='} {low:g}, got "
-                  f"{value!r}")
+            and (value > low if strict else value >= low)
+            and (high is None or value <= high)):
+        bound = "" if high is None else f" and <= {high:g}"
+        fail(job, f"parameter '{name}' must be a number {'>' if strict else '>='} {low:g}"
+                  f"{bound}, got {value!r}")
     return float(value)
 
 

@@ -64,6 +64,9 @@ class InPlaneAlignment:
         Passes run over all the particles after the growing one.
     moved : ndarray, shape (passes,)
         Median change of the angles in each pass, degrees.
+    reference : FourierVolume
+        The closed-form volume of all the particles at the settled poses, as an iterate of
+        the SGD (on the grid of the input iterate, non-negative).
     """
 
     rotations: np.ndarray
@@ -71,6 +74,7 @@ class InPlaneAlignment:
     margins: np.ndarray
     passes: int
     moved: np.ndarray
+    reference: FourierVolume
 
 
 def last_move(found: InPlaneAlignment) -> str:
@@ -112,14 +116,22 @@ class _Reference:
             [self.regularization * float(to_numpy(xp.mean(k[ch][k[ch] > 0]))) / n_particles
              for ch in range(k.shape[0])], dtype=np.float32))[:, None]
 
-    def at(self, rotations, scorer):
-        """The reference's model at the scorer's support (as :meth:`FourierVolume.at`)."""
-        xp = self.vol.bk.xp
+    def _update(self) -> None:
         c = self.b.shape[0]
         flat = self.spectrum.reshape(c, -1)
         flat[:, self.mask] = self.b / (self.k + self.lam)
+
+    def at(self, rotations, scorer):
+        """The reference's model at the scorer's support (as :meth:`FourierVolume.at`)."""
+        xp = self.vol.bk.xp
+        self._update()
         out = self.model.sample(rotations, scorer.model_frequencies)
         return xp.transpose(out, (1, 0, 2)) * scorer.otf[None]
+
+    def iterate(self) -> FourierVolume:
+        """The reference as an SGD iterate (non-negative, the curvature of ``vol`` kept)."""
+        self._update()
+        return self.vol.from_spectrum(self.spectrum)
 
 
 def _in_plane_grid(step_deg: float, symmetry: int) -> np.ndarray:
@@ -222,4 +234,5 @@ def align_in_plane(vol: FourierVolume, sc: Scorer, rotations, translations, symm
         if moved[-1] <= tolerance_deg:
             break
     return InPlaneAlignment(rotations=rot, translations=trans, margins=margins,
-                            passes=len(moved), moved=np.asarray(moved))
+                            passes=len(moved), moved=np.asarray(moved),
+                            reference=ref.iterate())

@@ -443,21 +443,12 @@ class _SGD:
         """The rotation of every particle about its symmetry axis settled on a reference
         that keeps the n-fold structure (:mod:`.inplane`); the iterate and the sampling
         distributions follow."""
-        from spfluo.algorithms.reconstruct import reconstruct
-
-        xp = self.bk.xp
         opt = self.opt
         poses = self.poses()
         found = align_in_plane(self.vol, self.scorers[self.full_band], poses.rotations,
                                poses.translations, opt.symmetry)
-        poses = Poses(found.rotations, found.translations)
-        self.set_poses(poses)
-        volume = reconstruct(self.y, poses, self.psf, method="tikhonov", symmetry=opt.symmetry,
-                             backend=self.bk).volume
-        curvature = self.vol.curvature
-        self.vol = FourierVolume.initial(self.bk, xp.maximum(xp.asarray(volume), 0.0).reshape(
-            (self.c,) + (self.box,) * 3), self.full_band)
-        self.vol.curvature = curvature
+        self.set_poses(Poses(found.rotations, found.translations))
+        self.vol = found.reference
         self.recentre(np.arange(self.n))
         self.stage(f"in-plane angles settled after epoch {self.epoch} ({found.passes} "
                    f"pass(es)){last_move(found)}")
