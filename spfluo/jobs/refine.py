@@ -14,7 +14,7 @@ Job file::
                 "continuous_iterations": 2, "gd_steps": 3,
                 "initial_admm_iterations": 100, "admm_iterations": 30,
                 "continuous_admm_iterations": 5, "final_admm_iterations": 50,
-                "symmetry": 1,
+                "symmetry": 1, "keep_polarity": true,     # Cn: no particle turned over
                 "channels": null,                         # pose search: null (all) or a list
                 "half_maps": true,
                 "max_shift_um": null,                     # µm, default a quarter of the box
@@ -210,6 +210,7 @@ def run(job: Job) -> None:
         continuous_admm_iterations=admm("continuous_admm_iterations"),
         final_admm_iterations=admm("final_admm_iterations"),
         symmetry=symmetry, channels=channels, half_maps=half_maps, seed=seed,
+        keep_polarity=bool_param(job, "keep_polarity", _DEFAULTS.keep_polarity),
         pad=float_param(job, "pad", _DEFAULTS.pad, low=1.0),
         support_threshold=float_param(job, "support_threshold", _DEFAULTS.support_threshold,
                                       low=0.0),

@@ -148,6 +148,13 @@ class ProtRefine(ProtFluoJob):
                         help="Order n of the cyclic symmetry about the z axis of the reference "
                              "(1 = none; 9 for a centriole). The volume's symmetry axis must be "
                              "z: run 'align symmetry axis' first otherwise.")
+        form.addParam("keepPolarity", params.BooleanParam, default=_DEFAULTS.keep_polarity,
+                      condition="symmetry > 1", expertLevel=params.LEVEL_ADVANCED,
+                      label="Keep each particle's polarity?",
+                      help="Cn particles: the global searches keep every particle's "
+                           "symmetry axis pointing the way the ab initio polarity consensus "
+                           "set it. Without it, where both ends of the particle look alike "
+                           "under the blur, the search turns particles upside down.")
         form.addParam("searchChannels", params.StringParam, default="",
                       label="Pose search channels (empty = all)",
                       help="Channels compared by the pose updates, e.g. '0' (numbered from "
@@ -233,6 +240,7 @@ class ProtRefine(ProtFluoJob):
             "continuous_admm_iterations": self.continuousAdmm.get(),
             "final_admm_iterations": self.finalIterations.get(),
             "symmetry": self.symmetry.get(),
+            "keep_polarity": bool(self.keepPolarity.get()),
             "channels": parse_channels(self.searchChannels.get()),
             "half_maps": bool(self.doHalfMaps.get()),
             "max_shift_um": self.maxShift.get() or None,

@@ -141,16 +141,23 @@ def _in_plane_grid(step_deg: float, symmetry: int) -> np.ndarray:
 
 
 def in_plane_margins(nll, count: int, separation: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Best index and margin of energies ``nll`` (..., count) on a periodic in-plane grid:
-    the lowest energy at least ``separation`` steps from the best, minus the best."""
+    """Best index and margin of energies ``nll`` (..., count) on a periodic in-plane grid.
+
+    The margin is the lowest energy of another basin minus the best: the lowest local
+    minimum at least ``separation`` steps from the best one, or, when the whole period is
+    one basin, the highest energy.  Shallow minima of noise beside the best one do not
+    count as another angle.
+    """
     nll = np.asarray(nll, dtype=np.float64)
     best = np.argmin(nll, axis=-1)
     steps = np.arange(count)
     distance = np.abs(steps[None, :] - best.reshape(-1, 1))
     distance = np.minimum(distance, count - distance).reshape(nll.shape)
-    far = np.where(distance >= separation, nll, np.inf)
+    local = (nll <= np.roll(nll, 1, axis=-1)) & (nll <= np.roll(nll, -1, axis=-1))
+    far = np.where(local & (distance >= separation), nll, np.inf).min(axis=-1)
+    far = np.where(np.isfinite(far), far, nll.max(axis=-1))
     best_value = np.take_along_axis(nll, best[..., None], axis=-1)[..., 0]
-    return best, far.min(axis=-1) - best_value
+    return best, far - best_value
 
 
 def align_in_plane(vol: FourierVolume, sc: Scorer, rotations, translations, symmetry: int, *,

@@ -4,7 +4,8 @@ For Cn particles the rotation about the symmetry axis is the part of the pose th
 volume scores cannot check: Cn folding draws the n-fold structure whatever the angles are.
 :func:`in_plane_scan` scans every particle's angle about its axis over one period
 ``2 pi / n`` against a reference volume and reports the margin between its best angle and
-the best angle at least two grid steps away, as a profile log-likelihood ratio (nats): the
+the best angle of another basin (a local minimum at least an eighth of the period away;
+the highest energy when there is none), as a profile log-likelihood ratio (nats): the
 noise power is the residual of the fit itself, so Poisson noise and a reference that
 misses part of the particle count as noise, which a noise power estimated from the box
 background would not.  A particle whose margin is below :data:`UNDETERMINED_NATS` could sit
@@ -59,8 +60,8 @@ def in_plane_scan(model: VolumeModel, scorer: Scorer, rotations, translations, s
     Returns
     -------
     margins : ndarray, shape (N,)
-        Profile negative log-likelihood of the best angle at least two steps from the best
-        one minus that of the best one, nats: ``K / 2 log(E_far / E_best)``, ``E`` the
+        Profile negative log-likelihood of the best angle of another basin minus that of
+        the best angle, nats: ``K / 2 log(E_far / E_best)``, ``E`` the
         relative residual energies and ``K`` the number of independent real Fourier
         coefficients compared (``2 M (D / P)^3`` per channel for ``M`` half-spectrum
         frequencies on the grid of side ``P`` of particles of side ``D``).
@@ -94,7 +95,8 @@ def in_plane_scan(model: VolumeModel, scorer: Scorer, rotations, translations, s
         nrg = scorer.model_energy(m, t)
         total = xp.asarray(np.repeat(scorer.energy[idx], count))
         energies[idx] = to_numpy(scorer.energies(c, nrg, total)).reshape(len(idx), count)
-    best, margin = in_plane_margins(np.log(np.maximum(energies, 1e-12)), count)
+    best, margin = in_plane_margins(np.log(np.maximum(energies, 1e-12)), count,
+                                    separation=max(2, count // 8))
     spectra = scorer.spectra
     dofs = 2.0 * scorer.n_freq * len(scorer.channels) * (spectra.box / spectra.grid) ** 3
     offsets = np.degrees(angles[best])

@@ -55,6 +55,7 @@ class RefineOptions:
     continuous_admm_iterations: int = 5
     final_admm_iterations: int = 50
     symmetry: int = 1
+    keep_polarity: bool = True
     channels: object = None
     half_maps: bool = True
     max_shift: float | None = None
@@ -76,6 +77,9 @@ class RefineOptions:
             tol = stages[-1].step_deg / 2.0 if stages else 0.0
         else:
             tol = check_float(self.tolerance_deg, "tolerance_deg", low=0.0, unit=" degrees")
+        if not isinstance(self.keep_polarity, (bool, np.bool_)):
+            raise ValueError(f"keep_polarity must be True or False, got "
+                             f"{self.keep_polarity!r}")
         if not isinstance(self.half_maps, (bool, np.bool_)):
             raise ValueError(f"half_maps must be True or False, got {self.half_maps!r}")
         if self.half_maps and n_particles < 2:

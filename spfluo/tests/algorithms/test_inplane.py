@@ -55,10 +55,15 @@ def test_axis_and_in_plane_errors_split_a_turn_about_the_axis():
 
 
 def test_in_plane_margins_on_a_periodic_grid():
-    nll = np.array([[5.0, 1.0, 1.5, 4.0, 0.0, 6.0, 7.0, 8.0]])
+    nll = np.array([[5.0, 1.0, 1.5, 4.0, 0.0, 6.0, 7.0, 8.0],
+                    # one basin about index 4, a shallow dip of noise at 6
+                    [5.0, 4.0, 3.0, 1.0, 0.0, 2.0, 1.9, 6.0]])
     best, margin = in_plane_margins(nll, 8)
-    assert best[0] == 4
-    assert margin[0] == pytest.approx(1.0)  # index 1, two steps or more from 4 (not 3 or 5)
+    assert best.tolist() == [4, 4]
+    assert margin[0] == pytest.approx(1.0)  # the minimum at index 1, another basin
+    assert margin[1] == pytest.approx(1.9)  # index 6: a local minimum 2 steps away
+    best, margin = in_plane_margins(nll, 8, separation=3)
+    assert margin[1] == pytest.approx(6.0)  # no other basin 3 steps away: the highest
 
 
 def test_rotation_about_the_axis_is_found_from_the_data(psf):
