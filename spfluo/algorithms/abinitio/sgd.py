@@ -485,11 +485,23 @@ class _SGD:
         self.switch_epoch = self.epoch
         self.stage(f"symmetry C{opt.symmetry} imposed after epoch {self.epoch}: axis aligned "
                    f"with z (score {aligned.axis.score:.3f})")
-        if opt.polarity:
-            self.run_polarity()
+        self.settle_symmetric_poses()
+        self.save_state()
+
+    def settle_symmetric_poses(self) -> int:
+        """Polarity consensus and in-plane alignment, then the consensus again on the
+        iterate whose n-fold structure the alignment restored (and the alignment again if
+        it turned particles).  Returns the number of particles turned."""
+        opt = self.opt
+        turned = self.run_polarity() if opt.polarity else 0
         if opt.in_plane:
             self.run_in_plane()
-        self.save_state()
+            if opt.polarity:
+                again = self.run_polarity()
+                turned += again
+                if again:
+                    self.run_in_plane()
+        return turned
 
     def run_check(self) -> int:
         """Polarity consensus (Cn, first check, one-stage runs), else global search, at the
@@ -499,9 +511,7 @@ class _SGD:
         if self.vol.band != self.full_band:
             self.vol = self.vol.resized(self.full_band)
         if opt.polarity and opt.symmetry > 1 and not self.checks and self.switch_epoch < 0:
-            turned = self.run_polarity()
-            if opt.in_plane:
-                self.run_in_plane()
+            turned = self.settle_symmetric_poses()
             if turned:
                 self.checks.append(self.epoch)
                 self.save_state()
