@@ -41,4 +41,26 @@
   year = {2020},
   doi = {http://dx.doi.org/10.1109/TIP.2020.2984313}
 }
+
+@article{Gibson1991,
+  title = {Experimental test of an analytical model of aberration in an oil-immersion objective lens used in three-dimensional light microscopy},
+  author = {Gibson, Sarah Frisken and Lanni, Frederick},
+  journal = {Journal of the Optical Society of America A},
+  volume = {8},
+  number = {10},
+  pages = {1601--1613},
+  year = {1991},
+  doi = {http://dx.doi.org/10.1364/JOSAA.8.001601}
+}
+
+@article{Aguet2009,
+  title = {Super-resolution orientation estimation and localization of fluorescent dipoles using 3-D steerable filters},
+  author = {Aguet, François and Geissbühler, Stefan and Märki, Iwan and Lasser, Theo and Unser, Michael},
+  journal = {Optics Express},
+  volume = {17},
+  number = {8},
+  pages = {6829--6848},
+  year = {2009},
+  doi = {http://dx.doi.org/10.1364/OE.17.006829}
+}
 """

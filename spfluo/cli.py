@@ -15,7 +15,7 @@ import sys
 from .environment import bootstrap
 from .errors import ProjectError
 from .params import bounded_int, parse_key_values
-from .algorithms.limits import MAX_DPI
+from .algorithms.limits import MAX_CHANNELS, MAX_DPI
 
 __all__ = ["main", "build_parser"]
 
@@ -81,21 +81,12 @@ def cmd_project_show(args) -> int:
 
 
 def cmd_protocols(args) -> int:
-    from .protocols.base import IntRange
     from .workflow import protocol_class, protocol_classes
 
     if args.protocol:
-        cls = protocol_class(args.protocol)
-        print(f"{cls.__name__}: {cls._label}\n  {(cls.__doc__ or '').strip().splitlines()[0]}")
-        prot = cls()
-        for name, param in prot.getDefinition().iterParams():
-            if name in ("runName", "runMode", "hostName", "numberOfMpi", "numberOfThreads",
-                        "_useQueue", "_queueParams", "_prerequisites", "gpuList", "useGpu"):
-                continue
-            default = param.default.get() if param.default.hasValue() else ""
-            limit = next((v.maximum for v in param.validators if isinstance(v, IntRange)), None)
-            print(f"  {name:<24} {param.label.get() or '':<40} default: {default}"
-                  + (f", at most {limit}" if limit is not None else ""))
+        from .protocol_help import describe_protocol
+
+        print(describe_protocol(protocol_class(args.protocol)))
         return 0
     for name, cls in sorted(protocol_classes().items()):
         print(f"{name:<32} {cls._label}")
@@ -111,6 +102,9 @@ def cmd_run(args) -> int:
     print(f"run #{prot.getObjId()} {prot.getRunName()}: {status}")
     for name, out in prot.iterOutputAttributes():
         print(f"  {name}: {out}")
+    if status == "finished":
+        for line in prot.summary():
+            print(f"  {line}")
     if status != "finished":
         print(f"  error: {prot.getErrorMessage()}", file=sys.stderr)
         print(f"  log: {prot.getLogPaths()[1]}", file=sys.stderr)
@@ -131,13 +125,37 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_export_particles(args) -> int:
+    """Run ProtExportParticles (recorded in the project) and list the files written."""
+    from .workflow import launch, new_protocol, open_project
+
+    project = open_project(args.name)
+    values = {"inputParticles": args.particles, "exportFolder": args.folder_abs,
+              "writeMrc": "false" if args.no_mrc else "true", "channel": args.channel}
+    if args.volume:
+        values["inputVolume"] = args.volume
+    prot = new_protocol(project, "ProtExportParticles", values, label=args.label)
+    status = launch(project, prot)
+    print(f"run #{prot.getObjId()} {prot.getRunName()}: {status}")
+    if status != "finished":
+        print(f"  error: {prot.getErrorMessage()}", file=sys.stderr)
+        return 1
+    for name in sorted(os.listdir(args.folder_abs)):
+        if not name.startswith("."):
+            print(f"  {os.path.join(args.folder_abs, name)}")
+    return 0
+
+
 def cmd_load(args) -> int:
     from .workflow import load_workflow_file, open_project
 
     project = open_project(args.name)
     new = load_workflow_file(project, args.file_abs)
-    print(f"loaded {len(new)} protocol(s) into {args.name} (saved, not run): "
-          + ", ".join(f"#{p.getObjId()} {p.getClassName()}" for p in new))
+    print(f"loaded {len(new)} protocol(s) into {args.name}"
+          + (":" if args.run else f" (saved, not run; `spfluo launch {args.name}` runs them):")
+          + "".join(f"\n  #{p.getObjId()} {p.getRunName()} ({p.getClassName()})" for p in new))
+    if args.run:
+        return _launch_runs(project, new)
     return 0
 
 
@@ -159,6 +177,87 @@ def cmd_show(args) -> int:
     return 0
 
 
+# ------------------------------------------------- run control: continue, stop, launch saved
+def _print_launch(prot, status) -> None:
+    from .workflow import run_duration
+
+    if status is None:
+        print(f"run #{prot.getObjId()} {prot.getRunName()} ...", flush=True)
+        return
+    print(f"run #{prot.getObjId()} {prot.getRunName()}: {status} in "
+          f"{_fmt_duration(run_duration(prot))}", flush=True)
+    if status != "finished":
+        print(f"  error: {prot.getErrorMessage()}", file=sys.stderr)
+        print(f"  log: {prot.getLogPaths()[1]}", file=sys.stderr)
+
+
+def _launch_runs(project, runs) -> int:
+    """Launch ``runs`` in provenance order, one at a time; 1 if one does not finish."""
+    from .workflow import launch_in_order, runs_to_launch
+
+    ids = [str(p.getObjId()) for p in runs]
+    ordered = runs_to_launch(project, ids) if ids else []
+    if not ordered:
+        print("no run to launch")
+        return 0
+    done = launch_in_order(project, ordered, report=_print_launch)
+    return 0 if all(status == "finished" for _, status in done) and \
+        len(done) == len(ordered) else 1
+
+
+def cmd_launch(args) -> int:
+    from .workflow import open_project, runs_to_launch
+
+    project = open_project(args.name)
+    return _launch_runs(project, runs_to_launch(project, args.runs or None))
+
+
+def cmd_continue(args) -> int:
+    from .workflow import continue_run, find_run, open_project
+
+    project = open_project(args.name)
+    prot = find_run(project, args.run)
+    print(f"continuing run #{prot.getObjId()} {prot.getRunName()} ({prot.getStatus()})",
+          flush=True)
+    status = continue_run(project, prot)
+    prot = project.getProtocol(prot.getObjId())
+    _print_launch(prot, status)
+    return 0 if status == "finished" else 1
+
+
+def cmd_stop(args) -> int:
+    from .workflow import find_run, open_project, stop_run
+
+    project = open_project(args.name)
+    prot = find_run(project, args.run)
+    status = stop_run(project, prot)
+    print(f"run #{prot.getObjId()} {prot.getRunName()}: {status}; `spfluo continue "
+          f"{args.name} {prot.getObjId()}` resumes it")
+    return 0
+
+
+def _add_run_control_parsers(sub) -> None:
+    continue_text = ("Resume run RUN (id or label) in the engine's continue mode: finished steps "
+                     "are kept and the long jobs (ab initio, refinement) restart from their last "
+                     "checkpoint. Exit status 1 when it fails again, 2 when refused.")
+    launch_text = ("Launch the given runs (ids or labels), or every run that was saved and never "
+                   "run, one after the other in provenance order, waiting for each; stop at the "
+                   "first that fails (exit status 1).")
+    commands = [
+        ("continue", cmd_continue, "resume a failed or stopped run from its checkpoint",
+         continue_text, dict(help="run id or label")),
+        ("stop", cmd_stop, "stop a running run (it can be continued later)", None,
+         dict(help="run id or label")),
+        ("launch", cmd_launch, "run saved runs (e.g. a loaded workflow) in order", launch_text,
+         dict(nargs="*", help="run ids or labels (default: all saved runs)")),
+    ]
+    for command, func, summary, text, run_arg in commands:
+        p = sub.add_parser(command, help=summary, description=text)
+        p.add_argument("name", help="project name")
+        p.add_argument("runs" if command == "launch" else "run", metavar="RUN", **run_arg)
+        p.set_defaults(func=func)
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -177,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulate data, run the pipeline in a new project, report")
     p.add_argument("--quick", action="store_true", help="small sizes (about 30 s): a smoke test of the same chain")
     p.add_argument("--project", default=None, help="project name (default: a new spfluo-demo-N)")
-    p.add_argument("--out", default="spfluo-demo-figures", help="folder for the figures")
+    p.add_argument("--out", default=None, help="folder of the figures and the report (default: "
+                                               "the project's report folder)")
     p.set_defaults(func=cmd_demo, paths=["out"])
 
     proj = sub.add_parser("project", help="create, list and show projects")
@@ -198,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a protocol in a project and wait for it",
                        description="Launch any spfluo protocol. Parameters are key=value; a "
-                                   "pointer to another run's output is RUNID.outputName. "
+                                   "pointer to another run's output is RUN.outputName (RUN: "
+                                   "its id or label). "
                                    "Exit status 1 when the run fails, 2 on invalid input.")
     p.add_argument("name", help="project name")
     p.add_argument("protocol", help="protocol class, e.g. ProtImportFluoImages")
@@ -211,18 +312,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.set_defaults(func=cmd_export, paths=["file"])
 
-    p = sub.add_parser("load", help="add the protocols of a workflow JSON to a project (not run)")
+    p = sub.add_parser("export-particles",
+                       help="write particles with poses (RELION STAR, CSV, MRC) and a volume",
+                       description="Export particles with their poses as a RELION 3.1 STAR "
+                                   "file, a CSV and MRC particles, and a volume as OME-TIFF "
+                                   "and MRC, into a new or empty folder (a run of "
+                                   "ProtExportParticles in the project).")
+    p.add_argument("name", help="project name")
+    p.add_argument("particles", help="RUNID.outputParticles (particles with poses)")
+    p.add_argument("folder", help="a new or empty folder (or one spfluo exported to)")
+    p.add_argument("--volume", help="RUNID.outputVolume to export too")
+    p.add_argument("--channel", type=bounded_int(0, MAX_CHANNELS - 1), default=0,
+                   help="channel of the MRC particles (default 0)")
+    p.add_argument("--no-mrc", action="store_true",
+                   help="do not write the particles as MRC (the STAR names the project's files)")
+    p.add_argument("--label", help="run label")
+    p.set_defaults(func=cmd_export_particles, paths=["folder"])
+
+    p = sub.add_parser("load", help="add the protocols of a workflow JSON to a project",
+                       description="Add the protocols of a workflow JSON (as `spfluo export` "
+                                   "writes it) with their labels; saved, not run, unless --run "
+                                   "(or a later `spfluo launch`) runs them in order.")
     p.add_argument("name")
     p.add_argument("file")
+    p.add_argument("--run", action="store_true", help="then run them in order, waiting for each")
     p.set_defaults(func=cmd_load, paths=["file"])
 
     p = sub.add_parser("show", help="render the figures of a run's output (headless)")
     p.add_argument("name", help="project name")
-    p.add_argument("output", help="RUNID.outputName")
+    p.add_argument("output", help="RUN.outputName (RUN: run id or label)")
     p.add_argument("--save", required=True, help="PNG (or PDF/SVG) path; several figures get suffixes")
     p.add_argument("--dpi", type=bounded_int(10, MAX_DPI), default=100,
                    help=f"resolution of the figures (10 to {MAX_DPI})")
     p.set_defaults(func=cmd_show, paths=["save"])
+
+    _add_run_control_parsers(sub)
+    from .gui import add_parser as add_gui_parser
+
+    add_gui_parser(sub)
 
     from .catalog.cli import add_parser as add_catalog_parser
 

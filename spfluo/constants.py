@@ -7,7 +7,8 @@ what the plugin, the jobs and the command line must agree on.
 __all__ = [
     "SPFLUO_HOME_VAR", "PLUGIN_NAME", "DOMAIN_NAME",
     "UNIT_LENGTH", "UNIT_ANGLE",
-    "JOB_FILE", "JOB_MODULE", "EXIT_JOB_ERROR", "WORKER_LOCK",
+    "JOB_FILE", "JOB_MODULE", "EXIT_JOB_ERROR", "EXIT_JOB_CRASH", "WORKER_LOCK",
+    "JOB_ERROR_FILE",
     "VOLUME_EXT", "POSES_EXT",
     "DEVICE_CPU", "DEVICE_GPU",
 ]
@@ -30,6 +31,11 @@ EXIT_JOB_ERROR = 2
 #: Lock file a running job holds beside its job file (``extra/`` of its run): one worker
 #: per run folder (:mod:`spfluo.io.runlock`).
 WORKER_LOCK = ".spfluo-worker.lock"
+#: Exit status of a job that failed otherwise (out of memory, a full disk, a bug).
+EXIT_JOB_CRASH = 1
+#: The reason of a failed job, written beside its job file (``extra/`` of its run):
+#: :func:`spfluo.io.results.write_job_error`; the protocol makes it the run's error.
+JOB_ERROR_FILE = "job_error.json"
 
 #: File formats written by spfluo: volumes as OME-TIFF, poses as CSV.
 VOLUME_EXT = ".ome.tif"

@@ -17,7 +17,8 @@ one run per step, each output pointed to as ``RUNID.outputName``:
    modulo C9): SSIM, FSC resolution.
 
 It prints a table of the runs and the final numbers, and writes the HTML report of the
-project with the figures of every output into the figures folder.  The data folder
+project with the figures of every output into the project's ``report`` folder (or
+``--out``).  The data folder
 (``demo-data`` in the project) has the layout ``spfluo batch`` reads, so the same data
 run with ``spfluo batch spr_fields_of_view``.
 """
@@ -315,12 +316,17 @@ def _final_figures(project, refined_id: str, compare_id: str, reference: str,
     ``final_fsc.png`` (FSC against the ground truth), ``final_volume_<figure>.png`` (the
     refined volume's figures: slices, isosurface, convergence) and
     ``final_volume_vs_ground_truth.png`` (the registered volume beside the ground truth),
-    written in ``folder`` (a :class:`spfluo.outfolder.OutputFolder`).
+    written in ``folder`` (a :class:`spfluo.outfolder.OutputFolder`).  A figure that the
+    report already drew in the folder is copied, not drawn again.
     """
+    import shutil
+
     import matplotlib
 
     matplotlib.use("Agg")
+    from .figcache import cached_figures
     from .io import read_volume
+    from .report import figure_stem
     from .viewers import figures_for
     from .viewers.slices import orthoslices_figure
 
@@ -330,13 +336,27 @@ def _final_figures(project, refined_id: str, compare_id: str, reference: str,
         written.append(folder.write(fname, lambda tmp: fig.savefig(tmp, format="png", dpi=80),
                                     by="demo"))
 
+    def copy(src, fname):
+        written.append(folder.write(fname, lambda tmp: shutil.copyfile(folder.path / src, tmp),
+                                    by="demo"))
+
+    def final(run_id, out_name, obj, rename):
+        """The output's figures, copied from the report when it drew them, else drawn."""
+        drawn = cached_figures(folder, figure_stem(int(run_id), out_name))
+        if drawn:
+            for fname, name in drawn:
+                if rename(name):
+                    copy(fname, rename(name))
+            return
+        for name, fig in figures_for(obj):
+            if rename(name):
+                save(fig, rename(name))
+
     refined = project.getProtocol(int(refined_id)).outputVolume
     comparison = project.getProtocol(int(compare_id)).outputComparison
-    for name, fig in figures_for(comparison):
-        if name == "fsc":
-            save(fig, "final_fsc.png")
-    for name, fig in figures_for(refined):
-        save(fig, f"final_volume_{name}.png")
+    final(compare_id, "outputComparison", comparison,
+          lambda name: "final_fsc.png" if name == "fsc" else None)
+    final(refined_id, "outputVolume", refined, lambda name: f"final_volume_{name}.png")
     aligned = read_volume(comparison.getAlignedFile()).data
     truth = read_volume(reference).data
     rows, names = [], []
@@ -391,9 +411,9 @@ def run_demo(*, name: str | None = None, quick: bool = False, out: str | None = 
     quick : bool, default False
         Smoke-test sizes (ignored when ``settings`` is given).
     out : path, optional
-        Folder of the figures and the HTML report (default ``spfluo-demo-figures`` in the
-        current directory): new, empty, or written by spfluo before (files spfluo did not
-        write are never overwritten or deleted).
+        Folder of the figures and the HTML report (default ``report`` in the project, the
+        folder of ``spfluo report``): new, empty, or written by spfluo before (files
+        spfluo did not write are never overwritten or deleted).
     settings : DemoSettings, optional
         Sizes and parameters (default :func:`demo_settings` ``(quick)``).
     stream : file, optional
@@ -401,7 +421,7 @@ def run_demo(*, name: str | None = None, quick: bool = False, out: str | None = 
     """
     from .outfolder import OutputFolder
     from .report import write_report
-    from .workflow import create_project, launch, new_protocol
+    from .workflow import create_project, launch, new_protocol, run_duration
 
     start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
     printer = stream or sys.stdout
@@ -410,10 +430,14 @@ def run_demo(*, name: str | None = None, quick: bool = False, out: str | None = 
         print(*args, **kwargs, file=printer, flush=True)
 
     s = settings or demo_settings(quick)
-    out_dir = Path(os.path.abspath(out or "spfluo-demo-figures"))
-    folder = OutputFolder(out_dir)  # refused now, not after the runs, if not spfluo's
     name = name or _new_project_name()
+    if out is not None:
+        out_dir = Path(os.path.abspath(out))
+        folder = OutputFolder(out_dir)  # refused now, not after the runs, if not spfluo's
     project = create_project(name)
+    if out is None:  # the project's own report folder
+        out_dir = Path(project.getPath()) / "report"
+        folder = OutputFolder(out_dir)
     data = simulate_demo_data(Path(project.getPath()) / "demo-data", s)
     vz, vy, vx = s.field_voxel_size
     say(f"spfluo demo{' --quick' if s.quick else ''}: project {name}")
@@ -436,7 +460,9 @@ def run_demo(*, name: str | None = None, quick: bool = False, out: str | None = 
         t0 = time.perf_counter()
         status = launch(project, prot)
         steps.append(prot)
-        say(f"{status} in {time.perf_counter() - t0:.1f} s")
+        # the run's own duration (as in the table), then the wait with the engine's start-up
+        say(f"{status} in {_fmt_duration(run_duration(prot))} "
+            f"({time.perf_counter() - t0:.1f} s with the engine's start-up)")
         if status != "finished":
             raise _RunFailed(prot)
         return f"{prot.getObjId()}"
@@ -484,8 +510,8 @@ def run_demo(*, name: str | None = None, quick: bool = False, out: str | None = 
     _print_metrics(comparison, p, say)
 
     t_fig = time.perf_counter()
-    finals = _final_figures(project, refined, compare, str(data.reference), folder)
     report = write_report(project, out_dir, figures=s.report_figures)
+    finals = _final_figures(project, refined, compare, str(data.reference), folder)
     n_run_figures = sum(n.endswith(".png") for n in OutputFolder(out_dir).files(by="report"))
     say(f"\nwrote to {out_dir} ({time.perf_counter() - t_fig:.0f} s):")
     say(f"  {', '.join(f.name for f in finals)}")

@@ -58,13 +58,7 @@ class OutputFolder:
                                "output (a new one is created).")
         self.path.mkdir(parents=True, exist_ok=True)
         if os.path.lexists(self._manifest):
-            try:
-                data = json.loads(regular_file(self._manifest, what="manifest", kind="JSON")
-                                  .read_text(encoding="utf-8"))
-                self._files = {str(k): dict(v) for k, v in data["files"].items()}
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ProjectError(f"the manifest {self._manifest} of spfluo's files is "
-                                   f"unreadable ({exc}): choose another output folder.") from exc
+            self._load()
         else:
             others = sorted(p.name for p in self.path.iterdir())
             if others:
@@ -74,6 +68,16 @@ class OutputFolder:
                     "overwrites or deletes files it did not write; give a new or empty folder.")
             self._files = {}
             self._save()
+
+    def _load(self) -> None:
+        """Read the manifest (another OutputFolder of the same folder may have written it)."""
+        try:
+            data = json.loads(regular_file(self._manifest, what="manifest", kind="JSON")
+                              .read_text(encoding="utf-8"))
+            self._files = {str(k): dict(v) for k, v in data["files"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ProjectError(f"the manifest {self._manifest} of spfluo's files is "
+                               f"unreadable ({exc}): choose another output folder.") from exc
 
     def _save(self) -> None:
         write_json_atomic(self._manifest, {"files": self._files})
@@ -100,6 +104,7 @@ class OutputFolder:
 
         ``by`` names the writer (``report``...), for :meth:`remove_stale`.
         """
+        self._load()  # the entries that other writers added meanwhile are kept
         target = self._check_ours(name)
         self._files[name] = {"sha256": None, "by": by}
         self._save()
@@ -113,8 +118,17 @@ class OutputFolder:
         """Write the UTF-8 text file ``name`` (see :meth:`write`)."""
         return self.write(name, lambda tmp: tmp.write_text(text, encoding="utf-8"), by=by)
 
+    def intact(self, name: str) -> bool:
+        """True when ``name`` is a file spfluo wrote here and nobody changed since."""
+        self._load()
+        entry = self._files.get(name)
+        target = self.path / name
+        return bool(entry and entry.get("sha256") and target.is_file()
+                    and not target.is_symlink() and _sha256(target) == entry["sha256"])
+
     def files(self, *, by: str | None = None) -> list[str]:
         """Names of the files spfluo wrote here (by ``by`` only, when given), sorted."""
+        self._load()
         return sorted(n for n, e in self._files.items() if by is None or e.get("by") == by)
 
     def remove_stale(self, *, by: str, keep) -> list[str]:
@@ -123,6 +137,7 @@ class OutputFolder:
         A file changed since spfluo wrote it is left in place (it is the user's now) and
         leaves the manifest.
         """
+        self._load()
         keep = set(keep)
         removed = []
         for name in self.files(by=by):

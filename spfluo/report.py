@@ -4,10 +4,12 @@ The page lists the runs in provenance order (a run after the runs whose outputs
 it uses; ties by run id), each with its status, start time, duration, error,
 inputs (linked to their runs), parameters (the form values that apply, with
 their labels) and outputs with the figures of the viewers
-(:func:`spfluo.viewers.figures_for`, written as PNG files beside the page).
-A table at the top gathers the metrics: every comparison with a reference
-(SSIM, PSNR, FSC resolutions, pose errors), the half-map resolution of every
-reconstructed volume, and the numbers that runs output.
+(:func:`spfluo.viewers.figures_for`, written as PNG files beside the page, drawn
+once per output and reused by later reports while the output is unchanged:
+:mod:`spfluo.figcache`).  A table at the top gathers the metrics: every comparison
+with a reference (SSIM, PSNR, FSC resolutions, pose errors), the half-map resolution
+of every reconstructed volume, and the numbers that runs output, each with its label,
+unit and a one-line explanation (:mod:`spfluo.viewers.labels`).
 
 The page needs no JavaScript; a few inline lines only mark, on the ``<body>``,
 how many images loaded (``data-images-loaded``) and which did not
@@ -28,9 +30,10 @@ from pathlib import Path
 from . import __version__
 from .params import bounded_int
 from .algorithms.limits import MAX_DPI
+from .figcache import FigureCache, output_key
 from .outfolder import OutputFolder
 
-__all__ = ["write_report", "provenance_order", "run_parameters", "add_parser"]
+__all__ = ["write_report", "provenance_order", "run_parameters", "figure_stem", "add_parser"]
 
 #: The writer's name in the manifest of the output folder (:mod:`spfluo.outfolder`).
 _WRITER = "report"
@@ -51,6 +54,7 @@ section.failed { border-color: #c33; } .status { font-weight: bold; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figure img { max-width: 32em; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; } code { font-size: 0.9em; }
+td.why { font-size: 0.85em; color: #444; max-width: 32em; }
 """
 
 # Marks how many images loaded; the page does not need it to be read.
@@ -77,14 +81,6 @@ def _duration(seconds) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
     return f"{seconds / 60:.1f} min"
-
-
-def _number(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def provenance_order(runs) -> list:
@@ -170,8 +166,16 @@ def run_parameters(prot) -> list[tuple[str, str, str]]:
     return rows
 
 
+def figure_stem(run_id: int, out_name: str) -> str:
+    """The start of the file names of an output's figures: ``run0012_outputVolume``."""
+    return f"run{run_id:04d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', out_name)}"
+
+
 def _metrics_rows(prot) -> list[tuple[str, str, list[tuple[str, object]]]]:
-    """(output name, class, [(metric, value)]) for each output that carries numbers."""
+    """(output name, class, [(metric key, value)]) for each output that carries numbers.
+
+    Keys are those of :data:`spfluo.viewers.labels.METRICS` (or an output's own name).
+    """
     import pyworkflow.object as pwobj
 
     from .objects import Volume, VolumeComparison
@@ -183,32 +187,21 @@ def _metrics_rows(prot) -> list[tuple[str, str, list[tuple[str, object]]]]:
             rows.append((name, out.getClassName(), numbers))
         elif isinstance(out, Volume) and out.getResolution():
             rows.append((name, out.getClassName(),
-                         [("half-map FSC resolution (0.143), µm", out.getResolution())]))
+                         [("half_map_resolution_um", out.getResolution())]))
         elif isinstance(out, pwobj.Scalar) and isinstance(out.get(), (int, float)):
             rows.append((name, out.getClassName(), [(name, out.get())]))
     return rows
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+def _metric_line(info, out_name: str, cls: str, key: str, value) -> str:
+    """One row of the metrics table: run, output, label with unit, value, explanation."""
+    from .viewers.labels import format_metric, metric_label
 
-
-def _figures(obj, folder: OutputFolder, stem: str, dpi: int) -> list[tuple[str, str]]:
-    """Write the viewers' figures of ``obj``; return (file name, figure name) pairs."""
-    from .viewers import figures_for
-
-    try:
-        figures = figures_for(obj)
-    except ValueError:  # no viewer for this class, or nothing to show
-        return []
-    written = []
-    for fig_name, fig in figures:
-        fname = f"{stem}_{_safe(fig_name)}.png"
-        folder.write(fname, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=dpi),
-                     by=_WRITER)
-        fig.clear()
-        written.append((fname, fig_name))
-    return written
+    label = metric_label(key)
+    return (f'<tr><td><a href="#run-{info.run_id}">#{info.run_id} {_e(info.label)}</a></td>'
+            f"<td>{_e(out_name)} ({_e(cls)})</td><td>{_e(label.label)}</td>"
+            f'<td class="num">{_e(format_metric(key, value))}</td>'
+            f'<td class="why">{_e(label.explanation)}</td></tr>')
 
 
 def write_report(project, out_dir: str | os.PathLike | None = None, *, dpi: int = 80,
@@ -249,16 +242,14 @@ def write_report(project, out_dir: str | os.PathLike | None = None, *, dpi: int 
 
     infos = provenance_order(describe_runs(project))
     labels = {r.run_id: r.label for r in infos}
-    metric_lines, sections, written = [], [], set()
+    cache = FigureCache(folder, by=_WRITER)
+    metric_lines, sections = [], []
     for info in infos:
         prot = project.getProtocol(info.run_id)
         for out_name, cls, numbers in _metrics_rows(prot):
-            for metric, value in numbers:
-                metric_lines.append(
-                    f'<tr><td><a href="#run-{info.run_id}">#{info.run_id} {_e(info.label)}</a>'
-                    f"</td><td>{_e(out_name)} ({_e(cls)})</td><td>{_e(metric)}</td>"
-                    f'<td class="num">{_e(_number(value))}</td></tr>')
-        sections.append(_run_section(prot, info, labels, folder, dpi, figures, written))
+            metric_lines += [_metric_line(info, out_name, cls, key, value)
+                             for key, value in numbers]
+        sections.append(_run_section(prot, info, labels, cache, dpi, figures))
 
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     n_failed = sum(r.status == "failed" for r in infos)
@@ -271,19 +262,21 @@ def write_report(project, out_dir: str | os.PathLike | None = None, *, dpi: int 
         "<h2>Metrics</h2>",
     ]
     if metric_lines:
-        parts += ["<table><tr><th>run</th><th>output</th><th>metric</th><th>value</th></tr>",
-                  *metric_lines, "</table>"]
+        parts += ["<table><tr><th>run</th><th>output</th><th>metric</th><th>value</th>"
+                  "<th>what it means</th></tr>", *metric_lines, "</table>"]
     else:
         parts.append("<p>No run has measured anything yet.</p>")
     parts += ["<h2>Runs (in provenance order)</h2>", *sections, _IMAGE_CHECK, "</body></html>"]
     index = folder.write_text("index.html", "\n".join(parts), by=_WRITER)
-    folder.remove_stale(by=_WRITER, keep=written | {index.name})  # an earlier report's figures
+    kept = cache.written | {index.name, cache.save()}
+    folder.remove_stale(by=_WRITER, keep=kept)  # an earlier report's figures
     return index
 
 
-def _run_section(prot, info, labels, folder: OutputFolder, dpi: int, figures: bool,
-                 written: set) -> str:
-    """The HTML of one run; the names of the figures it wrote are added to ``written``."""
+def _run_section(prot, info, labels, cache: FigureCache, dpi: int, figures: bool) -> str:
+    """The HTML of one run, its figures drawn or reused through ``cache``."""
+    from .viewers.labels import figure_label
+
     lines = [f'<section class="run {_e(info.status)}" id="run-{info.run_id}">',
              f"<h3>#{info.run_id} {_e(info.label)} <small><code>{_e(info.class_name)}</code>"
              "</small></h3>"]
@@ -311,11 +304,12 @@ def _run_section(prot, info, labels, folder: OutputFolder, dpi: int, figures: bo
         for out_name, cls, desc, _ in info.outputs:
             lines.append(f"<p><b>{_e(out_name)}</b> ({_e(cls)}): {_e(desc)}</p>")
             if figures:
-                stem = f"run{info.run_id:04d}_{_safe(out_name)}"
-                for fname, fig_name in _figures(getattr(prot, out_name), folder, stem, dpi):
-                    written.add(fname)
+                obj = getattr(prot, out_name)
+                for fname, fig_name in cache.figures(obj, figure_stem(info.run_id, out_name),
+                                                     output_key(prot, out_name, obj, dpi), dpi):
+                    caption = figure_label(fig_name)
                     lines.append(f'<figure><img src="{_e(fname)}" alt="{_e(out_name)} '
-                                 f'{_e(fig_name)}"><figcaption>{_e(fig_name)}</figcaption>'
+                                 f'{_e(caption)}"><figcaption>{_e(caption)}</figcaption>'
                                  "</figure>")
     summary = [s for s in (prot.summary() or []) if s and s.strip()]
     if summary and info.status == "finished":

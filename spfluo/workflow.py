@@ -35,6 +35,13 @@ __all__ = [
     "get_output",
     "check_workflow",
     "load_workflow_file",
+    "find_run",
+    "split_run_reference",
+    "run_duration",
+    "continue_run",
+    "stop_run",
+    "runs_to_launch",
+    "launch_in_order",
 ]
 
 
@@ -125,9 +132,9 @@ def _parse_bool(text: str) -> bool:
 def set_params(project: Project, prot, values: dict) -> None:
     """Set protocol parameters from text values.
 
-    Pointers are written ``RUNID.outputName`` (or ``RUNID`` for the run
-    itself); enums accept the choice index or its label; booleans
-    true/false/yes/no/1/0.
+    Pointers are written ``RUN.outputName`` (or ``RUN`` for the run itself), where
+    ``RUN`` is a run id or a run label (:func:`split_run_reference`); enums accept the
+    choice index or its label; booleans true/false/yes/no/1/0.
     """
     definition = prot.getDefinition()
     for key, text in values.items():
@@ -140,14 +147,14 @@ def set_params(project: Project, prot, values: dict) -> None:
         text = str(text)
         try:
             if isinstance(param, params.PointerParam):
-                run_id, _, extended = text.partition(".")
-                target = _run(project, run_id)
+                target, extended = split_run_reference(project, text)
                 output, _, item = extended.partition(".")
                 if output:
                     obj = _output(target, output)
                     if item and (not item.isdigit() or not isinstance(obj, pwobj.Set)
                                  or obj[int(item)] is None):
-                        raise ValueError(f"run {run_id}.{output} has no item {item!r}")
+                        raise ValueError(f"run {target.getObjId()}.{output} has no item "
+                                         f"{item!r}")
                 attr.set(target)
                 if extended:
                     attr.setExtended(extended)
@@ -228,9 +235,29 @@ def _files_size(obj) -> int:
     return sum(os.path.getsize(f) for f in files if f and os.path.exists(f))
 
 
+def _set_geometry(obj) -> str:
+    """Shapes and voxel size of a set of images or particles, the box of coordinates."""
+    if hasattr(obj, "getBoxSizeReason"):  # coordinates
+        box, why = obj.getBoxSize(), obj.getBoxSizeReason()
+        return f"box {box:g} µm" + (f" ({why})" if why else "") if box else ""
+    if not hasattr(obj, "getVoxelSize") or obj.getSize() == 0:
+        return ""
+    first = obj.getFirstItem()
+    shapes = ({first.getShape()} if hasattr(obj, "getBoxShape")
+              else {item.getShape() for item in obj.iterItems()})
+    text = " or ".join(f"{s[0]} channel(s) of {' x '.join(map(str, s[1:]))} voxels"
+                       for s in sorted(shapes))
+    try:
+        vs = obj.getVoxelSize()
+    except ValueError:  # none recorded
+        return text
+    return text + f" (z, y, x), voxel {' x '.join(f'{v:g}' for v in vs)} µm"
+
+
 def _describe_output(obj) -> str:
     if isinstance(obj, pwobj.Set):
-        return f"{obj.getSize()} item(s)"
+        geometry = _set_geometry(obj)
+        return f"{obj.getSize()} item(s)" + (f", {geometry}" if geometry else "")
     if isinstance(obj, pwobj.Scalar):
         return str(obj.get())
     return str(obj)
@@ -241,11 +268,9 @@ def describe_runs(project: Project) -> list[RunInfo]:
     project.getRunsGraph(refresh=True)
     infos = []
     for prot in sorted(project.getRuns(refresh=True), key=lambda p: p.getObjId()):
-        elapsed = prot.getElapsedTime()
-        duration = elapsed.total_seconds() if elapsed is not None else None
         info = RunInfo(run_id=prot.getObjId(), label=prot.getRunName(),
                        class_name=prot.getClassName(), status=prot.getStatus(),
-                       duration_s=duration, error=prot.getErrorMessage() or "")
+                       duration_s=run_duration(prot), error=prot.getErrorMessage() or "")
         for name, out in prot.iterOutputAttributes():
             info.outputs.append((name, out.getClassName(), _describe_output(out), _files_size(out)))
         for key, pointer in prot.iterInputAttributes():
@@ -282,9 +307,10 @@ def _output(prot, name: str):
 
 
 def get_output(project: Project, ref: str):
-    """The object named by ``RUNID.outputName`` (or ``RUNID.outputName.ITEMID`` for a set item)."""
-    run_id, _, extended = ref.partition(".")
-    prot = _run(project, run_id)
+    """The object named by ``RUN.outputName`` (or ``RUN.outputName.ITEMID`` for a set item);
+    ``RUN`` is a run id or label (:func:`split_run_reference`)."""
+    prot, extended = split_run_reference(project, ref)
+    run_id = prot.getObjId()
     name, _, item = extended.partition(".")
     if not name:
         outputs = [n for n, _ in prot.iterOutputAttributes()]
@@ -336,4 +362,138 @@ def load_workflow_file(project: Project, path: str) -> list:
     check_workflow(protocols)
     before = {p.getObjId() for p in project.getRuns(refresh=True)}
     project.loadProtocols(jsonStr=text)
-    return [p for p in project.getRuns(refresh=True) if p.getObjId() not in before]
+    new = sorted((p for p in project.getRuns(refresh=True) if p.getObjId() not in before),
+                 key=lambda p: p.getObjId())
+    # The engine creates the protocols in the file's order but drops their labels and
+    # comments (its Protocol constructor does not pass them on): set them back.
+    known = protocol_classes()
+    loaded = [d for d in protocols if d.get("object.className") in known]
+    for prot, d in zip(new, loaded):
+        label, comment = d.get("object.label"), d.get("object.comment")
+        if label:
+            prot.setObjLabel(str(label))
+        if comment:
+            prot.setObjComment(str(comment))
+        project.mapper.store(prot)
+    project.mapper.commit()
+    return [project.getProtocol(p.getObjId()) for p in new]
+
+
+# ------------------------------------------------------------------ runs by label, control
+def find_run(project: Project, ref: str):
+    """The run whose id or label is ``ref`` (:class:`ProjectError` when none or several)."""
+    prot, rest = split_run_reference(project, str(ref))
+    if rest:
+        raise ProjectError(f"{ref!r} names an output of run {prot.getObjId()}, not a run: "
+                           f"give the run id or label ({prot.getObjId()} or "
+                           f"{prot.getRunName()!r})")
+    return prot
+
+
+def split_run_reference(project: Project, text: str):
+    """``(run, rest)`` for ``RUN[.rest]``, where ``RUN`` is a run id or a run label.
+
+    A label may hold dots and spaces; the longest label that ``text`` starts with wins.
+    A label that several runs share is refused (give the id).
+    """
+    head, _, rest = text.partition(".")
+    if head.isdigit():
+        return _run(project, head), rest
+    matches = [p for p in project.getRuns(refresh=True)
+               if text == p.getRunName() or text.startswith(p.getRunName() + ".")]
+    if not matches:
+        raise ProjectError(f"no run with the id or label {head!r} in project "
+                           f"{os.path.basename(project.getPath())}: see `spfluo project show`")
+    longest = max(len(p.getRunName()) for p in matches)
+    same = sorted(p.getObjId() for p in matches if len(p.getRunName()) == longest)
+    if len(same) > 1:
+        raise ProjectError(f"the label {text[:longest]!r} names runs "
+                           f"{', '.join(map(str, same))}: write the run id instead")
+    return project.getProtocol(same[0]), text[longest + 1:]
+
+
+def run_duration(prot) -> float | None:
+    """Seconds the run took (or has been running), from the engine's start and end times."""
+    elapsed = prot.getElapsedTime(default=None)
+    return None if elapsed is None else elapsed.total_seconds()
+
+
+def continue_run(project: Project, prot) -> str:
+    """Resume a failed, aborted or interrupted run and wait; returns its final status.
+
+    The engine's resume mode keeps the steps that finished with the same parameters, and
+    the long jobs (ab initio, refinement) restart from their last checkpoint.  A run that
+    is still running, or finished, is refused (:class:`ProjectError`).
+    """
+    import pyworkflow.protocol as pwprot
+
+    status = prot.getStatus()
+    if status in (pwprot.STATUS_RUNNING, pwprot.STATUS_LAUNCHED, pwprot.STATUS_SCHEDULED):
+        raise ProjectError(f"run {prot.getObjId()} ({prot.getRunName()}) is {status}: "
+                           f"wait for it, or stop it first (`spfluo stop`)")
+    if status == pwprot.STATUS_FINISHED:
+        raise ProjectError(f"run {prot.getObjId()} ({prot.getRunName()}) is finished: "
+                           "nothing to continue")
+    prot.runMode.set(pwprot.MODE_RESUME)
+    return launch(project, prot)
+
+
+def stop_run(project: Project, prot) -> str:
+    """Stop a running run (its processes are killed; it becomes ``aborted``).
+
+    A run that is not running is refused (:class:`ProjectError`).  ``continue_run``
+    resumes it later.
+    """
+    import pyworkflow.protocol as pwprot
+
+    project.getRuns(refresh=True)
+    prot = project.getProtocol(prot.getObjId())
+    if prot.getStatus() not in pwprot.ACTIVE_STATUS:
+        raise ProjectError(f"run {prot.getObjId()} ({prot.getRunName()}) is "
+                           f"{prot.getStatus()}, not running: nothing to stop")
+    project.stopProtocol(prot)
+    project.getRuns(refresh=True)
+    return project.getProtocol(prot.getObjId()).getStatus()
+
+
+def runs_to_launch(project: Project, refs=None) -> list:
+    """Runs to launch in provenance order: ``refs`` (ids or labels), else every run that
+    was saved and never run (e.g. a loaded workflow); a run comes after the runs it uses."""
+    import pyworkflow.protocol as pwprot
+
+    project.getRunsGraph(refresh=True)
+    if refs:
+        chosen = {find_run(project, r).getObjId() for r in refs}
+    else:
+        chosen = {p.getObjId() for p in project.getRuns(refresh=True)
+                  if p.getStatus() in (pwprot.STATUS_SAVED, pwprot.STATUS_NEW)}
+    parents = {}
+    for info in describe_runs(project):
+        if info.run_id in chosen:
+            parents[info.run_id] = {src for _, src, _ in info.inputs
+                                    if src in chosen and src != info.run_id}
+    order, done = [], set()
+    while len(order) < len(parents):
+        ready = [i for i in sorted(parents) if i not in done and parents[i] <= done] \
+            or [i for i in sorted(parents) if i not in done]
+        order.append(ready[0])
+        done.add(ready[0])
+    return [project.getProtocol(i) for i in order]
+
+
+def launch_in_order(project: Project, runs, *, report=None) -> list[tuple[object, str]]:
+    """Launch ``runs`` one after the other, waiting for each; stop at the first that
+    does not finish.  ``report(prot, status)`` is called after each (and with status
+    None before).  Returns ``[(run, status)]`` of the runs launched."""
+    done = []
+    for prot in runs:
+        if report:
+            report(prot, None)
+        status = launch(project, project.getProtocol(prot.getObjId()))
+        prot = project.getProtocol(prot.getObjId())
+        done.append((prot, status))
+        if report:
+            report(prot, status)
+        if status != "finished":
+            break
+    return done

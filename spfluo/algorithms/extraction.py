@@ -26,7 +26,8 @@ import scipy.ndimage as ndi
 
 from spfluo.algorithms.geometry import as_voxel_size
 
-__all__ = ["Extraction", "box_voxels", "extract_particles", "normalize_particles"]
+__all__ = ["Extraction", "box_voxels", "extract_particles", "normalize_particles",
+           "extraction_peak_bytes"]
 
 _BORDERS = ("pad", "skip")
 _NORMALIZATIONS = (None, "zscore", "background")
@@ -249,6 +250,22 @@ def extract_particles(image, positions, image_voxel_size, *, box_size: float,
         out = normalize_particles(out, method=normalize)
     return Extraction(particles=out, indices=keep.astype(np.int64), crosses_border=crosses,
                       voxel_size=v)
+
+
+def extraction_peak_bytes(image_shape, n_particles: int, box: int) -> int:
+    """Peak memory, in bytes, of :func:`extract_particles` of ``n_particles`` boxes of
+    ``box^3`` voxels from an image of shape ``(C, Z, Y, X)``.
+
+    The image and its spline coefficients (float32, with their margin), the particles
+    (float32), and one chunk of interpolation coordinates (float64, 3 per point) with its
+    mask and values.
+    """
+    c, z, y, x = (int(v) for v in image_shape)
+    d3 = int(box) ** 3
+    image = 4 * c * z * y * x
+    coefficients = 4 * c * (z + 2 * _SPLINE_PAD) * (y + 2 * _SPLINE_PAD) * (x + 2 * _SPLINE_PAD)
+    points = min(max(1, int(n_particles)), max(1, _CHUNK_POINTS // d3)) * d3
+    return image + coefficients + 4 * int(n_particles) * c * d3 + points * (3 * 8 + 1 + 4)
 
 
 def _prefilter(channel: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_SEARCH_ROTATIONS", "MAX_SIMULATED_VOXELS", "MAX_GPU_ID", "MAX_WORKERS", "MAX_DPI",
     "global_search_rotations", "local_search_rotations", "search_stage_rotations",
     "search_size_error", "orientations_error", "simulated_voxels_error",
+    "gigabytes", "memory_error", "particles_bytes",
 ]
 
 #: Random seed (NumPy accepts any non-negative integer; 32 bits are plenty).
@@ -134,3 +135,35 @@ def simulated_voxels_error(n_voxels: int) -> str | None:
         return None
     return (f"The simulation holds {n_voxels:,} voxels (all particles or fields, all channels), "
             f"more than {MAX_SIMULATED_VOXELS:,}: simulate fewer or smaller images.")
+
+
+# ----------------------------------------------------------------------------- memory
+#: Bytes of a float32 voxel.
+_FLOAT32 = 4
+
+
+def gigabytes(n_bytes: float) -> str:
+    """``n_bytes`` as text: GB (10^9 bytes) with one decimal, MB below 1 GB, kB below 1 MB."""
+    if n_bytes < 1e6:
+        return f"{n_bytes / 1e3:.0f} kB"
+    if n_bytes < 1e9:
+        return f"{n_bytes / 1e6:.0f} MB"
+    return f"{n_bytes / 1e9:.1f} GB"
+
+
+def particles_bytes(n_particles: int, n_channels: int, box: int) -> int:
+    """Bytes of ``n_particles`` float32 particles of ``n_channels`` x ``box^3`` voxels."""
+    return int(n_particles) * int(n_channels) * int(box) ** 3 * _FLOAT32
+
+
+def memory_error(estimate_bytes: float, available_bytes: float | None, *, what: str,
+                 fix: str) -> str | None:
+    """Why a run whose peak memory is ``estimate_bytes`` is refused on a machine of
+    ``available_bytes``, or None (also when the machine's memory is unknown).
+
+    ``what`` says what needs the memory and ``fix`` names the parameters to change.
+    """
+    if available_bytes is None or estimate_bytes <= available_bytes:
+        return None
+    return (f"{what} needs about {gigabytes(estimate_bytes)} of memory at its peak, more than "
+            f"the {gigabytes(available_bytes)} of this machine: {fix}.")

@@ -13,8 +13,10 @@ preserves the total intensity.
   2009 for ``method="vectorial"``). Born & Wolf is the aberration-free special case of
   Gibson & Lanni (point source on the coverslip, all refractive indices at their design
   values), as used by Fortun et al. 2017.
-- :func:`center_psf`, :func:`normalize_psf` prepare a measured PSF (bead image);
-  :func:`psf_fwhm` reports its widths, hence its anisotropy.
+- :func:`center_psf`, :func:`normalize_psf` centre and normalise a PSF at its own sampling;
+  :func:`psf_fwhm` reports its widths, hence its anisotropy.  A bead image is made ready
+  for the particles (background, resampling, box) by
+  :func:`spfluo.algorithms.psf_preparation.prepare_psf`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ __all__ = [
     "center_psf",
     "normalize_psf",
     "psf_fwhm",
-    "prepare_psf",
 ]
 
 
@@ -642,44 +643,3 @@ def psf_fwhm(psf, *, voxel_size=None) -> np.ndarray:
         right = _half_crossing(prof, j, half)
         widths[ax] = (right - left) * scale[ax]
     return widths
-
-
-# ----------------------------------------------------------------------------- preparation
-
-
-def prepare_psf(psf, *, tolerance: float = 1e-3, max_iterations: int = 5) -> np.ndarray:
-    """Prepare a measured PSF for reconstruction: each channel centred, then normalised.
-
-    Each channel is moved so that its centre of mass is the box centre
-    ``(Z//2, Y//2, X//2)`` (:func:`center_psf`), then made non-negative with unit sum
-    (:func:`normalize_psf`).
-
-    Parameters
-    ----------
-    psf : array_like, shape (C, Z, Y, X) or (Z, Y, X)
-        One PSF per channel (e.g. averaged bead images), or one PSF.
-    tolerance : float, default 1e-3
-        Centring tolerance, voxels (:func:`center_psf`).
-    max_iterations : int, default 5
-        Centring passes at most (:func:`center_psf`).
-
-    Returns
-    -------
-    psf : ndarray, float32, the shape of the input
-        Every channel centred, non-negative, summing to 1.
-
-    Raises
-    ------
-    ValueError
-        If the array is neither 3D nor 4D, has no channel, or a channel is empty, holds
-        NaN/inf or has no positive value.
-    """
-    arr = np.asarray(psf)
-    if arr.ndim == 3:
-        return normalize_psf(center_psf(arr, tolerance=tolerance,
-                                        max_iterations=max_iterations))
-    if arr.ndim != 4 or arr.shape[0] == 0:
-        raise ValueError(f"psf must have shape (C, Z, Y, X) with C >= 1 or (Z, Y, X), got "
-                         f"shape {arr.shape}")
-    return np.stack([normalize_psf(center_psf(c, tolerance=tolerance,
-                                              max_iterations=max_iterations)) for c in arr])

@@ -182,7 +182,7 @@ def _failure(prot) -> str:
             lines = [ln.strip() for ln in fh if ln.strip()]
     except (OSError, IndexError):
         lines = []
-    if lines and lines[-1] not in message:
+    if lines and lines[-1] not in message and "non-zero exit status" in message:
         message += f" ({lines[-1]})"
     return message
 

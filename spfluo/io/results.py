@@ -18,7 +18,9 @@ writer and one reader per format:
 - the marginal likelihoods of an ab initio run, NumPy ``.npz`` (job ``abinitio``):
   :func:`write_marginals_npz`, :func:`read_marginals_npz`;
 - summaries, reports and metrics, JSON objects (every job): written with
-  :func:`spfluo.io.write_json_atomic`, read with :func:`read_summary`.
+  :func:`spfluo.io.write_json_atomic`, read with :func:`read_summary`;
+- the error of a failed job, JSON ``step, type, message, stage, where`` (every job, written
+  by ``python -m spfluo.jobs``): :func:`write_job_error`, :func:`read_job_error`.
 
 Numeric CSV layout: one header line of column names, then one row per sample, numbers
 written with ``%.10g``.  Every writer is atomic (:mod:`spfluo.io.atomic`).
@@ -50,6 +52,8 @@ __all__ = [
     "write_marginals_npz",
     "read_marginals_npz",
     "read_summary",
+    "write_job_error",
+    "read_job_error",
 ]
 
 #: Columns of the per-iteration refinement log (then ``resolution_per_voxel_channel_<c>``).
@@ -300,3 +304,47 @@ def read_summary(path) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data
+
+
+# ----------------------------------------------------------------------------- job errors
+def write_job_error(path, *, step: str, error_type: str, message: str,
+                    stage: str | None = None, where: str | None = None) -> None:
+    """Write why a job failed (JSON object), atomically.
+
+    Parameters
+    ----------
+    step : str
+        The job's step (``abinitio``, ``extract``...).
+    error_type : str
+        The exception's class name (``JobError``, ``MemoryError``, ``OSError``...).
+    message : str
+        The reason, one line when possible.
+    stage : str, optional
+        The last progress line the job logged (where it was).
+    where : str, optional
+        ``file:line in function`` of the innermost spfluo frame, for unexpected errors.
+    """
+    data = {"step": step, "type": error_type, "message": message, "stage": stage,
+            "where": where}
+    with atomic_write_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def read_job_error(path) -> str | None:
+    """The reason a job failed, as one text, or None when there is no (readable) error file.
+
+    A rejected input (``JobError``, ``ValueError``) reads as its message; any other error
+    as ``<type> in job <step> (<where>; after: <stage>): <message>``.
+    """
+    try:
+        data = read_summary(path)
+    except (OSError, ValueError):
+        return None
+    message = str(data.get("message") or "").strip()
+    kind = data.get("type") or "error"
+    if kind in ("JobError", "ValueError", "FileNotFoundError"):
+        return message
+    context = "; ".join(part for part in (data.get("where"), f"after: {data['stage']}"
+                                          if data.get("stage") else None) if part)
+    return (f"{kind} in job {data.get('step', '?')}" + (f" ({context})" if context else "")
+            + f": {message}")

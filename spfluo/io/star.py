@@ -311,7 +311,8 @@ def _isotropic_size(voxel_size_um: Any) -> float:
 
 def write_poses_star(path: str | os.PathLike, ids: Sequence[int] | np.ndarray,
                      matrices: np.ndarray, *, voxel_size_um: float | Sequence[float],
-                     image_names: Sequence[str] | None = None) -> Path:
+                     image_names: Sequence[str] | None = None, image_size: int | None = None,
+                     extra: Mapping[str, Sequence[Any]] | None = None) -> Path:
     """Write stored poses to a RELION 3.1 particles STAR file, atomically.
 
     Parameters
@@ -327,6 +328,11 @@ def write_poses_star(path: str | os.PathLike, ids: Sequence[int] | np.ndarray,
         Angstrom in the optics block).
     image_names : sequence of str, shape (N,), optional
         Particle image files (``rlnImageName``).
+    image_size : int, optional
+        Side of the particle boxes in voxels (``rlnImageSize`` of the optics block).
+    extra : dict of str to array_like, shape (N,), optional
+        More particle columns by RELION label (e.g. ``rlnMicrographName``,
+        ``rlnCoordinateX``).
 
     Returns
     -------
@@ -360,12 +366,23 @@ def write_poses_star(path: str | os.PathLike, ids: Sequence[int] | np.ndarray,
     for k, label in enumerate(_ORIGINS_A):
         particles[label] = origins[:, k]
     particles["rlnOpticsGroup"] = np.ones(n, dtype=np.int64)
+    for label, values in (extra or {}).items():
+        if label in particles or len(values) != n:
+            raise ValueError(f"extra column {label!r} is already written or has {len(values)} "
+                             f"values for {n} poses")
+        particles[label] = values
     optics = {
         "rlnOpticsGroup": [1],
         "rlnOpticsGroupName": ["opticsGroup1"],
         "rlnImagePixelSize": [pixel_um * _UM_TO_ANGSTROM],
         "rlnImageDimensionality": [3],
     }
+    if image_size is not None:
+        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
+                or image_size < 1:
+            raise ValueError(f"image_size must be a positive number of voxels, got "
+                             f"{image_size!r}")
+        optics["rlnImageSize"] = [int(image_size)]
     return write_star(path, {"optics": optics, "particles": particles})
 
 

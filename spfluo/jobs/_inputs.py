@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from ..algorithms.backend import Backend, get_backend
+from ..algorithms.psf_preparation import prepare_psf
 from ..io import (
     ParticleTable,
     particle_stack_info,
@@ -22,6 +23,7 @@ from ..io import (
     read_particle_table,
     read_volume,
     read_voxel_size,
+    write_volume,
 )
 from .jobfile import Job, JobError
 
@@ -29,7 +31,7 @@ __all__ = [
     "fail", "reject_renamed_params", "choice_param", "int_param", "float_param", "is_weight",
     "bool_param",
     "channels_param", "seed_param", "job_backend", "ParticleFiles", "read_particle_files",
-    "read_particle_data", "particle_voxel_size", "read_volume_input", "check_psf_shape",
+    "read_particle_data", "particle_voxel_size", "read_volume_input", "read_psf_input",
 ]
 
 
@@ -219,15 +221,9 @@ def particle_voxel_size(job: Job, file_vs, *,
 
 
 # ----------------------------------------------------------------------------- volumes
-def read_volume_input(job: Job, name: str, voxel_size, *, what: str, mismatch_fix: str,
-                      required: bool = True) -> np.ndarray | None:
-    """Read input ``name`` (a volume ``(C, Z, Y, X)``) at the particles' voxel size.
-
-    Its voxel size is ``params.<name>_voxel_size`` or the file's; it must match
-    ``voxel_size`` (µm, relative tolerance 1e-3), else the message ends with
-    ``mismatch_fix``.  ``what`` names the input in messages ("PSF").  Returns None for an
-    absent input that is not ``required``.
-    """
+def _read_volume(job: Job, name: str, *, what: str, required: bool):
+    """Input ``name`` as a VolumeData, its voxel size from ``params.<name>_voxel_size`` or the
+    file; None for an absent input that is not ``required``."""
     path = job.existing_input(name, required=required)
     if path is None:
         return None
@@ -235,20 +231,68 @@ def read_volume_input(job: Job, name: str, voxel_size, *, what: str, mismatch_fi
         vs = job.param(f"{name}_voxel_size", None) or read_voxel_size(path)
         if vs is None:
             fail(job, f"the {what} {path} records no voxel size: give params.{name}_voxel_size")
-        volume = read_volume(path, voxel_size=vs)
+        return read_volume(path, voxel_size=vs)
     except ValueError as exc:
         fail(job, f"cannot read the {what} {path}: {exc}")
+
+
+def read_volume_input(job: Job, name: str, voxel_size, *, what: str, mismatch_fix: str,
+                      required: bool = True) -> np.ndarray | None:
+    """Read input ``name`` (a volume ``(C, Z, Y, X)``) at the particles' voxel size.
+
+    Its voxel size is ``params.<name>_voxel_size`` or the file's; it must match
+    ``voxel_size`` (µm, relative tolerance 1e-3), else the message ends with
+    ``mismatch_fix``.  ``what`` names the input in messages ("initial volume").  Returns
+    None for an absent input that is not ``required``.
+    """
+    volume = _read_volume(job, name, what=what, required=required)
+    if volume is None:
+        return None
     if not np.allclose(volume.voxel_size, voxel_size, rtol=1e-3):
         fail(job, f"the {what} voxel size {tuple(volume.voxel_size)} µm differs from the "
                   f"particles' {tuple(voxel_size)} µm: {mismatch_fix}")
     return volume.data
 
 
-def check_psf_shape(job: Job, psf: np.ndarray, *, n_channels: int, box: int) -> None:
-    """The PSF ``(C', d, d, d)`` fits in the particle box and has 1 or ``n_channels`` channels."""
-    if any(s > box for s in psf.shape[1:]):
-        fail(job, f"the PSF ({tuple(psf.shape[1:])} voxels) is larger than the particle box "
-                  f"({box}): crop it to the box")
+def read_psf_input(job: Job, voxel_size, *, n_channels: int, box: int, log,
+                   required: bool = True) -> np.ndarray | None:
+    """Input ``psf`` made ready for the particles: the one place every job reads a PSF.
+
+    The PSF comes at any voxel size (``params.psf_voxel_size`` or the file's), anisotropic
+    included, and any box: it is resampled to the particles' ``voxel_size`` and fitted to
+    their ``box`` (voxels per side) by
+    :func:`spfluo.algorithms.psf_preparation.prepare_psf` (no background subtraction or
+    re-centring: the import did those), unless it already has their voxel size and fits
+    the box, in which case it is used as it is.  ``log`` (a function of one line) gets the
+    sizes before and after.  When the job file names an output ``psf_prepared``, the PSF
+    the algorithms receive is written there (OME-TIFF, the particles' voxel size).
+
+    Returns the PSF ``(C', d, d, d)`` with ``C'`` 1 or ``n_channels``, or None for an
+    absent input that is not ``required``.
+    """
+    volume = _read_volume(job, "psf", what="PSF", required=required)
+    if volume is None:
+        return None
+    psf = volume.data
     if psf.shape[0] not in (1, n_channels):
         fail(job, f"the PSF has {psf.shape[0]} channels and the particles {n_channels}: give one "
                   "PSF per channel or one for all")
+    fits = (np.allclose(volume.voxel_size, voxel_size, rtol=1e-3)
+            and all(s <= box for s in psf.shape[1:]))
+    if fits:
+        if not np.all(psf.reshape(psf.shape[0], -1).sum(axis=1) > 0):
+            fail(job, f"the PSF {job.input('psf')} has a channel with no positive sum")
+        log(f"PSF {'x'.join(map(str, psf.shape[1:]))} voxels of {voxel_size[0]:g} µm: at the "
+            f"particles' voxel size and within their {box}^3 box, used as it is")
+    else:
+        try:
+            prepared = prepare_psf(psf, volume.voxel_size, target_voxel_size=voxel_size,
+                                   shape=(box,) * 3, subtract_background=False, centre=False)
+        except ValueError as exc:
+            fail(job, f"cannot prepare the PSF {job.input('psf')} for the particles: {exc}")
+        psf = prepared.psf
+        log(prepared.describe() + " (resampled to the particles' voxel size, fitted to "
+            "their box)")
+    if "psf_prepared" in job.outputs:
+        write_volume(job.output("psf_prepared"), psf, voxel_size)
+    return psf

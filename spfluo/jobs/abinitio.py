@@ -4,7 +4,8 @@ Job file::
 
     "inputs":  {"particles": ".../particles.csv",      # particle table (poses optional:
                                                         # ground truth for the figures)
-                "psf": ".../psf.ome.tif"},              # (C, d, d, d) or one for all
+                "psf": ".../psf.ome.tif"},              # (C, Z, Y, X) or one for all, any
+                                                        # voxel size and box (resampled)
     "params":  {"method": "sgd",                        # sgd | annealing
                 "max_epochs": 40,                       # sgd: maximum number of epochs
                 "n_directions": 64, "n_psi": 8,         # sgd: N_d, N_psi drawn per particle
@@ -21,6 +22,7 @@ Job file::
                 "energies": ".../energies.csv",         # epoch, energy, band, seconds
                 "marginals": ".../marginals.npz",       # final marginal likelihoods
                 "summary": ".../abinitio.json",
+                "psf_prepared": ".../psf_prepared.ome.tif",  # optional: the PSF used
                 "checkpoint": ".../checkpoint.npz"},    # sgd: written after every epoch
     "device": "cpu" | "gpu", "seed": 0
 
@@ -95,7 +97,6 @@ from ._checkpoint import (
     save_checkpoint,
 )
 from ._inputs import (
-    check_psf_shape,
     choice_param,
     float_param,
     int_param,
@@ -103,7 +104,7 @@ from ._inputs import (
     particle_voxel_size,
     read_particle_data,
     read_particle_files,
-    read_volume_input,
+    read_psf_input,
     reject_renamed_params,
     seed_param,
 )
@@ -119,16 +120,6 @@ _CHECKPOINT_VERSION = 1
 
 def _fail(message: str):
     raise JobError(f"job abinitio: {message}")
-
-
-def _read_psf(job: Job, voxel_size, n_channels: int, box: int) -> np.ndarray:
-    psf = read_volume_input(job, "psf", voxel_size, what="PSF",
-                            mismatch_fix="resample the PSF to the particles' voxel size")
-    check_psf_shape(job, psf, n_channels=n_channels, box=box)
-    if not np.all(np.isfinite(psf)) or not np.all(psf.reshape(psf.shape[0], -1).sum(1) > 0):
-        _fail(f"the PSF {job.input('psf')} has non-finite values or a channel with no "
-              "positive sum")
-    return psf
 
 
 def _digest(job: Job, table, paths) -> str:
@@ -198,7 +189,7 @@ def run(job: Job) -> None:
         _fail(f"ab initio needs at least 2 particles, got {n}")
     vs = particle_voxel_size(job, files.file_voxel_size,
                              resample_hint="resample them (the extract protocol does it)")
-    psf = _read_psf(job, vs, n_channels, box[0])
+    psf = read_psf_input(job, vs, n_channels=n_channels, box=box[0], log=progress.log)
     particles = read_particle_data(job, files)
     backend = job_backend(job)
     progress.log(f"{n} particles of {tuple(box)} voxels, {n_channels} channel(s), voxel "

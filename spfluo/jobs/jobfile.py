@@ -18,7 +18,12 @@ class Progress:
     """Progress lines on stdout (they land in the run log), flushed at once.
 
     ``step(i, n, **metrics)`` prints ``[i/n] k=v ... elapsed 12.3 s, remaining ~45 s``.
+    The last line any Progress printed is kept in :attr:`last_line` (the stage a failed job
+    reached, in its error file).
     """
+
+    #: The last line printed by any Progress of this process (None before the first).
+    last_line: str | None = None
 
     def __init__(self, name: str, *, stream=None):
         self.name = name
@@ -30,6 +35,7 @@ class Progress:
         return time.perf_counter() - self.start
 
     def log(self, message: str) -> None:
+        Progress.last_line = f"[{self.name} {self.elapsed:.1f} s] {message}"
         print(f"[{self.name} {self.elapsed:7.1f} s] {message}", file=self.stream, flush=True)
 
     def step(self, i: int, n: int, **metrics) -> None:

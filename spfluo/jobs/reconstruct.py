@@ -3,7 +3,9 @@
 Job file::
 
     "inputs":  {"particles": ".../particles.csv",     # particle table with poses
-                "psf": ".../psf.ome.tif"},             # (C, d, d, d) or one channel for all;
+                "psf": ".../psf.ome.tif"},             # (C, Z, Y, X) or one channel for all,
+                                                       # any voxel size and box (resampled,
+                                                       # spfluo.jobs._inputs.read_psf_input);
                                                        # not needed by "average"
     "params":  {"method": "hessian",                   # tikhonov | tv | hessian | average
                                                        # | deconv-average
@@ -17,7 +19,8 @@ Job file::
                 "batch_size": 16, "order": 1, "pad": 1.125},   # optional
     "outputs": {"volume": ".../volume.ome.tif", "half1": ".../half1.ome.tif",
                 "half2": ".../half2.ome.tif", "fsc": ".../fsc.csv",
-                "coverage": ".../coverage.ome.tif", "summary": ".../reconstruction.json"},
+                "coverage": ".../coverage.ome.tif", "summary": ".../reconstruction.json",
+                "psf_prepared": ".../psf_prepared.ome.tif"},   # optional: the PSF used
     "device": "cpu" | "gpu", "seed": 0
 
 The particles are streamed from their files in batches (memory bounded by
@@ -52,13 +55,12 @@ from ..algorithms.limits import MAX_BATCH_SIZE, MAX_SOLVER_ITERATIONS, MAX_SYMME
 from ._inputs import (
     bool_param,
     channels_param,
-    check_psf_shape,
     choice_param,
     int_param,
     is_weight,
     particle_voxel_size,
     read_particle_files,
-    read_volume_input,
+    read_psf_input,
 )
 from ._outputs import write_half_map_outputs
 from .jobfile import Job, JobError, Progress
@@ -96,13 +98,11 @@ def _channels(job: Job, n_channels: int) -> list[int]:
 
 
 def _read_psf(job: Job, voxel_size, channels: list[int], n_channels: int, box: int,
-              method: str):
-    psf = read_volume_input(job, "psf", voxel_size, what="PSF",
-                            mismatch_fix="resample the PSF to the particles' voxel size",
-                            required=method != "average")
+              method: str, log):
+    psf = read_psf_input(job, voxel_size, n_channels=n_channels, box=box, log=log,
+                         required=method != "average")
     if psf is None:  # the average needs no PSF
         return np.ones((1, 1, 1, 1), np.float32)
-    check_psf_shape(job, psf, n_channels=n_channels, box=box)
     return psf if psf.shape[0] == 1 else psf[channels]
 
 
@@ -122,7 +122,7 @@ def run(job: Job) -> None:
     table, paths, n_channels, box = files.table, files.paths, files.n_channels, files.box
     vs = particle_voxel_size(job, files.file_voxel_size)
     channels = _channels(job, n_channels)
-    psf = _read_psf(job, vs, channels, n_channels, box[0], method)
+    psf = _read_psf(job, vs, channels, n_channels, box[0], method, progress.log)
     poses = Poses.from_stored(table.matrices, vs)
     n = len(table)
     progress.log(f"{n} particles of {tuple(box)} voxels, {n_channels} channel(s) "

@@ -3,7 +3,8 @@
 Job file::
 
     "inputs":  {"particles": ".../particles.csv",       # particle table with poses
-                "psf": ".../psf.ome.tif",                 # (C, d, d, d) or one for all
+                "psf": ".../psf.ome.tif",                 # (C, Z, Y, X) or one for all, any
+                                                          # voxel size and box (resampled)
                 "volume": ".../volume.ome.tif"},          # optional: reference of the first
                                                           # pose update (e.g. ab initio)
     "params":  {"regularizer": "tv",                      # tv | hessian
@@ -24,7 +25,8 @@ Job file::
     "outputs": {"volume": ".../volume.ome.tif", "half1": ".../half1.ome.tif",
                 "half2": ".../half2.ome.tif", "fsc": ".../fsc.csv",
                 "particles": ".../particles_refined.csv", "log": ".../refine_log.csv",
-                "summary": ".../refine.json", "checkpoint": ".../checkpoint.npz"},
+                "summary": ".../refine.json", "checkpoint": ".../checkpoint.npz",
+                "psf_prepared": ".../psf_prepared.ome.tif"},   # optional: the PSF used
     "device": "cpu" | "gpu", "seed": 0
 
 :func:`spfluo.algorithms.refine.refine` does the work.  Resuming: after every outer
@@ -87,7 +89,6 @@ from ._checkpoint import save_checkpoint as _save_checkpoint
 from ._inputs import (
     bool_param,
     channels_param,
-    check_psf_shape,
     float_param,
     int_param,
     is_weight,
@@ -95,6 +96,7 @@ from ._inputs import (
     particle_voxel_size,
     read_particle_data,
     read_particle_files,
+    read_psf_input,
     read_volume_input,
     reject_renamed_params,
     seed_param,
@@ -147,22 +149,16 @@ def _is_positive(value) -> bool:
             and math.isfinite(value) and value > 0)
 
 
-def _read_image(job: Job, name: str, voxel_size, *, n_channels: int, box: int, what: str):
-    arr = read_volume_input(job, name, voxel_size, what=what, mismatch_fix="resample it",
-                            required=name == "psf")
+def _read_volume(job: Job, voxel_size, *, n_channels: int, box: int):
+    """The optional initial volume, at the particles' voxel size, box and channels."""
+    arr = read_volume_input(job, "volume", voxel_size, what="initial volume",
+                            mismatch_fix="resample it", required=False)
     if arr is None:
         return None
-    if not np.all(np.isfinite(arr)):
-        _fail(f"the {what} {job.input(name)} contains NaN or infinite values")
-    if name == "psf":
-        check_psf_shape(job, arr, n_channels=n_channels, box=box)
-        if not np.all(arr.reshape(arr.shape[0], -1).sum(axis=1) > 0):
-            _fail(f"the PSF {job.input(name)} has a channel with no positive sum")
-    else:
-        if arr.shape != (n_channels, box, box, box):
-            _fail(f"the initial volume is {arr.shape} (C, Z, Y, X), the particles "
-                  f"({n_channels}, {box}, {box}, {box}): give a volume of the particles' box "
-                  "and channels")
+    if arr.shape != (n_channels, box, box, box):
+        _fail(f"the initial volume is {arr.shape} (C, Z, Y, X), the particles "
+              f"({n_channels}, {box}, {box}, {box}): give a volume of the particles' box "
+              "and channels")
     return arr
 
 
@@ -225,9 +221,8 @@ def run(job: Job) -> None:
         _fail(f"half maps need at least 2 particles, got {n}: set half_maps to false")
     vs = particle_voxel_size(job, files.file_voxel_size)
     options["max_shift"] = None if max_shift_um is None else um_to_voxels(max_shift_um, vs[0])
-    psf = _read_image(job, "psf", vs, n_channels=n_channels, box=box[0], what="PSF")
-    volume = _read_image(job, "volume", vs, n_channels=n_channels, box=box[0],
-                         what="initial volume")
+    psf = read_psf_input(job, vs, n_channels=n_channels, box=box[0], log=progress.log)
+    volume = _read_volume(job, vs, n_channels=n_channels, box=box[0])
     particles = read_particle_data(job, files)
     poses = Poses.from_stored(table.matrices, vs)
     backend = job_backend(job)

@@ -158,6 +158,11 @@ class FluoImage(FluoObject):
     def setImageId(self, imageId) -> None:
         self._imageId.set(str(imageId))
 
+    def getObjLabel(self) -> str:
+        """The label, else the image id: what the GUI names the item of a set by (an
+        input ``RUN.outputImages.ITEM`` reads "from field_0", not "from None")."""
+        return super().getObjLabel() or (self.getImageId() or "")
+
     def __str__(self):
         shape = "x".join(map(str, self.getShape())) if len(self._shape) else "?"
         vs = ", ".join(f"{v:g}" for v in self._voxelSize) if self.hasVoxelSize() else "?"

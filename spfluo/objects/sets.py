@@ -125,6 +125,7 @@ class SetOfCoordinates3D(FluoSet):
         super().__init__(**kwargs)
         self._imagesPointer = pwobj.Pointer()
         self._boxSize = pwobj.Float()
+        self._boxSizeReason = pwobj.String()
 
     def getImages(self) -> SetOfFluoImages | None:
         return self._imagesPointer.get()
@@ -140,10 +141,17 @@ class SetOfCoordinates3D(FluoSet):
         """Box size in micrometres."""
         return self._boxSize.get()
 
-    def setBoxSize(self, size_um) -> None:
+    def setBoxSize(self, size_um, reason: str | None = None) -> None:
+        """Box size in micrometres, and why it was chosen (e.g. "1.5 x the diameter")."""
         if not size_um or size_um <= 0:
             raise ValueError(f"box size must be > 0 µm, got {size_um}")
         self._boxSize.set(float(size_um))
+        if reason is not None:
+            self._boxSizeReason.set(reason)
+
+    def getBoxSizeReason(self) -> str | None:
+        """Why the box size was chosen (None when not recorded)."""
+        return self._boxSizeReason.get()
 
     def iterImageCoordinates(self, imageId):
         """Clones of the coordinates that belong to ``imageId``."""

@@ -2,6 +2,7 @@
 
 from .protocol_abinitio import ProtAbInitio
 from .protocol_compare import ProtCompareVolumes
+from .protocol_export import ProtExportParticles
 from .protocol_import import (
     ProtImportCoordinates,
     ProtImportFluoImages,
@@ -9,6 +10,7 @@ from .protocol_import import (
     ProtImportPSF,
 )
 from .protocol_picking import ProtExtractParticles, ProtPickParticles, ProtSelectParticles
+from .protocol_psf import ProtTheoreticalPSF
 from .protocol_reconstruct import ProtReconstructKnownPoses
 from .protocol_refine import ProtRefine
 from .protocol_simulate import ProtSimulateDataset
@@ -19,6 +21,7 @@ __all__ = [
     "ProtImportPSF",
     "ProtImportParticles",
     "ProtImportCoordinates",
+    "ProtTheoreticalPSF",
     "ProtSimulateDataset",
     "ProtCompareVolumes",
     "ProtReconstructKnownPoses",
@@ -29,4 +32,5 @@ __all__ = [
     "ProtPickParticles",
     "ProtExtractParticles",
     "ProtSelectParticles",
+    "ProtExportParticles",
 ]

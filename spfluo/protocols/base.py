@@ -28,15 +28,31 @@ import pyworkflow.object as pwobj
 import pyworkflow.protocol as pwprot
 import pyworkflow.protocol.params as params
 
-from ..constants import DEVICE_CPU, DEVICE_GPU, JOB_FILE, JOB_MODULE, WORKER_LOCK
+from ..constants import (
+    DEVICE_CPU,
+    DEVICE_GPU,
+    JOB_ERROR_FILE,
+    JOB_FILE,
+    JOB_MODULE,
+    WORKER_LOCK,
+)
 from ..errors import ProjectError
-from ..io import LockHeld, hold_lock, lock_holder, read_summary, remove_temporaries, write_job
-from ..algorithms.limits import MAX_GPU_ID, MAX_SEED
+from ..io import (
+    LockHeld,
+    hold_lock,
+    lock_holder,
+    read_job_error,
+    read_summary,
+    remove_temporaries,
+    write_job,
+)
+from ..algorithms.limits import MAX_GPU_ID, MAX_SEED, memory_error
 from ..queue_settings import queue_settings_error
 from ..safepaths import check_project_folder, unsafe_characters
 
-__all__ = ["ProtFluo", "ProtFluoJob", "IntRange", "add_count_param", "add_gpu_params",
-           "add_seed_param", "gpu_list_error", "pointed", "run_worker"]
+__all__ = ["ProtFluo", "ProtFluoJob", "IntRange", "JobFailed", "add_count_param",
+           "add_gpu_params", "add_seed_param", "gpu_list_error", "gpu_errors", "job_failure",
+           "machine_memory_bytes", "memory_errors", "MEMORY_VAR", "pointed", "run_worker"]
 
 #: prctl(2) option: the signal a process gets when its parent dies (Linux).
 _PR_SET_PDEATHSIG = 1
@@ -58,6 +74,79 @@ def gpu_list_error(text) -> str | None:
     return (f"GPU ids {text!r} are not a list of GPU ids: give numbers separated by spaces "
             f"or commas, or ranges such as 0-3 (e.g. '0' or '0 1'), each at most "
             f"{MAX_GPU_ID}.")
+
+
+def gpu_errors(gpu_ids) -> list[str]:
+    """Why the GPUs ``gpu_ids`` cannot be used here: CuPy must import and CUDA must show
+    every listed id (after ``CUDA_VISIBLE_DEVICES``); empty when they can."""
+    off = "or turn Use GPU off (useGpu=false)"
+    try:
+        import cupy
+    except Exception as exc:  # not installed, or its CUDA libraries fail to load
+        return [f"Use GPU is on but CuPy cannot be imported ({type(exc).__name__}: {exc}): "
+                f"install it (`pip install 'scipion-fluo-spfluo[gpu]'`, CUDA 12) {off}."]
+    try:
+        count = int(cupy.cuda.runtime.getDeviceCount())
+    except Exception as exc:  # no driver, no device
+        return [f"Use GPU is on but CUDA finds no GPU ({type(exc).__name__}: {exc}): check "
+                f"the driver (`nvidia-smi`) {off}."]
+    missing = sorted({int(g) for g in gpu_ids if int(g) >= count})
+    if not missing:
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    shown = f"ids 0 to {count - 1}" if count else "none"
+    return [f"GPU id(s) {', '.join(map(str, missing))} are not visible: this machine shows "
+            f"{count} GPU(s) ({shown}"
+            + (f", CUDA_VISIBLE_DEVICES={visible}" if visible is not None else "")
+            + f"): change the GPU ids (gpuList) {off}."]
+
+
+#: Environment variable: the memory a run may use, in GB (default: the machine's).
+MEMORY_VAR = "SPFLUO_MEMORY_GB"
+
+
+def machine_memory_bytes() -> float | None:
+    """Memory a run may use on this machine, bytes: ``$SPFLUO_MEMORY_GB`` when set (e.g. the
+    memory of the nodes of a queue), else the smaller of the RAM and the cgroup limit (a
+    container's, a batch job's); None when unknown.
+
+    Raises ``ValueError`` when ``$SPFLUO_MEMORY_GB`` is not a positive number.
+    """
+    given = os.environ.get(MEMORY_VAR)
+    if given:
+        try:
+            value = float(given)
+        except ValueError:
+            value = float("nan")
+        if not value > 0:
+            raise ValueError(f"{MEMORY_VAR}={given!r} is not a positive number of GB: fix or "
+                             "unset it.")
+        return value * 1e9
+    sizes = []
+    try:
+        import psutil
+
+        sizes.append(float(psutil.virtual_memory().total))
+    except Exception:  # psutil missing or unsupported platform
+        pass
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(limit).read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            sizes.append(float(text))
+    return min(sizes) if sizes else None
+
+
+def memory_errors(estimate_bytes: float, *, what: str, fix: str) -> list[str]:
+    """A refusal when ``estimate_bytes`` exceeds :func:`machine_memory_bytes` (else [])."""
+    try:
+        available = machine_memory_bytes()
+    except ValueError as exc:
+        return [str(exc)]
+    error = memory_error(estimate_bytes, available, what=what, fix=fix)
+    return [error] if error else []
 
 
 def add_gpu_params(form, *, default_use_gpu: bool = False) -> None:
@@ -152,6 +241,30 @@ def run_worker(argv: list[str], *, env: dict | None = None) -> None:
         raise subprocess.CalledProcessError(returncode, shlex.join(argv))
 
 
+class JobFailed(RuntimeError):
+    """A job of a run failed; the message is the reason (the run's error message)."""
+
+
+def job_failure(step: str, returncode: int, error_file: str) -> str:
+    """Why the job ``step`` failed: the reason it wrote to ``error_file``
+    (:func:`spfluo.io.read_job_error`), else what its exit status says."""
+    reason = read_job_error(error_file)
+    if reason:
+        return reason
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        if -returncode == signal.SIGKILL:
+            return (f"job {step} was killed ({name}), most often by the system when memory "
+                    "runs out (the out-of-memory killer; `dmesg` tells): use fewer or smaller "
+                    "particles, or a machine with more memory, then continue the run")
+        return f"job {step} was stopped by {name}"
+    return (f"job {step} exited with status {returncode} without saying why (no "
+            f"{os.path.basename(error_file)}): see the run's log")
+
+
 def pointed(pointer):
     """The object ``pointer`` points to, or None when the pointer is missing or unset."""
     return pointer.get() if pointer is not None and pointer.hasValue() else None
@@ -237,6 +350,8 @@ class ProtFluo(pwprot.Protocol):
             gpu_error = gpu_list_error(self.gpuList.get())
             if gpu_error:
                 errors.append(gpu_error)
+            elif self.usesGpu() and not self.useQueue():  # a queue's GPUs are on its nodes
+                errors.extend(gpu_errors(self.getGpuList()))
         return errors
 
     def _run(self):
@@ -312,7 +427,11 @@ class ProtFluo(pwprot.Protocol):
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
             devices = f" (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']})"
         self.info(f"** Running command: ** {shlex.join(argv)}{devices}")
-        run_worker(argv, env=env)
+        try:
+            run_worker(argv, env=env)
+        except subprocess.CalledProcessError as exc:
+            raise JobFailed(job_failure(step, exc.returncode,
+                                        self._getExtraPath(JOB_ERROR_FILE))) from None
 
     def _defineSources(self, outputs, *pointers) -> None:
         """Record provenance: every output derives from every given input pointer."""

@@ -8,6 +8,7 @@
 - :func:`read_output_poses`: the poses a job wrote, by particle id.
 - :func:`image_from_file`: an image object (Volume, PSFModel, Particle...) for a file a
   job wrote; :func:`image_id_from_path` names it after its file.
+- :func:`prepared_psf`: the PSF a job prepared for the particles, as an output.
 - Validation shared by the forms: :func:`check_psf_matches`,
   :func:`check_particles_with_poses`, :func:`check_symmetry_order`,
   :func:`parse_channel_list` and :func:`check_channel_list`.
@@ -23,6 +24,7 @@ from ..io import read_poses_csv, read_particle_table, read_shape, write_particle
 from ..objects import Particle, SetOfParticles
 
 __all__ = ["write_particles_for_job", "particles_with_poses", "check_psf_matches",
+           "PREPARED_PSF", "PSF_HELP", "prepared_psf",
            "read_output_poses", "image_from_file", "image_id_from_path",
            "check_particles_with_poses", "check_symmetry_order", "parse_channel_list",
            "check_channel_list"]
@@ -128,22 +130,33 @@ def particles_with_poses(template: SetOfParticles, poses: dict, filename: str, *
 
 
 def check_psf_matches(psf, particles, errors: list) -> None:
-    """Validation shared by reconstructions: PSF voxel size and size against the particles."""
+    """Validation shared by the protocols that take a PSF: its channels against the particles.
+
+    Its voxel size and box may differ from the particles': the job resamples it and fits
+    it to their box (:func:`spfluo.jobs._inputs.read_psf_input`).
+    """
     if psf is None or particles is None:
         return
-    pvs = np.asarray(particles.getVoxelSize())
-    fvs = np.asarray(psf.getVoxelSize())
-    if not np.allclose(pvs, fvs, rtol=1e-3):
-        errors.append(f"The PSF voxel size {tuple(fvs)} µm differs from the particles' "
-                      f"{tuple(pvs)} µm: import the PSF with the particles' voxel size "
-                      "or resample it.")
-    box = particles.getBoxShape()
-    if box is not None and any(s > b for s, b in zip(psf.getDimensions(), box)):
-        errors.append(f"The PSF ({psf.getDimensions()} voxels) is larger than the particle box "
-                      f"({tuple(box)}): crop the PSF to the box size.")
     if psf.getNumChannels() not in (1, particles.getNumChannels()):
         errors.append(f"The PSF has {psf.getNumChannels()} channel(s) and the particles "
                       f"{particles.getNumChannels()}: give one PSF per channel (or one for all).")
+
+
+#: The PSF a job used, at the particles' voxel size and box (job output ``psf_prepared``).
+PREPARED_PSF = "psf_prepared.ome.tif"
+#: Help of the PSF input of the protocols that take one.
+PSF_HELP = ("The PSF (imported, computed or simulated), one channel for all or one per "
+            "channel, at any voxel size and box: the run resamples it to the particles' "
+            "voxel size and fits it to their box (the log gives the sizes before and after; "
+            "the output outputPSF is the PSF used).")
+
+
+def prepared_psf(prot, voxel_size):
+    """The PSF the job of ``prot`` used (``extra/psf_prepared.ome.tif``), as a PSFModel."""
+    from ..objects import PSFModel
+
+    return image_from_file(PSFModel, prot._getExtraPath(PREPARED_PSF), voxel_size,
+                           image_id="psf_prepared")
 
 
 def check_particles_with_poses(particles, errors: list) -> list:

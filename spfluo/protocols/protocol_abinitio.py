@@ -21,7 +21,8 @@ The result volume is, by default, the known-pose reconstruction from the estimat
 Outputs: ``outputVolume`` (a :class:`~spfluo.objects.Volume`; its ``energiesFile``,
 ``marginalsFile`` and ``summaryFile`` attributes are the energy per epoch (CSV), the final
 marginal likelihoods (``.npz``) and the run summary (JSON)) and ``outputParticles`` (the
-particles with their estimated poses), both derived from the particles and the PSF.
+particles with their estimated poses), both derived from the particles and the PSF, and
+``outputPSF``, the PSF at the particles' voxel size and box that the run used.
 """
 
 from __future__ import annotations
@@ -38,14 +39,25 @@ from ..algorithms.limits import (
     MAX_IN_PLANE_ANGLES,
     MAX_SYMMETRY_ORDER,
     orientations_error,
+    particles_bytes,
 )
-from ..objects import SetOfParticles, Volume
-from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, pointed
+from ..objects import PSFModel, SetOfParticles, Volume
+from .base import (
+    ProtFluoJob,
+    add_count_param,
+    add_gpu_params,
+    add_seed_param,
+    memory_errors,
+    pointed,
+)
 from .convert import (
+    PREPARED_PSF,
+    PSF_HELP,
     check_psf_matches,
     check_symmetry_order,
     image_from_file,
     particles_with_poses,
+    prepared_psf,
     read_output_poses,
     write_particles_for_job,
 )
@@ -76,7 +88,8 @@ class ProtAbInitio(ProtFluoJob):
     """
 
     _label = "ab initio reconstruction"
-    _possibleOutputs = {"outputVolume": Volume, "outputParticles": SetOfParticles}
+    _possibleOutputs = {"outputVolume": Volume, "outputParticles": SetOfParticles,
+                        "outputPSF": PSFModel}
     _references = ["Eloy2023", "Fortun2018"]
     _jobStep = _STEP
 
@@ -91,8 +104,7 @@ class ProtAbInitio(ProtFluoJob):
                            "only drawn on the figures.")
         form.addParam("inputPSF", params.PointerParam, pointerClass="PSFModel",
                       important=True, label="PSF",
-                      help="The PSF at the particles' voxel size, no larger than their box: "
-                           "one channel for all, or one per channel.")
+                      help=PSF_HELP)
         form.addParam("method", params.EnumParam, default=SGD, choices=_METHOD_LABELS,
                       label="Method",
                       help="SGD with importance sampling (Eloy et al. 2023): all particles at once, "
@@ -178,7 +190,8 @@ class ProtAbInitio(ProtFluoJob):
                    "energies": self._getExtraPath("energies.csv"),
                    "marginals": self._getExtraPath("marginals.npz"),
                    "summary": self._getExtraPath("abinitio.json"),
-                   "checkpoint": self._getExtraPath("checkpoint.npz")}
+                   "checkpoint": self._getExtraPath("checkpoint.npz"),
+                   "psf_prepared": self._getExtraPath(PREPARED_PSF)}
         self._writeJob(_STEP, inputs={"particles": table, "psf": psf.getFileName()},
                        params=job_params, outputs=outputs, seed=self.seed.get())
 
@@ -203,8 +216,9 @@ class ProtAbInitio(ProtFluoJob):
                   + (f", median pose error against the input poses "
                      f"{summary['pose_error_median_deg']:.2f} deg"
                      if "pose_error_median_deg" in summary else ""))
-        self._defineOutputs(outputVolume=volume, outputParticles=particles)
-        self._defineSources([volume, particles], self.inputParticles, self.inputPSF)
+        psf = prepared_psf(self, summary["voxel_size"])
+        self._defineOutputs(outputVolume=volume, outputParticles=particles, outputPSF=psf)
+        self._defineSources([volume, particles, psf], self.inputParticles, self.inputPSF)
 
     # --------------------------- INFO functions -------------------------------
     def _validate(self):
@@ -230,6 +244,12 @@ class ProtAbInitio(ProtFluoJob):
             errors.append(f"Particles must have isotropic voxels, got {tuple(vs)} µm (z, y, x): "
                           "extract them with isotropic resampling.")
         check_psf_matches(psf, particles, errors)
+        if box is not None and n:
+            errors.extend(memory_errors(
+                particles_bytes(n, particles.getNumChannels(), box[0]),
+                what=f"Holding the {n} particles of {particles.getNumChannels()} x "
+                     f"{box[0]}^3 voxels (Particles, inputParticles) in memory",
+                fix="extract them on coarser voxels or in a smaller box, or select fewer"))
         check_symmetry_order(self.symmetry.get(), errors)
         if self._methodKey() == "sgd":
             for label, value, low in (("Maximum number of epochs", self.maxEpochs.get(), 1),

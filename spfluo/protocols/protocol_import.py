@@ -16,7 +16,7 @@ import numpy as np
 import pyworkflow.protocol.params as params
 
 from ..algorithms.geometry import vectors_voxels_to_um
-from ..algorithms.psf import prepare_psf
+from ..algorithms.psf_preparation import average_beads, prepare_psf
 from ..io import (
     read_coordinates_csv,
     read_poses_csv,
@@ -25,6 +25,7 @@ from ..io import (
     read_volume,
     read_voxel_size,
 )
+from ..io.scan import scan_volume, volume_problems
 from ..objects import (
     Coordinate3D,
     FluoImage,
@@ -74,18 +75,25 @@ def _check_given_voxel_size(prot, errors: list) -> None:
                       f"xy={prot.voxelSizeXY.get()}.")
 
 
-def _inspect_files(files, given_vs, errors, *, what):
-    """Read shape and voxel size of every file (metadata only); append problems to errors.
+def _inspect_files(files, given_vs, errors, *, what, pixels: bool = True):
+    """Read shape and voxel size of every file; append problems to errors.
 
-    Returns a list of (path, shape (C, Z, Y, X), voxel size) for the readable files.
+    With ``pixels`` every plane is read once (:func:`spfluo.io.scan.scan_volume`, memory of
+    one plane): 2D images, NaN/Inf values (file and plane) and constant or all-zero
+    channels are refused.  Returns a list of (path, shape (C, Z, Y, X), voxel size) for the
+    readable files.
     """
     found = []
     for f in files:
         try:
             shape = read_shape(f)
             vs = given_vs if given_vs is not None else read_voxel_size(f)
+            problems = volume_problems(scan_volume(f), what=what) if pixels else []
         except Exception as exc:  # the reader names the file and the reason
             errors.append(f"Cannot read {what} file {f}: {exc}")
+            continue
+        if problems:
+            errors.extend(problems)
             continue
         if vs is None:
             errors.append(f"{f} has no voxel size in its metadata: choose 'Voxel size: given "
@@ -136,7 +144,7 @@ class _ProtImportFiles(ProtFluo):
         pattern = (self.filesPattern.get() or "").strip()
         return sorted(glob.glob(os.path.expanduser(pattern))) if pattern else []
 
-    def _validateFiles(self, errors: list):
+    def _validateFiles(self, errors: list, *, pixels: bool = True):
         pattern = (self.filesPattern.get() or "").strip()
         if not pattern:
             errors.append("Files (pattern) is empty: give a path such as /data/*.tif.")
@@ -153,7 +161,8 @@ class _ProtImportFiles(ProtFluo):
         _check_given_voxel_size(self, errors)
         if errors:
             return []
-        return _inspect_files(files, _given_voxel_size(self), errors, what=self._what)
+        return _inspect_files(files, _given_voxel_size(self), errors, what=self._what,
+                              pixels=pixels)
 
     def _placeFiles(self) -> list[tuple[str, str]]:
         """Link or copy the input files into extra/; returns (source, placed) pairs."""
@@ -186,8 +195,8 @@ class ProtImportFluoImages(_ProtImportFiles):
 
     # --------------------------- STEPS functions ------------------------------
     def importStep(self, key):
-        errors = []
-        found = {f: (shape, vs) for f, shape, vs in self._validateFiles(errors)}
+        errors = []  # the pixels were checked by the validation before the launch
+        found = {f: (shape, vs) for f, shape, vs in self._validateFiles(errors, pixels=False)}
         if errors:
             raise ValueError("\n".join(errors))
         images = SetOfFluoImages(filename=self._getPath("images.sqlite"))
@@ -216,60 +225,106 @@ class ProtImportFluoImages(_ProtImportFiles):
 
 # --------------------------------- PSF ----------------------------------------
 class ProtImportPSF(ProtFluo):
-    """Import a measured or computed PSF: re-centred on its centre of mass, normalised."""
+    """Import a measured PSF (one bead image, or several registered and averaged) or a
+    computed one: background subtracted, centred on its centre of mass, unit sum.
+
+    The PSF keeps its own voxel size and box; the protocols that use it resample it to the
+    particles' voxel size and fit it to their box.
+    """
 
     _label = "import PSF"
     _possibleOutputs = {"outputPSF": PSFModel}
 
     def _defineParams(self, form):
         form.addSection(label="Input")
-        form.addParam("psfFile", params.FileParam, important=True, label="PSF file",
-                      help="A 3D PSF (TIFF, OME-TIFF or MRC), one channel per imaging channel.")
+        form.addParam("psfFile", params.FileParam, important=True, label="PSF or bead file(s)",
+                      help="A 3D PSF (TIFF, OME-TIFF or MRC), one channel per imaging channel, "
+                           "at any voxel size (e.g. the fields'). Several bead images: a "
+                           "pattern with wildcards, e.g. /data/bead_*.tif; they are registered "
+                           "and averaged.")
         _add_voxel_size_params(form, what="PSF")
+        form.addParam("subtractBackground", params.BooleanParam, default=True,
+                      label="Subtract the background?",
+                      help="For bead images: subtract the background found on the faces of "
+                           "the box (their 5th percentile plus 1.645 noise standard "
+                           "deviations, robust to a widefield halo) and set the voxels below "
+                           "3 noise standard deviations to 0 (else the noise adds a pedestal "
+                           "to the PSF). No for a computed PSF. Several beads always get it.")
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.importStep, self._paramsKey())
 
     def importStep(self, key):
-        vol = self._readPSF()
-        centred = prepare_psf(vol.data)
-        out = image_from_array(PSFModel, centred, vol.voxel_size,
-                               self._getExtraPath("psf.ome.tif"), image_id="psf")
-        self.info(f"PSF {self.psfFile.get()}: {vol.data.shape} (C, Z, Y, X), voxel "
-                  f"{vol.voxel_size} µm, re-centred and normalised to unit sum per channel")
+        files = self._psfFiles()
+        volumes = [self._readPSF(f) for f in files]
+        vs = volumes[0].voxel_size
+        if len(volumes) == 1:
+            prepared = prepare_psf(volumes[0].data, vs,
+                                   subtract_background=bool(self.subtractBackground.get()))
+            self.info(f"{files[0]}: {prepared.describe()}")
+            data = prepared.psf
+        else:
+            average = average_beads([v.data for v in volumes], vs)
+            for f, offset, corr, bg in zip(files, average.offsets, average.correlations,
+                                           average.background):
+                self.info(f"bead {f}: centre at " + ", ".join(
+                    f"({', '.join(f'{o:+.2f}' for o in off)})" for off in offset)
+                    + " voxels (z, y, x) from its box centre, background "
+                    + ", ".join(f"{b:.4g}" for b in bg) + ", correlation with the average "
+                    + ", ".join(f"{c:.3f}" for c in corr))
+            data = average.psf
+            self.info(f"{len(files)} beads registered and averaged: {data.shape[1:]} voxels "
+                      f"(z, y, x) of {vs} µm")
+        out = image_from_array(PSFModel, data, vs, self._getExtraPath("psf.ome.tif"),
+                               image_id="psf")
         self._defineOutputs(outputPSF=out)
 
-    def _readPSF(self):
-        return read_volume(self.psfFile.get(), voxel_size=_given_voxel_size(self))
+    def _psfFiles(self) -> list[str]:
+        pattern = os.path.expanduser((self.psfFile.get() or "").strip())
+        if glob.has_magic(pattern):
+            return sorted(glob.glob(pattern))
+        return [pattern] if pattern else []
+
+    def _readPSF(self, path):
+        return read_volume(path, voxel_size=_given_voxel_size(self))
 
     def _validate(self):
         errors = []
-        path = self.psfFile.get()
-        if not path:
+        pattern = (self.psfFile.get() or "").strip()
+        if not pattern:
             return ["PSF file is empty: choose the PSF file to import."]
-        if not os.path.exists(path):
-            return [f"PSF file {path} does not exist: check the path."]
+        files = self._psfFiles()
+        if not files:
+            return [f"No file matches {pattern}: check the folder and the wildcard."]
+        if not os.path.exists(files[0]):
+            return [f"PSF file {files[0]} does not exist: check the path."]
         _check_given_voxel_size(self, errors)
         if errors:
             return errors
-        try:
-            vol = self._readPSF()
-        except Exception as exc:
-            return [f"Cannot read PSF file {path}: {exc}"]
-        data = vol.data
-        if min(data.shape[1:]) < 3:
-            errors.append(f"PSF {path} has shape {data.shape[1:]} (z, y, x): a 3D PSF needs at "
-                          "least 3 voxels along each axis.")
-        for c, channel in enumerate(data):
-            if not np.any(channel > 0):
-                errors.append(f"PSF {path} channel {c} has no positive value: check the file.")
+        found = _inspect_files(files, _given_voxel_size(self), errors, what="PSF")
+        if errors:
+            return errors
+        for f, shape, _ in found:
+            if min(shape[1:]) < 3:
+                errors.append(f"PSF {f} has shape {shape[1:]} (z, y, x): a 3D PSF needs at "
+                              "least 3 voxels along each axis.")
+        if errors:
+            return errors
+        for f in files:  # a PSF whose signal is all below its background is of no use
+            try:
+                prepare_psf(self._readPSF(f).data, found[0][2], centre=False,
+                            subtract_background=bool(self.subtractBackground.get())
+                            or len(files) > 1)
+            except ValueError as exc:
+                errors.append(f"PSF {f}: {exc}")
         return errors
 
     def _summary(self):
         if not hasattr(self, "outputPSF"):
             return ["Not imported yet."]
         psf = self.outputPSF
-        return [f"PSF {psf.getShape()} (C, Z, Y, X), voxel size {psf.getVoxelSize()} µm."]
+        return [f"PSF {psf.getShape()} (C, Z, Y, X), voxel size {psf.getVoxelSize()} µm "
+                f"(z, y, x), from {len(self._psfFiles())} file(s)."]
 
 
 # ------------------------------ particles -------------------------------------
@@ -315,6 +370,10 @@ class ProtImportParticles(_ProtImportFiles):
         except Exception as exc:
             errors.append(f"Cannot read poses file {path}: {exc}")
             return None
+        if len(table.ids) == 0:
+            errors.append(f"Poses file {path} holds no pose (only its header): give one row "
+                          "per particle, or leave the poses file empty.")
+            return None
         names = None
         for column in ("path", "image_name", "rlnImageName"):
             if column in table.extra:
@@ -335,8 +394,8 @@ class ProtImportParticles(_ProtImportFiles):
             return None
         return [by_name[image_id_from_path(f)] for f in files]
 
-    def _validateParticles(self, errors):
-        found = self._validateFiles(errors)
+    def _validateParticles(self, errors, *, pixels: bool = True):
+        found = self._validateFiles(errors, pixels=pixels)
         if not found:
             return found, None
         shape0 = found[0][1]
@@ -357,8 +416,8 @@ class ProtImportParticles(_ProtImportFiles):
         return found, poses
 
     def importStep(self, key):
-        errors = []
-        found, poses = self._validateParticles(errors)
+        errors = []  # the pixels were checked by the validation before the launch
+        found, poses = self._validateParticles(errors, pixels=False)
         if errors:
             raise ValueError("\n".join(errors))
         info = {f: (shape, vs) for f, shape, vs in found}
@@ -430,6 +489,10 @@ class ProtImportCoordinates(ProtFluo):
         except Exception as exc:
             errors.append(f"Cannot read coordinates file {path}: {exc}")
             return None
+        if len(table) == 0:
+            errors.append(f"Coordinates file {path} lists no coordinate (only its header): add "
+                          "one row per particle, image_id,x,y,z in µm.")
+            return None
         extents = {}
         for img in images.iterItems():
             extents[img.getImageId()] = np.array(img.getDimensions()) - 1
@@ -455,7 +518,7 @@ class ProtImportCoordinates(ProtFluo):
             raise ValueError("\n".join(errors))
         coords = SetOfCoordinates3D(filename=self._getPath("coordinates.sqlite"))
         coords.setImages(self.inputImages)
-        coords.setBoxSize(self.boxSize.get())
+        coords.setBoxSize(self.boxSize.get(), "given at the import (Box size)")
         scores = table.score if table.score is not None else [None] * len(table.image_ids)
         for image_id, pos, score in zip(table.image_ids, table.positions_zyx_um, scores):
             c = Coordinate3D()

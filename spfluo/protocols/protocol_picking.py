@@ -29,9 +29,10 @@ from ..io import (
     write_coordinates_csv,
     write_image_list,
 )
+from ..algorithms.extraction import extraction_peak_bytes
 from ..algorithms.limits import MAX_BOX_SIZE, MAX_CHANNELS
 from ..objects import Coordinate3D, Particle, SetOfCoordinates3D, SetOfParticles
-from .base import ProtFluo, ProtFluoJob, add_count_param, add_seed_param, pointed
+from .base import ProtFluo, ProtFluoJob, add_count_param, add_seed_param, memory_errors, pointed
 from .convert import image_from_file
 
 __all__ = ["ProtPickParticles", "ProtExtractParticles", "ProtSelectParticles"]
@@ -178,10 +179,10 @@ class ProtPickParticles(ProtFluoJob):
 
     def createOutputStep(self, key):
         table = read_coordinates_csv(self._getExtraPath("coordinates.csv"))
-        box = self._boxSize()
+        box, reason = self._boxChoice()
         coords = SetOfCoordinates3D(filename=self._getPath("coordinates.sqlite"))
         coords.setImages(self.inputImages)
-        coords.setBoxSize(box)
+        coords.setBoxSize(box, reason)
         for pid, image_id, pos, score in zip(table.particle_id, table.image_ids,
                                              table.positions_zyx_um, table.score):
             c = Coordinate3D()
@@ -194,7 +195,8 @@ class ProtPickParticles(ProtFluoJob):
         coords.write()
         report = self._readJobJson("pick_report.json")
         self.info(f"{coords.getSize()} particle(s) picked; candidates per image: "
-                  f"{dict(zip(report['images'], report['n_candidates']))}")
+                  f"{dict(zip(report['images'], report['n_candidates']))}; box {box:g} µm: "
+                  f"{reason}")
         self._defineOutputs(outputCoordinates=coords)
         self._defineSources([coords], self.inputImages, self.inputExamples)
 
@@ -246,10 +248,11 @@ class ProtPickParticles(ProtFluoJob):
         if not hasattr(self, "outputCoordinates"):
             return ["Not picked yet."]
         coords = self.outputCoordinates
+        reason = coords.getBoxSizeReason()
         return [f"{coords.getSize()} particle(s) picked from "
                 f"{self.inputExamples.get().getSize()} example(s), diameter "
                 f"{self.diameter.get():g} µm, score >= {self.threshold.get():g}, box "
-                f"{coords.getBoxSize():g} µm."]
+                f"{coords.getBoxSize():g} µm" + (f" ({reason})" if reason else "") + "."]
 
     def _methods(self):
         return [f"Particles were picked semi-automatically (Fortun et al. 2018) from "
@@ -259,12 +262,21 @@ class ProtPickParticles(ProtFluoJob):
 
     # --------------------------- UTILS functions ------------------------------
     def _boxSize(self) -> float:
+        return self._boxChoice()[0]
+
+    def _boxChoice(self) -> tuple[float, str]:
+        """The box size (µm) recorded with the coordinates, and why."""
         box = self.boxSize.get()
         if box:
-            return float(box)
+            return float(box), "given (Box size)"
         examples = pointed(self.inputExamples)
         given = examples.getBoxSize() if examples is not None else None
-        return float(given) if given else 1.5 * float(self.diameter.get())
+        if given:
+            why = examples.getBoxSizeReason()
+            return float(given), "the box of the example particles" + (f", {why}" if why
+                                                                       else "")
+        d = float(self.diameter.get())
+        return 1.5 * d, f"1.5 x the particle diameter ({d:g} µm)"
 
 
 # ----------------------------------------------------------------------------- extract
@@ -281,6 +293,13 @@ class ProtExtractParticles(ProtFluoJob):
     _references = ["Fortun2018"]
     _jobStep = "extract"
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        #: particles whose box crossed the image border (set by createOutputStep)
+        self.crossingBorder = pwobj.Integer()
+        #: the voxel size and box used, with why (set by convertInputStep)
+        self.extractionChoices = pwobj.String()
+
     # --------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
         form.addSection(label="Input")
@@ -292,8 +311,9 @@ class ProtExtractParticles(ProtFluoJob):
                       help="Side of the cubic box, micrometres. 0: the coordinates' box size.")
         form.addParam("voxelSize", params.FloatParam, default=0.0,
                       label="Voxel size (µm)",
-                      help="Isotropic voxel size of the particles, micrometres. 0: the "
-                           "lateral (x) voxel size of the images.")
+                      help="Isotropic voxel size of the particles, micrometres. 0: the voxel "
+                           "size of the finest axis of the images (usually x). The log and "
+                           "the summary give the values chosen and why.")
         form.addParam("border", params.EnumParam, default=BORDER_PAD, choices=_BORDER_KEYS,
                       display=params.EnumParam.DISPLAY_HLIST, label="Boxes across the border",
                       help="pad: fill the part outside the image with the median of the "
@@ -312,6 +332,9 @@ class ProtExtractParticles(ProtFluoJob):
         job_params = {"box_size_um": self._boxSize(), "voxel_size_um": self._voxelSize(),
                       "border": _BORDER_KEYS[self.border.get()],
                       "normalize": _NORMALIZE_KEYS[self.normalize.get()]}
+        self.extractionChoices.set(self._choices())
+        self._store(self.extractionChoices)
+        self.info(f"particles: {self.extractionChoices.get()}")
         self._writeJob(self._jobStep, inputs=inputs, params=job_params,
                        outputs={"particles": self._getExtraPath("particles.csv"),
                                 "particles_dir": self._getExtraPath("particles"),
@@ -334,7 +357,7 @@ class ProtExtractParticles(ProtFluoJob):
         action = "padded" if report["border"] == "pad" else "skipped"
         self.info(f"{parts.getSize()} particle(s) of {report['box_voxels']}^3 voxels of "
                   f"{vs[0]:g} µm; {report['n_crossing_border']} crossed the border ({action})")
-        self.crossingBorder = pwobj.Integer(report["n_crossing_border"])
+        self.crossingBorder.set(report["n_crossing_border"])
         self._store(self.crossingBorder)
         self._defineOutputs(outputParticles=parts)
         self._defineSources([parts], self.inputCoordinates)
@@ -375,16 +398,34 @@ class ProtExtractParticles(ProtFluoJob):
         if self._boxSize() > lateral:
             errors.append(f"Box size {self._boxSize():g} µm is larger than the images "
                           f"({lateral:g} µm laterally).")
+        if not errors:
+            errors.extend(self._memoryErrors(coords, images, n))
         return errors
+
+    def _memoryErrors(self, coords, images, box: int) -> list[str]:
+        """The extraction's peak (the image with the most particles) against the machine."""
+        counts = {}
+        for c in coords.items():
+            counts[c.getImageId()] = counts.get(c.getImageId(), 0) + 1
+        shapes = {img.getImageId(): img.getShape() for img in images.items()}
+        peak, worst = max((extraction_peak_bytes(shapes[i], k, box), i)
+                          for i, k in counts.items() if i in shapes)
+        return memory_errors(
+            peak, what=f"Extracting the {counts[worst]} particle(s) of image {worst} in boxes "
+                       f"of {box}^3 voxels ({self._boxSize():g} µm at {self._voxelSize():g} µm)",
+            fix="choose a larger Voxel size (voxelSize) or a smaller Box size (boxSize)")
 
     def _summary(self):
         if not hasattr(self, "outputParticles"):
             return ["Not extracted yet."]
         p = self.outputParticles
         action = "padded" if self.border.get() == BORDER_PAD else "skipped"
-        return [f"{p.getSize()} particle(s), box {p.getBoxShape()} voxels of "
-                f"{p.getVoxelSize()[0]:g} µm; {self.crossingBorder.get()} crossed the image "
-                f"border ({action})."]
+        lines = [f"{p.getSize()} particle(s), box {p.getBoxShape()} voxels of "
+                 f"{p.getVoxelSize()[0]:g} µm; {self.crossingBorder.get()} crossed the image "
+                 f"border ({action})."]
+        if self.extractionChoices.get():
+            lines.append(f"Chosen: {self.extractionChoices.get()}.")
+        return lines
 
     def _methods(self):
         return [f"Particles were extracted in boxes of {self._boxSize():g} µm resampled to "
@@ -392,18 +433,38 @@ class ProtExtractParticles(ProtFluoJob):
 
     # --------------------------- UTILS functions ------------------------------
     def _boxSize(self) -> float:
+        return self._boxChoice()[0]
+
+    def _boxChoice(self) -> tuple[float, str]:
+        """The box size (µm; 0 when unknown) and why."""
         box = self.boxSize.get()
         if box:
-            return float(box)
+            return float(box), "given (Box size)"
         coords = pointed(self.inputCoordinates)
         given = coords.getBoxSize() if coords is not None else None
-        return float(given) if given else 0.0
+        if not given:
+            return 0.0, "unknown"
+        why = coords.getBoxSizeReason()
+        return float(given), "the box of the coordinates" + (f", {why}" if why else "")
 
     def _voxelSize(self) -> float:
+        return self._voxelChoice()[0]
+
+    def _voxelChoice(self) -> tuple[float, str]:
+        """The particles' isotropic voxel size (µm) and why."""
         v = self.voxelSize.get()
         if v:
-            return float(v)
-        return float(self.inputCoordinates.get().getImages().getVoxelSize()[2])
+            return float(v), "given (Voxel size)"
+        vs = self.inputCoordinates.get().getImages().getVoxelSize()
+        axis = int(np.argmin(vs[::-1]))  # x first when axes tie
+        return float(min(vs)), (f"the finest axis ({'xyz'[axis]}) of the fields, whose voxels "
+                                f"are {' x '.join(f'{v:g}' for v in vs)} µm (z, y, x)")
+
+    def _choices(self) -> str:
+        """The voxel size and box of the particles with the reasons, one line."""
+        (v, why_v), (b, why_b) = self._voxelChoice(), self._boxChoice()
+        return (f"voxel {v:g} µm: {why_v}; box {b:g} µm = {int(round(b / v))}^3 voxels: "
+                f"{why_b}")
 
 
 # ----------------------------------------------------------------------------- select
@@ -444,7 +505,7 @@ class ProtSelectParticles(ProtFluo):
             out = SetOfCoordinates3D(filename=self._getPath("coordinates.sqlite"))
             out.setImages(source.getImages())
             if source.getBoxSize():
-                out.setBoxSize(source.getBoxSize())
+                out.setBoxSize(source.getBoxSize(), source.getBoxSizeReason())
             name = "outputCoordinates"
         else:
             out = SetOfParticles(filename=self._getPath("particles.sqlite"))

@@ -23,15 +23,18 @@ import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
 from ..algorithms.limits import MAX_BATCH_SIZE, MAX_SOLVER_ITERATIONS, MAX_SYMMETRY_ORDER
-from ..objects import Volume
+from ..objects import PSFModel, Volume
 from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, pointed
 from .convert import (
+    PREPARED_PSF,
+    PSF_HELP,
     check_channel_list,
     check_particles_with_poses,
     check_psf_matches,
     check_symmetry_order,
     image_from_file,
     parse_channel_list,
+    prepared_psf,
     write_particles_for_job,
 )
 
@@ -59,7 +62,7 @@ class ProtReconstructKnownPoses(ProtFluoJob):
     """
 
     _label = "reconstruct with known poses"
-    _possibleOutputs = {"outputVolume": Volume}
+    _possibleOutputs = {"outputVolume": Volume, "outputPSF": PSFModel}
     _references = ["Fortun2017", "Fortun2018", "Donati2020"]
     _jobStep = _STEP
 
@@ -77,8 +80,7 @@ class ProtReconstructKnownPoses(ProtFluoJob):
                            "simulation, or an import with a poses file.")
         form.addParam("inputPSF", params.PointerParam, pointerClass="PSFModel",
                       allowsNull=True, label="PSF",
-                      help="The PSF at the particles' voxel size, no larger than their box: "
-                           "one channel for all, or one per channel. Not used by 'Average'.")
+                      help=PSF_HELP + " Not used by 'Average'.")
         form.addParam("method", params.EnumParam, default=HESSIAN, choices=_METHOD_LABELS,
                       label="Method",
                       help="Hessian: Schatten-1 norm of the Hessian with positivity (ADMM), "
@@ -173,6 +175,8 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         outputs = {"volume": self._getExtraPath("volume.ome.tif"),
                    "summary": self._getExtraPath("reconstruction.json"),
                    "coverage": self._getExtraPath("coverage.ome.tif")}
+        if psf is not None:
+            outputs["psf_prepared"] = self._getExtraPath(PREPARED_PSF)
         if self.doHalfMaps.get():
             outputs.update(self._halfMapOutputs())
         self._writeJob(_STEP, inputs=inputs, params=job_params, outputs=outputs,
@@ -191,8 +195,11 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         self._store(self.weightUsed)
         self.info(f"{summary['method']} reconstruction of {summary['n_particles']} particles, "
                   f"weight {self.weightUsed.get()}")
-        self._defineOutputs(outputVolume=volume)
-        self._defineSources([volume], self.inputParticles, self.inputPSF)
+        outputs = {"outputVolume": volume}
+        if os.path.exists(self._getExtraPath(PREPARED_PSF)):
+            outputs["outputPSF"] = prepared_psf(self, summary["voxel_size"])
+        self._defineOutputs(**outputs)
+        self._defineSources(list(outputs.values()), self.inputParticles, self.inputPSF)
 
     # --------------------------- INFO functions -------------------------------
     def _validate(self):

@@ -38,9 +38,11 @@ from ..algorithms.limits import (
     search_size_error,
 )
 from ..algorithms.refine.options import RefineOptions
-from ..objects import SetOfParticles, Volume
+from ..objects import PSFModel, SetOfParticles, Volume
 from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, pointed
 from .convert import (
+    PREPARED_PSF,
+    PSF_HELP,
     check_channel_list,
     check_particles_with_poses,
     check_psf_matches,
@@ -48,6 +50,7 @@ from .convert import (
     image_from_file,
     parse_channel_list,
     particles_with_poses,
+    prepared_psf,
     read_output_poses,
     write_particles_for_job,
 )
@@ -122,7 +125,8 @@ class ProtRefine(ProtFluoJob):
     """
 
     _label = "refine"
-    _possibleOutputs = {"outputVolume": Volume, "outputParticles": SetOfParticles}
+    _possibleOutputs = {"outputVolume": Volume, "outputParticles": SetOfParticles,
+                        "outputPSF": PSFModel}
     _references = ["Fortun2018", "Zehni2020", "Donati2020"]
     _jobStep = _STEP
 
@@ -135,8 +139,7 @@ class ProtRefine(ProtFluoJob):
                            "particles imported with a poses file.")
         form.addParam("inputPSF", params.PointerParam, pointerClass="PSFModel",
                       important=True, label="PSF",
-                      help="The PSF at the particles' voxel size, no larger than their box: "
-                           "one channel for all, or one per channel.")
+                      help=PSF_HELP)
         form.addParam("inputVolume", params.PointerParam, pointerClass="Volume",
                       allowsNull=True, label="Initial volume (optional)",
                       help="Reference of the first pose update (e.g. the ab initio volume), "
@@ -255,7 +258,8 @@ class ProtRefine(ProtFluoJob):
                    "particles": self._getExtraPath("particles_refined.csv"),
                    "log": self._getExtraPath("refine_log.csv"),
                    "summary": self._getExtraPath("refine.json"),
-                   "checkpoint": self._getExtraPath("checkpoint.npz")}
+                   "checkpoint": self._getExtraPath("checkpoint.npz"),
+                   "psf_prepared": self._getExtraPath(PREPARED_PSF)}
         if self.doHalfMaps.get():
             outputs.update(self._halfMapOutputs())
         self._writeJob(_STEP, inputs=inputs, params=job_params, outputs=outputs,
@@ -291,8 +295,9 @@ class ProtRefine(ProtFluoJob):
             volume.inPlaneUndetermined = pwobj.Integer(summary["in_plane_undetermined"])
             volume.inPlaneMarginMedianNats = pwobj.Float(
                 summary["in_plane_margin_median_nats"])
-        self._defineOutputs(outputVolume=volume, outputParticles=particles)
-        self._defineSources([volume, particles], self.inputParticles, self.inputPSF,
+        psf = prepared_psf(self, summary["voxel_size"])
+        self._defineOutputs(outputVolume=volume, outputParticles=particles, outputPSF=psf)
+        self._defineSources([volume, particles, psf], self.inputParticles, self.inputPSF,
                             self.inputVolume)
 
     # --------------------------- INFO functions -------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["as_channel_volume", "display_limits", "projection_grid"]
+__all__ = ["as_channel_volume", "display_limits", "projection_mosaic"]
 
 
 def as_channel_volume(volume) -> np.ndarray:
@@ -30,28 +30,56 @@ def display_limits(img) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1e-6)
 
 
-def projection_grid(n: int, *, width: float) -> tuple[Figure, np.ndarray, int]:
-    """A figure for ``n`` particles, up to 8 per row, each an image above another.
+def projection_mosaic(volumes, labels, *, width: float = 1.5, max_columns: int = 8,
+                      title: str | None = None) -> Figure:
+    """Particles as one image: each one's XY maximum projection above its XZ projection.
+
+    One axes and one image for the whole grid (fast to draw, whatever the number of
+    particles), each projection scaled to its own grey range; the gaps are white.
 
     Parameters
     ----------
-    n : int
-        Number of particles (>= 1).
+    volumes : list of ndarray, each (Z, Y, X)
+        Particles (one channel), all of the same shape.
+    labels : list of str
+        Written above each particle (``gid="particle_label"``).
     width : float
-        Width of a column in inches; each particle is ``width`` by ``2 width`` inches.
+        Width of a particle's column, inches.
+    max_columns : int
+        Particles per row at most.
+    title : str, optional
 
     Returns
     -------
-    fig : matplotlib.figure.Figure
-    axes : ndarray of Axes, shape (2 nrow, ncol)
-        Particle ``k`` uses ``axes[2 r, c]`` (top) and ``axes[2 r + 1, c]`` (bottom), with
-        ``r, c = divmod(k, ncol)``; all axes start switched off.
-    ncol : int
+    matplotlib.figure.Figure
+        One axes (switched off) holding one image (``gid="mosaic"``) whose tile ``k`` (row
+        ``r, c = divmod(k, ncol)``) starts at pixel ``(r (Y + Z + 3 g), c (X + g))`` with
+        ``g`` the gap (2 pixels): the XY projection, a gap, then the XZ projection.
     """
-    ncol = int(min(8, n))
-    nrow = int(np.ceil(n / ncol))
-    fig = Figure(figsize=(width * ncol, 2 * width * nrow + 0.5), layout="constrained")
-    axes = fig.subplots(2 * nrow, ncol, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    return fig, axes, ncol
+    shapes = {np.shape(v) for v in volumes}
+    if not volumes or len(shapes) != 1 or len(next(iter(shapes))) != 3:
+        raise ValueError(f"particles must be non-empty (Z, Y, X) volumes of one shape, got "
+                         f"shapes {sorted(shapes)}")
+    Z, Y, X = next(iter(shapes))
+    gap = 2
+    ncol = int(min(max_columns, len(volumes)))
+    nrow = int(np.ceil(len(volumes) / ncol))
+    tile_h, tile_w = Y + Z + 3 * gap, X + gap
+    mosaic = np.full((nrow * tile_h, ncol * tile_w), np.nan, np.float32)
+    fig = Figure(figsize=(width * ncol, width * nrow * tile_h / tile_w + 0.6),
+                 layout="constrained")
+    ax = fig.add_subplot()
+    for k, (vol, label) in enumerate(zip(volumes, labels)):
+        r, c = divmod(k, ncol)
+        y0, x0 = r * tile_h + 2 * gap, c * tile_w
+        for img, top in ((vol.max(axis=0), y0), (vol.max(axis=1), y0 + Y + gap)):
+            lo, hi = display_limits(img)
+            mosaic[top:top + img.shape[0], x0:x0 + X] = np.clip((img - lo) / (hi - lo), 0, 1)
+        ax.text(x0, y0 - 0.5, label, fontsize=7, va="bottom", ha="left", gid="particle_label")
+    cmap = fig.colormaps["gray"].with_extremes(bad="white") if hasattr(fig, "colormaps") \
+        else "gray"
+    ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest", gid="mosaic")
+    ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -154,7 +154,7 @@ def fsc_figure(curves, *, voxel_size=None, labels=None, thresholds=(0.143, 0.5),
         if not 0 < t < 1:
             raise ValueError(f"thresholds must be in (0, 1), got {t}")
     vs = _isotropic_voxel(voxel_size)
-    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    fig = Figure(figsize=(10.5, 4.8), layout="constrained")
     ax = fig.add_subplot()
     colors = [f"C{k % 10}" for k in range(len(items))]
     lowest = min(0.0, min(float(v.min()) for _, _, v in items))
@@ -177,8 +177,8 @@ def fsc_figure(curves, *, voxel_size=None, labels=None, thresholds=(0.143, 0.5),
                         gid=f"resolution:{k}:{t:g}", label=text)
                 ax.plot([r], [t], "o", color=colors[k], ms=5, mfc="white")
             else:
-                # no crossing inside (0, Nyquist): say so in the legend, draw no mark
-                ax.plot([], [], color=colors[k], lw=1.0, ls=styles[t_idx % 3], label=text)
+                # no crossing inside (0, Nyquist): said in the legend as text, no line
+                ax.plot([], [], ls="none", marker="none", label=f"{text} (no crossing)")
     ax.set_xlim(0, max(0.5, max(float(f.max()) for _, f, _ in items)))
     ax.set_ylim(bottom, 1.05)
     ax.set_xlabel("spatial frequency (1/voxel)")
@@ -187,7 +187,8 @@ def fsc_figure(curves, *, voxel_size=None, labels=None, thresholds=(0.143, 0.5),
     if vs is not None:
         top = ax.secondary_xaxis("top", functions=(lambda x: x / vs, lambda k: k * vs))
         top.set_xlabel("spatial frequency (µm⁻¹)")
-    ax.legend(fontsize=7, loc="upper right")
+    # beside the axes, never over the curves
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     if title:
         fig.suptitle(title)
     return fig

@@ -25,6 +25,7 @@ from .metrics import (
     in_plane_error_figure,
     pose_error_histogram,
 )
+from .labels import object_name
 from .registry import figure_maker
 
 __all__ = ["comparison_figures", "volume_isosurface_figures", "particle_orientation_figures"]
@@ -76,7 +77,7 @@ def comparison_figures(comparison) -> list:
 @figure_maker(Volume)
 def volume_isosurface_figures(volume) -> list:
     """The isosurface (Otsu level) of every channel beside the orthogonal slices."""
-    title = f"{volume.getImageId() or 'volume'}: isosurface"
+    title = f"{object_name(volume)}: isosurface (Otsu level) beside its slices"
     fig = isosurface_figure(load_array(volume), volume.getVoxelSize(), title=title)
     return [("isosurface", fig)]
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..algorithms.geometry import voxels_to_um
-from ._images import display_limits, projection_grid
+from ._images import display_limits, projection_mosaic
 
 __all__ = ["picks_figure", "score_histogram_figure", "particle_gallery_figure"]
 
@@ -57,7 +57,8 @@ def picks_figure(projection, voxel_size, positions_yx_um, *, scores=None, box_si
     -------
     matplotlib.figure.Figure
         One image axes (x and y in µm) with one rectangle patch per pick (gid
-        ``"pick"``) and, with scores, a colour bar labelled "score".
+        ``"pick"``), its id (``"pick_id"``) and, with scores, a colour bar with a mark at
+        each pick's score (``"pick_scores"``) and at the threshold (``"score_threshold"``).
     """
     img = np.asarray(projection, dtype=np.float32)
     if img.ndim != 2 or img.size == 0:
@@ -87,8 +88,10 @@ def picks_figure(projection, voxel_size, positions_yx_um, *, scores=None, box_si
         rect.set_gid("pick")
         ax.add_patch(rect)
         if ids is not None:
-            ax.text(x + box / 2, y - box / 2, str(ids[k]), color=colour, fontsize=6,
-                    va="bottom", ha="left")
+            ax.text(x + box / 2, y - box / 2, str(ids[k]), color=colour, fontsize=9,
+                    fontweight="bold", va="bottom", ha="left", gid="pick_id",
+                    bbox={"boxstyle": "round,pad=0.1", "facecolor": "black", "alpha": 0.55,
+                          "edgecolor": "none"})
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
     ax.set_xlabel("x (µm)")
@@ -97,7 +100,12 @@ def picks_figure(projection, voxel_size, positions_yx_um, *, scores=None, box_si
         from matplotlib.cm import ScalarMappable
 
         bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, shrink=0.8)
-        bar.set_label("score")
+        bar.set_label("score: estimated probability of a particle\n(white marks: the picks "
+                      "shown)")
+        # one mark per pick on the bar: where the scores of this image lie
+        bar.ax.hlines(s, 0, 1, colors="white", lw=1.2, gid="pick_scores")
+        if threshold is not None:
+            bar.ax.axhline(threshold, color="tab:red", lw=2, gid="score_threshold")
     ax.set_title(title or f"{len(pos)} pick(s)", fontsize=10)
     return fig
 
@@ -155,7 +163,8 @@ def particle_gallery_figure(particles, voxel_size, *, scores=None, ids=None, max
     Returns
     -------
     matplotlib.figure.Figure
-        Per particle, an XY projection above an XZ projection (2 image axes).
+        Per particle, an XY projection above an XZ projection, labelled with its id
+        and score (:func:`spfluo.viewers._images.projection_mosaic`).
     """
     parts = [np.asarray(p, dtype=np.float32) for p in particles]
     if not parts:
@@ -167,19 +176,8 @@ def particle_gallery_figure(particles, voxel_size, *, scores=None, ids=None, max
     order = np.arange(len(parts)) if s is None else np.argsort(-s, kind="stable")
     order = order[:max_particles]
     v = float(np.asarray(voxel_size, dtype=np.float64).ravel()[-1])
-    fig, axes, ncol = projection_grid(len(order), width=1.5)
-    for slot, k in enumerate(order):
-        r, c = divmod(slot, ncol)
-        p = parts[k]
-        size = voxels_to_um(p.shape[2], v)
-        for row, img in ((2 * r, p.max(axis=0)), (2 * r + 1, p.max(axis=1))):
-            lo, hi = display_limits(img)
-            axes[row, c].imshow(img, cmap="gray", vmin=lo, vmax=hi,
-                                extent=(0, size, voxels_to_um(img.shape[0], v), 0))
-        label = str(ids[k]) if ids is not None else f"#{k + 1}"
-        if s is not None:
-            label += f"  {s[k]:.2f}"
-        axes[2 * r, c].set_title(label, fontsize=7)
-    fig.suptitle(title or f"{len(parts)} particles (XY above XZ max projections, box "
-                          f"{parts[0].shape[2] * v:.2f} µm)", fontsize=10)
-    return fig
+    labels = [(str(ids[k]) if ids is not None else f"#{k + 1}")
+              + (f"  {s[k]:.2f}" if s is not None else "") for k in order]
+    return projection_mosaic([parts[k] for k in order], labels, width=1.5,
+                             title=title or f"{len(parts)} particles (XY above XZ max "
+                                            f"projections, box {parts[0].shape[2] * v:.2f} µm)")

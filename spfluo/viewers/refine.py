@@ -1,7 +1,7 @@
 """Figures of a refinement: convergence per outer iteration and pose changes.
 
 - :func:`convergence_figure`: the energy after each volume update, the median rotation
-  change of each pose update (log scale) and the half-map FSC resolution of each channel,
+  change of each pose update (with the search step) and the half-map FSC resolution of each channel,
   against the outer iteration, the exhaustive and continuous phases marked;
 - :func:`pose_change_histogram`: the distribution of the particles' rotation changes
   (from the input poses, in the last iteration), drawn by
@@ -20,13 +20,14 @@ from collections.abc import Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 from .metrics import pose_error_histogram
 
 __all__ = ["convergence_figure", "pose_change_histogram", "in_plane_margin_histogram"]
 
-#: Smallest change drawn on the log axis (degrees); exact zeros sit on this floor.
-_CHANGE_FLOOR = 1e-3
+#: Below this change (degrees) the pose-change axis is linear, so that 0 is drawn at 0.
+_CHANGE_LINEAR_BELOW = 0.1
 
 
 def _column(log: Mapping, name: str, n: int | None) -> np.ndarray:
@@ -37,6 +38,60 @@ def _column(log: Mapping, name: str, n: int | None) -> np.ndarray:
     if a.ndim != 1 or (n is not None and a.shape[0] != n):
         raise ValueError(f"log[{name!r}] must be a 1D array of {n} values, got shape {a.shape}")
     return a
+
+
+def _plain_ticks(axis) -> None:
+    """Tick labels written out in full (no offset, no scientific factor)."""
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    axis.set_major_formatter(formatter)
+
+
+def _resolution_panel(ax, it: np.ndarray, res: np.ndarray, vs: float | None) -> None:
+    """Half-map resolution per iteration: in µm (1/voxel on the right) for isotropic voxels."""
+    if not (res.shape[1] and np.isfinite(res).any()):
+        ax.text(0.5, 0.5, "no half maps (gold standard off)", ha="center", va="center",
+                transform=ax.transAxes, color="0.4")
+        ax.set_ylabel("half-map resolution")
+        return
+    in_um = vs is not None
+    shown = np.where(res > 0, vs / np.where(res > 0, res, 1.0), np.nan) if in_um else res
+    for c in range(res.shape[1]):
+        ax.plot(it, shown[:, c], "^-", color=f"C{2 + c}", gid=f"resolution:{c}",
+                label=f"channel {c}")
+    finite = shown[np.isfinite(shown)]
+    if in_um:
+        nyquist = 2 * vs
+        ax.axhline(nyquist, color="0.5", ls=":", lw=1, gid="nyquist",
+                   label=f"Nyquist limit ({nyquist:.3g} µm, 2 voxels)")
+        lo, hi = min(finite.min(), nyquist), finite.max()
+        # nothing is finer than Nyquist; at least half an octave shown above it
+        ax.set_ylim(0.97 * lo, max(hi + 0.08 * (hi - lo), 1.5 * lo))
+        ax.set_ylabel("half-map FSC 0.143\nresolution (µm, lower is better)")
+        right = ax.secondary_yaxis("right", functions=(lambda r: vs / np.maximum(r, 1e-12),
+                                                       lambda f: vs / np.maximum(f, 1e-12)))
+        right.set_ylabel("(1/voxel)")
+        _plain_ticks(right.yaxis)
+    else:
+        ax.axhline(0.5, color="0.5", ls=":", lw=1, gid="nyquist", label="Nyquist limit")
+        ax.set_ylim(0, 0.52)
+        ax.set_ylabel("half-map FSC 0.143\nresolution (1/voxel, higher is better)")
+    _plain_ticks(ax.yaxis)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.08, 1), borderaxespad=0)
+
+
+def _change_panel(ax, it, change, step, phase) -> None:
+    """Median rotation change, and the angular step of each exhaustive search."""
+    ax.plot(it, change, "s-", color="C1", gid="change",
+            label="median rotation change\nof the particles")
+    exhaustive = (phase == 0) & np.isfinite(step)
+    if exhaustive.any():
+        ax.plot(it[exhaustive], step[exhaustive], "_", color="0.35", ms=14, mew=2,
+                gid="search_step", label="angular step of the\nexhaustive search")
+    ax.set_yscale("symlog", linthresh=_CHANGE_LINEAR_BELOW, linscale=0.5)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("rotation (deg)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.08, 1), borderaxespad=0)
 
 
 def convergence_figure(log: Mapping, *, voxel_size=None, title=None) -> Figure:
@@ -50,17 +105,19 @@ def convergence_figure(log: Mapping, *, voxel_size=None, title=None) -> Figure:
         cycles per voxel, NaN without half maps), as :func:`spfluo.io.read_refine_log`
         returns them.
     voxel_size : float or tuple of float, (z, y, x) in micrometres, optional
-        Isotropic voxel size: the resolution panel gets a right axis in µm.
+        Isotropic voxel size: the resolution is drawn in µm (1/voxel on the right axis).
     title : str, optional
 
     Returns
     -------
     matplotlib.figure.Figure
-        Three stacked axes sharing the iteration axis: energy (``gid="energy"``), median
-        rotation change in degrees on a log axis (``gid="change"``; 0 is drawn at
-        1e-3 degrees), half-map resolution in cycles per voxel (one line per channel,
-        ``gid="resolution:<c>"``; a note when there are no half maps).  Continuous
-        iterations are shaded (``gid="phase:continuous"``).
+        Three stacked axes sharing the iteration axis: energy (``gid="energy"``); the
+        median rotation change in degrees (``gid="change"``) with the angular step of each
+        exhaustive search (``gid="search_step"``), on an axis linear below 0.1 degree and
+        logarithmic above (0 is drawn at 0); the half-map resolution (one line per channel,
+        ``gid="resolution:<c>"``, in µm when the voxel size is isotropic, else in cycles per
+        voxel; the Nyquist limit ``gid="nyquist"``; a note when there are no half maps).
+        Continuous iterations are shaded (``gid="phase:continuous"``).
     """
     if not isinstance(log, Mapping):
         raise ValueError(f"log must be a mapping of columns, got {type(log).__name__}")
@@ -86,7 +143,7 @@ def convergence_figure(log: Mapping, *, voxel_size=None, title=None) -> Figure:
             raise ValueError(f"voxel_size must be positive micrometres, got {voxel_size!r}")
         vs = float(v[0]) if np.allclose(v, v[0]) else None
 
-    fig = Figure(figsize=(7.5, 7.5), layout="constrained")
+    fig = Figure(figsize=(9.5, 7.5), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True)
     cont = phase == 1
     for ax in axes:
@@ -96,33 +153,12 @@ def convergence_figure(log: Mapping, *, voxel_size=None, title=None) -> Figure:
         ax.grid(alpha=0.3)
     ok = np.isfinite(energy)
     axes[0].plot(it[ok], energy[ok], "o-", color="C0", gid="energy")
-    axes[0].set_ylabel("energy (ADMM)")
+    axes[0].set_ylabel("energy (ADMM objective)")
     if not ok.any():
         axes[0].text(0.5, 0.5, "no volume update logged", ha="center", va="center",
                      transform=axes[0].transAxes, color="0.4")
-    shown = np.maximum(change, _CHANGE_FLOOR)
-    axes[1].plot(it, shown, "s-", color="C1", gid="change")
-    for k in np.flatnonzero(phase == 0):
-        if np.isfinite(step[k]):
-            axes[1].annotate(f"{step[k]:g}°", (it[k], shown[k]), textcoords="offset points",
-                             xytext=(0, 6), ha="center", fontsize=7, color="C1")
-    axes[1].set_yscale("log")
-    axes[1].set_ylabel("median pose change (deg)")
-    if res.shape[1] and np.isfinite(res).any():
-        for c in range(res.shape[1]):
-            axes[2].plot(it, res[:, c], "^-", color=f"C{2 + c}", gid=f"resolution:{c}",
-                         label=f"channel {c}")
-        axes[2].legend(fontsize=8)
-        axes[2].set_ylim(0, 0.52)
-        if vs:
-            right = axes[2].secondary_yaxis(
-                "right", functions=(lambda f: vs / np.maximum(f, 1e-9),
-                                    lambda r: vs / np.maximum(r, 1e-12)))
-            right.set_ylabel("resolution (µm)")
-    else:
-        axes[2].text(0.5, 0.5, "no half maps (gold standard off)", ha="center", va="center",
-                     transform=axes[2].transAxes, color="0.4")
-    axes[2].set_ylabel("half-map FSC 0.143 (1/voxel)")
+    _change_panel(axes[1], it, change, step, phase)
+    _resolution_panel(axes[2], it, res, vs)
     axes[2].set_xlabel("outer iteration (shaded: continuous refinement)")
     axes[2].set_xticks(it)
     if title:

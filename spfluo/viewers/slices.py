@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._images import as_channel_volume, display_limits, projection_grid
+from ._images import as_channel_volume, display_limits, projection_mosaic
 
 __all__ = ["orthoslices_figure", "particles_grid_figure"]
 
@@ -80,16 +80,9 @@ def particles_grid_figure(particles, voxel_size, *, max_particles=48, ids=None,
     parts = [as_channel_volume(p)[0] for p in list(particles)[:max_particles]]
     if not parts:
         raise ValueError("no particle to show")
-    vz, vy, vx = (float(s) for s in np.broadcast_to(np.asarray(voxel_size, float), (3,)))
-    fig, axes, ncol = projection_grid(len(parts), width=1.6)
-    for k, p in enumerate(parts):
-        r, c = divmod(k, ncol)
-        Z, Y, X = p.shape
-        top, bottom = axes[2 * r, c], axes[2 * r + 1, c]
-        top.imshow(p.max(axis=0), cmap="gray", extent=(0, X * vx, Y * vy, 0))
-        bottom.imshow(p.max(axis=1), cmap="gray", extent=(0, X * vx, Z * vz, 0))
-        top.set_title(str(ids[k]) if ids is not None else f"#{k + 1}", fontsize=8)
-    axes[0, 0].set_ylabel("XY max", fontsize=8)
-    if title:
-        fig.suptitle(f"{title} (top: XY max, bottom: XZ max; box {X * vx:.2f} µm)")
-    return fig
+    vx = float(np.broadcast_to(np.asarray(voxel_size, float), (3,))[2])
+    labels = [str(ids[k]) if ids is not None else f"#{k + 1}" for k in range(len(parts))]
+    box = parts[0].shape[2] * vx
+    return projection_mosaic(parts, labels, width=1.6,
+                             title=f"{title or 'particles'} (top: XY max, bottom: XZ max; "
+                                   f"box {box:.2f} µm)")

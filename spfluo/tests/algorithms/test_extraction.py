@@ -135,3 +135,24 @@ def test_extract_rejects_bad_input():
         extract_particles(bad, [[5, 10, 10]], VS, box_size=1.0, voxel_size=0.1)
     with pytest.raises(ValueError, match="voxel_size"):
         extract_particles(image, [[5, 10, 10]], (0.1, -1, 0.1), box_size=1.0, voxel_size=0.1)
+
+
+@pytest.mark.parametrize("shape, n, box", [((1, 24, 96, 96), 10, 20), ((2, 20, 64, 64), 3, 40),
+                                           ((1, 32, 128, 128), 40, 24)])
+def test_the_memory_estimate_is_the_measured_peak(shape, n, box):
+    import tracemalloc
+
+    from spfluo.algorithms.extraction import extraction_peak_bytes
+
+    rng = np.random.default_rng(0)
+    image = rng.random(shape, dtype=np.float32)
+    positions = rng.uniform(5, np.array(shape[1:]) - 5, (n, 3))
+    tracemalloc.start()
+    try:
+        extract_particles(image, positions, (0.1, 0.05, 0.05), box_size=box * 0.05,
+                          voxel_size=0.05)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the estimate counts the image, which the caller (the job) holds
+    assert extraction_peak_bytes(shape, n, box) == pytest.approx(peak + image.nbytes, rel=0.15)

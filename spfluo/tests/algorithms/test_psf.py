@@ -13,7 +13,6 @@ from spfluo.algorithms.psf import (
     gaussian_psf,
     gibson_lanni_psf,
     normalize_psf,
-    prepare_psf,
     psf_fwhm,
 )
 
@@ -238,40 +237,6 @@ def test_normalize_psf_clips_negatives_and_sums_to_one():
     assert abs(float(out.sum(dtype=np.float64)) - 1) < 1e-6
     expected = np.clip(psf, 0, None) / np.clip(psf, 0, None).sum()
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-9)
-
-
-def _analytic_gaussian(shape, centre, sigma):
-    """exp(-|x - centre|^2 / (2 sigma^2)) at the voxel centres (z, y, x), float64."""
-    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
-    r2 = sum(((g - c) / s) ** 2 for g, c, s in zip(grids, centre, sigma))
-    return np.exp(-0.5 * r2)
-
-
-def test_prepare_psf_centres_and_normalises_every_channel():
-    shape, sigma = (28, 26, 24), (3.0, 2.0, 2.0)
-    centre = np.array([14.0, 13.0, 12.0])
-    shifts = [(1.3, -0.7, 0.4), (-0.45, 1.6, -1.25)]
-    # two channels, shifted by different sub-voxel amounts, scaled, with a background offset
-    psf = np.stack([5.0 * _analytic_gaussian(shape, centre + s, sigma) for s in shifts])
-    psf[1] = 0.5 * psf[1] - 1e-7  # a little negative background, clipped to 0
-    out = prepare_psf(psf)
-    assert out.shape == psf.shape and out.dtype == np.float32
-    expected = _analytic_gaussian(shape, centre, sigma)
-    expected /= expected.sum()
-    for c in range(2):
-        assert out[c].min() >= 0
-        assert abs(float(out[c].sum(dtype=np.float64)) - 1) < 1e-6
-        np.testing.assert_allclose(_com(out[c]), centre, atol=1e-3)
-        assert np.abs(out[c] - expected).max() < 1e-3 * expected.max()
-    # one 3D PSF is the one-channel case; the result is center_psf then normalize_psf
-    np.testing.assert_array_equal(prepare_psf(psf[0]), out[0])
-    np.testing.assert_array_equal(out[1], normalize_psf(center_psf(psf[1])))
-
-
-@pytest.mark.parametrize("bad", [np.ones((5, 5)), np.ones((0, 5, 5, 5)), np.ones((1, 1, 5, 5, 5))])
-def test_prepare_psf_rejects_bad_shapes(bad):
-    with pytest.raises(ValueError, match="shape"):
-        prepare_psf(bad)
 
 
 @pytest.mark.parametrize("func", [normalize_psf, center_psf, psf_fwhm])

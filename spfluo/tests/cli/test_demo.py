@@ -27,11 +27,16 @@ def spfluo(home, *args, cwd=None, timeout=240):
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    """One `spfluo demo --quick` for the module: (home, figures folder, completed process)."""
+    """One `spfluo demo --quick` for the module: (home, figures folder, completed process).
+
+    Run from an empty folder, without --out: the figures go to the project's report folder.
+    """
     root = tmp_path_factory.mktemp("demo")
-    home, out = root / "home", root / "figures"
-    res = spfluo(home, "demo", "--quick", "--project", "quick", "--out", out, cwd=root)
-    return home, out, res
+    home, cwd = root / "home", root / "cwd"
+    cwd.mkdir()
+    res = spfluo(home, "demo", "--quick", "--project", "quick", cwd=cwd)
+    assert not list(cwd.iterdir())  # nothing written where the user stands
+    return home, home / "projects" / "quick" / "report", res
 
 
 def test_quick_demo_runs_the_chain_and_prints_the_table(quick_demo):
@@ -46,6 +51,12 @@ def test_quick_demo_runs_the_chain_and_prints_the_table(quick_demo):
     assert [r[2] for r in rows] == CLASSES
     assert all(r[3] == "finished" for r in rows)
     assert len({r[0] for r in rows}) == len(LABELS)
+    # the progress line and the table give the same duration for each run
+    progress = re.findall(r"^\[\s*\d+/10\] (.+?) \.\.\. finished in ([\d.]+) s \(([\d.]+) s with "
+                          r"the engine's start-up\)$", text, re.M)
+    assert [p[0] for p in progress] == LABELS
+    assert [p[1] for p in progress] == [r[4] for r in rows]
+    assert all(float(p[2]) >= float(p[1]) for p in progress)
     ssim = float(re.search(r"^  SSIM (\d\.\d{3})$", text, re.M).group(1))
     assert 0.5 < ssim <= 1.0  # the quick sizes; the default run reaches 0.9
     fsc = re.search(r"^  FSC resolution \(0\.143\): ([\d.]+) µm = ([\d.]+) 1/voxel", text, re.M)
@@ -105,7 +116,9 @@ print(json.dumps(runs))
     n = outputs[3]["outputCoordinates"]
     assert n >= 4 and outputs[4] == {"outputParticles": n}
     for k in (5, 6, 7):  # ab initio, axis, refinement: a volume and the particles with poses
-        assert set(outputs[k]) == {"outputVolume", "outputParticles"}
+        # and, where a PSF was used, the PSF at the particles' sampling
+        psf = {"outputPSF"} if k in (5, 7) else set()
+        assert set(outputs[k]) == {"outputVolume", "outputParticles"} | psf
         assert outputs[k]["outputParticles"] == n
     assert outputs[8] == {"outputImages": 1} and set(outputs[9]) == {"outputComparison"}
 

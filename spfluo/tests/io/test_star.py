@@ -5,6 +5,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from spfluo.io.star import read_poses_star, read_star, write_poses_star, write_star
+from spfluo.tests._relion import relion_matrix
 
 # A RELION 3.1 particles file typed by hand: comments, "#k" label numbers, quoted names.
 HAND_STAR = """
@@ -36,16 +37,6 @@ particles/part4.tif      30.000000  60.000000 -45.000000     1.5     -2.5    3.2
 """
 
 
-def _relion_matrix(rot, tilt, psi):
-    """RELION's Euler_angles2matrix (degrees), typed from its published formula."""
-    a, b, g = np.deg2rad([rot, tilt, psi])
-    ca, sa, cb, sb, cg, sg = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(g), np.sin(g)
-    cc, cs, sc, ss = cb * ca, cb * sa, sb * ca, sb * sa
-    return np.array([[cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb],
-                     [-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb],
-                     [sc, ss, cb]])
-
-
 def test_read_star_hand_snippet(tmp_path):
     path = tmp_path / "hand.star"
     path.write_text(HAND_STAR)
@@ -69,7 +60,7 @@ def test_read_poses_star_hand_snippet(tmp_path):
     np.testing.assert_allclose(table.rotations[0], [[0, 1, 0], [-1, 0, 0], [0, 0, 1]], atol=1e-15)
     np.testing.assert_allclose(table.rotations[1], [[0, 0, -1], [0, 1, 0], [1, 0, 0]], atol=1e-15)
     np.testing.assert_allclose(table.rotations[2], [[0, 1, 0], [-1, 0, 0], [0, 0, 1]], atol=1e-15)
-    np.testing.assert_allclose(table.rotations[3], _relion_matrix(30, 60, -45), atol=1e-14)
+    np.testing.assert_allclose(table.rotations[3], relion_matrix(30, 60, -45), atol=1e-14)
     # t = -origin, Angstrom -> micrometres (1 um = 1e4 A)
     np.testing.assert_allclose(table.translations_um,
                                [[-0.1, 0, 0], [0, 0.25, 0], [0, 0, -0.065],
@@ -82,7 +73,7 @@ def test_relion_formula_matches_convention():
     # the hand-typed RELION formula is the transpose of scipy's intrinsic ZYZ matrix
     angles = np.array([[30, 60, -45], [-120, 15, 170], [5, 175, 95]], float)
     for a in angles:
-        np.testing.assert_allclose(_relion_matrix(*a),
+        np.testing.assert_allclose(relion_matrix(*a),
                                    Rotation.from_euler("ZYZ", a, degrees=True).as_matrix().T,
                                    atol=1e-14)
 

@@ -13,6 +13,8 @@ from spfluo.io import read_fsc_csv, read_volume, write_particle_table, write_vol
 from spfluo.jobs.__main__ import main
 from spfluo.jobs.jobfile import write_job
 
+from spfluo.tests._psf import analytic_gaussian
+
 from ._subprocess import assert_ran_without_pyworkflow, run_job_in_subprocess
 
 VS = 0.05
@@ -99,10 +101,28 @@ def test_average_needs_no_psf_and_no_halves(tmp_path, data):
     assert not (tmp_path / "out" / "coverage.ome.tif").exists()
 
 
+def test_psf_at_the_field_sampling_is_prepared_for_the_particles(tmp_path, data, capsys):
+    # a PSF sampled like the fields (z 3x coarser) in a box larger than the particles'
+    sigma = (0.2, 0.07, 0.07)
+    field_psf = analytic_gaussian((11, 31, 31), (3 * VS, VS, VS), sigma)
+    inputs = _inputs(tmp_path / "in", data, psf=field_psf.astype(np.float32))
+    job = _job(tmp_path, inputs, psf_voxel_size=[3 * VS, VS, VS], channels=[0])
+    out = json.loads(job.read_text())
+    out["outputs"]["psf_prepared"] = str(tmp_path / "out" / "psf_prepared.ome.tif")
+    job.write_text(json.dumps(out))
+    assert main(["reconstruct", str(job)]) == 0
+    assert ("PSF 11x31x31 voxels of (0.15, 0.05, 0.05) µm (z, y, x) -> 20x20x20 voxels of "
+            "(0.05, 0.05, 0.05) µm") in capsys.readouterr().out
+    used = read_volume(tmp_path / "out" / "psf_prepared.ome.tif")
+    assert used.voxel_size == pytest.approx((VS,) * 3) and used.data.shape == (1, 20, 20, 20)
+    expected = analytic_gaussian((20, 20, 20), (VS,) * 3, sigma)
+    expected /= expected.sum()
+    assert np.abs(used.data[0] - expected).max() < 0.03 * expected.max()
+
+
 @pytest.mark.parametrize("case,match", [
     ("no_poses", "have no poses"),
-    ("psf_voxel", "PSF voxel size"),
-    ("psf_large", "larger than the particle box"),
+    ("psf_channels", "the PSF has 3 channels and the particles 2"),
     ("symmetry", "symmetry' must be an integer >= 1"),
     ("method", "method must be one of"),
     ("channels", "distinct indices in 0..1"),
@@ -113,10 +133,8 @@ def test_bad_jobs_fail_with_a_reason(tmp_path, data, capsys, case, match):
     kwargs, params = {}, {}
     if case == "no_poses":
         kwargs["poses"] = False
-    elif case == "psf_voxel":
-        kwargs["psf_vs"] = 0.07
-    elif case == "psf_large":
-        kwargs["psf"] = np.ones((1, 22, 5, 5), np.float32)
+    elif case == "psf_channels":
+        kwargs["psf"] = np.ones((3, 5, 5, 5), np.float32)
     elif case == "symmetry":
         params["symmetry"] = 0
     elif case == "method":

@@ -52,7 +52,7 @@ def inputs(tmp_path_factory, data, start):
                          start.to_stored((VS,) * 3))
     write_particle_table(folder / "no_poses.csv", np.arange(1, 9), paths)
     write_volume(folder / "psf.ome.tif", data.psf, (VS,) * 3)
-    write_volume(folder / "psf_other_vs.ome.tif", data.psf, (0.1, VS, VS))
+    write_volume(folder / "psf_3ch.ome.tif", np.concatenate([data.psf] * 3), (VS,) * 3)
     return folder
 
 
@@ -179,7 +179,7 @@ def test_checkpoint_of_other_parameters_is_ignored(tmp_path, inputs, monkeypatch
     ({"schedule": [[0, 5]]}, "step_deg must be"),
     ({"regularizer": "l1"}, "regularizer must be"),
     ({"weight": -1}, "weight"),
-    ({"psf": "psf_other_vs.ome.tif"}, "PSF voxel size"),
+    ({"psf": "psf_3ch.ome.tif"}, "the PSF has 3 channels"),
     ({"channels": [2]}, "channels must be"),
     ({"half_maps": "yes"}, "half_maps must be"),
 ])

@@ -94,10 +94,10 @@ def test_bad_inputs_are_rejected(project, launch, simulated, data_dir):
                     inputParticles=parts, inputPSF=psf, downsampling=0.5)
     assert_rejected(project, ProtAbInitio, "Number of classes must be between 1 and",
                     inputParticles=parts, inputPSF=psf, method=1, nClasses=7)
-    # a PSF at another voxel size
+    # a PSF with more channels than the particles
     z, y, x = np.indices((9, 9, 9)) - 4
-    write_volume(data_dir / "psf.tif", np.exp(-(z**2 + y**2 + x**2) / 4.0).astype(np.float32),
-                 (0.1, 0.1, 0.1))
+    blob = np.exp(-(z**2 + y**2 + x**2) / 4.0).astype(np.float32)
+    write_volume(data_dir / "psf.tif", np.stack([blob] * 3), (0.1, 0.1, 0.1))
     other = finished(launch(ProtImportPSF, psfFile=str(data_dir / "psf.tif")))
-    assert_rejected(project, ProtAbInitio, "PSF voxel size", inputParticles=parts,
+    assert_rejected(project, ProtAbInitio, "The PSF has 3 channel", inputParticles=parts,
                     inputPSF=(other, "outputPSF"))

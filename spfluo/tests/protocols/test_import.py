@@ -114,6 +114,30 @@ def test_import_psf_is_centred_and_normalised(project, launch, data_dir):
     assert prot.outputPSF.getVoxelSize() == pytest.approx((0.2, 0.1, 0.1))
 
 
+def test_several_beads_are_registered_and_averaged(project, launch, data_dir):
+    from spfluo.objects.arrays import load_array
+    from spfluo.protocols import ProtImportPSF
+    from spfluo.tests._psf import analytic_gaussian
+
+    rng = np.random.default_rng(4)
+    vs, sigma = (0.15, 0.05, 0.05), (0.25, 0.08, 0.08)
+    for k in range(3):  # beads of different brightness and shape, off centre, on a background
+        shape = (17, 25, 25 + 2 * k)
+        bead = 2000 * (k + 1) * analytic_gaussian(shape, vs, sigma, rng.uniform(-0.06, 0.06, 3))
+        write_volume(data_dir / f"bead_{k}.tif",
+                     (bead + 100 + rng.normal(0, 3, shape)).astype(np.float32), vs)
+    prot = launch(ProtImportPSF, psfFile=str(data_dir / "bead_*.tif"))
+    assert prot.getStatus() == "finished", prot.getErrorMessage()
+    out = load_array(prot.outputPSF)[0]
+    assert out.shape == (17, 25, 25) and prot.outputPSF.getVoxelSize() == pytest.approx(vs)
+    expected = analytic_gaussian((17, 25, 25), vs, sigma)
+    expected /= expected.sum()
+    assert np.abs(out - expected).max() < 0.02 * expected.max()
+    log = open(prot.getLogPaths()[0]).read()
+    assert log.count("correlation with the average") == 3
+    assert "3 beads registered and averaged" in log
+
+
 def test_import_particles_with_poses(project, launch, data_dir):
     from spfluo.protocols import ProtImportParticles
 
@@ -165,15 +189,17 @@ def test_bad_image_imports_are_rejected(project, launch, fields, data_dir):
                     filesPattern=str(data_dir / "broken.tif"))
     import tifffile
 
-    tifffile.imwrite(data_dir / "novs.tif", np.zeros((4, 8, 8), np.float32))
+    tifffile.imwrite(data_dir / "novs.tif", _blobs((6, 8, 8), np.random.default_rng(5)),
+                     photometric="minisblack")
     assert_rejected(project, ProtImportFluoImages, "no voxel size.*given below",
                     filesPattern=str(data_dir / "novs.tif"))
-    write_volume(data_dir / "mix_a.tif", np.ones((4, 8, 8), np.float32), (0.3, 0.1, 0.1))
-    write_volume(data_dir / "mix_b.tif", np.ones((4, 8, 8), np.float32), (0.2, 0.1, 0.1))
+    rng = np.random.default_rng(6)
+    write_volume(data_dir / "mix_a.tif", _blobs((6, 8, 8), rng), (0.3, 0.1, 0.1))
+    write_volume(data_dir / "mix_b.tif", _blobs((6, 8, 8), rng), (0.2, 0.1, 0.1))
     assert_rejected(project, ProtImportFluoImages, "Voxel sizes differ",
                     filesPattern=str(data_dir / "mix_*.tif"))
-    write_volume(data_dir / "ch_a.tif", np.ones((2, 4, 8, 8), np.float32), (0.3, 0.1, 0.1))
-    write_volume(data_dir / "ch_b.tif", np.ones((4, 8, 8), np.float32), (0.3, 0.1, 0.1))
+    write_volume(data_dir / "ch_a.tif", np.stack([_blobs((6, 8, 8), rng)] * 2), (0.3, 0.1, 0.1))
+    write_volume(data_dir / "ch_b.tif", _blobs((6, 8, 8), rng), (0.3, 0.1, 0.1))
     assert_rejected(project, ProtImportFluoImages, "Channel counts differ",
                     filesPattern=str(data_dir / "ch_*.tif"))
     assert_rejected(project, ProtImportFluoImages, "Voxel size must be > 0",
@@ -198,7 +224,7 @@ def test_bad_psf_and_particles_and_coordinates(project, launch, fields, data_dir
 
     assert_rejected(project, ProtImportPSF, "does not exist", psfFile=str(data_dir / "none.tif"))
     write_volume(data_dir / "zero.tif", np.zeros((5, 5, 5), np.float32), (0.1, 0.1, 0.1))
-    assert_rejected(project, ProtImportPSF, "no positive value", psfFile=str(data_dir / "zero.tif"))
+    assert_rejected(project, ProtImportPSF, "zero.tif is all zero", psfFile=str(data_dir / "zero.tif"))
     nan = np.ones((5, 5, 5), np.float32)
     nan[2, 2, 2] = np.nan
     import tifffile

@@ -44,7 +44,7 @@ def _diameter(fovs):
 
 def _write_fields(folder, fovs, name="fov", shape=None):
     for k, f in enumerate(fovs):
-        image = f.image if shape is None else np.zeros(shape, np.float32)
+        image = f.image if shape is None else np.random.default_rng(k).random(shape, np.float32)
         write_volume(folder / f"{name}_{k}.ome.tif", image, VS)
 
 

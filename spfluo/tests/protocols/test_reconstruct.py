@@ -11,6 +11,7 @@ import pytest
 
 from spfluo.io import read_volume, write_volume
 from spfluo.tests._projects import assert_rejected, finished, launch_protocol, new_project
+from spfluo.tests._psf import analytic_gaussian
 
 VOXEL = 0.05
 SIM = dict(boxSize=20, voxelSize=VOXEL, sigmaXY=1.0, sigmaZ=2.5, noiseStd=0.05, nSpots=0,
@@ -106,6 +107,32 @@ def test_symmetry_and_automatic_weight(chain):
     assert "C4" in rec.methods()[0] or "C4" in " ".join(rec.summary())
 
 
+def test_a_bead_at_the_field_sampling_needs_no_resampling_by_hand(chain):
+    """The PSF of the simulation measured like a bead: at a coarser z sampling than the
+    particles, larger than their box, off centre, on a background; the run prepares it."""
+    from spfluo.protocols import ProtImportPSF, ProtReconstructKnownPoses
+
+    project, sim, _, root = chain
+    sigma = (2.5 * VOXEL, VOXEL, VOXEL)  # SIM's sigmaZ, sigmaXY in µm
+    bead = 1000 * analytic_gaussian((13, 27, 27), (3 * VOXEL, VOXEL, VOXEL), sigma,
+                                    centre_um=(0.04, -0.02, 0.03)) + 50
+    write_volume(root / "bead.tif", bead.astype(np.float32), (3 * VOXEL, VOXEL, VOXEL))
+    psf = finished(launch_protocol(project, ProtImportPSF, psfFile=str(root / "bead.tif")))
+    assert psf.outputPSF.getShape() == (1, 13, 27, 27)
+    rec = finished(launch_protocol(
+        project, ProtReconstructKnownPoses, inputParticles=(sim, "outputParticles"),
+        inputPSF=(psf, "outputPSF"), method=0, weightMode=1, weight=1e-3, iterations=5))
+    used = rec.outputPSF
+    assert used.getShape() == (1, 20, 20, 20)
+    assert used.getVoxelSize() == pytest.approx((VOXEL,) * 3)
+    expected = analytic_gaussian((20, 20, 20), (VOXEL,) * 3, sigma)
+    data = read_volume(os.path.join(project.getPath(), used.getFileName())).data[0]
+    assert np.abs(data - expected / expected.sum()).max() < 0.03 * expected.max() / expected.sum()
+    log = open(rec.getLogPaths()[0]).read()
+    assert "PSF 13x27x27 voxels of (0.15, 0.05, 0.05) µm (z, y, x) -> 20x20x20 voxels" in log
+    assert {p.getObjId() for p in project.getSourceParents(used)} >= {psf.getObjId()}
+
+
 def test_invalid_inputs_are_rejected(chain):
     from spfluo.protocols import ProtImportParticles, ProtImportPSF
 
@@ -114,19 +141,15 @@ def test_invalid_inputs_are_rejected(chain):
     no_poses = finished(launch_protocol(project, ProtImportParticles,
                                         filesPattern=os.path.join(particles_dir, "*.ome.tif")))
     psf = read_volume(os.path.join(project.getPath(), sim.outputPSF.getFileName())).data
-    write_volume(root / "psf_vs.tif", psf, (0.07, VOXEL, VOXEL))
-    write_volume(root / "psf_big.tif", np.ones((1, 23, 23, 23), np.float32), (VOXEL,) * 3)
-    psf_vs = finished(launch_protocol(project, ProtImportPSF, psfFile=str(root / "psf_vs.tif")))
-    psf_big = finished(launch_protocol(project, ProtImportPSF,
-                                       psfFile=str(root / "psf_big.tif")))
+    write_volume(root / "psf_3.tif", np.concatenate([psf] * 3), (VOXEL,) * 3)
+    psf_3 = finished(launch_protocol(project, ProtImportPSF, psfFile=str(root / "psf_3.tif"),
+                                     subtractBackground=False))
     good = dict(inputParticles=(sim, "outputParticles"), inputPSF=(sim, "outputPSF"))
     rejected = functools.partial(assert_rejected, project, "ProtReconstructKnownPoses")
     rejected("have no poses", inputParticles=(no_poses, "outputParticles"),
              inputPSF=(sim, "outputPSF"))
-    rejected("PSF voxel size", inputParticles=(sim, "outputParticles"),
-             inputPSF=(psf_vs, "outputPSF"))
-    rejected("larger than the particle box",
-             inputParticles=(sim, "outputParticles"), inputPSF=(psf_big, "outputPSF"))
+    rejected("The PSF has 3 channel", inputParticles=(sim, "outputParticles"),
+             inputPSF=(psf_3, "outputPSF"))
     rejected("Symmetry order must be an integer >= 1", symmetry=0, **good)
     rejected("Choose the PSF", inputParticles=(sim, "outputParticles"))
     rejected("Channel 3 does not exist", channels="0 3", **good)

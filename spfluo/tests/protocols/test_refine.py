@@ -140,8 +140,9 @@ def test_invalid_inputs_are_rejected(chain):
 
     project, sim, ref, root = chain
     psf = read_volume(os.path.join(project.getPath(), sim.outputPSF.getFileName())).data
-    write_volume(root / "psf_vs.tif", psf, (0.07, VOXEL, VOXEL))
-    psf_vs = finished(launch_protocol(project, ProtImportPSF, psfFile=str(root / "psf_vs.tif")))
+    write_volume(root / "psf_3.tif", np.concatenate([psf] * 3), (VOXEL,) * 3)
+    psf_3 = finished(launch_protocol(project, ProtImportPSF, psfFile=str(root / "psf_3.tif"),
+                                     subtractBackground=False))
     good = dict(inputParticles=(sim, "outputParticles"), inputPSF=(sim, "outputPSF"))
     for match, values in [
         ("Symmetry order must be an integer >= 1", dict(symmetry=0)),
@@ -155,8 +156,8 @@ def test_invalid_inputs_are_rejected(chain):
         ("Gradient steps per continuous iteration must be >= 1", dict(gdSteps=0)),
     ]:
         assert_rejected(project, "ProtRefine", match, **good, **values)
-    assert_rejected(project, "ProtRefine", "PSF voxel size",
-                    inputParticles=(sim, "outputParticles"), inputPSF=(psf_vs, "outputPSF"))
+    assert_rejected(project, "ProtRefine", r"The PSF has 6 channel\(s\) and the particles 2",
+                    inputParticles=(sim, "outputParticles"), inputPSF=(psf_3, "outputPSF"))
     assert_rejected(project, "ProtRefine", "Choose the PSF",
                     inputParticles=(sim, "outputParticles"))
     assert_rejected(project, "ProtAlignSymmetryAxis", "Symmetry order must be n >= 2",

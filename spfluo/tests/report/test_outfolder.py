@@ -54,3 +54,15 @@ def test_an_unreadable_manifest_is_refused(tmp_path):
     (tmp_path / MANIFEST).write_text("{not json")
     with pytest.raises(ProjectError, match="unreadable"):
         OutputFolder(tmp_path)
+
+
+def test_two_writers_of_one_folder_keep_each_others_files(tmp_path):
+    """The demo and the report write the same folder through two OutputFolder objects."""
+    demo, report = OutputFolder(tmp_path / "out"), OutputFolder(tmp_path / "out")
+    report.write_text("index.html", "page", by="report")
+    demo.write_text("final.png", "figure", by="demo")  # demo's object was made before
+    again = OutputFolder(tmp_path / "out")
+    assert again.files() == ["final.png", "index.html"]
+    assert again.intact("index.html") and again.intact("final.png")
+    again.write_text("index.html", "page 2", by="report")  # still spfluo's: replaced
+    assert (tmp_path / "out" / "index.html").read_text() == "page 2"

@@ -86,7 +86,11 @@ def test_page_content(reported):
     # metrics: the comparison's numbers (a volume against itself: SSIM 1)
     ssim = comp.outputComparison.getMetrics()["ssim"]
     assert ssim == pytest.approx(1.0, abs=1e-4)
-    assert f'<td>ssim</td><td class="num">{ssim:.4g}</td>' in text
+    assert '<td>SSIM (0 to 1)</td><td class="num">1.000</td><td class="why">Structural ' \
+        'similarity' in text
+    assert "fsc_resolution_0143" not in text  # no raw keys: labels with units
+    assert re.search(r"<td>FSC resolution at 0\.143 \(1/voxel\)</td><td class=\"num\">[\d.]+"
+                     r"</td><td class=\"why\">[^<]*Nyquist", text)
     # every figure of every output, written beside the page
     from spfluo.viewers import figures_for
 
@@ -191,3 +195,36 @@ def test_report_never_deletes_or_overwrites_the_users_files(reported, tmp_path, 
     index = write_report(reported["project"], site, figures=False)
     assert index == site / "index.html" and not list(site.glob("run*.png"))
     assert (site / "notes.txt").read_text() == "kept"
+
+
+def test_figures_are_drawn_once_per_output(reported, tmp_path):
+    """A second report reuses every figure; a changed output's figures alone are redrawn."""
+    project, sim = reported["project"], reported["sim"]
+    site = tmp_path / "cached"
+    write_report(project, site, dpi=40)
+
+    def stamps():
+        return {p.name: p.stat().st_mtime_ns for p in site.glob("run*.png")}
+
+    first = stamps()
+    assert first
+    write_report(project, site, dpi=40)
+    assert stamps() == first  # nothing drawn again
+    volume = os.path.join(project.getPath(), sim.outputVolume.getFileName())
+    st = os.stat(volume)
+    os.utime(volume, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        write_report(project, site, dpi=40)
+    finally:
+        os.utime(volume, ns=(st.st_atime_ns, st.st_mtime_ns))
+    third = stamps()
+    assert set(third) == set(first)
+    redrawn = {name for name in first if third[name] != first[name]}
+    assert redrawn and all(n.startswith(f"run{sim.getObjId():04d}_outputVolume_")
+                           for n in redrawn)
+    # a figure changed by hand is not taken for spfluo's: refused, never overwritten
+    victim = sorted(site.glob("run*.png"))[0]
+    victim.write_bytes(b"the user's edit")
+    with pytest.raises(Exception, match="changed after spfluo wrote it"):
+        write_report(project, site, dpi=40)
+    assert victim.read_bytes() == b"the user's edit"

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
 from spfluo.algorithms.geometry import matrix_from_axis_angle, random_rotations
@@ -54,9 +55,19 @@ def test_fsc_figure_agrees_with_fsc_resolution_and_handles_no_crossing():
     assert line.get_xdata()[0] == pytest.approx(fsc_resolution(curve, threshold=0.3))
     flat = fsc_figure((f, np.ones(13)))   # never below: no mark, the legend says so
     assert not gid_artists(flat, "resolution:0:0.143")
-    texts = [t.get_text() for t in flat.axes[0].get_legend().get_texts()]
-    assert any("≥ Nyquist" in t for t in texts)
+    legend = flat.axes[0].get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert any("≥ Nyquist" in t and "no crossing" in t for t in texts)
+    # a threshold without a crossing is named in the legend without a line sample
+    handles = dict(zip(texts, legend.legend_handles))
+    (entry,) = [h for t, h in handles.items() if "no crossing" in t and "0.143" in t]
+    assert entry.get_linestyle() in ("None", "none", "")
     render_png(flat)
+    # the legend sits beside the axes, never over the curves
+    renderer = FigureCanvasAgg(flat).get_renderer()
+    flat.draw(renderer)
+    box = legend.get_window_extent(renderer)
+    assert box.x0 >= flat.axes[0].get_window_extent(renderer).x1
 
 
 def test_fsc_figure_rejects_bad_input():

@@ -17,6 +17,13 @@ def _picks(fig):
     return gid_artists(fig, "pick", "patches")
 
 
+
+def _labels(fig) -> list[str]:
+    """The particle labels of a gallery, in order."""
+    return [t.get_text() for ax in fig.axes for t in ax.texts
+            if t.get_gid() == "particle_label"]
+
+
 def test_picks_figure_boxes_and_colours():
     mip = np.random.default_rng(0).random((60, 80)).astype(np.float32)
     pos = np.array([[1.0, 2.0], [3.0, 4.5], [5.0, 1.5]])  # (y, x) µm
@@ -34,8 +41,17 @@ def test_picks_figure_boxes_and_colours():
     image_ax = fig.axes[0]
     assert image_ax.get_xlabel() == "x (µm)" and image_ax.get_ylabel() == "y (µm)"
     assert image_ax.get_xlim() == pytest.approx((-0.05, 7.95))  # 80 pixels of 0.1 µm
-    assert any(ax.get_ylabel() == "score" for ax in fig.axes[1:])  # the colour bar
-    assert [t.get_text() for t in image_ax.texts] == ["7", "8", "9"]
+    # the colour bar says what the score is, marks each pick's score and the threshold
+    (bar,) = [ax for ax in fig.axes[1:] if ax.get_ylabel().startswith("score")]
+    assert "probability of a particle" in bar.get_ylabel()
+    (marks,) = gid_artists(fig, "pick_scores", "collections")
+    assert sorted(seg[0][1] for seg in marks.get_segments()) == pytest.approx([0.2, 0.6, 0.9])
+    (line,) = gid_artists(fig, "score_threshold")
+    assert line.get_ydata()[0] == pytest.approx(0.5)
+    # the ids are readable: 9 pt at least, on a dark background
+    ids = [t for t in image_ax.texts if t.get_gid() == "pick_id"]
+    assert [t.get_text() for t in ids] == ["7", "8", "9"]
+    assert all(t.get_fontsize() >= 9 and t.get_bbox_patch() is not None for t in ids)
     plain = picks_figure(mip, (0.1, 0.1), pos)
     assert len(_picks(plain)) == 3 and len(plain.axes) == 1
 
@@ -66,9 +82,16 @@ def test_score_histogram_and_gallery():
     fig = particle_gallery_figure(parts, 0.1, scores=scores, ids=[11, 12, 13, 14, 15],
                                   max_particles=3)
     render_png(fig)
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == ["15  0.97", "14  0.95", "13  0.60"]  # best first, at most 3
-    assert sum(len(ax.images) for ax in fig.axes) == 6  # XY and XZ of each
+    assert _labels(fig) == ["15  0.97", "14  0.95", "13  0.60"]  # best first, at most 3
+    # one image: each particle's XY projection above its XZ projection, grey range [0, 1]
+    (mosaic,) = gid_artists(fig, "mosaic", "images")
+    tiles = mosaic.get_array()
+    gap, best = 2, parts[4][0]
+    xy = tiles[2 * gap:2 * gap + 10, :10]
+    xz = tiles[3 * gap + 10:3 * gap + 20, :10]
+    for tile, proj in ((xy, best.max(axis=0)), (xz, best.max(axis=1))):
+        lo, hi = np.percentile(proj, [0.5, 99.8])
+        np.testing.assert_allclose(tile, np.clip((proj - lo) / (hi - lo), 0, 1), atol=1e-6)
     with pytest.raises(ValueError, match="no particle"):
         particle_gallery_figure([], 0.1)
 
@@ -120,8 +143,7 @@ def test_figure_makers_for_picking_results(tmp_path):
     assert [name for name, _ in figures_for(coords)] == ["picks_fov0", "picks_fov1", "scores"]
     gallery = dict(scored_particles_figures(parts))
     assert list(gallery) == ["by_score"]
-    titles = [ax.get_title() for ax in gallery["by_score"].axes if ax.get_title()]
-    assert titles == ["1  0.90", "3  0.70", "2  0.30"]
+    assert _labels(gallery["by_score"]) == ["1  0.90", "3  0.70", "2  0.30"]
     unscored = SetOfParticles(filename=str(tmp_path / "unscored.sqlite"))
     p = Particle(filename=str(tmp_path / "p0.ome.tif"), voxelSize=(0.1,) * 3, shape=(2, 8, 8, 8))
     unscored.append(p)

@@ -40,11 +40,29 @@ def test_convergence_figure_from_a_written_log(tmp_path):
     energy = next(a for a in fig.axes[0].get_lines() if a.get_gid() == "energy")
     np.testing.assert_allclose(energy.get_ydata(), [-100, -101, -102, -103])
     change = next(a for a in fig.axes[1].get_lines() if a.get_gid() == "change")
-    np.testing.assert_allclose(change.get_ydata(), [9.0, 3.0, 1e-3, 0.2])  # 0 on the floor
-    assert fig.axes[1].get_yscale() == "log"
+    np.testing.assert_allclose(change.get_ydata(), [9.0, 3.0, 0.0, 0.2])  # 0 drawn at 0
+    assert fig.axes[1].get_yscale() == "symlog" and fig.axes[1].get_ylim()[0] == 0
+    # the search steps are drawn and named in the legend, not bare labels
+    step = next(a for a in fig.axes[1].get_lines() if a.get_gid() == "search_step")
+    np.testing.assert_allclose(step.get_ydata(), [20.0, 5.0, 1.0])
+    legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert any("angular step" in t for t in legend) and not fig.axes[1].texts
+    # the resolution in µm (0.05 µm voxels): 0.05 / f; Nyquist at 2 voxels
     res = next(a for a in fig.axes[2].get_lines() if a.get_gid() == "resolution:1")
-    np.testing.assert_allclose(res.get_ydata(), [0.1, 0.11, 0.12, 0.13])
+    np.testing.assert_allclose(res.get_ydata(), 0.05 / np.array([0.1, 0.11, 0.12, 0.13]))
+    nyquist = next(a for a in fig.axes[2].get_lines() if a.get_gid() == "nyquist")
+    assert nyquist.get_ydata()[0] == pytest.approx(0.1)
+    assert "µm" in fig.axes[2].get_ylabel()
     fig.canvas.draw()  # renders headless
+    # every tick label written out: no offset ("1e7") and no squashed scientific ticks
+    right = fig.axes[2].child_axes[0]
+    for axis in (fig.axes[2].yaxis, right.yaxis):
+        assert axis.get_offset_text().get_text() == ""
+        labels = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+        assert labels and all("e" not in t.lower() for t in labels)
+    # the panel spans the data, from just below Nyquist (0.1 µm) to the coarsest value
+    lo, hi = fig.axes[2].get_ylim()
+    assert 0.09 <= lo <= 0.1 and 0.5 < hi < 0.6
 
 
 def test_convergence_figure_without_half_maps_says_so():
