@@ -71,7 +71,7 @@ class ProtSimulateDataset(ProtFluoJob):
         "outputImages": SetOfFluoImages,
         "outputCoordinates": SetOfCoordinates3D,
     }
-    _references = ["Eloy2023", "Fortun2018"]
+    _references = ["Eloy2023", "Fortun2018", "Gibson1991", "Aguet2009"]
     _jobStep = _STEP
 
     # --------------------------- DEFINE param functions -----------------------

@@ -439,23 +439,28 @@ class _SGD:
                    f"turned upside down (energy -{gain:.3g})")
         return int(flipped.size)
 
-    def run_in_plane(self) -> None:
-        """The rotation of every particle about its symmetry axis settled on a reference
-        that keeps the n-fold structure (:mod:`.inplane`); the iterate and the sampling
-        distributions follow."""
+    def run_in_plane(self) -> int:
+        """The rotation of every particle about its symmetry axis, and its polarity
+        (``polarity``), settled on a reference that keeps the n-fold structure
+        (:mod:`.inplane`); the iterate and the sampling distributions follow.  Returns
+        the number of particles turned upside down."""
         opt = self.opt
         poses = self.poses()
         found = align_in_plane(self.vol, self.scorers[self.full_band], poses.rotations,
-                               poses.translations, opt.symmetry)
+                               poses.translations, opt.symmetry, polarity=opt.polarity)
+        turned = int(np.sum(np.einsum("ni,ni->n", poses.rotations[:, :, 0],
+                                      found.rotations[:, :, 0]) < 0.0))
         self.set_poses(Poses(found.rotations, found.translations))
         self.vol = found.reference
         self.recentre(np.arange(self.n))
         self.stage(f"in-plane angles settled after epoch {self.epoch} ({found.passes} "
-                   f"pass(es)){last_move(found)}")
+                   f"pass(es)){last_move(found)}; {turned} particle(s) turned upside down")
+        return turned
 
     def switch_to_symmetry(self) -> None:
         """End of the stage without symmetry: the Cn axis of the iterate turned onto z
-        (poses follow), the iterate symmetrised, the Cn grid, then the polarity consensus."""
+        (poses follow), the iterate symmetrised, the Cn grid, then the angles about the axis
+        and the polarity (:meth:`settle_symmetric_poses`)."""
         from spfluo.algorithms.symmetry import (
             align_symmetry_axis,
             realign_poses,
@@ -489,19 +494,13 @@ class _SGD:
         self.save_state()
 
     def settle_symmetric_poses(self) -> int:
-        """Polarity consensus and in-plane alignment, then the consensus again on the
-        iterate whose n-fold structure the alignment restored (and the alignment again if
-        it turned particles).  Returns the number of particles turned."""
+        """The in-plane alignment, which also settles the polarity (:mod:`.inplane`); the
+        polarity consensus on the iterate when the alignment is off.  Returns the number
+        of particles turned upside down."""
         opt = self.opt
-        turned = self.run_polarity() if opt.polarity else 0
         if opt.in_plane:
-            self.run_in_plane()
-            if opt.polarity:
-                again = self.run_polarity()
-                turned += again
-                if again:
-                    self.run_in_plane()
-        return turned
+            return self.run_in_plane()
+        return self.run_polarity() if opt.polarity else 0
 
     def run_check(self) -> int:
         """Polarity consensus (Cn, first check, one-stage runs), else global search, at the
