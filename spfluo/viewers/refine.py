@@ -192,7 +192,7 @@ def in_plane_margin_histogram(margins_nats, *, threshold: float, title=None) -> 
     """Histogram of the in-plane margins of refined Cn particles (no ground truth needed).
 
     ``margins_nats`` (N,): how much better each particle's rotation about its symmetry axis
-    fits than the best angle at least two degrees away, nats (negative log-likelihood);
+    fits than the best angle of another basin, nats (profile log-likelihood ratio);
     particles below ``threshold`` (a dotted line) are those whose angle their data do not
     determine.  The x axis is logarithmic above 1 nat.
     """
