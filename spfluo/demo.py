@@ -89,7 +89,7 @@ class DemoSettings:
     psf_sigma_um: tuple = (0.2, 0.05)
     noise_std: float = 0.2
     n_examples: int = 6
-    particle_voxel_size: float = 0.064
+    particle_voxel_size: float = 0.04
     pick: dict = field(default_factory=dict)
     abinitio: dict = field(default_factory=dict)
     refine: dict = field(default_factory=dict)
@@ -364,39 +364,36 @@ def _final_figures(project, refined_id: str, compare_id: str, reference: str,
         rows += [aligned[c], truth[c]]
         names += [f"{channel}, reconstruction", f"{channel}, ground truth"]
     m = comparison.getMetrics()
+    res = m["fsc_resolution_0143_um"]
     fig = orthoslices_figure(np.stack(rows), comparison.getVoxelSize(), channel_names=names,
                              title=f"refined volume registered onto the ground truth (SSIM "
-                                   f"{m['ssim']:.3f}, FSC 0.143 at "
-                                   f"{m['fsc_resolution_0143_um']:.3g} µm)")
+                                   f"{m['ssim']:.3f}"
+                                   + (f", FSC 0.143 at {res:.3g} µm)" if res else ")"))
     save(fig, "final_volume_vs_ground_truth.png")
     return written
 
 
-def _resolution_text(um, per_voxel, voxel) -> str:
-    if um is None or per_voxel is None:
-        return "not reached (the FSC never crosses the threshold)"
-    text = f"{um:.3g} µm = {per_voxel:.3g} 1/voxel"
-    if per_voxel >= 0.5 - 1e-6:
-        text += f" (the Nyquist limit of {voxel:g} µm voxels)"
-    return text
-
-
-def _print_metrics(comparison, voxel: float, say) -> dict:
-    """The final numbers of every channel (from the comparison's metrics file)."""
+def _print_metrics(comparison, refined, say) -> dict:
+    """The final numbers of every channel (from the comparison's metrics file) and the
+    half-map resolution of the refined volume, as verdicts: a resolution is printed only
+    where the FSC crosses its threshold below Nyquist and the optical cutoff."""
     from .io import read_summary
 
-    channels = read_summary(comparison.getMetricsFile())["channels"]
+    data = read_summary(comparison.getMetricsFile())
+    channels, texts = data["channels"], data["resolution_text"]
     m = channels[0]
     say(f"final volume against the ground truth (channel 0, the barrel; registered modulo "
         f"C{SYMMETRY}):")
     say(f"  SSIM {m['ssim']:.3f}")
     for threshold, key in (("0.143", "0143"), ("0.5", "05")):
-        say(f"  FSC resolution ({threshold}): " + _resolution_text(
-            m[f"fsc_resolution_{key}_um"], m[f"fsc_resolution_{key}_per_voxel"], voxel))
+        say(f"  FSC resolution ({threshold}): {texts[0][f'fsc_{key}']}")
     for c, other in enumerate(channels[1:], start=1):
         say(f"  channel {c} (the torus): SSIM {other['ssim']:.3f}, FSC resolution (0.143) "
-            + _resolution_text(other["fsc_resolution_0143_um"],
-                               other["fsc_resolution_0143_per_voxel"], voxel))
+            f"{texts[c]['fsc_0143']}")
+    if refined.getResolutionText():
+        say(f"  half-map FSC resolution (0.143, masked, corrected): "
+            f"{refined.getResolutionText()}; optical cutoff of the PSF "
+            + (f"{refined.getOpticalCutoff():.3g} µm" if refined.getOpticalCutoff() else "n/a"))
     return m
 
 
@@ -507,7 +504,7 @@ def run_demo(*, name: str | None = None, quick: bool = False, out: str | None = 
     comparison = project.getProtocol(int(compare)).outputComparison
     n_picked = project.getProtocol(int(particles)).outputParticles.getSize()
     say(f"\n{n_picked} particles picked and extracted (of {data.n_particles} simulated)")
-    _print_metrics(comparison, p, say)
+    _print_metrics(comparison, project.getProtocol(int(refined)).outputVolume, say)
 
     t_fig = time.perf_counter()
     report = write_report(project, out_dir, figures=s.report_figures)

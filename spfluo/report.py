@@ -184,10 +184,18 @@ def _metrics_rows(prot) -> list[tuple[str, str, list[tuple[str, object]]]]:
     for name, out in prot.iterOutputAttributes():
         if isinstance(out, VolumeComparison):
             numbers = [(k, v) for k, v in out.getMetrics().items() if v is not None]
+            if out.getMetrics()["fsc_resolution_0143_um"] is None and out.getResolutionText():
+                numbers.append(("fsc_resolution_text", out.getResolutionText()))
             rows.append((name, out.getClassName(), numbers))
-        elif isinstance(out, Volume) and out.getResolution():
-            rows.append((name, out.getClassName(),
-                         [("half_map_resolution_um", out.getResolution())]))
+        elif isinstance(out, Volume) and (out.getResolution() or out.getResolutionText()):
+            numbers = []
+            if out.getResolution():
+                numbers.append(("half_map_resolution_um", out.getResolution()))
+            if out.getResolutionText():
+                numbers.append(("half_map_resolution_text", out.getResolutionText()))
+            if out.getOpticalCutoff():
+                numbers.append(("optical_cutoff_um", out.getOpticalCutoff()))
+            rows.append((name, out.getClassName(), numbers))
         elif isinstance(out, pwobj.Scalar) and isinstance(out.get(), (int, float)):
             rows.append((name, out.getClassName(), [(name, out.get())]))
     return rows

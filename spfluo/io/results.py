@@ -40,6 +40,7 @@ from spfluo.io.atomic import atomic_write_path
 __all__ = [
     "write_fsc_csv",
     "read_fsc_csv",
+    "read_fsc_details",
     "write_conical_csv",
     "read_conical_csv",
     "write_pose_errors_csv",
@@ -88,16 +89,22 @@ def _read_csv(path, required: tuple[str, ...], what: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- FSC
-def write_fsc_csv(path, curves: list) -> None:
+def write_fsc_csv(path, curves: list, *, extra: dict | None = None) -> None:
     """FSC CSV ``frequency_per_voxel, fsc_channel_0[, ...]``: one column per curve.
 
     ``curves`` holds one FSC per channel (``frequencies`` in cycles per voxel and
     ``values``), or None for a channel without one (written as zeros); one at least is
-    not None.
+    not None.  ``extra`` maps a name to more curves, one per channel, written as
+    columns ``<name>_channel_<c>`` after them (e.g. the unmasked and the substituted
+    curves behind a gold-standard FSC; :func:`read_fsc_details`).
     """
     freqs = next(c.frequencies for c in curves if c is not None)
-    _write_csv(path, ["frequency_per_voxel"] + [f"fsc_channel_{k}" for k in range(len(curves))],
-               [freqs] + [np.zeros_like(freqs) if c is None else c.values for c in curves])
+    header = ["frequency_per_voxel"] + [f"fsc_channel_{k}" for k in range(len(curves))]
+    columns = [freqs] + [np.zeros_like(freqs) if c is None else c.values for c in curves]
+    for name, more in (extra or {}).items():
+        header += [f"{name}_channel_{k}" for k in range(len(more))]
+        columns += [np.zeros_like(freqs) if c is None else c.values for c in more]
+    _write_csv(path, header, columns)
 
 
 def read_fsc_csv(path) -> tuple[np.ndarray, dict]:
@@ -116,6 +123,25 @@ def read_fsc_csv(path) -> tuple[np.ndarray, dict]:
     if not curves:
         raise ValueError(f"{path} holds no fsc_channel_<c> column")
     return cols["frequency_per_voxel"], curves
+
+
+def read_fsc_details(path) -> dict:
+    """The extra curves of an FSC CSV (:func:`write_fsc_csv` ``extra``).
+
+    Returns
+    -------
+    dict of str to dict of str to ndarray
+        ``{"unmasked": {"channel 0": values, ...}, ...}``; empty when the file has none.
+    """
+    cols = _read_csv(path, ("frequency_per_voxel",), "FSC")
+    out: dict = {}
+    for name, values in cols.items():
+        if name == "frequency_per_voxel" or name.startswith("fsc_channel_") \
+                or "_channel_" not in name:
+            continue
+        kind, channel = name.rsplit("_channel_", 1)
+        out.setdefault(kind, {})[f"channel {channel}"] = values
+    return out
 
 
 # ----------------------------------------------------------------------------- conical FSC

@@ -27,7 +27,10 @@ the PSNR of identical volumes, are written as null):
   row per direction (phi1 major, phi2 minor);
 - ``pose_errors``: CSV ``id, error_deg``;
 - ``aligned``: the registered volume (OME-TIFF, all channels);
-- ``metrics``: JSON (per channel, registration, pose errors).
+- ``metrics``: JSON (per channel, registration, pose errors); a resolution is a number
+  only where the FSC crosses its threshold below Nyquist (else null), and
+  ``resolution_text`` holds, per channel, the verdict a user reads (``fsc_0143``,
+  ``fsc_05``: the resolution, or "not reached below Nyquist (X µm): sample finer").
 
 :func:`spfluo.io.read_fsc_csv`, :func:`spfluo.io.read_conical_csv` and
 :func:`spfluo.io.read_pose_errors_csv` read the CSV files back (the viewers use them).
@@ -47,6 +50,7 @@ from ..algorithms.geometry import (
 )
 from ..algorithms.metrics import compare_volumes, pose_error_summary
 from ..algorithms.registration import register_volumes
+from ..algorithms.resolution import read_resolution
 from ..io import (
     read_particle_table,
     read_volume,
@@ -95,18 +99,27 @@ def _read_pair(job: Job, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return vol, ref
 
 
-def _channel_metrics(result) -> dict:
+def _channel_metrics(result, voxel: float) -> tuple[dict, dict]:
+    """The numbers of one channel (resolutions None unless the FSC crosses the threshold
+    below Nyquist) and the verdicts a user reads (``fsc_0143``, ``fsc_05``)."""
     cfsc = result.conical_fsc.resolution
-    return {
+    verdicts = {key: read_resolution(result.fsc, threshold=t, voxel_size_um=voxel)
+                for key, t in (("0143", 0.143), ("05", 0.5))}
+
+    def measured(key, value):
+        return _finite(value) if verdicts[key].measured else None
+
+    numbers = {
         "ssim": _finite(result.ssim),
         "psnr_db": _finite(result.psnr_db),
-        "fsc_resolution_0143_per_voxel": _finite(result.resolution_per_voxel),
-        "fsc_resolution_05_per_voxel": _finite(result.resolution_05_per_voxel),
-        "fsc_resolution_0143_um": _finite(result.resolution_um),
-        "fsc_resolution_05_um": _finite(result.resolution_05_um),
+        "fsc_resolution_0143_per_voxel": measured("0143", result.resolution_per_voxel),
+        "fsc_resolution_05_per_voxel": measured("05", result.resolution_05_per_voxel),
+        "fsc_resolution_0143_um": measured("0143", result.resolution_um),
+        "fsc_resolution_05_um": measured("05", result.resolution_05_um),
         "conical_resolution_best_per_voxel": _finite(cfsc.max()),
         "conical_resolution_worst_per_voxel": _finite(cfsc.min()),
     }
+    return numbers, {f"fsc_{key}": r.text() for key, r in verdicts.items()}
 
 
 def _pose_errors(job: Job, symmetry: int, registration, progress: Progress):
@@ -186,11 +199,13 @@ def run(job: Job) -> None:
         reg_info = {"matrix_xyz_um": np.eye(4).tolist(), "angle_deg": None, "shift_um": None}
     write_volume(job.output("aligned"), aligned, tuple(vs))
 
-    channels, fscs, maps = [], [], []
+    channels, fscs, maps, verdicts = [], [], [], []
     for c in range(n_channels):
         result = compare_volumes(aligned[c], ref[c], voxel_size=tuple(vs), symmetry=symmetry,
                                  register=False, cone_half_angle=cone)
-        channels.append(_channel_metrics(result))
+        numbers, texts = _channel_metrics(result, float(vs[0]))
+        channels.append(numbers)
+        verdicts.append(texts)
         fscs.append(result.fsc)
         maps.append(result.conical_fsc)
         progress.step(c + 1, n_channels, ssim=result.ssim, psnr_db=result.psnr_db,
@@ -215,6 +230,7 @@ def run(job: Job) -> None:
     write_json_atomic(job.output("metrics"), {
         "metrics": metrics, "voxel_size": vs.tolist(), "symmetry": symmetry,
         "register": register, "n_channels": n_channels, "channels": channels,
+        "resolution_text": verdicts,
         "registration": reg_info, "pose_errors": pose_info,
         "conical_fsc": {"cone_half_angle_deg": math.degrees(cone), "threshold": 0.143},
     })

@@ -10,8 +10,10 @@ Job file::
     "params":  {"method": "hessian",                   # tikhonov | tv | hessian | average
                                                        # | deconv-average
                 "weight": "auto",                      # a number, one per channel, or "auto"
-                "criterion": "cross-validation",       # or "fsc" (weight "auto")
                 "iterations": 100, "symmetry": 1,
+                "mask_radius_um": 0.72,                # optional: radius of the spherical
+                                                       # support; absent: 0.9 x the half
+                                                       # box; null: no support
                 "channels": null,                      # null (all) or a list of indices
                 "half_maps": true,
                 "voxel_size": [vz, vy, vx],            # optional: default from the files
@@ -36,8 +38,14 @@ Files written:
   reconstructed);
 - ``coverage`` (not for the baselines): the Fourier coverage ``K`` (summed rotated
   |OTF|^2, mean over particles), centred, OME-TIFF ``(C, P, P, P)``;
-- ``summary``: JSON with the method, the weight per channel, the half-map resolution per
-  channel (cycles per voxel and micrometres), the ``"auto"`` sweep and the timings.
+- ``summary``: JSON with the method, the weight per channel (and, for ``"auto"``, the
+  sweep: weights, held-out misfit, whether each minimum is interior), the support
+  radius, the half-map resolution per channel with its verdict (``resolution_status``,
+  ``resolution_text``: measured, not reached below Nyquist, beyond the optical cutoff),
+  the optical cutoff and Nyquist in micrometres, and the timings.
+
+The particles are read twice with half maps: once for the sums, once more for the
+noise-substitution correction of the FSC (:mod:`spfluo.algorithms.reconstruct.gold`).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ import time
 import numpy as np
 
 from ..algorithms.backend import get_backend
-from ..algorithms.geometry import Poses
+from ..algorithms.geometry import Poses, um_to_voxels, voxels_to_um
 from ..algorithms.reconstruct import METHODS, reconstruct
 from ..io import iter_particle_batches, write_json_atomic, write_volume
 from ..algorithms.limits import MAX_BATCH_SIZE, MAX_SOLVER_ITERATIONS, MAX_SYMMETRY_ORDER
@@ -65,9 +73,7 @@ from ._inputs import (
 from ._outputs import write_half_map_outputs
 from .jobfile import Job, JobError, Progress
 
-__all__ = ["run", "CRITERIA"]
-
-CRITERIA = ("cross-validation", "fsc")
+__all__ = ["run"]
 
 
 def _fail(message: str):
@@ -84,6 +90,33 @@ def _weight_param(job: Job, method: str):
         _fail(f"parameter 'weight' must be 'auto', a number >= 0 or a list of them, got "
               f"{value!r}")
     return value if isinstance(value, list) else float(value)
+
+
+def _criterion(job: Job) -> None:
+    value = job.param("criterion", "cross-validation")
+    if value != "cross-validation":
+        _fail(f"parameter 'criterion' {value!r} is no longer offered: the automatic weight is "
+              "the held-out misfit (remove the parameter)")
+
+
+def _mask_radius(job: Job, voxel: float, box: int):
+    """The support radius in voxels: 'default' when absent, None when null."""
+    if "mask_radius_um" not in job.params:
+        return "default"
+    value = job.param("mask_radius_um")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value <= 0:
+        _fail(f"parameter 'mask_radius_um' must be a radius > 0 in micrometres or null (no "
+              f"support), got {value!r}")
+    radius = um_to_voxels(float(value), voxel)
+    corner = math.sqrt(3.0) * box / 2
+    if not 2.0 <= radius <= corner:
+        _fail(f"parameter 'mask_radius_um' {value:g} µm is {radius:.1f} voxels: give a radius "
+              f"between {voxels_to_um(2.0, voxel):.3g} and {voxels_to_um(corner, voxel):.3g} µm "
+              f"(2 voxels to the box corner) or null")
+    return radius
 
 
 def _channels(job: Job, n_channels: int) -> list[int]:
@@ -112,7 +145,7 @@ def run(job: Job) -> None:
     start = time.perf_counter()
     method = choice_param(job, "method", "hessian", METHODS)
     weight = _weight_param(job, method)
-    criterion = choice_param(job, "criterion", "cross-validation", CRITERIA)
+    _criterion(job)
     iterations = int_param(job, "iterations", 100, minimum=1, maximum=MAX_SOLVER_ITERATIONS)
     symmetry = int_param(job, "symmetry", 1, minimum=1, maximum=MAX_SYMMETRY_ORDER)
     batch_size = int_param(job, "batch_size", 16, minimum=1, maximum=MAX_BATCH_SIZE)
@@ -121,6 +154,7 @@ def run(job: Job) -> None:
     files = read_particle_files(job, need_poses=True)
     table, paths, n_channels, box = files.table, files.paths, files.n_channels, files.box
     vs = particle_voxel_size(job, files.file_voxel_size)
+    mask_radius = _mask_radius(job, vs[0], box[0])
     channels = _channels(job, n_channels)
     psf = _read_psf(job, vs, channels, n_channels, box[0], method, progress.log)
     poses = Poses.from_stored(table.matrices, vs)
@@ -143,9 +177,10 @@ def run(job: Job) -> None:
         options["pad"] = float(pad)
     try:
         result = reconstruct(
-            batches(), poses, psf, method=method, weight=weight, iterations=iterations,
-            symmetry=symmetry, half_maps=half_maps, seed=job.seed if job.seed is not None else 0,
-            criterion=criterion, batch_size=batch_size, backend=get_backend(job.device),
+            batches if half_maps else batches(), poses, psf, method=method, weight=weight,
+            iterations=iterations, symmetry=symmetry, half_maps=half_maps,
+            seed=job.seed if job.seed is not None else 0, mask_radius=mask_radius,
+            voxel_size_um=vs[0], batch_size=batch_size, backend=get_backend(job.device),
             progress=progress.log, **options,
         )
     except RuntimeError as exc:  # e.g. a GPU asked for without CuPy
@@ -156,21 +191,25 @@ def run(job: Job) -> None:
         "method": method, "n_particles": n, "channels": channels, "symmetry": symmetry,
         "iterations": iterations, "voxel_size": list(vs), "box": list(box),
         "weight": [None if not math.isfinite(w) else float(w) for w in result.weight],
-        "criterion": criterion if job.param("weight", "auto") == "auto" else None,
+        "criterion": "cross-validation" if result.weight_choice is not None else None,
+        "mask_radius_um": None if result.mask_radius is None
+        else voxels_to_um(result.mask_radius, vs[0]),
         "half_maps": half_maps,
     }
     if half_maps:
         summary.update(write_half_map_outputs(job, result, vs, names))
     if result.coverage is not None and "coverage" in job.outputs:
         write_volume(job.output("coverage"), result.coverage, vs, channel_names=names)
-    if result.sweep_weights.size:
+    if result.weight_choice is not None:
         summary["sweep"] = {
             "weights": result.sweep_weights.tolist(),
-            "resolution_per_voxel": result.sweep_resolution.tolist(),
             "heldout_misfit": result.sweep_misfit.tolist(),
+            "half_set_weight": result.weight_choice.half_weight.tolist(),
+            "minimum": result.weight_choice.minimum.tolist(),
+            "interior": result.weight_choice.interior.tolist(),
         }
     summary["wall_s"] = time.perf_counter() - start
     write_json_atomic(job.output("summary"), summary)
     progress.log(f"done in {summary['wall_s']:.1f} s: weight {summary['weight']}"
-                 + (f", half-map resolution {summary['resolution_per_voxel']} cycles/voxel"
+                 + (", half-map resolution (FSC 0.143): " + "; ".join(summary["resolution_text"])
                     if half_maps else ""))

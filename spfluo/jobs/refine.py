@@ -277,7 +277,7 @@ def run(job: Job) -> None:
                      f"angle; {summary['in_plane_undetermined']} of {n} particle(s) below "
                      f"{UNDETERMINED_NATS:g} nats (angle not determined by their data)")
     if half_maps:
-        summary.update(write_half_map_outputs(job, result, vs, names))
+        summary.update(write_half_map_outputs(job, result, vs, names, psf=psf))
     halves = result.halves if result.halves is not None else np.full(n, -1)
     write_particle_table(job.output("particles"), table.ids, paths,
                          result.poses.to_stored(vs),

@@ -272,9 +272,13 @@ class Volume(FluoImage):
 
     ``fscFile`` is a CSV (frequency in 1/voxel, FSC) written by the job that
     made the volume; ``resolution`` is the half-map FSC resolution at 0.143
-    in micrometres; ``coverageFile`` is the Fourier coverage of the poses that
-    made it (a centred spectrum ``(C, P, P, P)``, the sum of the rotated |OTF|^2
-    per particle, written by "reconstruct with known poses").
+    in micrometres, set only when it was measured; ``resolutionText`` is the
+    verdict a user reads (the resolution, "not reached below Nyquist (X µm):
+    sample finer", or "beyond the optical cutoff"); ``opticalCutoff`` is the
+    optical cutoff of the PSF in micrometres; ``coverageFile`` is the Fourier
+    coverage of the poses that made it (a centred spectrum ``(C, P, P, P)``, the
+    sum of the rotated |OTF|^2 per particle, written by "reconstruct with known
+    poses").
     """
 
     def __init__(self, **kwargs):
@@ -283,6 +287,8 @@ class Volume(FluoImage):
         self._halfMap2 = pwobj.String()
         self._fscFile = pwobj.String()
         self._resolution = pwobj.Float()
+        self._resolutionText = pwobj.String()
+        self._opticalCutoff = pwobj.Float()
         self._coverageFile = pwobj.String()
 
     def hasHalfMaps(self) -> bool:
@@ -309,6 +315,20 @@ class Volume(FluoImage):
 
     def setResolution(self, resolution_um) -> None:
         self._resolution.set(float(resolution_um))
+
+    def getResolutionText(self):
+        """The half-map resolution verdict (first channel) as a user reads it, or None."""
+        return self._resolutionText.get()
+
+    def setResolutionText(self, text) -> None:
+        self._resolutionText.set(str(text))
+
+    def getOpticalCutoff(self):
+        """Optical cutoff of the PSF (µm; the finest length the optics pass), or None."""
+        return self._opticalCutoff.get()
+
+    def setOpticalCutoff(self, cutoff_um) -> None:
+        self._opticalCutoff.set(float(cutoff_um))
 
     def getCoverageFile(self):
         """Path of the Fourier coverage volume, or None.

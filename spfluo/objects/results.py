@@ -80,6 +80,7 @@ class VolumeComparison(FluoObject):
             setattr(self, name, pwobj.Integer())
         self._registration = Transform()
         self._voxelSize = pwobj.CsvList(pType=float)
+        self._resolutionText = pwobj.String()
         for key in self._FILES:
             setattr(self, f"_{key}File", pwobj.String())
 
@@ -100,6 +101,14 @@ class VolumeComparison(FluoObject):
             else:
                 raise ValueError(f"VolumeComparison has no metric {name!r}; known: "
                                  f"{', '.join(self.FLOAT_METRICS + self.INTEGER_METRICS)}")
+
+    def getResolutionText(self) -> str | None:
+        """The verdict of the FSC at 0.143 of channel 0 as a user reads it: the resolution,
+        or why there is none ("not reached below Nyquist (X µm): sample finer")."""
+        return self._resolutionText.get()
+
+    def setResolutionText(self, text: str | None) -> None:
+        self._resolutionText.set(text)
 
     def getVoxelSize(self):
         """(z, y, x) voxel size in micrometres of the compared volumes, or None."""
@@ -175,6 +184,8 @@ class VolumeComparison(FluoObject):
                 um = m[f"fsc_resolution_{key}_um"]
                 parts.append(f"FSC {label}: {per_voxel:.3f} 1/voxel"
                              + (f" ({um:.3g} µm)" if um is not None else ""))
+            elif key == "0143" and self.getResolutionText():
+                parts.append(f"FSC {label}: {self.getResolutionText()}")
         if m["conical_resolution_worst_per_voxel"] is not None:
             parts.append(f"conical FSC {num('conical_resolution_worst_per_voxel', '.3f')}"
                          f"-{num('conical_resolution_best_per_voxel', '.3f')} 1/voxel")

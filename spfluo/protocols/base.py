@@ -474,10 +474,11 @@ class ProtFluoJob(ProtFluo):
                 "fsc": self._getExtraPath("fsc.csv")}
 
     def _setHalfMaps(self, volume, summary: dict) -> None:
-        """Attach the half maps, FSC file and resolution (µm, first channel) to ``volume``.
+        """Attach the half maps, FSC file, resolution (µm, first channel), its verdict and
+        the optical cutoff (µm) to ``volume``.
 
         Nothing is attached when the job's ``summary`` says it made no half maps; the
-        resolution is left unset when the FSC never fell below the threshold.
+        resolution is left unset unless it was measured (the verdict then says why).
         """
         if not summary.get("half_maps"):
             return
@@ -487,3 +488,8 @@ class ProtFluoJob(ProtFluo):
         res = summary["resolution_um"][0]
         if res is not None:
             volume.setResolution(res)
+        texts = summary.get("resolution_text")
+        if texts and texts[0]:
+            volume.setResolutionText(texts[0])
+        if summary.get("cutoff_um"):
+            volume.setOpticalCutoff(summary["cutoff_um"])

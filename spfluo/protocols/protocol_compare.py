@@ -111,6 +111,8 @@ class ProtCompareVolumes(ProtFluoJob):
         data = self._readJobJson("metrics.json")
         comparison = VolumeComparison()
         comparison.setMetrics(data["metrics"])
+        texts = data.get("resolution_text") or [{}]
+        comparison.setResolutionText(texts[0].get("fsc_0143"))
         comparison.setVoxelSize(data["voxel_size"])
         comparison.setRegistration(data["registration"]["matrix_xyz_um"])
         comparison.setFscFile(self._getExtraPath("fsc.csv"))

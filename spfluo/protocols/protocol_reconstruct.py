@@ -8,10 +8,12 @@ Fortun et al. 2017 (align and average; deconvolve each particle, then average). 
 particles are computed once, so an iteration costs the same for 10 or 10,000
 particles.  Cn symmetry and several channels (shared poses, one PSF each) are folded in.
 With half maps, the particles are split into two random halves whose reconstructions give
-the gold-standard FSC; the automatic weight is chosen on them.
+the gold-standard FSC (masked, corrected by noise substitution); the automatic weight is
+chosen on them.  The solution is confined to a sphere (the support, on by default).
 
-Output: a :class:`~spfluo.objects.Volume` with its half maps, the half-map FSC (CSV) and
-its resolution (µm, first channel reconstructed), derived from the particles and the PSF.
+Output: a :class:`~spfluo.objects.Volume` with its half maps, the half-map FSC (CSV), its
+resolution (µm, first channel reconstructed; set only when measured) with the verdict a
+user reads, and the optical cutoff of the PSF.
 The Fourier coverage (summed rotated |OTF|^2) is kept as the volume's ``coverageFile``.
 """
 
@@ -23,6 +25,8 @@ import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
 from ..algorithms.limits import MAX_BATCH_SIZE, MAX_SOLVER_ITERATIONS, MAX_SYMMETRY_ORDER
+from ..algorithms.reconstruct.mask import DEFAULT_MASK_FRACTION
+from ..algorithms.reconstruct.weight import DEFAULT_WEIGHT
 from ..objects import PSFModel, Volume
 from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, pointed
 from .convert import (
@@ -47,7 +51,6 @@ _METHOD_LABELS = ["Hessian (Schatten norm)", "Total variation", "Tikhonov (close
 _METHOD_KEYS = ["hessian", "tv", "tikhonov", "average", "deconv-average"]
 HESSIAN, TV, TIKHONOV, AVERAGE, DECONV_AVERAGE = range(5)
 WEIGHT_AUTO, WEIGHT_GIVEN = 0, 1
-_CRITERIA = ["cross-validation", "fsc"]
 #: Name of one channel in the messages about the 'Channels' parameter.
 _CHANNEL_LABEL = "Channel"
 
@@ -63,7 +66,7 @@ class ProtReconstructKnownPoses(ProtFluoJob):
 
     _label = "reconstruct with known poses"
     _possibleOutputs = {"outputVolume": Volume, "outputPSF": PSFModel}
-    _references = ["Fortun2017", "Fortun2018", "Donati2020"]
+    _references = ["Fortun2017", "Fortun2018", "Donati2020", "Chen2013"]
     _jobStep = _STEP
 
     def __init__(self, **kwargs):
@@ -93,26 +96,33 @@ class ProtReconstructKnownPoses(ProtFluoJob):
                       display=params.EnumParam.DISPLAY_HLIST,
                       condition=f"method in [{HESSIAN}, {TV}, {TIKHONOV}]",
                       label="Regularisation weight",
-                      help="Automatic: try a range of weights on the two half maps and keep "
-                           "the one whose reconstruction of one half best predicts the data "
-                           "of the other half (needs half maps; costs about 7 half-length "
-                           "runs per half). Given: the value below.")
-        form.addParam("weight", params.FloatParam, default=1e-3,
+                      help="Automatic: reconstruct each half of the particles for a range "
+                           "of weights, keep the one whose half maps best predict the other "
+                           "half's data on the measured frequencies (the range is widened "
+                           "until that optimum is inside it; the log shows the curve), halved "
+                           "for the whole set. Given: the value below.")
+        defaults = ", ".join(f"{_METHOD_LABELS[_METHOD_KEYS.index(m)].split(' (')[0]} {w:g}"
+                             for m, w in DEFAULT_WEIGHT.items())
+        form.addParam("weight", params.FloatParam, default=None, allowsNull=True,
                       condition=f"method == {DECONV_AVERAGE} or (method in [{HESSIAN}, {TV}, "
                                 f"{TIKHONOV}] and weightMode == {WEIGHT_GIVEN})",
-                      label="Weight",
+                      label="Weight (empty: the method's default)",
                       help="Regularisation weight per mean particle, >= 0. For Hessian and "
-                           "TV the data are normalised to a back-projection of maximum 1: "
-                           "typical values 1e-3 to 1e-2. Tikhonov: 1e-2 to 1e-1.")
-        form.addParam("criterion", params.EnumParam, default=0,
-                      choices=["held-out data misfit", "half-map FSC resolution"],
-                      condition=f"method in [{HESSIAN}, {TV}, {TIKHONOV}] and "
-                                f"weightMode == {WEIGHT_AUTO}",
-                      expertLevel=params.LEVEL_ADVANCED, label="Automatic weight criterion",
-                      help="Held-out misfit (recommended): the misfit of each half map on "
-                           "the other half's particles, minimised. Half-map FSC resolution: "
-                           "maximised; it favours strong regularisation (both halves then "
-                           "look alike), see the method notes.")
+                           "TV the data are normalised to a back-projection of maximum 1. "
+                           f"Empty: the method's default ({defaults}).")
+        form.addParam("doMask", params.BooleanParam, default=True,
+                      condition=f"method in [{HESSIAN}, {TV}, {TIKHONOV}]",
+                      label="Spherical support?",
+                      help="Confine the volume to a sphere about the box centre (TV and "
+                           "Hessian: a constraint; Tikhonov: a soft mask), so that noise "
+                           "cannot pile up in the corners of the box. The half-map FSC is "
+                           "taken under the same (soft) mask.")
+        form.addParam("maskRadius", params.FloatParam, default=None, allowsNull=True,
+                      condition=f"method in [{HESSIAN}, {TV}, {TIKHONOV}] and doMask",
+                      label="Support radius (µm, empty: default)",
+                      help="Radius of the sphere, micrometres; empty: "
+                           f"{DEFAULT_MASK_FRACTION:g} x half the box side. The particle, "
+                           "blurred by the PSF, must fit inside.")
         add_count_param(form, "iterations", maximum=MAX_SOLVER_ITERATIONS, default=100,
                         condition=f"method in [{HESSIAN}, {TV}, {DECONV_AVERAGE}]",
                         label="Iterations",
@@ -158,7 +168,6 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         job_params = {
             "method": self._methodKey(),
             "weight": self._weightValue(),
-            "criterion": _CRITERIA[self.criterion.get()],
             "iterations": self.iterations.get(),
             "symmetry": self.symmetry.get(),
             "channels": parse_channel_list(self.channels.get(), label=_CHANNEL_LABEL),
@@ -168,6 +177,11 @@ class ProtReconstructKnownPoses(ProtFluoJob):
             "pad": self.padding.get(),
             "batch_size": self.batchSize.get(),
         }
+        if self._methodKey() in ("hessian", "tv", "tikhonov"):
+            if not self.doMask.get():
+                job_params["mask_radius_um"] = None
+            elif self.maskRadius.get() is not None:
+                job_params["mask_radius_um"] = self.maskRadius.get()
         psf = pointed(self.inputPSF)
         if psf is not None:
             inputs["psf"] = psf.getFileName()
@@ -230,6 +244,9 @@ class ProtReconstructKnownPoses(ProtFluoJob):
             errors.append(f"Half maps need at least 2 particles, the set has {len(items)}: "
                           "set 'Half maps and FSC?' to No.")
         check_channel_list(self.channels.get(), particles, errors, label=_CHANNEL_LABEL)
+        radius = self.maskRadius.get() if self.doMask.get() else None
+        if radius is not None and method in ("hessian", "tv", "tikhonov"):
+            self._checkMaskRadius(radius, particles, errors)
         pad = self.padding.get()
         if pad is None or not 1 <= pad <= 3:
             errors.append(f"Padding factor must be in [1, 3], got {pad}.")
@@ -247,8 +264,9 @@ class ProtReconstructKnownPoses(ProtFluoJob):
                  f"{self.weightUsed.get() or '?'}"
                  + (f", symmetry C{self.symmetry.get()}" if self.symmetry.get() > 1 else "")
                  + "."]
-        if vol.getResolution():
-            lines.append(f"Half-map FSC resolution (0.143): {vol.getResolution():.3g} µm.")
+        if vol.getResolutionText():
+            lines.append(f"Half-map FSC resolution (0.143, masked, corrected): "
+                         f"{vol.getResolutionText()}.")
         return lines
 
     def _methods(self):
@@ -273,6 +291,20 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         return [sentence]
 
     # --------------------------- UTILS functions ------------------------------
+    @staticmethod
+    def _checkMaskRadius(radius, particles, errors) -> None:
+        """The support radius must lie between 2 voxels and the corner of the box."""
+        vs = particles.getVoxelSize()
+        first = particles.getFirstItem()
+        box = first.getDimensions()[-1] if first is not None else None
+        if vs is None or box is None:
+            return
+        corner = 3 ** 0.5 * box * vs[-1] / 2
+        if not 2 * vs[-1] <= radius <= corner:
+            errors.append(f"Support radius must be between {2 * vs[-1]:.3g} µm (2 voxels) and "
+                          f"{corner:.3g} µm (the box corner), got {radius:g} µm; leave it "
+                          "empty for the default.")
+
     def _methodKey(self) -> str:
         return _METHOD_KEYS[self.method.get()]
 

@@ -382,8 +382,9 @@ class ProtRefine(ProtFluoJob):
                  + (f", symmetry C{self.symmetry.get()}" if self.symmetry.get() > 1 else "")
                  + f"): {vol.nIterations.get()} iteration(s), "
                  + ("converged." if vol.converged.get() else "iteration limit reached.")]
-        if vol.getResolution():
-            lines.append(f"Half-map FSC resolution (0.143): {vol.getResolution():.3g} µm.")
+        if vol.getResolutionText():
+            lines.append(f"Half-map FSC resolution (0.143, masked, corrected): "
+                         f"{vol.getResolutionText()}.")
         return lines
 
     def _methods(self):

@@ -102,6 +102,19 @@ METRICS: dict[str, MetricLabel] = {
         "Gold-standard resolution: the particles are split in two halves reconstructed "
         "separately, and their FSC falls below 0.143 at this size; smaller is better. It "
         "needs no reference.", ".3g"),
+    "fsc_resolution_text": MetricLabel(
+        "FSC resolution at 0.143",
+        f"{_FSC}: the FSC never falls below 0.143 inside the box, so no resolution is "
+        "measured; the text says what to do.", "s"),
+    "half_map_resolution_text": MetricLabel(
+        "half-map FSC at 0.143 (masked, corrected)",
+        "The verdict of the gold-standard FSC: a resolution only where the masked, "
+        "noise-substitution corrected FSC crosses 0.143 below Nyquist and the optical "
+        "cutoff; otherwise why there is none.", "s"),
+    "optical_cutoff_um": MetricLabel(
+        "optical cutoff of the PSF (µm)",
+        "The finest period the PSF passes in the lateral plane; no resolution is claimed "
+        "beyond it.", ".3g"),
 }
 
 

@@ -23,7 +23,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..algorithms.geometry import direction_angles
-from ..algorithms.metrics import FSCCurve, fsc_resolution
+from ..algorithms.metrics import FSCCurve
+from ..algorithms.resolution import NYQUIST, read_resolution
 
 __all__ = [
     "fsc_figure",
@@ -112,18 +113,13 @@ def _curve_list(curves, labels) -> list[tuple[str | None, np.ndarray, np.ndarray
 
 
 def _fmt_resolution(freq: float, vs: float | None) -> str:
-    if freq >= 0.5:
-        text = "≥ Nyquist (0.5 1/voxel"
-        return text + (f", {2 * vs:.3g} µm)" if vs else ")")
-    if freq <= 0:
-        return "below the first shell"
     text = f"{freq:.3f} 1/voxel"
     return text + (f" ({vs / freq:.3g} µm)" if vs else "")
 
 
 # ----------------------------------------------------------------------------- FSC
 def fsc_figure(curves, *, voxel_size=None, labels=None, thresholds=(0.143, 0.5),
-               title=None) -> Figure:
+               title=None, cutoff=None, background=None) -> Figure:
     """FSC curve(s) with threshold lines and the resolution read on each curve.
 
     Parameters
@@ -139,9 +135,18 @@ def fsc_figure(curves, *, voxel_size=None, labels=None, thresholds=(0.143, 0.5),
     thresholds : sequence of float, default (0.143, 0.5)
         FSC thresholds in (0, 1): each is drawn as a horizontal line and the first
         frequency where a curve falls below it (linearly interpolated, as
-        :func:`spfluo.algorithms.metrics.fsc_resolution`) is marked by a vertical line
-        with ``gid="resolution:<curve index>:<threshold>"``.
+        :func:`spfluo.algorithms.resolution.read_resolution`) is marked by a vertical
+        line with ``gid="resolution:<curve index>:<threshold>"``, when it is a
+        measurement; the legend gives the verdict otherwise ("not reached below Nyquist
+        (X µm): sample finer", or beyond the optical cutoff).
     title : str, optional
+    cutoff : float, optional
+        Optical cutoff of the PSF, cycles per voxel
+        (:func:`spfluo.algorithms.resolution.optical_cutoff`): a vertical line
+        (``gid="cutoff"``); no resolution is claimed beyond it.  Nyquist is marked
+        too (``gid="nyquist"``).
+    background : dict of str to curve, optional
+        Curves drawn thin and grey for context (e.g. the unmasked FSC), without marks.
 
     Returns
     -------
@@ -164,21 +169,33 @@ def fsc_figure(curves, *, voxel_size=None, labels=None, thresholds=(0.143, 0.5),
         ax.axhline(t, color="0.4", lw=0.8, ls=styles[t_idx % 3], gid=f"threshold:{t:g}")
         ax.text(0.005, t, f" {t:g}", va="bottom", ha="left", fontsize=8, color="0.3",
                 transform=ax.get_yaxis_transform())
+    for b_idx, (label, f, v) in enumerate(_curve_list(background, None)
+                                          if background else []):
+        ax.plot(f, v, color="0.6", lw=0.9, ls=styles[b_idx % 3], label=label,
+                gid=f"background:{b_idx}")
     for k, (label, f, v) in enumerate(items):
         name = label or (f"curve {k + 1}" if len(items) > 1 else "FSC")
         ax.plot(f, v, color=colors[k], lw=1.8, marker="o", ms=2.5, label=name,
                 gid=f"curve:{k}")
         curve = FSCCurve(frequencies=f, values=v, counts=np.zeros(f.size, np.int64))
         for t_idx, t in enumerate(thresholds):
-            r = fsc_resolution(curve, threshold=t)
-            text = f"{name} at {t:g}: {_fmt_resolution(r, vs)}"
-            if 0 < r < 0.5:
+            res = read_resolution(curve, threshold=t, voxel_size_um=vs, cutoff_per_voxel=cutoff)
+            if res.measured:
+                r = res.frequency_per_voxel
+                text = f"{name} at {t:g}: {_fmt_resolution(r, vs)}"
                 ax.plot([r, r], [bottom, t], color=colors[k], lw=1.0, ls=styles[t_idx % 3],
                         gid=f"resolution:{k}:{t:g}", label=text)
                 ax.plot([r], [t], "o", color=colors[k], ms=5, mfc="white")
             else:
-                # no crossing inside (0, Nyquist): said in the legend as text, no line
-                ax.plot([], [], ls="none", marker="none", label=f"{text} (no crossing)")
+                # no measurement: the verdict as text in the legend, no line, no mark
+                ax.plot([], [], ls="none", marker="none",
+                        label=f"{name} at {t:g}: {res.text()}")
+    ax.axvline(NYQUIST, color="0.2", lw=1.2, gid="nyquist",
+               label="Nyquist" + (f" ({vs / NYQUIST:.3g} µm)" if vs else " (0.5 1/voxel)"))
+    if cutoff is not None and 0 < cutoff <= NYQUIST:
+        ax.axvline(cutoff, color="tab:red", lw=1.2, ls="-.", gid="cutoff",
+                   label="optical cutoff of the PSF"
+                   + (f" ({vs / cutoff:.3g} µm)" if vs else f" ({cutoff:.3f} 1/voxel)"))
     ax.set_xlim(0, max(0.5, max(float(f.max()) for _, f, _ in items)))
     ax.set_ylim(bottom, 1.05)
     ax.set_xlabel("spatial frequency (1/voxel)")

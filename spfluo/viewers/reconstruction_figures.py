@@ -2,7 +2,9 @@
 
 The orthogonal slices (``object_figures``) and the isosurface (``metrics_figures``) of a
 volume are registered elsewhere; this module adds, when the volume has them, the
-half-map FSC curve (0.143 and 0.5 lines, resolutions marked) and the Fourier coverage
+half-map FSC curve (masked and corrected; 0.143 and 0.5 lines, resolutions marked when
+measured, the optical cutoff of the PSF and Nyquist drawn, the unmasked curve in grey)
+and the Fourier coverage
 of the poses that made it (the volume's ``coverageFile``, written by
 "reconstruct with known poses").
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from ..io import read_fsc_csv, read_volume
+from ..io import read_fsc_csv, read_fsc_details, read_volume
 from ..objects import Volume
 from .metrics import fsc_figure
 from .reconstruction import fourier_coverage_figure
@@ -37,8 +39,16 @@ def reconstruction_figures(volume) -> list:
     if _existing(volume.getFscFile()):
         freqs, curves = read_fsc_csv(volume.getFscFile())
         labels = [f"half maps, {name}" for name in curves] if len(curves) > 1 else ["half maps"]
+        unmasked = read_fsc_details(volume.getFscFile()).get("unmasked", {})
+        cutoff_um = volume.getOpticalCutoff()
+        cutoff = None
+        if cutoff_um and vs is not None and max(vs) - min(vs) <= 1e-6 * max(vs):
+            cutoff = vs[0] / cutoff_um
         fig = fsc_figure([(freqs, v) for v in curves.values()], voxel_size=vs, labels=labels,
-                         title="gold-standard FSC between the half maps")
+                         cutoff=cutoff,
+                         background={f"unmasked, {name}": (freqs, v)
+                                     for name, v in unmasked.items()} or None,
+                         title="gold-standard FSC between the half maps (masked, corrected)")
         figures.append(("half_map_fsc", fig))
     path = volume.getCoverageFile()
     if _existing(path):

@@ -17,7 +17,12 @@ Modules
     - :mod:`~spfluo.algorithms.reconstruct.admm`: the solvers on the sums (Tikhonov, ADMM);
     - :mod:`~spfluo.algorithms.reconstruct.baselines`: align and average, deconvolve and
       average;
-    - :mod:`~spfluo.algorithms.reconstruct.weight`: default weights, automatic weight;
+    - :mod:`~spfluo.algorithms.reconstruct.weight`: default weights, held-out misfit;
+    - :mod:`~spfluo.algorithms.reconstruct.autoweight`: the automatic weight
+      (:func:`choose_weight`, on the sums of two halves);
+    - :mod:`~spfluo.algorithms.reconstruct.mask`: spherical support and soft mask;
+    - :mod:`~spfluo.algorithms.reconstruct.gold`: gold-standard FSC corrected by noise
+      substitution;
     - :mod:`~spfluo.algorithms.reconstruct.solve`: :func:`reconstruct`, the whole
       reconstruction with gold-standard half maps.
 
@@ -33,10 +38,18 @@ from spfluo.algorithms.reconstruct.admm import (
     reconstruct_tikhonov,
 )
 from spfluo.algorithms.reconstruct.baselines import average, deconv_average
+from spfluo.algorithms.reconstruct.gold import GoldStandardFSC, noise_substitution_fsc
+from spfluo.algorithms.reconstruct.mask import (
+    default_mask_radius,
+    energy_outside,
+    spherical_mask,
+    support,
+)
 from spfluo.algorithms.reconstruct.solve import (
     JOINT_METHODS,
     METHODS,
     Reconstruction,
+    map_gold_standard,
     reconstruct,
 )
 from spfluo.algorithms.reconstruct.sums import (
@@ -47,6 +60,8 @@ from spfluo.algorithms.reconstruct.sums import (
     precompute_sums,
     update_sums,
 )
+from spfluo.algorithms.reconstruct.autoweight import WeightChoice, choose_weight
+from spfluo.algorithms.reconstruct.weight import heldout_misfit
 
 __all__ = [
     "ReconstructionSums",
@@ -65,4 +80,14 @@ __all__ = [
     "average",
     "deconv_average",
     "reconstruct",
+    "map_gold_standard",
+    "GoldStandardFSC",
+    "noise_substitution_fsc",
+    "WeightChoice",
+    "choose_weight",
+    "heldout_misfit",
+    "default_mask_radius",
+    "spherical_mask",
+    "support",
+    "energy_outside",
 ]

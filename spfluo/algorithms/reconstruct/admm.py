@@ -32,6 +32,7 @@ from spfluo.algorithms._validation import check_int
 from spfluo.algorithms.backend import AXES3, Backend, resolve_backend, to_numpy
 from spfluo.algorithms.fourier import _fit_to
 from spfluo.algorithms.reconstruct.accumulation import rfft_weights
+from spfluo.algorithms.reconstruct.mask import check_mask_radius, spherical_mask, support
 from spfluo.algorithms.reconstruct.regularizers import (
     apply_l,
     apply_lt,
@@ -132,7 +133,8 @@ def _crop(xp, volume, box: int):
     return _fit_to(xp, volume, (box, box, box))
 
 
-def reconstruct_tikhonov(sums: ReconstructionSums, *, weight=DEFAULT_WEIGHT["tikhonov"]):
+def reconstruct_tikhonov(sums: ReconstructionSums, *, weight=DEFAULT_WEIGHT["tikhonov"],
+                         mask_radius: float | None = None):
     """Closed-form reconstruction with a quadratic gradient penalty (Fortun et al. 2018 eq. 6).
 
     Solves ``min_x 1/(2N) sum_i ||y_i - H_i x||^2 + w/2 ||G x||^2`` (``G`` the periodic
@@ -144,6 +146,10 @@ def reconstruct_tikhonov(sums: ReconstructionSums, *, weight=DEFAULT_WEIGHT["tik
     weight : float or sequence of float, default 3e-2
         ``w >= 0`` (per mean particle; one value or one per channel).  0 is a plain
         inverse filter, defined only where ``K > 0``.
+    mask_radius : float, optional
+        Multiply the solution by the soft spherical mask of this radius (voxels, 1 inside;
+        :func:`~spfluo.algorithms.reconstruct.mask.spherical_mask`): a closed form cannot
+        be constrained, so the support is imposed afterwards.  None (default): no mask.
 
     Returns
     -------
@@ -160,21 +166,27 @@ def reconstruct_tikhonov(sums: ReconstructionSums, *, weight=DEFAULT_WEIGHT["tik
     den = nonnegative(xp, sums.kernel) + wk * gradient_symbol(xp, shape)
     safe = den > 0
     xhat = xp.where(safe, bhat / xp.where(safe, den, 1), 0).astype(xp.complex64)
-    x = bk.irfftn(xhat, s=shape, axes=AXES3).astype(xp.float32)
-    return _crop(xp, x, sums.shape[0])
+    x = _crop(xp, bk.irfftn(xhat, s=shape, axes=AXES3).astype(xp.float32), sums.shape[0])
+    radius = check_mask_radius(mask_radius, sums.shape[0])
+    if radius is not None:
+        x = x * spherical_mask(sums.shape, radius, backend=bk)
+    return x
 
 
 # ---------------------------------------------------------------- ADMM core
 
 
 def admm_core(bk: Backend, bhat, kernel, shape, weight, *, regularizer, iterations, rho,
-              positivity, state, callback=None, adapt=True):
+              positivity, state, callback=None, adapt=True, support=None):
     """ADMM on normalised data.
 
     ``bhat`` (*lead, P, P, P//2+1) complex64 is the spectrum of ``b``; ``kernel`` broadcasts
     to it; ``weight`` and ``rho`` broadcast to ``lead``.  ``state`` is None or the tuple
-    ``(x, u, v, du, dv)`` (split variables component first).  Returns the final tuple, the
-    final ``rho`` and the per-iteration energies and residuals (arrays (n_it, *lead)).
+    ``(x, u, v, du, dv)`` (split variables component first).  ``support`` (0/1 float32
+    broadcasting to ``(*lead, P, P, P)``, or None) restricts the split ``v`` to it (with
+    positivity when asked): the projection onto ``{v >= 0, v = 0 outside}``.  Returns the
+    final tuple, the final ``rho`` and the per-iteration energies and residuals (arrays
+    (n_it, *lead)).
     """
     xp = bk.xp
     lead = tuple(bhat.shape[:-3])
@@ -198,9 +210,11 @@ def admm_core(bk: Backend, bhat, kernel, shape, weight, *, regularizer, iteratio
     energies, primal, dual = [], [], []
     sum3 = (-3, -2, -1)
 
+    constrained = bool(positivity) or support is not None
+
     def denominator(rho_):
         r = xp.asarray(rho_, dtype=xp.float32)[expand]
-        return kernel + r * (lsym + (1 if positivity else 0))
+        return kernel + r * (lsym + (1 if constrained else 0))
 
     den = denominator(rho)
     weight_dev = xp.asarray(weight)
@@ -209,7 +223,7 @@ def admm_core(bk: Backend, bhat, kernel, shape, weight, *, regularizer, iteratio
     tau = xp.asarray(weight / rho, dtype=xp.float32)
     for it in range(iterations):
         rhs = apply_lt(xp, u - du, regularizer)
-        if positivity:
+        if constrained:
             rhs += v - dv
         xhat = bk.rfftn(rhs, axes=AXES3)
         xhat *= rho_dev
@@ -224,8 +238,10 @@ def admm_core(bk: Backend, bhat, kernel, shape, weight, *, regularizer, iteratio
         u -= u_new
         dual_sq = (u * u).sum(axis=sum3, dtype=xp.float64).sum(axis=0)
         u = u_new
-        if positivity:
-            v_new = xp.maximum(x + dv, 0)
+        if constrained:
+            v_new = xp.maximum(x + dv, 0) if positivity else x + dv
+            if support is not None:
+                v_new *= support
             r_v = x - v_new
             dv += r_v
             prim = prim + (r_v * r_v).sum(axis=sum3, dtype=xp.float64)
@@ -289,7 +305,8 @@ def default_rho(weight):
 def reconstruct_admm(sums: ReconstructionSums, *, regularizer: str = "hessian",
                      weight=DEFAULT_WEIGHT["hessian"], iterations: int = 100, rho=None,
                      positivity: bool = True, init=None,
-                     callback: Callable | None = None) -> ADMMResult:
+                     callback: Callable | None = None,
+                     support_radius: float | None = None) -> ADMMResult:
     """Known-pose reconstruction with TV or Hessian-Schatten regularisation (ADMM).
 
     Solves ``min_{x >= 0} 1/(2N) sum_i ||y_i - H_i x||^2 + w s phi(L x)`` on data in units
@@ -320,6 +337,10 @@ def reconstruct_admm(sums: ReconstructionSums, *, regularizer: str = "hessian",
     callback : callable, optional
         ``callback(iteration, energy)`` after each iteration (``energy`` an array (C,),
         normalised units); for progress reports.
+    support_radius : float, optional
+        Support constraint: the solution is 0 farther than this many voxels from the box
+        centre (:func:`~spfluo.algorithms.reconstruct.mask.support`; projected with the
+        positivity).  None (default): no support.  :func:`reconstruct` sets it by default.
 
     Returns
     -------
@@ -339,6 +360,8 @@ def reconstruct_admm(sums: ReconstructionSums, *, regularizer: str = "hessian",
     r0 = default_rho(w) if rho is None else check_weight(rho, c, "rho")
     if np.any(r0 <= 0):
         raise ValueError(f"rho must be > 0, got {rho!r}")
+    radius = check_mask_radius(support_radius, sums.shape[0], "support_radius")
+    sup = None if radius is None else support(shape, radius, backend=bk)
     state = None
     if init is not None:
         state, r_state, w_state = _initial_state(xp, init, sums, scale, regularizer)
@@ -352,8 +375,9 @@ def reconstruct_admm(sums: ReconstructionSums, *, regularizer: str = "hessian",
     (x, u, v, du, dv), rho_f, energies, primal, dual = admm_core(
         bk, bhat, nonnegative(xp, sums.kernel), shape, w, regularizer=regularizer,
         iterations=iterations, rho=r0, positivity=bool(positivity), state=state, callback=callback,
+        support=sup,
     )
-    final = v if positivity else x
+    final = v if positivity or sup is not None else x
     sc = xp.asarray(scale, dtype=xp.float32)[:, None, None, None]
     volume = _crop(xp, final * sc, sums.shape[0]).astype(xp.float32)
     energy_phys = (energies * scale[None, :] ** 2).sum(axis=1)

@@ -2,9 +2,12 @@
 
 Gold standard: :func:`reconstruct` splits the particles into two random halves
 (:func:`half_split`), computes the sums of both in the same pass (the full sums are their
-weighted mean), reconstructs both halves and reports their FSC resolution at 0.143.
-``weight="auto"`` chooses the weight on the two halves
-(:mod:`~spfluo.algorithms.reconstruct.weight`).
+weighted mean), reconstructs each half from its own particles only and reports their
+masked, phase-randomised FSC and the resolution at 0.143 with its verdict
+(:func:`spfluo.algorithms.resolution.half_map_resolution`).  ``weight="auto"`` chooses the
+weight on the two halves (:func:`~spfluo.algorithms.reconstruct.autoweight.choose_weight`).
+The solutions are confined to a sphere (``mask_radius``,
+:mod:`~spfluo.algorithms.reconstruct.mask`).
 """
 
 from __future__ import annotations
@@ -27,16 +30,18 @@ from spfluo.algorithms.reconstruct.sums import (
     combine_sums,
     half_split,
 )
-from spfluo.algorithms.reconstruct.weight import (
-    AUTO_WEIGHTS,
-    CRITERIA,
-    DEFAULT_WEIGHT,
-    check_weight,
-    misfit,
-    select_weight,
+from spfluo.algorithms.reconstruct.gold import (
+    GoldStandardFSC,
+    noise_substitution_fsc,
+    particle_source,
 )
+from spfluo.algorithms.reconstruct.mask import check_mask_radius
+from spfluo.algorithms.reconstruct.autoweight import WeightChoice, choose_weight
+from spfluo.algorithms.reconstruct.weight import DEFAULT_WEIGHT, check_weight
+from spfluo.algorithms.resolution import half_map_resolution, optical_cutoff
 
-__all__ = ["Reconstruction", "METHODS", "JOINT_METHODS", "BASELINES", "reconstruct", "half_fsc"]
+__all__ = ["Reconstruction", "METHODS", "JOINT_METHODS", "BASELINES", "reconstruct", "half_fsc",
+           "map_gold_standard"]
 
 #: Methods that solve the joint problem on the sums (every method but the baselines).
 JOINT_METHODS = ("tikhonov",) + REGULARIZERS
@@ -55,13 +60,30 @@ class Reconstruction:
     volume : ndarray, float32, shape (C, D, D, D)
         Reconstruction from all the particles (NumPy).
     half_maps : ndarray, float32, shape (2, C, D, D, D), or None
-        Reconstructions of the two random halves (None without half maps).
+        Reconstructions of the two random halves, each from its half only (None without
+        half maps).
     fsc : tuple of FSCCurve, one per channel, or None
-        Half-map FSC curves.
+        Half-map FSC curves under the mask, corrected by noise substitution (None for a
+        channel whose half maps are empty).
+    fsc_details : tuple of GoldStandardFSC, one per channel, or None
+        The unmasked, masked and substituted curves behind ``fsc``
+        (:class:`~spfluo.algorithms.reconstruct.gold.GoldStandardFSC`; for the baselines
+        the masked FSC is corrected by phase-randomised maps only).
+    resolution : tuple of Resolution, one per channel, or None
+        Half-map resolution at 0.143 with its verdict (measured, not reached below
+        Nyquist, beyond the optical cutoff; :class:`spfluo.algorithms.resolution.Resolution`).
     resolution_per_voxel : ndarray, float64, shape (C,)
-        Half-map FSC resolution at 0.143 in cycles per voxel (NaN without half maps).
+        The measured resolutions in cycles per voxel; NaN where none was measured or
+        without half maps.
+    cutoff_per_voxel : float or None
+        Optical cutoff of the PSF (:func:`spfluo.algorithms.resolution.optical_cutoff`),
+        cycles per voxel; None for ``"average"``.
     weight : ndarray, float64, shape (C,)
         Regularisation weight used per channel (NaN for ``"average"``).
+    weight_choice : WeightChoice or None
+        The automatic choice (curve, minimum, interior or not) with ``weight="auto"``.
+    mask_radius : float or None
+        Radius of the support (voxels), None without.
     method : str
     symmetry : int
     n_particles : int
@@ -69,8 +91,6 @@ class Reconstruction:
         Half (0 or 1) of each particle.
     sweep_weights : ndarray, float64, shape (W,)
         Weights tried by ``weight="auto"`` (empty otherwise).
-    sweep_resolution : ndarray, float64, shape (W, C)
-        Half-map resolution (cycles per voxel) for each weight tried.
     sweep_misfit : ndarray, float64, shape (W, C)
         Held-out misfit of the half maps for each weight tried (squared particle units,
         up to a constant; lower is better).
@@ -82,29 +102,36 @@ class Reconstruction:
     volume: np.ndarray
     half_maps: np.ndarray | None
     fsc: tuple | None
+    fsc_details: tuple | None
+    resolution: tuple | None
     resolution_per_voxel: np.ndarray
+    cutoff_per_voxel: float | None
     weight: np.ndarray
+    weight_choice: WeightChoice | None
+    mask_radius: float | None
     method: str
     symmetry: int
     n_particles: int
     halves: np.ndarray | None
     sweep_weights: np.ndarray
-    sweep_resolution: np.ndarray
     sweep_misfit: np.ndarray
     coverage: np.ndarray | None
 
 
-def _solve(method, sums, weight, iterations, init=None):
-    """One solve on sums; returns (volume on device, ADMM state or None)."""
+def _solve(method, sums, weight, iterations, radius, init=None):
+    """One solve on sums; returns (volume on device, ADMM state or None).  ``init``: an
+    ADMM state or a starting volume (C, D, D, D); ignored by Tikhonov."""
     if method == "tikhonov":
-        return reconstruct_tikhonov(sums, weight=weight), None
+        return reconstruct_tikhonov(sums, weight=weight, mask_radius=radius), None
     res = reconstruct_admm(sums, regularizer=method, weight=weight, iterations=iterations,
-                           init=init)
+                           init=init, support_radius=radius)
     return res.volume, res.state
 
 
 def half_fsc(v1, v2):
-    """Per channel: FSC curve (None for an empty map) and resolution at 0.143."""
+    """Per channel: unmasked FSC curve (None for an empty map) and the frequency where it
+    first falls below 0.143 (Nyquist when it never does; see
+    :func:`spfluo.algorithms.resolution.half_map_resolution` for the reported one)."""
     curves, res = [], []
     for c in range(v1.shape[0]):
         if not (np.any(v1[c]) and np.any(v2[c])):
@@ -117,28 +144,55 @@ def half_fsc(v1, v2):
     return curves, np.array(res)
 
 
+def map_gold_standard(half1, half2, *, mask_radius, voxel_size_um=None, cutoff_per_voxel=None,
+                      seed=0) -> tuple:
+    """Per channel of two half maps (C, D, D, D) with no particles to substitute: the
+    masked FSC corrected by phase-randomised maps (the mask's share only; Chen et al.
+    2013), as :class:`~spfluo.algorithms.reconstruct.gold.GoldStandardFSC` (its
+    ``substituted`` curve is that of the randomised maps) or None for an empty channel."""
+    out = []
+    for c in range(half1.shape[0]):
+        if not (np.any(half1[c]) and np.any(half2[c])):
+            out.append(None)
+            continue
+        m, res = half_map_resolution(half1[c], half2[c], mask_radius=mask_radius,
+                                     voxel_size_um=voxel_size_um,
+                                     cutoff_per_voxel=cutoff_per_voxel, seed=seed)
+        out.append(GoldStandardFSC(corrected=m.corrected, masked=m.masked,
+                                   substituted=m.randomized, unmasked=m.unmasked,
+                                   randomize_from_per_voxel=m.randomize_from_per_voxel,
+                                   resolution=res))
+    return tuple(out)
+
+
 def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto",
                 iterations: int = 100, symmetry: int = 1, half_maps: bool = True, seed=0,
-                criterion: str = "cross-validation", weights: Sequence[float] | None = None,
+                weights: Sequence[float] | None = None, mask_radius="default",
+                voxel_size_um: float | None = None,
                 batch_size: int = 16, order: int = 1, pad: float = 1.125, backend=None,
                 progress: Callable[[str], None] | None = None) -> Reconstruction:
     """Reconstruct a volume from particles with known poses, with gold-standard half maps.
 
     Parameters
     ----------
-    particles : ndarray (N, C, D, D, D) or (N, D, D, D), or iterable of (slice, batch)
-        As in :func:`precompute_sums`; an iterable is read once.
+    particles : ndarray (N, C, D, D, D) or (N, D, D, D), iterable, or callable
+        As in :func:`precompute_sums`; the gold-standard FSC reads the particles a second
+        time (noise substitution), so with ``half_maps`` give an array or a function that
+        returns the ``(slice, batch)`` iterable afresh (:func:`~spfluo.algorithms.
+        reconstruct.gold.particle_source`); a one-shot iterable needs ``half_maps=False``.
     poses : Poses
         One per particle (zyx frame, translations in voxels).
     psf : ndarray, shape (d, d, d) or (C, d, d, d)
-        Ignored by ``"average"``.
+        Ignored by ``"average"`` (but for the optical cutoff of the FSC).
     method : {"hessian", "tv", "tikhonov", "average", "deconv-average"}
     weight : float, sequence of float (one per channel), None or "auto"
         Regularisation weight (see the solvers; None: the method's default).  ``"auto"``
-        (needs ``half_maps``; not for the baselines) tries ``weights`` on both halves and
-        derives, per channel, the weight from their scores (``criterion``); the sums do
-        not depend on the weight, so the sweep costs only solver iterations.  Ignored by
-        ``"average"``; ``"deconv-average"`` needs a number or None.
+        (needs ``half_maps``; not for the baselines):
+        :func:`~spfluo.algorithms.reconstruct.autoweight.choose_weight` on the two halves
+        (held-out misfit on the measured band, grid extended until its minimum is
+        interior, halved for the full set); the sums do not depend on the weight, so the
+        choice costs only solver iterations.  Ignored by ``"average"``;
+        ``"deconv-average"`` needs a number or None.
     iterations : int, default 100
         ADMM iterations (TV, Hessian; ``"deconv-average"`` runs ``iterations // 2`` per
         particle).  During the ``"auto"`` sweep each weight runs ``iterations // 2``,
@@ -147,29 +201,23 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
         Cn symmetry order (1: none).
     half_maps : bool, default True
         Split the particles into two random halves (:func:`half_split` with ``seed``),
-        reconstruct both and compute their FSC.  Needs ``N >= 2``.
+        reconstruct each from its own half and compute their masked FSC corrected by
+        noise substitution (:func:`~spfluo.algorithms.reconstruct.gold.noise_substitution_fsc`).
+        Needs ``N >= 2``.
     seed : int or numpy.random.Generator
-        Seed of the half split.
-    criterion : {"cross-validation", "fsc"}
-        How ``"auto"`` scores a weight.  ``"cross-validation"`` (default): the misfit of
-        each half map on the data of the other half, ``1/2 <x_A, K_B x_A> - <x_A, b_B>``
-        (a held-out prediction error, free from the sums; with symmetry the copies of a
-        particle stay in its half), minimised: the minimum is interpolated (parabola in
-        ``log w`` through the best weight tried and its neighbours), then halved, since
-        it is the best weight for a half set and weights per mean particle scale as
-        ``1/N`` (so the chosen weight is in general not one of ``weights``).  Measured
-        against the ground truth (asymmetric phantom, 20 particles of 32^3; C9 barrel, 6
-        and 20 particles of 32^3 and 20 of 40^3, with and without C9 folding; 18 cases):
-        SSIM within 0.005 of the best weight of a grid 4 per decade (Hessian and TV; 0.016
-        in one case), PSNR within 0.01 dB (Tikhonov; 0.32 dB in one case); the grid point
-        of least misfit, used as such, was 1.5 to 6 times too large: up to 0.061 SSIM
-        (Hessian), 0.043 (TV) and 0.23 dB (Tikhonov) lost.  ``"fsc"``: the half-map FSC
-        resolution at 0.143, maximised (ties to the larger weight); it grows with the
-        weight for Tikhonov and saturates at Nyquist for TV and the Hessian (the
-        regulariser makes both halves agree), so it picks the largest weight tried.
+        Seed of the half split (and of the random phases of the FSC).
     weights : sequence of float, optional
-        The grid tried by ``"auto"`` (default: 2 per decade; Tikhonov 1e-4 to 1, TV 1e-4 to 0.1,
-        Hessian 3e-5 to 3e-2).
+        The first grid tried by ``"auto"`` (default
+        :data:`~spfluo.algorithms.reconstruct.autoweight.AUTO_WEIGHTS`).
+    mask_radius : float, "default" or None
+        Radius of the spherical support, voxels from the box centre: the TV and Hessian
+        solutions are constrained to it, the Tikhonov one multiplied by the soft mask,
+        and the FSC is taken under the soft mask of this radius.  ``"default"``: 0.9 x
+        the half box (:func:`~spfluo.algorithms.reconstruct.mask.default_mask_radius`).
+        None: no support (the FSC mask is then the default one).  The baselines are not
+        masked.
+    voxel_size_um : float, optional
+        Isotropic voxel size (µm), for the resolution lengths and their texts.
     batch_size, order, pad, backend
         As in :func:`precompute_sums`.
     progress : callable, optional
@@ -181,10 +229,10 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
 
     Notes
     -----
-    The half-map FSC of a regularised reconstruction (TV, Hessian, and to a lesser
-    degree Tikhonov) is optimistic: the prior shapes both halves alike beyond the
-    frequencies the data measure.  It is the gold-standard figure the brief asks for,
-    comparable between runs of one method, not an unbiased resolution.
+    The half maps of a regularised reconstruction share the prior and the aliasing of the
+    sums, which correlate them beyond the frequencies the data measure; noise
+    substitution removes that share and the mask's, and the verdict refuses any crossing
+    beyond the optical cutoff of the PSF (:func:`spfluo.algorithms.resolution.read_resolution`).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -192,10 +240,6 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
     n = len(poses)
     iterations = check_int(iterations, "iterations", minimum=1)
     symmetry = check_int(symmetry, "symmetry", minimum=1)
-    if criterion not in CRITERIA:
-        raise ValueError(
-            f"criterion must be 'cross-validation' or 'fsc', got {criterion!r}"
-        )
     auto = isinstance(weight, str)
     if auto and weight != "auto":
         raise ValueError(f"weight must be a number, one per channel, None or 'auto', got "
@@ -213,19 +257,18 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
         raise ValueError(f"half maps need at least 2 particles, got {n}: set half_maps=False")
     if weight is None and method != "average":
         weight = DEFAULT_WEIGHT[method]
-    grid = None
-    if auto:
-        grid = np.asarray(AUTO_WEIGHTS[method] if weights is None else weights, dtype=float)
-        if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(
-                grid < 0):
-            raise ValueError(f"weights must be a non-empty list of numbers >= 0, got {weights!r}")
-        grid = np.sort(grid)[::-1]  # strong to weak: each warm start is close to the next
+    if weights is not None and not auto:
+        raise ValueError("weights is the grid of weight='auto': give weight='auto' with it")
     log = progress or (lambda message: None)
+    source = None
+    if half_maps and method not in BASELINES:
+        source = particle_source(particles)
+        particles = source()
     labels = half_split(n, seed=seed) if half_maps else np.zeros(n, dtype=np.int8)
     common = dict(groups=labels.astype(np.int64), n_groups=2 if half_maps else 1,
                   symmetry=symmetry, batch_size=batch_size, order=order, backend=backend)
-    sweep_w, sweep_res, sweep_mis = np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0))
-    coverage = None
+    sweep_w, sweep_mis = np.zeros(0), np.zeros((0, 0))
+    coverage, choice, radius = None, None, None
 
     if method in BASELINES:
         if method == "average":
@@ -247,58 +290,69 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
                                             filtered=True, pad=pad, **common)
         sums = [ReconstructionSums(b, k, c, shape, symmetry) for b, k, c in groups]
         full = combine_sums(*sums) if half_maps else sums[0]
+        radius = check_mask_radius(mask_radius, full.shape[0])
         coverage = full.coverage()
         c = full.n_channels
         log(f"sums of {n} particles computed (grid {full.grid_shape[0]}^3, {c} channel(s), "
-            f"C{symmetry})")
+            f"C{symmetry}" + (f", support radius {radius:.1f} voxels)" if radius else ")"))
         if auto:
-            sweep_res = np.zeros((grid.size, c))
-            sweep_mis = np.zeros((grid.size, c))
-            states = [None, None]
-            for k, wk in enumerate(grid):
-                vols = []
-                for h in range(2):
-                    vol, states[h] = _solve(method, sums[h], wk, max(1, iterations // 2),
-                                            init=states[h])
-                    vols.append(vol)
-                sweep_mis[k] = misfit(vols[0], sums[1]) + misfit(vols[1], sums[0])
-                _, sweep_res[k] = half_fsc(to_numpy(vols[0]), to_numpy(vols[1]))
-                log(f"weight {wk:.3g}: held-out misfit "
-                    + ", ".join(f"{m:.6g}" for m in sweep_mis[k]) + "; half-map resolution "
-                    + ", ".join(f"{r:.3f}" for r in sweep_res[k]) + " cycles/voxel")
-            sweep_w = grid
-            w_used = select_weight(grid,
-                                   sweep_mis if criterion == "cross-validation" else sweep_res,
-                                   criterion)
-            log(f"chosen weight ({criterion}): " + ", ".join(f"{x:.3g}" for x in w_used))
+            choice = choose_weight(sums, method, iterations=max(1, iterations // 2),
+                                   weights=weights, support_radius=radius, progress=log)
+            sweep_w, sweep_mis = choice.weights, choice.misfit
+            w_used = choice.weight
         else:
             w_used = check_weight(weight, c)
         maps = None
         if half_maps:
-            maps = [to_numpy(_solve(method, s, w_used, iterations)[0]) for s in sums]
-        volume = to_numpy(_solve(method, full, w_used, iterations)[0]).astype(np.float32)
+            maps = [to_numpy(_solve(method, s, w_used, iterations, radius)[0]) for s in sums]
+        volume = to_numpy(_solve(method, full, w_used, iterations, radius)[0]).astype(
+            np.float32)
         log(f"{method} reconstruction done (weight "
             + ", ".join(f"{x:.3g}" for x in w_used) + ")")
 
-    half, curves = None, None
-    res = np.full(volume.shape[0], np.nan)
+    half, curves, details, resolutions = None, None, None, None
+    freqs = np.full(volume.shape[0], np.nan)
+    cutoff = None if method == "average" else optical_cutoff(psf)
     if half_maps:
         half = np.stack([m.astype(np.float32) for m in maps])
-        curves, res = half_fsc(half[0], half[1])
-        curves = tuple(curves)
-        log("half-map FSC resolution " + ", ".join(f"{r:.3f}" for r in res) + " cycles/voxel")
+        fsc_radius = radius if radius is not None else check_mask_radius(
+            "default", volume.shape[-1])
+        if source is None:  # baselines: linear, the mask's share only
+            details = map_gold_standard(half[0], half[1], mask_radius=fsc_radius,
+                                        voxel_size_um=voxel_size_um,
+                                        cutoff_per_voxel=cutoff, seed=seed)
+        else:
+            log("gold-standard FSC: noise substitution (the particles read again)")
+            details = noise_substitution_fsc(
+                source, poses, psf, half, halves=labels, symmetry=symmetry,
+                solve=lambda s, h, k_r: to_numpy(_solve(method, s, w_used, iterations,
+                                                        radius)[0]),
+                mask_radius=fsc_radius, cutoff_per_voxel=cutoff, voxel_size_um=voxel_size_um,
+                seed=seed, batch_size=batch_size, order=order, pad=pad, backend=backend,
+                half_sums=sums)
+        curves = tuple(None if d is None else d.corrected for d in details)
+        resolutions = tuple(None if d is None else d.resolution for d in details)
+        for c, r in enumerate(resolutions):
+            if r is not None and r.measured:
+                freqs[c] = r.frequency_per_voxel
+        log("half-map FSC resolution at 0.143 (masked, corrected): "
+            + "; ".join(r.text() if r is not None else "empty map" for r in resolutions))
     return Reconstruction(
         volume=volume,
         half_maps=half,
         fsc=curves,
-        resolution_per_voxel=res,
+        fsc_details=details,
+        resolution=resolutions,
+        resolution_per_voxel=freqs,
+        cutoff_per_voxel=cutoff,
         weight=np.asarray(w_used, dtype=np.float64),
+        weight_choice=choice,
+        mask_radius=radius,
         method=method,
         symmetry=symmetry,
         n_particles=n,
         halves=labels if half_maps else None,
         sweep_weights=sweep_w,
-        sweep_resolution=sweep_res,
         sweep_misfit=sweep_mis,
         coverage=coverage,
     )

@@ -546,35 +546,41 @@ def test_c9_folding_is_exact_for_the_kernel_and_the_backprojection():
 
 
 def test_reconstruct_with_half_maps_and_automatic_weight(dataset):
-    grid = [1e-1, 3e-2, 1e-2, 3e-3]
+    grid = [1e-1, 3e-2, 1e-2]
     out = rc.reconstruct(dataset.particles, dataset.poses, dataset.psf, method="tikhonov",
-                         weight="auto", weights=grid, seed=1)
+                         weight="auto", weights=grid, seed=1, voxel_size_um=0.05)
     assert out.volume.shape == (1, 32, 32, 32) and out.half_maps.shape == (2, 1, 32, 32, 32)
-    assert out.sweep_weights.tolist() == sorted(grid, reverse=True)
-    # the interpolated minimum of the held-out misfit (parabola in log w through the best
-    # weight tried and its neighbours), halved: best for a half set -> the full set
+    choice = out.weight_choice
+    # the given grid comes first, extended towards weak weights until the minimum is inside
+    assert out.sweep_weights[:3].tolist() == grid and out.sweep_weights.size > 3
+    assert choice.interior[0]
     i = int(np.argmin(out.sweep_misfit[:, 0]))
-    assert 0 < i < len(grid) - 1  # interior on this grid
-    coef = np.polyfit(np.log(out.sweep_weights[i - 1:i + 2]), out.sweep_misfit[i - 1:i + 2, 0], 2)
-    assert out.weight[0] == pytest.approx(0.5 * np.exp(-coef[1] / (2 * coef[0])), rel=1e-6)
-    assert 0.1 < out.resolution_per_voxel[0] <= 0.5
-    assert out.resolution_per_voxel[0] == pytest.approx(
-        fsc_resolution(fsc(out.half_maps[0, 0], out.half_maps[1, 0])))
+    assert 0 < i < out.sweep_weights.size - 1
+    # the half-set weight is the largest within 3 standard errors of the minimum, halved
+    w = out.sweep_weights
+    excess = out.sweep_misfit[:, 0] - out.sweep_misfit[i, 0] - 3 * choice.standard_error[:, 0]
+    within = (w >= w[i]) & (w <= choice.half_weight[0])
+    assert np.all(excess[within] <= 0)
+    stronger = np.flatnonzero(w > choice.half_weight[0])
+    assert stronger.size and excess[stronger[-1]] > 0  # the next stronger one is beyond
+    assert choice.minimum[0] <= choice.half_weight[0] * (1 + 1e-9)
+    assert out.weight[0] == pytest.approx(0.5 * choice.half_weight[0], rel=1e-9)
+    assert out.mask_radius == pytest.approx(14.4)
     assert np.bincount(out.halves).tolist() == [10, 10]
     assert out.coverage.shape == (1, 36, 36, 36)  # the padded grid (pad 1.125)
     assert out.coverage[0, 18, 18, 18] == pytest.approx(1.0, rel=1e-5)
-    # the chosen weight's ground-truth PSNR is within 0.1 dB of the best of a fine grid
+    res = out.resolution[0]
+    assert res.measured and 0.1 < res.frequency_per_voxel <= out.cutoff_per_voxel
+    assert out.resolution_per_voxel[0] == res.frequency_per_voxel
+    assert res.um == pytest.approx(0.05 / res.frequency_per_voxel)
+    # the chosen weight's ground-truth PSNR is within 0.5 dB of the best of a fine grid
     truth = dataset.volume[0]
     s = rc.combine_sums(*rc.precompute_half_sums(dataset.particles, dataset.poses,
                                                  dataset.psf, seed=1))
-    psnrs = [_score(rc.reconstruct_tikhonov(s, weight=w)[0], truth)[1]
+    psnrs = [_score(rc.reconstruct_tikhonov(s, weight=w, mask_radius=14.4)[0], truth)[1]
              for w in np.logspace(-3, -1, 9)]
-    chosen = _score(rc.reconstruct_tikhonov(s, weight=out.weight[0])[0], truth)[1]
-    assert chosen > max(psnrs) - 0.1, (chosen, max(psnrs))
-    fsc_choice = rc.reconstruct(dataset.particles, dataset.poses, dataset.psf,
-                                method="tikhonov", weight="auto", weights=grid,
-                                criterion="fsc", seed=1)
-    assert fsc_choice.weight[0] == grid[np.argmax(np.round(fsc_choice.sweep_resolution[:, 0], 6))]
+    chosen = _score(out.volume[0], truth)[1]
+    assert chosen > max(psnrs) - 0.5, (chosen, max(psnrs))
 
 
 def test_baselines_order(dataset):
@@ -643,8 +649,12 @@ def test_invalid_inputs_are_rejected(dataset, sums):
         rc.reconstruct(y, poses, psf, weight="auto", half_maps=False)
     with pytest.raises(ValueError, match="not 'deconv-average'"):
         rc.reconstruct(y, poses, psf, method="deconv-average", weight="auto")
-    with pytest.raises(ValueError, match="criterion must be"):
-        rc.reconstruct(y, poses, psf, criterion="gcv")
+    with pytest.raises(ValueError, match="weights is the grid of weight='auto'"):
+        rc.reconstruct(y, poses, psf, weight=1e-3, weights=[1e-3, 1e-4, 1e-5])
+    with pytest.raises(ValueError, match="mask_radius must be a radius in voxels"):
+        rc.reconstruct(y, poses, psf, weight=1e-3, mask_radius=100.0)
+    with pytest.raises(ValueError, match="one-shot iterable"):
+        rc.reconstruct(iter([(slice(0, 4), y)]), poses, psf, weight=1e-3)
     with pytest.raises(ValueError, match="at least 2 particles"):
         rc.reconstruct(y[:1], poses[:1], psf, weight=1e-3)
     with pytest.raises(ValueError, match="n_particles must be an integer >= 2"):

@@ -151,8 +151,10 @@ def test_identical_volumes_without_registration(tmp_path, truth, monkeypatch):
     m = data["metrics"]
     assert m["ssim"] == pytest.approx(1.0)
     assert m["psnr_db"] is None  # infinite: written as null
-    assert m["fsc_resolution_0143_per_voxel"] == pytest.approx(0.5)
-    assert m["fsc_resolution_0143_um"] == pytest.approx(2 * VS)
+    # identical volumes: the FSC never falls, no resolution is a measurement
+    assert m["fsc_resolution_0143_per_voxel"] is None and m["fsc_resolution_0143_um"] is None
+    assert data["resolution_text"][0]["fsc_0143"] == (
+        f"not reached below Nyquist ({2 * VS:.3g} µm): sample finer")
     assert m["registration_angle_deg"] is None
     np.testing.assert_allclose(data["registration"]["matrix_xyz_um"], np.eye(4))
     assert data["pose_errors"] is None

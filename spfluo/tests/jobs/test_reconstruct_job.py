@@ -9,7 +9,13 @@ import pytest
 from spfluo.algorithms.reconstruct import reconstruct
 from spfluo.algorithms.simulate import simulate_dataset
 from spfluo.constants import EXIT_JOB_ERROR
-from spfluo.io import read_fsc_csv, read_volume, write_particle_table, write_volume
+from spfluo.io import (
+    read_fsc_csv,
+    read_fsc_details,
+    read_volume,
+    write_particle_table,
+    write_volume,
+)
 from spfluo.jobs.__main__ import main
 from spfluo.jobs.jobfile import write_job
 
@@ -78,7 +84,7 @@ def test_job_matches_the_library(tmp_path, data):
                symmetry=9)
     assert main(["reconstruct", str(job)]) == 0
     expected = reconstruct(data.particles, data.poses, data.psf, method="tikhonov",
-                           weight="auto", symmetry=9, seed=3)
+                           weight="auto", symmetry=9, seed=3, voxel_size_um=VS)
     vol = read_volume(tmp_path / "out" / "volume.ome.tif").data
     np.testing.assert_allclose(vol, expected.volume, atol=1e-5 * np.abs(expected.volume).max())
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -88,6 +94,21 @@ def test_job_matches_the_library(tmp_path, data):
     _, curves = read_fsc_csv(tmp_path / "out" / "fsc.csv")
     assert list(curves) == ["channel 0", "channel 1"]
     np.testing.assert_allclose(curves["channel 1"], expected.fsc[1].values, atol=1e-6)
+    assert summary["resolution_text"] == [r.text() for r in expected.resolution]
+    assert summary["resolution_status"] == [r.status for r in expected.resolution]
+    assert summary["cutoff_um"] == pytest.approx(VS / expected.cutoff_per_voxel)
+    details = read_fsc_details(tmp_path / "out" / "fsc.csv")
+    np.testing.assert_allclose(details["unmasked"]["channel 0"],
+                               expected.fsc_details[0].unmasked.values, atol=1e-6)
+    assert summary["mask_radius_um"] == pytest.approx(expected.mask_radius * VS)
+
+
+def test_support_radius_in_micrometres_or_none(tmp_path, data):
+    job = _job(tmp_path, _inputs(tmp_path / "in", data), method="tikhonov", weight=1e-2,
+               mask_radius_um=None, channels=[0])
+    assert main(["reconstruct", str(job)]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["mask_radius_um"] is None
 
 
 def test_average_needs_no_psf_and_no_halves(tmp_path, data):
@@ -127,6 +148,8 @@ def test_psf_at_the_field_sampling_is_prepared_for_the_particles(tmp_path, data,
     ("method", "method must be one of"),
     ("channels", "distinct indices in 0..1"),
     ("weight", "'weight' must be 'auto'"),
+    ("criterion", "criterion' 'fsc' is no longer offered"),
+    ("mask", "'mask_radius_um' 5 µm is"),
     ("missing_file", "particle file\\(s\\) are missing"),
 ])
 def test_bad_jobs_fail_with_a_reason(tmp_path, data, capsys, case, match):
@@ -143,6 +166,10 @@ def test_bad_jobs_fail_with_a_reason(tmp_path, data, capsys, case, match):
         params["channels"] = [0, 2]
     elif case == "weight":
         params["weight"] = -1
+    elif case == "criterion":
+        params["criterion"] = "fsc"
+    elif case == "mask":
+        params["mask_radius_um"] = 5.0
     inputs = _inputs(tmp_path / "in", data, **kwargs)
     if case == "missing_file":
         (tmp_path / "in" / "p3.ome.tif").unlink()

@@ -45,8 +45,16 @@ def test_reconstruction_output_and_provenance(chain):
     assert vol.hasHalfMaps() and all(os.path.exists(p) for p in vol.getHalfMaps())
     summary = json.loads(open(rec._getExtraPath("reconstruction.json")).read())
     assert summary["method"] == "hessian" and summary["weight"] == [pytest.approx(1e-3)]
-    res = summary["resolution_per_voxel"][0]
-    assert vol.getResolution() == pytest.approx(VOXEL / res)  # µm at 0.143
+    # the half-map resolution is a number only when measured; the verdict is always there
+    status, res = summary["resolution_status"][0], summary["resolution_per_voxel"][0]
+    assert status in ("measured", "not reached", "beyond cutoff")
+    if status == "measured":
+        assert vol.getResolution() == pytest.approx(VOXEL / res)  # µm at 0.143
+    else:
+        assert res is None and vol.getResolution() is None
+    assert vol.getResolutionText() == summary["resolution_text"][0]
+    assert vol.getOpticalCutoff() == pytest.approx(summary["cutoff_um"])
+    assert summary["nyquist_um"] == pytest.approx(2 * VOXEL)
     data = load_array(vol)
     assert data.min() >= 0 and data.max() > 0  # positivity
     truth = load_array(sim.outputVolume)[0]
@@ -98,12 +106,15 @@ def test_symmetry_and_automatic_weight(chain):
     summary = json.loads(open(rec._getExtraPath("reconstruction.json")).read())
     assert summary["method"] == "tikhonov" and summary["symmetry"] == 4
     assert summary["criterion"] == "cross-validation"
-    weights = summary["sweep"]["weights"]
+    weights = np.array(summary["sweep"]["weights"])
     misfit = np.array(summary["sweep"]["heldout_misfit"])[:, 0]
-    # half the misfit minimum, interpolated between the best weight tried and its neighbours
+    # half the half-set weight, which lies between the misfit minimum and the next
+    # stronger weight tried
     i = int(np.argmin(misfit))
-    near = weights[max(0, i - 1):i + 2]
-    assert 0.5 * min(near) <= summary["weight"][0] <= 0.5 * max(near)
+    half = summary["sweep"]["half_set_weight"][0]
+    assert summary["weight"][0] == pytest.approx(0.5 * half)
+    assert weights[i] <= half * (1 + 1e-9) and summary["sweep"]["interior"] == [True]
+    assert summary["mask_radius_um"] == pytest.approx(0.9 * 10 * VOXEL)
     assert "C4" in rec.methods()[0] or "C4" in " ".join(rec.summary())
 
 
@@ -151,6 +162,7 @@ def test_invalid_inputs_are_rejected(chain):
     rejected("The PSF has 3 channel", inputParticles=(sim, "outputParticles"),
              inputPSF=(psf_3, "outputPSF"))
     rejected("Symmetry order must be an integer >= 1", symmetry=0, **good)
+    rejected("Support radius must be between", maskRadius=10.0, **good)
     rejected("Choose the PSF", inputParticles=(sim, "outputParticles"))
     rejected("Channel 3 does not exist", channels="0 3", **good)
     rejected("chosen on half maps", doHalfMaps=False, **good)

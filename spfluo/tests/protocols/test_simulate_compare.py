@@ -111,9 +111,11 @@ def test_compare_rotated_and_noisy_ground_truth(shared):
     assert m["registration_angle_deg"] == pytest.approx(35.0, abs=2.0)
     assert m["registration_shift_um"] == pytest.approx(np.sqrt(0.5**2 + 1 + 1.5**2) * VOXEL,
                                                        abs=0.5 * VOXEL)
-    assert m["fsc_resolution_0143_per_voxel"] > 0.3
-    assert m["fsc_resolution_0143_um"] == pytest.approx(
-        VOXEL / m["fsc_resolution_0143_per_voxel"])
+    # a clean rotated copy agrees with the truth up to Nyquist: no resolution is measured
+    # at 0.143, the metrics JSON says why
+    assert m["fsc_resolution_0143_per_voxel"] is None and m["fsc_resolution_0143_um"] is None
+    texts = json.loads(open(c.getMetricsFile()).read())["resolution_text"][0]
+    assert texts["fsc_0143"].startswith("not reached below Nyquist")
     assert m["pose_error_max_deg"] < 1e-6 and m["n_matched_particles"] == 6
     assert m["symmetry"] == 1 and m["n_channels"] == 1
     assert c.getVoxelSize() == pytest.approx((VOXEL,) * 3)
@@ -134,7 +136,8 @@ def test_compare_rotated_and_noisy_ground_truth(shared):
     w = worse.outputComparison.getMetrics()
     assert w["ssim"] < m["ssim"] - 0.05
     assert w["psnr_db"] < m["psnr_db"]
-    assert w["fsc_resolution_0143_per_voxel"] <= m["fsc_resolution_0143_per_voxel"]
+    # the noisy copy's FSC crosses 0.143 below Nyquist (a measurement), the clean one's not
+    assert 0 < w["fsc_resolution_0143_per_voxel"] < 0.5
     assert w["pose_error_median_deg"] is None and worse.outputComparison.getPoseErrorsFile() is None
     # provenance: the comparison derives from both volumes
     parents = {p.getObjId() for p in project.getSourceParents(worse.outputComparison)}

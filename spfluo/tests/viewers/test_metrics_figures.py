@@ -53,21 +53,34 @@ def test_fsc_figure_agrees_with_fsc_resolution_and_handles_no_crossing():
     fig = fsc_figure({"noisy": curve}, thresholds=(0.3,))
     (line,) = gid_artists(fig, "resolution:0:0.3")
     assert line.get_xdata()[0] == pytest.approx(fsc_resolution(curve, threshold=0.3))
-    flat = fsc_figure((f, np.ones(13)))   # never below: no mark, the legend says so
+    flat = fsc_figure((f, np.ones(13)), voxel_size=0.05)  # never below: no mark, a verdict
     assert not gid_artists(flat, "resolution:0:0.143")
     legend = flat.axes[0].get_legend()
     texts = [t.get_text() for t in legend.get_texts()]
-    assert any("≥ Nyquist" in t and "no crossing" in t for t in texts)
+    assert any("not reached below Nyquist (0.1 µm): sample finer" in t for t in texts)
     # a threshold without a crossing is named in the legend without a line sample
     handles = dict(zip(texts, legend.legend_handles))
-    (entry,) = [h for t, h in handles.items() if "no crossing" in t and "0.143" in t]
+    (entry,) = [h for t, h in handles.items() if "not reached" in t and "0.143" in t]
     assert entry.get_linestyle() in ("None", "none", "")
+    (nyquist,) = gid_artists(flat, "nyquist")
+    assert nyquist.get_xdata()[0] == pytest.approx(0.5)
     render_png(flat)
     # the legend sits beside the axes, never over the curves
     renderer = FigureCanvasAgg(flat).get_renderer()
     flat.draw(renderer)
     box = legend.get_window_extent(renderer)
     assert box.x0 >= flat.axes[0].get_window_extent(renderer).x1
+    # with the optical cutoff below Nyquist the same curve is not a measurement either,
+    # and the cutoff is drawn
+    cut = fsc_figure((f, np.ones(13)), voxel_size=0.05, cutoff=0.3)
+    (line,) = gid_artists(cut, "cutoff")
+    assert line.get_xdata()[0] == pytest.approx(0.3)
+    texts = [t.get_text() for t in cut.axes[0].get_legend().get_texts()]
+    assert any("past the optical cutoff of the PSF (0.167 µm)" in t for t in texts)
+    assert any("optical cutoff of the PSF (0.167 µm)" in t for t in texts)
+    # a crossing beyond the cutoff is not marked
+    beyond = fsc_figure((f, np.clip(1.5 - 2 * f, 0, 1)), cutoff=0.3)  # crosses 0.143 at 0.68
+    assert not gid_artists(beyond, "resolution:0:0.143")
 
 
 def test_fsc_figure_rejects_bad_input():
