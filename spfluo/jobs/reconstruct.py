@@ -56,12 +56,13 @@ import time
 import numpy as np
 
 from ..algorithms.backend import get_backend
-from ..algorithms.geometry import Poses, um_to_voxels, voxels_to_um
+from ..algorithms.geometry import Poses, voxels_to_um
 from ..algorithms.reconstruct import METHODS, reconstruct
 from ..io import iter_particle_batches, write_json_atomic, write_volume
 from ..algorithms.limits import MAX_BATCH_SIZE, MAX_SOLVER_ITERATIONS, MAX_SYMMETRY_ORDER
 from ._inputs import (
     bool_param,
+    mask_radius_param,
     channels_param,
     choice_param,
     int_param,
@@ -99,26 +100,6 @@ def _criterion(job: Job) -> None:
               "the held-out misfit (remove the parameter)")
 
 
-def _mask_radius(job: Job, voxel: float, box: int):
-    """The support radius in voxels: 'default' when absent, None when null."""
-    if "mask_radius_um" not in job.params:
-        return "default"
-    value = job.param("mask_radius_um")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        _fail(f"parameter 'mask_radius_um' must be a radius > 0 in micrometres or null (no "
-              f"support), got {value!r}")
-    radius = um_to_voxels(float(value), voxel)
-    corner = math.sqrt(3.0) * box / 2
-    if not 2.0 <= radius <= corner:
-        _fail(f"parameter 'mask_radius_um' {value:g} µm is {radius:.1f} voxels: give a radius "
-              f"between {voxels_to_um(2.0, voxel):.3g} and {voxels_to_um(corner, voxel):.3g} µm "
-              f"(2 voxels to the box corner) or null")
-    return radius
-
-
 def _channels(job: Job, n_channels: int) -> list[int]:
     value = channels_param(job)
     if value is None:
@@ -154,7 +135,7 @@ def run(job: Job) -> None:
     files = read_particle_files(job, need_poses=True)
     table, paths, n_channels, box = files.table, files.paths, files.n_channels, files.box
     vs = particle_voxel_size(job, files.file_voxel_size)
-    mask_radius = _mask_radius(job, vs[0], box[0])
+    mask_radius = mask_radius_param(job, vs[0], box[0])
     channels = _channels(job, n_channels)
     psf = _read_psf(job, vs, channels, n_channels, box[0], method, progress.log)
     poses = Poses.from_stored(table.matrices, vs)

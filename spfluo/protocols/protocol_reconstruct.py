@@ -25,12 +25,14 @@ import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
 from ..algorithms.limits import MAX_BATCH_SIZE, MAX_SOLVER_ITERATIONS, MAX_SYMMETRY_ORDER
-from ..algorithms.reconstruct.mask import DEFAULT_MASK_FRACTION
 from ..algorithms.reconstruct.weight import DEFAULT_WEIGHT
 from ..objects import PSFModel, Volume
 from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, pointed
 from .convert import (
     PREPARED_PSF,
+    add_support_params,
+    check_support_radius,
+    support_job_params,
     PSF_HELP,
     check_channel_list,
     check_particles_with_poses,
@@ -110,19 +112,7 @@ class ProtReconstructKnownPoses(ProtFluoJob):
                       help="Regularisation weight per mean particle, >= 0. For Hessian and "
                            "TV the data are normalised to a back-projection of maximum 1. "
                            f"Empty: the method's default ({defaults}).")
-        form.addParam("doMask", params.BooleanParam, default=True,
-                      condition=f"method in [{HESSIAN}, {TV}, {TIKHONOV}]",
-                      label="Spherical support?",
-                      help="Confine the volume to a sphere about the box centre (TV and "
-                           "Hessian: a constraint; Tikhonov: a soft mask), so that noise "
-                           "cannot pile up in the corners of the box. The half-map FSC is "
-                           "taken under the same (soft) mask.")
-        form.addParam("maskRadius", params.FloatParam, default=None, allowsNull=True,
-                      condition=f"method in [{HESSIAN}, {TV}, {TIKHONOV}] and doMask",
-                      label="Support radius (µm, empty: default)",
-                      help="Radius of the sphere, micrometres; empty: "
-                           f"{DEFAULT_MASK_FRACTION:g} x half the box side. The particle, "
-                           "blurred by the PSF, must fit inside.")
+        add_support_params(form, condition=f"method in [{HESSIAN}, {TV}, {TIKHONOV}]")
         add_count_param(form, "iterations", maximum=MAX_SOLVER_ITERATIONS, default=100,
                         condition=f"method in [{HESSIAN}, {TV}, {DECONV_AVERAGE}]",
                         label="Iterations",
@@ -178,10 +168,7 @@ class ProtReconstructKnownPoses(ProtFluoJob):
             "batch_size": self.batchSize.get(),
         }
         if self._methodKey() in ("hessian", "tv", "tikhonov"):
-            if not self.doMask.get():
-                job_params["mask_radius_um"] = None
-            elif self.maskRadius.get() is not None:
-                job_params["mask_radius_um"] = self.maskRadius.get()
+            job_params.update(support_job_params(self))
         psf = pointed(self.inputPSF)
         if psf is not None:
             inputs["psf"] = psf.getFileName()
@@ -244,9 +231,8 @@ class ProtReconstructKnownPoses(ProtFluoJob):
             errors.append(f"Half maps need at least 2 particles, the set has {len(items)}: "
                           "set 'Half maps and FSC?' to No.")
         check_channel_list(self.channels.get(), particles, errors, label=_CHANNEL_LABEL)
-        radius = self.maskRadius.get() if self.doMask.get() else None
-        if radius is not None and method in ("hessian", "tv", "tikhonov"):
-            self._checkMaskRadius(radius, particles, errors)
+        if method in ("hessian", "tv", "tikhonov"):
+            check_support_radius(self, particles, errors)
         pad = self.padding.get()
         if pad is None or not 1 <= pad <= 3:
             errors.append(f"Padding factor must be in [1, 3], got {pad}.")
@@ -291,20 +277,6 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         return [sentence]
 
     # --------------------------- UTILS functions ------------------------------
-    @staticmethod
-    def _checkMaskRadius(radius, particles, errors) -> None:
-        """The support radius must lie between 2 voxels and the corner of the box."""
-        vs = particles.getVoxelSize()
-        first = particles.getFirstItem()
-        box = first.getDimensions()[-1] if first is not None else None
-        if vs is None or box is None:
-            return
-        corner = 3 ** 0.5 * box * vs[-1] / 2
-        if not 2 * vs[-1] <= radius <= corner:
-            errors.append(f"Support radius must be between {2 * vs[-1]:.3g} µm (2 voxels) and "
-                          f"{corner:.3g} µm (the box corner), got {radius:g} µm; leave it "
-                          "empty for the default.")
-
     def _methodKey(self) -> str:
         return _METHOD_KEYS[self.method.get()]
 
