@@ -8,7 +8,7 @@ Job file::
                                                        # spfluo.jobs._inputs.read_psf_input);
                                                        # not needed by "average"
     "params":  {"method": "hessian",                   # tikhonov | tv | hessian | average
-                                                       # | deconv-average
+                                                       # | deconv-average | single-view
                 "weight": "auto",                      # a number, one per channel, or "auto"
                 "iterations": 100, "symmetry": 1,
                 "mask_radius_um": 0.72,                # optional: radius of the spherical
@@ -84,7 +84,7 @@ def _fail(message: str):
 def _weight_param(job: Job, method: str):
     value = job.param("weight", "auto")
     if value == "auto" or value is None:
-        if value == "auto" and method in ("average", "deconv-average"):
+        if value == "auto" and method in ("average", "deconv-average", "single-view"):
             return None  # the baselines have no sweep: their default weight
         return value
     if not is_weight(value):

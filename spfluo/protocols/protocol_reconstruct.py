@@ -48,10 +48,12 @@ __all__ = ["ProtReconstructKnownPoses"]
 
 _STEP = "reconstruct"
 #: Method choices in the form, in the order of :data:`_METHOD_KEYS`.
+# enum indices are stored in projects: new methods go at the end
 _METHOD_LABELS = ["Hessian (Schatten norm)", "Total variation", "Tikhonov (closed form)",
-                  "Average (baseline)", "Deconvolve, then average (baseline)"]
-_METHOD_KEYS = ["hessian", "tv", "tikhonov", "average", "deconv-average"]
-HESSIAN, TV, TIKHONOV, AVERAGE, DECONV_AVERAGE = range(5)
+                  "Average (baseline)", "Deconvolve, then average (baseline)",
+                  "Single view (baseline)"]
+_METHOD_KEYS = ["hessian", "tv", "tikhonov", "average", "deconv-average", "single-view"]
+HESSIAN, TV, TIKHONOV, AVERAGE, DECONV_AVERAGE, SINGLE_VIEW = range(6)
 WEIGHT_AUTO, WEIGHT_GIVEN = 0, 1
 #: Name of one channel in the messages about the 'Channels' parameter.
 _CHANNEL_LABEL = "Channel"
@@ -92,7 +94,9 @@ class ProtReconstructKnownPoses(ProtFluoJob):
                            "piecewise-smooth results without staircase (Fortun et al. 2017). Total "
                            "variation: piecewise constant (Fortun et al. 2018). Tikhonov: quadratic "
                            "gradient penalty, closed form, instant. Average and deconvolve-"
-                           "then-average: the baselines of Fortun et al. 2017.")
+                           "then-average: the baselines of Fortun et al. 2017. Single view: "
+                           "the particle of best signal-to-noise ratio deconvolved alone, the "
+                           "reference point of Fortun et al. 2018.")
         form.addParam("weightMode", params.EnumParam, default=WEIGHT_AUTO,
                       choices=["automatic (half maps)", "given"],
                       display=params.EnumParam.DISPLAY_HLIST,
@@ -106,7 +110,8 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         defaults = ", ".join(f"{_METHOD_LABELS[_METHOD_KEYS.index(m)].split(' (')[0]} {w:g}"
                              for m, w in DEFAULT_WEIGHT.items())
         form.addParam("weight", params.FloatParam, default=None, allowsNull=True,
-                      condition=f"method == {DECONV_AVERAGE} or (method in [{HESSIAN}, {TV}, "
+                      condition=f"method in [{DECONV_AVERAGE}, {SINGLE_VIEW}] or (method in "
+                                f"[{HESSIAN}, {TV}, "
                                 f"{TIKHONOV}] and weightMode == {WEIGHT_GIVEN})",
                       label="Weight (empty: the method's default)",
                       help="Regularisation weight per mean particle, >= 0. For Hessian and "
@@ -114,7 +119,8 @@ class ProtReconstructKnownPoses(ProtFluoJob):
                            f"Empty: the method's default ({defaults}).")
         add_support_params(form, condition=f"method in [{HESSIAN}, {TV}, {TIKHONOV}]")
         add_count_param(form, "iterations", maximum=MAX_SOLVER_ITERATIONS, default=100,
-                        condition=f"method in [{HESSIAN}, {TV}, {DECONV_AVERAGE}]",
+                        condition=f"method in [{HESSIAN}, {TV}, {DECONV_AVERAGE}, "
+                                  f"{SINGLE_VIEW}]",
                         label="Iterations",
                         help="ADMM iterations; each costs two FFTs whatever the number of "
                              "particles (deconvolve-then-average: half of them per particle).")
@@ -218,8 +224,8 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         check_psf_matches(psf, particles, errors)
         check_symmetry_order(self.symmetry.get(), errors)
         iterations = self.iterations.get()
-        if method in ("hessian", "tv", "deconv-average") and (iterations is None
-                                                              or iterations < 1):
+        if method in ("hessian", "tv", "deconv-average", "single-view") and (
+                iterations is None or iterations < 1):
             errors.append(f"Iterations must be >= 1, got {iterations}.")
         weight = self._weightValue()
         if weight != "auto" and weight is not None and not weight >= 0:
@@ -268,6 +274,8 @@ class ProtReconstructKnownPoses(ProtFluoJob):
             "average": "by aligning and averaging the particles (baseline of [Fortun2017])",
             "deconv-average": "by deconvolving each particle with total variation, then "
                               "aligning and averaging (baseline of [Fortun2017])",
+            "single-view": "by deconvolving, with total variation, the one particle of best "
+                           "signal-to-noise ratio (single-view baseline of [Fortun2018])",
         }[method]
         sentence = (f"The volume was reconstructed from {self.inputParticles.get().getSize()} "
                     f"particles with known poses {text}; the sums over particles were "
@@ -285,6 +293,7 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         method = self._methodKey()
         if method == "average":
             return None
-        if method == "deconv-average" or self.weightMode.get() == WEIGHT_GIVEN:
+        if method in ("deconv-average", "single-view") or \
+                self.weightMode.get() == WEIGHT_GIVEN:
             return self.weight.get()
         return "auto"

@@ -124,7 +124,7 @@ def best_particle(particles, psf, *, backend=None) -> int:
     return int(np.argmax(snr))
 
 
-def single_view(particles, poses, psf, *, weight=DEFAULT_WEIGHT["deconv-average"],
+def single_view(particles, poses, psf, *, weight=DEFAULT_WEIGHT["single-view"],
                 iterations: int = 50, symmetry: int = 1, order: int = 1, backend=None):
     """The best single particle deconvolved and turned into the reference frame.
 
@@ -143,5 +143,6 @@ def single_view(particles, poses, psf, *, weight=DEFAULT_WEIGHT["deconv-average"
     """
     check_poses(poses, None)
     index = best_particle(particles, psf, backend=backend)
-    return deconv_average(particles[index:index + 1], poses[index:index + 1], psf, weight=weight, iterations=iterations,
-                          symmetry=symmetry, batch_size=1, order=order, backend=backend)
+    return deconv_average(particles[index:index + 1], poses[index:index + 1], psf,
+                          weight=weight, iterations=iterations, symmetry=symmetry,
+                          batch_size=1, order=order, backend=backend)
