@@ -87,9 +87,9 @@ def global_search_rotations(step_deg: float, symmetry: int = 1) -> int:
     One direction per ``step^2`` of solid angle times the in-plane angles of one
     asymmetric unit: the size of :func:`spfluo.algorithms.geometry.uniform_rotation_grid`.
     """
-    step = math.radians(step_deg)
-    n_directions = max(1, math.ceil(4.0 * math.pi / step**2 - 1e-9))
-    n_psi = max(1, math.ceil(2.0 * math.pi / (step * max(1, symmetry)) - 1e-9))
+    from spfluo.algorithms.geometry.grids import grid_size_for_step
+
+    n_directions, n_psi = grid_size_for_step(math.radians(step_deg), max(1, symmetry))
     return n_directions * n_psi
 
 

@@ -32,7 +32,12 @@ import numpy as np
 
 from spfluo.algorithms.backend import Backend, backend_of, get_backend, to_numpy
 from spfluo.algorithms.fourier import shell_index
-from spfluo.algorithms.geometry import align_rotations, geodesic_distance_sym
+from spfluo.algorithms.geometry import (
+    align_rotations,
+    axis_and_in_plane_errors,
+    geodesic_distance_sym,
+    in_plane_resultant,
+)
 from spfluo.algorithms.registration import RegistrationResult, register_volumes
 
 __all__ = [
@@ -671,6 +676,19 @@ class PoseErrorSummary:
         be close to ``R^T`` modulo the symmetry.
     symmetry : int
         Order n of the cyclic symmetry the errors are taken modulo.
+    axis_errors_deg : ndarray, shape (N,), float64
+        Angle between each estimated and true symmetry axis (``R e_z``), degrees.
+    in_plane_errors_deg : ndarray, shape (N,), float64
+        Signed error of the rotation about the axis, degrees, in ``[-180/n, 180/n)``
+        (:func:`spfluo.algorithms.geometry.axis_and_in_plane_errors`).
+    axis_median_deg, in_plane_median_deg : float
+        Median axis error and median absolute in-plane error, degrees.  For Cn particles
+        whose rotation about the axis is not recovered the in-plane median is about
+        ``90 / n`` degrees (chance).
+    in_plane_resultant : float
+        n-fold mean resultant length ``|mean exp(i n psi)|`` of the in-plane errors, in
+        ``[0, 1]``: about 1 when the rotation about the axis is recovered, about
+        ``1 / sqrt(N)`` at chance.
     """
 
     errors_deg: np.ndarray
@@ -682,6 +700,11 @@ class PoseErrorSummary:
     fraction_below_10deg: float
     alignment: np.ndarray
     symmetry: int
+    axis_errors_deg: np.ndarray
+    in_plane_errors_deg: np.ndarray
+    axis_median_deg: float
+    in_plane_median_deg: float
+    in_plane_resultant: float
 
 
 def pose_error_summary(R_est, R_true, *, symmetry: int = 1) -> PoseErrorSummary:
@@ -711,6 +734,7 @@ def pose_error_summary(R_est, R_true, *, symmetry: int = 1) -> PoseErrorSummary:
     G = align_rotations(R_est, R_true, symmetry=symmetry)
     a = np.asarray(R_est, dtype=np.float64)
     errors = np.degrees(geodesic_distance_sym(np.matmul(a, G), R_true, symmetry=symmetry))
+    axis, in_plane = axis_and_in_plane_errors(R_est, R_true, symmetry=symmetry)
     return PoseErrorSummary(
         errors_deg=errors,
         median_deg=float(np.median(errors)),
@@ -721,6 +745,11 @@ def pose_error_summary(R_est, R_true, *, symmetry: int = 1) -> PoseErrorSummary:
         fraction_below_10deg=float(np.mean(errors < 10.0)),
         alignment=G,
         symmetry=int(symmetry),
+        axis_errors_deg=np.degrees(axis),
+        in_plane_errors_deg=np.degrees(in_plane),
+        axis_median_deg=float(np.degrees(np.median(axis))),
+        in_plane_median_deg=float(np.degrees(np.median(np.abs(in_plane)))),
+        in_plane_resultant=in_plane_resultant(in_plane, symmetry),
     )
 
 

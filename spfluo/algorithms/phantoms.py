@@ -25,7 +25,7 @@ import numpy as np
 
 from spfluo.algorithms._validation import check_box_shape
 
-__all__ = ["c9_barrel", "asymmetric_phantom", "sphere_shell", "tube"]
+__all__ = ["c9_barrel", "npc_c8", "asymmetric_phantom", "sphere_shell", "tube"]
 
 # A field takes the (z, y, x) coordinates (broadcastable arrays, box units) and returns
 # the intensity in [0, 1] (one array, or (C, ...) for several channels).
@@ -325,6 +325,84 @@ def c9_barrel(
         return np.stack([a, b])
 
     return _sample(shape, both, supersample, n_channels=2)
+
+
+def _spots_field(centres: np.ndarray, radius: float, weights: np.ndarray) -> Field:
+    def field(z, y, x):
+        out = np.zeros(np.broadcast_shapes(z.shape, y.shape, x.shape))
+        for (cz, cy, cx), w in zip(centres, weights):
+            inside = (z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= radius**2
+            out = np.maximum(out, w * inside)
+        return out
+
+    return field
+
+
+def npc_c8(
+    shape,
+    *,
+    n_corners: int = 8,
+    radius: float = 0.25,
+    pair_angle: float = math.radians(14.0),
+    ring_distance: float = 0.12,
+    spot_radius: float = 0.04,
+    lower_intensity: float = 0.6,
+    phase: float = 0.0,
+    supersample: int = 4,
+) -> np.ndarray:
+    """Nuclear-pore-like object: ``n_corners`` pairs of spots on two rings, axis along z.
+
+    Each ring (at ``z = +-ring_distance / 2``) holds ``n_corners`` corners at azimuths
+    ``phase + 2 pi k / n_corners``; each corner is a pair of spots ``pair_angle`` apart
+    along the ring (the two copies of a labelled subunit seen by single-molecule methods),
+    so the object is ``C_{n_corners}``-symmetric and not ``C_{2 n_corners}``.  The lower
+    ring is dimmer (``lower_intensity``): the cytoplasmic and nuclear rings differ, which
+    sets the polarity.
+
+    Parameters
+    ----------
+    shape : int or tuple of 3 int
+        ``(Z, Y, X)`` box size in voxels.
+    n_corners : int, default 8
+        Symmetry order.
+    radius : float, default 0.25
+        Ring radius, fraction of the smallest box side.
+    pair_angle : float, default 14 degrees
+        Azimuthal distance between the two spots of a corner, radians.
+    ring_distance : float, default 0.12
+        Distance between the two rings along z, fraction of the smallest box side.
+    spot_radius : float, default 0.04
+        Radius of each spot, fraction of the smallest box side.
+    lower_intensity : float, default 0.6
+        Intensity of the lower ring's spots (the upper ones are 1).
+    phase : float, default 0
+        Azimuth of the first corner, radians from +x towards +y.
+    supersample : int, default 4
+
+    Returns
+    -------
+    ndarray, float32, shape (Z, Y, X)
+    """
+    shape = check_box_shape(shape)
+    supersample = _check_supersample(supersample)
+    if isinstance(n_corners, bool) or not isinstance(n_corners, (int, np.integer)) \
+            or n_corners < 2:
+        raise ValueError(f"n_corners must be an integer >= 2, got {n_corners!r}")
+    radius = _check_positive("radius", radius)
+    spot_radius = _check_positive("spot_radius", spot_radius)
+    ring_distance = _check_positive("ring_distance", ring_distance, allow_zero=True)
+    _check_fits("the pore", max(radius + spot_radius, ring_distance / 2 + spot_radius))
+    if not 0.0 <= lower_intensity <= 1.0:
+        raise ValueError(f"lower_intensity must be in [0, 1], got {lower_intensity!r}")
+    corners = phase + 2.0 * np.pi * np.arange(n_corners) / n_corners
+    azimuths = (corners[:, None] + np.array([-0.5, 0.5]) * pair_angle).ravel()
+    centres, weights = [], []
+    for z, w in ((ring_distance / 2, 1.0), (-ring_distance / 2, lower_intensity)):
+        for a in azimuths:
+            centres.append((z, radius * math.sin(a), radius * math.cos(a)))
+            weights.append(w)
+    return _sample(shape, _spots_field(np.asarray(centres), spot_radius, np.asarray(weights)),
+                   supersample)
 
 
 def _rotation_from_vector(rotvec: np.ndarray) -> np.ndarray:

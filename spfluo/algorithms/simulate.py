@@ -73,7 +73,7 @@ from spfluo.algorithms import phantoms as _phantoms
 from spfluo.algorithms._validation import check_int
 from spfluo.algorithms.fourier import otf_from_psf
 from spfluo.algorithms.geometry import Poses, as_voxel_size, random_rotations
-from spfluo.algorithms.psf import gaussian_psf
+from spfluo.algorithms.psf import gaussian_psf, gibson_lanni_psf
 from spfluo.algorithms.transform import rotate
 
 __all__ = [
@@ -88,7 +88,7 @@ __all__ = [
 _CHUNK_POINTS = 1 << 22
 # particles blurred per FFT batch
 _BLUR_BATCH = 8
-_PHANTOMS = ("asymmetric", "c9", "shell", "tube")
+_PHANTOMS = ("asymmetric", "c9", "npc", "shell", "tube")
 # margin (voxels) of zeros around a volume before its cubic spline prefilter
 _SPLINE_PAD = 12
 # random candidates tested together, and batches tried, per centre placed in a field
@@ -557,15 +557,7 @@ def simulate_particles(
             )
         signal[:, c] /= peak
 
-    particles = signal
-    if poisson_photons is not None:
-        particles = (
-            rng_noise.poisson(particles.astype(np.float64) * poisson_photons) / poisson_photons
-        ).astype(np.float32)
-    if noise_std > 0:
-        noise = rng_noise.standard_normal(size=particles.shape, dtype=np.float32)
-        noise *= np.float32(noise_std)
-        particles = particles + noise
+    particles = _add_noise(signal, rng_noise, noise_std, poisson_photons)
     return ParticleDataset(
         particles=np.ascontiguousarray(particles, dtype=np.float32),
         poses=poses,
@@ -588,6 +580,8 @@ def _cached_phantom(phantom: str, size: int, n_channels: int, supersample: int) 
         vol = _phantoms.asymmetric_phantom(size, seed=0, supersample=supersample)
     elif phantom == "c9":
         vol = _phantoms.c9_barrel(size, second_channel=n_channels == 2, supersample=supersample)
+    elif phantom == "npc":
+        vol = _phantoms.npc_c8(size, supersample=supersample)
     elif phantom == "shell":
         vol = _phantoms.sphere_shell(size, radius=0.3, thickness=0.08, supersample=supersample)
     else:
@@ -604,6 +598,19 @@ def _psf_box(size: int, sigma: float) -> int:
     return max(1, min(side, cap))
 
 
+def _add_noise(signal: np.ndarray, rng, noise_std: float, poisson_photons) -> np.ndarray:
+    """``signal`` (scaled to [0, 1]) with Poisson noise of ``poisson_photons`` photons at
+    intensity 1 (when given), then Gaussian noise of standard deviation ``noise_std``."""
+    out = signal
+    if poisson_photons is not None:
+        out = (rng.poisson(out.astype(np.float64) * poisson_photons)
+               / poisson_photons).astype(np.float32)
+    if noise_std > 0:
+        out = out + np.float32(noise_std) * rng.standard_normal(size=out.shape,
+                                                                dtype=np.float32)
+    return out
+
+
 def simulate_dataset(
     *,
     phantom: str = "asymmetric",
@@ -613,25 +620,34 @@ def simulate_dataset(
     sigma_z: float = 5.0,
     n_channels: int = 1,
     voxel_size=(0.05, 0.05, 0.05),
+    optics: dict | None = None,
     seed=0,
     **kwargs,
 ) -> ParticleDataset:
-    """The Eloy et al. 2023 simulated setting in one call: phantom, Gaussian PSF, particles.
+    """The Eloy et al. 2023 simulated setting in one call: phantom, PSF, particles.
 
     Parameters
     ----------
-    phantom : {"asymmetric", "c9", "shell", "tube"}, default "asymmetric"
+    phantom : {"asymmetric", "c9", "npc", "shell", "tube"}, default "asymmetric"
         The ground truth (:mod:`spfluo.algorithms.phantoms`): the asymmetric object
         (fixed layout, ``seed=0`` of :func:`~spfluo.algorithms.phantoms.asymmetric_phantom`),
-        the C9 centriole-like barrel, a hollow sphere (radius 0.3, wall 0.08 box sides)
-        or an open tube along z (radius 0.25, wall 0.08, length 0.6).
+        the C9 centriole-like barrel, the C8 nuclear-pore-like pairs of spots
+        (:func:`~spfluo.algorithms.phantoms.npc_c8`), a hollow sphere (radius 0.3, wall
+        0.08 box sides) or an open tube along z (radius 0.25, wall 0.08, length 0.6).
     size : int, default 50
         Box side ``D`` in voxels (Eloy et al. 2023 resizes its volumes to 50^3).
     n_particles : int, default 20
         Number of particles (Eloy et al. 2023 default).
     sigma_xy, sigma_z : float, default 1.5 and 5.0
         Standard deviations of the Gaussian PSF in voxels, lateral and axial (Eloy et al. 2023
-        eq. 26; Fortun et al. 2018 uses 4 and 16).
+        eq. 26; Fortun et al. 2018 uses 4 and 16); ignored with ``optics``.
+    optics : dict, optional
+        A physical PSF instead of the Gaussian: the keyword arguments of
+        :func:`spfluo.algorithms.psf.gibson_lanni_psf` (``numerical_aperture``,
+        ``wavelength`` in micrometres, ``model`` "widefield" or "confocal", ``method``
+        "scalar" or "vectorial", refractive indices, ``depth``...), sampled at
+        ``voxel_size`` on the largest odd cube within the box (so a widefield PSF, longer
+        than the box, is truncated by it, as a measured one is).
     n_channels : int, default 1
         1, or 2 with ``phantom="c9"`` (the barrel and a torus around it, Fortun et al. 2018); both
         channels get the same PSF.
@@ -680,8 +696,16 @@ def simulate_dataset(
         fine = _phantom_channels(
             phantom, factor * size, n_channels, supersample=max(1, 4 // factor)
         )
-    side = _psf_box(size, max(sigma_z, sigma_xy))
-    h = gaussian_psf((side, side, side), (sigma_z, sigma_xy))
+    if optics is None:
+        side = _psf_box(size, max(sigma_z, sigma_xy))
+        h = gaussian_psf((side, side, side), (sigma_z, sigma_xy))
+    else:
+        if not isinstance(optics, dict):
+            raise ValueError(f"optics must be a dict of gibson_lanni_psf arguments, got "
+                             f"{type(optics).__name__}")
+        side = size if size % 2 else size - 1
+        h = np.asarray(gibson_lanni_psf((side,) * 3, voxel_size=voxel_size, **optics),
+                       dtype=np.float32)
     return simulate_particles(
         volume, h, fine_volume=fine, voxel_size=voxel_size, seed=seed, **kwargs
     )
@@ -801,6 +825,7 @@ def simulate_field(
     touching_pairs: int = 2,
     min_distance: float | None = None,
     noise_std: float = 0.2,
+    poisson_photons: float | None = None,
     voxel_size=(1.0, 1.0, 1.0),
     seed=0,
 ) -> FieldOfView:
@@ -834,6 +859,8 @@ def simulate_field(
     noise_std : float, default 0.2
         Gaussian noise standard deviation, the noiseless field scaled to ``[0, 1]`` per
         channel.
+    poisson_photons : float, optional
+        If given, Poisson noise first: the expected number of photons at intensity 1.
     voxel_size : float or tuple of 3 float, default (1, 1, 1)
         ``(z, y, x)`` voxel size of the field in micrometres; z may be coarser.
     seed : int or numpy.random.Generator, default 0
@@ -876,6 +903,8 @@ def simulate_field(
             f"n_particles={n_particles}: lower touching_pairs or raise n_particles"
         )
     noise_std = _check_nonneg("noise_std", noise_std)
+    if poisson_photons is not None:
+        poisson_photons = _check_nonneg("poisson_photons", poisson_photons, positive=True)
     vs = as_voxel_size(voxel_size)
     scale = vs / vs[2]  # field voxel -> particle voxels, per axis
     radius = _support_radius(vol)
@@ -958,10 +987,7 @@ def simulate_field(
         np.clip(blurred, 0.0, None, out=blurred)
         peak = float(blurred.max())
         image[c] = blurred / peak if peak > 0 else blurred
-    if noise_std > 0:
-        image += np.float32(noise_std) * rng_noise.standard_normal(
-            size=image.shape, dtype=np.float32
-        )
+    image = _add_noise(image, rng_noise, noise_std, poisson_photons)
     return FieldOfView(
         image=image,
         positions=positions,

@@ -188,15 +188,30 @@ def read_conical_csv(path) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 # ----------------------------------------------------------------------------- pose errors
-def write_pose_errors_csv(path, ids, errors_deg) -> None:
-    """Pose errors CSV ``id, error_deg``: ``ids`` (N,) and ``errors_deg`` (N,) degrees."""
-    _write_csv(path, ["id", "error_deg"], [ids, errors_deg])
+def write_pose_errors_csv(path, ids, errors_deg, axis_deg=None, in_plane_deg=None) -> None:
+    """Pose errors CSV ``id, error_deg[, axis_error_deg, in_plane_error_deg]``: ``ids``
+    (N,), the total errors (N,) degrees and, for Cn particles, the error of the symmetry
+    axis and the signed error about it (degrees)."""
+    header, columns = ["id", "error_deg"], [ids, errors_deg]
+    if axis_deg is not None:
+        header += ["axis_error_deg", "in_plane_error_deg"]
+        columns += [axis_deg, in_plane_deg]
+    _write_csv(path, header, columns)
 
 
 def read_pose_errors_csv(path) -> tuple[np.ndarray, np.ndarray]:
     """``(ids (N,) int64, errors (N,) degrees)`` of a comparison."""
     cols = _read_csv(path, ("id", "error_deg"), "pose errors")
     return cols["id"].astype(np.int64), cols["error_deg"]
+
+
+def read_pose_error_parts(path) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(axis (N,), in-plane (N,))`` errors in degrees of a comparison, or None when the
+    file has no such columns (written before they existed)."""
+    cols = _read_csv(path, ("id", "error_deg"), "pose errors")
+    if "axis_error_deg" not in cols or "in_plane_error_deg" not in cols:
+        return None
+    return cols["axis_error_deg"], cols["in_plane_error_deg"]
 
 
 # ----------------------------------------------------------------------------- refine log

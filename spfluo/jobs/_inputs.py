@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from ..algorithms.backend import Backend, get_backend
+from ..algorithms.geometry import um_to_voxels, voxels_to_um
 from ..algorithms.psf_preparation import prepare_psf
 from ..io import (
     ParticleTable,
@@ -32,6 +33,7 @@ __all__ = [
     "bool_param",
     "channels_param", "seed_param", "job_backend", "ParticleFiles", "read_particle_files",
     "read_particle_data", "particle_voxel_size", "read_volume_input", "read_psf_input",
+    "mask_radius_param",
 ]
 
 
@@ -81,8 +83,9 @@ def int_param(job: Job, name: str, default: Any = ..., *, minimum: int,
 
 
 def float_param(job: Job, name: str, default: Any = ..., *, low: float, strict: bool = False,
-                allow_none: bool = False) -> float | None:
-    """Finite number parameter ``name`` >= ``low`` (> ``low`` when ``strict``).
+                high: float | None = None, allow_none: bool = False) -> float | None:
+    """Finite number parameter ``name`` >= ``low`` (> ``low`` when ``strict``), at most
+    ``high`` when given.
 
     ``default`` ``...`` makes the parameter required; with ``allow_none`` a null value
     (given or default) is returned as None.
@@ -91,10 +94,32 @@ def float_param(job: Job, name: str, default: Any = ..., *, low: float, strict: 
     if value is None and allow_none:
         return None
     if not (_is_number(value) and math.isfinite(value)
-            and (value > low if strict else value >= low)):
-        fail(job, f"parameter '{name}' must be a number {'>' if strict else '>='} {low:g}, got "
-                  f"{value!r}")
+            and (value > low if strict else value >= low)
+            and (high is None or value <= high)):
+        bound = "" if high is None else f" and <= {high:g}"
+        fail(job, f"parameter '{name}' must be a number {'>' if strict else '>='} {low:g}"
+                  f"{bound}, got {value!r}")
     return float(value)
+
+
+def mask_radius_param(job: Job, voxel: float, box: int):
+    """Parameter ``mask_radius_um``: the radius of the spherical support in voxels
+    (``"default"`` when absent, None when null), between 2 voxels and the box corner."""
+    if "mask_radius_um" not in job.params:
+        return "default"
+    value = job.param("mask_radius_um")
+    if value is None:
+        return None
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        fail(job, f"parameter 'mask_radius_um' must be a radius > 0 in micrometres or null "
+                  f"(no support), got {value!r}")
+    radius = um_to_voxels(float(value), voxel)
+    corner = math.sqrt(3.0) * box / 2
+    if not 2.0 <= radius <= corner:
+        fail(job, f"parameter 'mask_radius_um' {value:g} µm is {radius:.1f} voxels: give a "
+                  f"radius between {voxels_to_um(2.0, voxel):.3g} and "
+                  f"{voxels_to_um(corner, voxel):.3g} µm (2 voxels to the box corner) or null")
+    return radius
 
 
 def is_weight(value: Any) -> bool:

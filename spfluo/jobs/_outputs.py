@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..algorithms.reconstruct import map_gold_standard
 from ..algorithms.reconstruct.mask import default_mask_radius
 from ..algorithms.resolution import NYQUIST, optical_cutoff
@@ -38,7 +40,10 @@ def write_half_map_outputs(job: Job, result, voxel_size, channel_names: list[str
                   extra={"unmasked": [None if d is None else d.unmasked for d in details],
                          "substituted": [None if d is None else d.substituted
                                          for d in details]})
-    res = [None if d is None else d.resolution for d in details]
+    # the lengths of the verdicts in the particles' micrometres (an algorithm that does not
+    # know the voxel size leaves them out)
+    res = [None if d is None else dataclasses.replace(d.resolution, voxel_size_um=vs)
+           for d in details]
     cutoff = next((r.cutoff_per_voxel for r in res if r is not None), None)
     return {
         "resolution_per_voxel": [r.frequency_per_voxel if r is not None and r.measured else None

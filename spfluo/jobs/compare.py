@@ -141,12 +141,19 @@ def _pose_errors(job: Job, symmetry: int, registration, progress: Progress):
     r_est = swap_xyz_zyx(est.matrices)[:, :3, :3]
     r_true = swap_xyz_zyx(ref.matrices)[:, :3, :3]
     summary = pose_error_summary(r_est, r_true, symmetry=symmetry)
-    write_pose_errors_csv(job.output("pose_errors"), est.ids, summary.errors_deg)
+    cn = symmetry > 1  # the split into axis and in-plane errors is that of Cn particles
+    write_pose_errors_csv(job.output("pose_errors"), est.ids, summary.errors_deg,
+                          summary.axis_errors_deg if cn else None,
+                          summary.in_plane_errors_deg if cn else None)
     info = {"n_matched_particles": len(est), "median_deg": summary.median_deg,
             "mean_deg": summary.mean_deg, "rms_deg": summary.rms_deg,
             "max_deg": summary.max_deg, "fraction_below_5deg": summary.fraction_below_5deg,
             "fraction_below_10deg": summary.fraction_below_10deg,
             "alignment_zyx": summary.alignment.tolist()}
+    if cn:
+        info.update(axis_median_deg=summary.axis_median_deg,
+                    in_plane_median_deg=summary.in_plane_median_deg,
+                    in_plane_resultant=summary.in_plane_resultant)
     if registration is not None:
         # G (from the poses) should be R^T (from the volumes), modulo the symmetry
         gap = geodesic_distance_sym(summary.alignment[None], registration.rotation.T[None],
@@ -216,6 +223,10 @@ def run(job: Job) -> None:
                        pose_error_mean_deg=pose_info["mean_deg"],
                        pose_error_max_deg=pose_info["max_deg"],
                        n_matched_particles=pose_info["n_matched_particles"])
+        if "in_plane_resultant" in pose_info:
+            metrics.update(axis_error_median_deg=pose_info["axis_median_deg"],
+                           in_plane_error_median_deg=pose_info["in_plane_median_deg"],
+                           in_plane_resultant=pose_info["in_plane_resultant"])
     write_json_atomic(job.output("metrics"), {
         "metrics": metrics, "voxel_size": vs.tolist(), "symmetry": symmetry,
         "register": register, "n_channels": n_channels, "channels": channels,

@@ -8,7 +8,7 @@ Job file::
                                                        # spfluo.jobs._inputs.read_psf_input);
                                                        # not needed by "average"
     "params":  {"method": "hessian",                   # tikhonov | tv | hessian | average
-                                                       # | deconv-average
+                                                       # | deconv-average | single-view
                 "weight": "auto",                      # a number, one per channel, or "auto"
                 "iterations": 100, "symmetry": 1,
                 "mask_radius_um": 0.72,                # optional: radius of the spherical
@@ -56,12 +56,13 @@ import time
 import numpy as np
 
 from ..algorithms.backend import get_backend
-from ..algorithms.geometry import Poses, um_to_voxels, voxels_to_um
+from ..algorithms.geometry import Poses, voxels_to_um
 from ..algorithms.reconstruct import METHODS, reconstruct
 from ..io import iter_particle_batches, write_json_atomic, write_volume
 from ..algorithms.limits import MAX_BATCH_SIZE, MAX_SOLVER_ITERATIONS, MAX_SYMMETRY_ORDER
 from ._inputs import (
     bool_param,
+    mask_radius_param,
     channels_param,
     choice_param,
     int_param,
@@ -83,7 +84,7 @@ def _fail(message: str):
 def _weight_param(job: Job, method: str):
     value = job.param("weight", "auto")
     if value == "auto" or value is None:
-        if value == "auto" and method in ("average", "deconv-average"):
+        if value == "auto" and method in ("average", "deconv-average", "single-view"):
             return None  # the baselines have no sweep: their default weight
         return value
     if not is_weight(value):
@@ -97,26 +98,6 @@ def _criterion(job: Job) -> None:
     if value != "cross-validation":
         _fail(f"parameter 'criterion' {value!r} is no longer offered: the automatic weight is "
               "the held-out misfit (remove the parameter)")
-
-
-def _mask_radius(job: Job, voxel: float, box: int):
-    """The support radius in voxels: 'default' when absent, None when null."""
-    if "mask_radius_um" not in job.params:
-        return "default"
-    value = job.param("mask_radius_um")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        _fail(f"parameter 'mask_radius_um' must be a radius > 0 in micrometres or null (no "
-              f"support), got {value!r}")
-    radius = um_to_voxels(float(value), voxel)
-    corner = math.sqrt(3.0) * box / 2
-    if not 2.0 <= radius <= corner:
-        _fail(f"parameter 'mask_radius_um' {value:g} µm is {radius:.1f} voxels: give a radius "
-              f"between {voxels_to_um(2.0, voxel):.3g} and {voxels_to_um(corner, voxel):.3g} µm "
-              f"(2 voxels to the box corner) or null")
-    return radius
 
 
 def _channels(job: Job, n_channels: int) -> list[int]:
@@ -154,7 +135,7 @@ def run(job: Job) -> None:
     files = read_particle_files(job, need_poses=True)
     table, paths, n_channels, box = files.table, files.paths, files.n_channels, files.box
     vs = particle_voxel_size(job, files.file_voxel_size)
-    mask_radius = _mask_radius(job, vs[0], box[0])
+    mask_radius = mask_radius_param(job, vs[0], box[0])
     channels = _channels(job, n_channels)
     psf = _read_psf(job, vs, channels, n_channels, box[0], method, progress.log)
     poses = Poses.from_stored(table.matrices, vs)

@@ -8,16 +8,22 @@ Job file::
                 "volume": ".../volume.ome.tif"},          # optional: reference of the first
                                                           # pose update (e.g. ab initio)
     "params":  {"regularizer": "tv",                      # tv | hessian
-                "weight": 3e-3,                           # a number or one per channel
+                "weight": 3e-3,                           # a number, one per channel, or "auto"
                 "schedule": [[20, null], [5, 10], [1, 5]],   # [step_deg, range_deg or null]
                 "exhaustive_iterations": null,            # default len(schedule) + 2
                 "tolerance_deg": null,                    # default half the last step
                 "continuous_iterations": 2, "gd_steps": 3,
                 "initial_admm_iterations": 100, "admm_iterations": 30,
                 "continuous_admm_iterations": 5, "final_admm_iterations": 50,
-                "symmetry": 1,
+                "symmetry": 1, "keep_polarity": true,     # Cn: no particle turned over
                 "channels": null,                         # pose search: null (all) or a list
                 "half_maps": true,
+                "mask_radius_um": 0.72,                   # optional: spherical support;
+                                                          # absent: 0.9 x the half box; null: none
+                "low_pass_um": 0.5,                       # optional: the first reference of the
+                                                          # half sets low-passed to this period;
+                                                          # absent: twice the optical cutoff's;
+                                                          # null: not low-passed
                 "max_shift_um": null,                     # µm, default a quarter of the box
                 "pad": 1.5, "support_threshold": 1e-3,    # optional
                 "voxel_size": [vz, vy, vx],               # optional: default from the files
@@ -44,6 +50,8 @@ Files written:
 - ``particles``: the particle table (same ids and files) with the refined poses (stored
   convention) and the columns ``refine_energy`` (relative energy at the refined pose),
   ``pose_change_deg`` (rotation change from the input poses, modulo Cn),
+  ``in_plane_margin_nats`` (Cn: how much better the particle's rotation about its axis
+  fits than the best other angle, nats; NaN without symmetry),
   ``last_change_deg`` (change in the last iteration) and ``half_set`` (0 or 1; -1 without
   half maps);
 - ``log``: CSV, one row per outer iteration (:func:`spfluo.io.read_refine_log`);
@@ -58,8 +66,10 @@ import time
 
 import numpy as np
 
-from ..algorithms.geometry import Poses, um_to_voxels
+from ..algorithms.geometry import Poses, um_to_voxels, voxels_to_um
+from ..algorithms.reconstruct.mask import default_mask_radius
 from ..algorithms.refine import RefineOptions, RefineState, refine
+from ..algorithms.refine.diagnostics import UNDETERMINED_NATS
 from ..io import (
     write_json_atomic,
     write_particle_table,
@@ -90,6 +100,7 @@ from ._inputs import (
     int_param,
     is_weight,
     job_backend,
+    mask_radius_param,
     particle_voxel_size,
     read_particle_data,
     read_particle_files,
@@ -115,10 +126,26 @@ _DEFAULTS = RefineOptions()
 
 def _weight(job: Job):
     value = job.param("weight", _DEFAULTS.weight)
+    if value == "auto":
+        return value
     if not is_weight(value):
-        _fail(f"parameter 'weight' must be a number >= 0 or a list of them (one per channel), "
-              f"got {value!r}")
+        _fail(f"parameter 'weight' must be 'auto', a number >= 0 or a list of them (one per "
+              f"channel), got {value!r}")
     return [float(v) for v in value] if isinstance(value, list) else float(value)
+
+
+def _low_pass(job: Job, voxel: float):
+    """``low_pass_um`` as a frequency in cycles per voxel ("default" when absent, None when
+    null); a period of at least two voxels."""
+    if "low_pass_um" not in job.params:
+        return "default"
+    value = float_param(job, "low_pass_um", low=0.0, strict=True, allow_none=True)
+    if value is None:
+        return None
+    if value < 2.0 * voxel:
+        _fail(f"parameter 'low_pass_um' {value:g} µm is finer than the Nyquist period "
+              f"{2.0 * voxel:g} µm: give at least that, or null (no low-pass)")
+    return voxel / value
 
 
 def _schedule(job: Job, symmetry: int):
@@ -203,6 +230,7 @@ def run(job: Job) -> None:
         continuous_admm_iterations=admm("continuous_admm_iterations"),
         final_admm_iterations=admm("final_admm_iterations"),
         symmetry=symmetry, channels=channels, half_maps=half_maps, seed=seed,
+        keep_polarity=bool_param(job, "keep_polarity", _DEFAULTS.keep_polarity),
         pad=float_param(job, "pad", _DEFAULTS.pad, low=1.0),
         support_threshold=float_param(job, "support_threshold", _DEFAULTS.support_threshold,
                                       low=0.0),
@@ -217,6 +245,8 @@ def run(job: Job) -> None:
         _fail(f"half maps need at least 2 particles, got {n}: set half_maps to false")
     vs = particle_voxel_size(job, files.file_voxel_size)
     options["max_shift"] = None if max_shift_um is None else um_to_voxels(max_shift_um, vs[0])
+    options["mask_radius"] = mask_radius_param(job, vs[0], box[0])
+    options["low_pass"] = _low_pass(job, vs[0])
     psf = read_psf_input(job, vs, n_channels=n_channels, box=box[0], log=progress.log)
     volume = _read_volume(job, vs, n_channels=n_channels, box=box[0])
     particles = read_particle_data(job, files)
@@ -243,8 +273,9 @@ def run(job: Job) -> None:
         progress.log(f"iteration {info['iteration']} ({phase}{stage}): energy "
                      f"{info['energy']:.6g}, median pose change "
                      f"{info['median_change_deg']:.3f} deg, shift change "
-                     f"{info['median_shift_change']:.3f} voxels, half-map resolution [{res}] "
-                     f"cycles/voxel, {info['seconds']:.1f} s")
+                     f"{info['median_shift_change']:.3f} voxels, plain half-map FSC 0.143 at "
+                     f"[{res}] cycles/voxel (not corrected: a convergence indicator), "
+                     f"{info['seconds']:.1f} s")
 
     def save(st):
         if checkpoint_file:
@@ -259,11 +290,32 @@ def run(job: Job) -> None:
     write_volume(job.output("volume"), result.volume, vs, channel_names=names)
     summary = {"n_particles": n, "box": list(box), "voxel_size": list(vs),
                "channels": n_channels, "search_channels": channels, "symmetry": symmetry,
-               "regularizer": regularizer, "weight": options["weight"],
+               "regularizer": regularizer, "weight": result.weight.tolist(),
+               "weight_requested": options["weight"],
+               "mask_radius_um": None if options["mask_radius"] is None else voxels_to_um(
+                   default_mask_radius(box[0]) if options["mask_radius"] == "default"
+                   else options["mask_radius"], vs[0]),
+               "low_pass_um": (vs[0] / result.low_pass_per_voxel
+                               if math.isfinite(result.low_pass_per_voxel) else None),
                "schedule": options["schedule"], "half_maps": half_maps,
                "iterations": len(result.history), "converged": result.converged,
                "median_pose_change_deg": float(np.median(result.changes_deg)),
                "mean_energy": float(np.mean(result.energies))}
+    if options["weight"] == "auto":
+        for line in result.weight_log:
+            progress.log(line)
+        progress.log("automatic weight: " + ", ".join(f"{w:.3g}" for w in result.weight))
+    if math.isfinite(result.low_pass_per_voxel):
+        progress.log(f"half sets started from the reference low-passed to "
+                     f"{summary['low_pass_um']:.3g} µm (gold standard)")
+    if symmetry > 1:
+        summary.update(in_plane_margin_median_nats=float(np.median(result.in_plane_margins)),
+                       in_plane_undetermined=int(result.undetermined.sum()),
+                       in_plane_undetermined_below_nats=UNDETERMINED_NATS)
+        progress.log(f"rotation about the C{symmetry} axis: median margin "
+                     f"{summary['in_plane_margin_median_nats']:.3g} nats over the best other "
+                     f"angle; {summary['in_plane_undetermined']} of {n} particle(s) below "
+                     f"{UNDETERMINED_NATS:g} nats (angle not determined by their data)")
     if half_maps:
         summary.update(write_half_map_outputs(job, result, vs, names, psf=psf))
     halves = result.halves if result.halves is not None else np.full(n, -1)
@@ -272,7 +324,8 @@ def run(job: Job) -> None:
                          extra={"refine_energy": result.energies.tolist(),
                                 "pose_change_deg": result.changes_deg.tolist(),
                                 "last_change_deg": result.last_changes_deg.tolist(),
-                                "half_set": [int(h) for h in halves]})
+                                "half_set": [int(h) for h in halves],
+                                "in_plane_margin_nats": result.in_plane_margins.tolist()})
     write_refine_log(job.output("log"), result.history)
     summary["wall_s"] = time.perf_counter() - start
     write_json_atomic(job.output("summary"), summary)

@@ -3,8 +3,13 @@
 Job file::
 
     "params":  {"kind": "particles" | "fields", "phantom": "asymmetric", "size": 50,
-                "voxel_size": 0.05, "sigma_xy_um": 0.075, "sigma_z_um": 0.25,
-                "n_channels": 1, "noise_std": 0.2, "n_spots": 120, "max_shift_um": 0.1,
+                "voxel_size": 0.05, "n_channels": 1, "noise_std": 0.2, "n_spots": 120,
+                "max_shift_um": 0.1, "poisson_photons": 0,
+                # "psf_model": "gaussian"
+                "sigma_xy_um": 0.075, "sigma_z_um": 0.25,
+                # "psf_model": "widefield-scalar" | "widefield-vectorial" (psfmodels)
+                "numerical_aperture": 1.4, "wavelength_um": 0.6, "immersion_index": 1.518,
+                "sample_index": 1.518, "depth_um": 0.0,
                 # kind "particles"
                 "n_particles": 20,
                 # kind "fields"
@@ -18,6 +23,14 @@ Job file::
                 "fields_dir": ".../fields", "coordinates": ".../coordinates.csv",
                 "poses": ".../true_poses.csv", "debris": ".../debris.csv"},
     "seed": 0
+
+The PSF is Gaussian (``psf_model`` "gaussian", the setting of Eloy et al. 2023) or a
+widefield PSF of Gibson & Lanni's model, scalar or vectorial (Aguet et al. 2009), computed
+by psfmodels from the numerical aperture, the emission wavelength, the refractive indices
+and the depth of the particles below the coverslip, on the particle box (which truncates it,
+as it truncates a measured PSF).  ``poisson_photons`` > 0 draws Poisson noise with that
+many photons expected at the brightest voxel before the Gaussian noise ``noise_std``
+(fraction of the maximum: a read-noise floor of ``noise_std * poisson_photons`` photons).
 
 Lengths are in micrometres: the voxel size, the PSF standard deviations ``sigma_xy_um`` and
 ``sigma_z_um`` and the largest particle shift ``max_shift_um`` (defaults: 1.5, 5 and 2
@@ -53,7 +66,7 @@ from ..algorithms.geometry import (
     vectors_voxels_to_um,
     voxels_to_um,
 )
-from ..algorithms.psf import gaussian_psf
+from ..algorithms.psf import gaussian_psf, gibson_lanni_psf
 from ..algorithms.simulate import simulate_dataset, simulate_field
 from ..io import (
     CoordinateTable,
@@ -73,13 +86,17 @@ from ..algorithms.limits import (
     MAX_SPOTS,
     simulated_voxels_error,
 )
-from ._inputs import choice_param, float_param, int_param, reject_renamed_params
+from ._inputs import choice_param, fail, float_param, int_param, reject_renamed_params
 from .jobfile import Job, JobError, Progress
 
-__all__ = ["run", "KINDS", "PHANTOMS"]
+__all__ = ["run", "KINDS", "PHANTOMS", "PSF_MODELS"]
 
 KINDS = ("particles", "fields")
-PHANTOMS = ("asymmetric", "c9", "shell", "tube")
+PHANTOMS = ("asymmetric", "c9", "npc", "shell", "tube")
+PSF_MODELS = ("gaussian", "widefield-scalar", "widefield-vectorial")
+# bounds of the optics (psfmodels' domain; beyond them a typo, not a microscope)
+_MAX_INDEX, _WAVELENGTH_UM, _MAX_DEPTH_UM = 2.5, (0.2, 2.0), 1000.0
+MAX_PHOTONS = 1e9
 # lengths of the job file (micrometres) and their defaults in particle voxels
 _LENGTH_DEFAULTS_VOXELS = {"sigma_xy_um": 1.5, "sigma_z_um": 5.0, "max_shift_um": 2.0}
 
@@ -127,7 +144,34 @@ def _length_um(job: Job, name: str) -> float:
     return _float(job, name, voxels_to_um(_LENGTH_DEFAULTS_VOXELS[name], voxel))
 
 
-def _dataset(job: Job, *, n_particles: int, noise_std: float, n_spots: int):
+def _optics(job: Job) -> dict | None:
+    """The keyword arguments of :func:`~spfluo.algorithms.psf.gibson_lanni_psf` (None for
+    the Gaussian PSF)."""
+    model = choice_param(job, "psf_model", "gaussian", PSF_MODELS)
+    if model == "gaussian":
+        return None
+    immersion = float_param(job, "immersion_index", 1.518, low=1.0, high=_MAX_INDEX)
+    na = float_param(job, "numerical_aperture", 1.4, low=0.0, strict=True, high=_MAX_INDEX)
+    if na >= immersion:
+        fail(job, f"the numerical aperture {na:g} must be below the immersion index "
+                  f"{immersion:g}")
+    wavelength = float_param(job, "wavelength_um", 0.6, low=_WAVELENGTH_UM[0],
+                             high=_WAVELENGTH_UM[1])
+    return dict(numerical_aperture=na, wavelength=wavelength, immersion_index=immersion,
+                sample_index=float_param(job, "sample_index", immersion, low=1.0,
+                                         high=_MAX_INDEX),
+                depth=float_param(job, "depth_um", 0.0, low=0.0, high=_MAX_DEPTH_UM),
+                method=model.split("-")[1])
+
+
+def _photons(job: Job) -> float | None:
+    """Photons expected at the brightest voxel (None: no Poisson noise)."""
+    photons = float_param(job, "poisson_photons", 0.0, low=0.0, high=MAX_PHOTONS)
+    return photons or None
+
+
+def _dataset(job: Job, *, n_particles: int, noise_std: float, n_spots: int,
+             photons: float | None = None):
     reject_renamed_params(job, {"sigma_xy": "sigma_xy_um", "sigma_z": "sigma_z_um",
                                 "max_shift": "max_shift_um"})
     voxel = _float(job, "voxel_size", positive=True)
@@ -138,9 +182,11 @@ def _dataset(job: Job, *, n_particles: int, noise_std: float, n_spots: int):
         n_particles=n_particles,
         sigma_xy=um_to_voxels(_length_um(job, "sigma_xy_um"), voxel),
         sigma_z=um_to_voxels(_length_um(job, "sigma_z_um"), voxel),
+        optics=_optics(job),
         n_channels=_int(job, "n_channels", 1, minimum=1, maximum=MAX_CHANNELS),
         voxel_size=(voxel, voxel, voxel),
         noise_std=noise_std,
+        poisson_photons=photons,
         n_spots=n_spots,
         max_shift=um_to_voxels(_length_um(job, "max_shift_um"), voxel),
         seed=job.seed if job.seed is not None else 0,
@@ -158,7 +204,7 @@ def _run_particles(job: Job, progress: Progress) -> dict:
     n = _int(job, "n_particles", 20, minimum=1, maximum=MAX_PARTICLES)
     noise_std = _float(job, "noise_std", 0.2)
     data = _dataset(job, n_particles=n, noise_std=noise_std,
-                    n_spots=_int(job, "n_spots", 120, maximum=MAX_SPOTS))
+                    n_spots=_int(job, "n_spots", 120, maximum=MAX_SPOTS), photons=_photons(job))
     _write_ground_truth(job, data, progress)
     folder = job.output("particles_dir")
     folder.mkdir(parents=True, exist_ok=True)
@@ -177,18 +223,32 @@ def _run_particles(job: Job, progress: Progress) -> dict:
             "noise_std": data.noise_std}
 
 
-def _field_psf(job: Job, field_vs, field_shape, n_channels: int) -> np.ndarray:
-    """The Gaussian PSF sampled on the field's grid, ``(C, Zp, Yp, Xp)``.
+def _field_psf(job: Job, field_vs, field_shape, n_channels: int, particle_size: int,
+               particle_vs: float) -> np.ndarray:
+    """The PSF sampled on the field's grid, ``(C, Zp, Yp, Xp)``: the same physical PSF as the
+    particles'.
 
-    ``sigma_xy_um`` and ``sigma_z_um`` (micrometres) give the same physical PSF as the
-    particles'.  The box is ``2 ceil(3 sigma) + 1`` field voxels per axis, capped to the field.
+    Gaussian (``sigma_xy_um``, ``sigma_z_um``): a box of ``2 ceil(3 sigma) + 1`` field voxels
+    per axis; widefield (psfmodels): at most the extent of the particles' PSF (the largest
+    odd cube in the particle box, of ``particle_vs`` µm voxels); both capped to the field
+    (odd sides).
     """
-    sigma_um = np.array([_length_um(job, "sigma_z_um"), _length_um(job, "sigma_xy_um"),
-                         _length_um(job, "sigma_xy_um")])
-    sigma_vox = vectors_um_to_voxels(sigma_um, field_vs)
-    side = [2 * int(np.ceil(3.0 * s)) + 1 for s in sigma_vox]
+    optics = _optics(job)
+    if optics is None:
+        sigma_um = np.array([_length_um(job, "sigma_z_um"), _length_um(job, "sigma_xy_um"),
+                             _length_um(job, "sigma_xy_um")])
+        sigma_vox = vectors_um_to_voxels(sigma_um, field_vs)
+        side = [2 * int(np.ceil(3.0 * s)) + 1 for s in sigma_vox]
+    else:
+        odd = particle_size if particle_size % 2 else particle_size - 1
+        extent = vectors_um_to_voxels(np.full(3, odd * particle_vs), field_vs)
+        side = [2 * int(np.floor((e - 1.0) / 2.0 + 1e-9)) + 1 for e in extent]
     side = [max(1, min(n, f if f % 2 else f - 1)) for n, f in zip(side, field_shape)]
-    psf = gaussian_psf(tuple(side), tuple(sigma_vox))
+    if optics is None:
+        psf = gaussian_psf(tuple(side), tuple(sigma_vox))
+    else:
+        psf = np.asarray(gibson_lanni_psf(tuple(side), voxel_size=tuple(field_vs), **optics),
+                         dtype=np.float32)
     return np.repeat(psf[None], n_channels, axis=0)
 
 
@@ -201,7 +261,9 @@ def _run_fields(job: Job, progress: Progress) -> dict:
     truth = _dataset(job, n_particles=1, noise_std=0.0, n_spots=0)
     vz = _float(job, "field_voxel_size_z", truth.voxel_size[0], positive=True)
     field_vs = (vz, truth.voxel_size[1], truth.voxel_size[2])
-    psf = _field_psf(job, field_vs, shape, truth.n_channels)
+    psf = _field_psf(job, field_vs, shape, truth.n_channels, truth.volume.shape[-1],
+                     truth.voxel_size[2])
+    photons = _photons(job)
     write_volume(job.output("volume"), truth.volume, truth.voxel_size)
     write_volume(job.output("psf"), psf, field_vs)
     progress.log(f"ground truth {truth.volume.shape} (C, D, D, D), voxel "
@@ -219,7 +281,8 @@ def _run_fields(job: Job, progress: Progress) -> dict:
                              n_debris=_int(job, "n_debris", 5, maximum=MAX_OBJECTS_PER_FIELD),
                              touching_pairs=_int(job, "touching_pairs", 2,
                                                  maximum=MAX_OBJECTS_PER_FIELD),
-                             noise_std=noise_std, voxel_size=field_vs, seed=int(seeds[f]))
+                             noise_std=noise_std, poisson_photons=photons,
+                             voxel_size=field_vs, seed=int(seeds[f]))
         path = folder / f"{image_id}.ome.tif"
         write_volume(path, fov.image, fov.voxel_size)
         n = len(fov.positions)

@@ -36,12 +36,16 @@ class VolumeComparison(FluoObject):
       micrometres, is :meth:`getRegistration`);
     - ``pose_error_median_deg``, ``pose_error_mean_deg``, ``pose_error_max_deg`` over
       ``n_matched_particles`` particles (geodesic angle after the best global rotation,
-      modulo the symmetry);
+      modulo the symmetry); ``axis_error_median_deg`` (the symmetry axes) and
+      ``in_plane_error_median_deg`` (the rotation about them, modulo 360/n: about 90/n at
+      chance), ``in_plane_resultant`` (n-fold mean resultant length of the in-plane
+      errors: 1 recovered, near 0 at chance);
     - ``symmetry`` (order n of Cn used), ``n_channels``.
 
     Files: FSC curves (CSV ``frequency_per_voxel, fsc_channel_0[, fsc_channel_1...]``),
     conical FSC maps (CSV ``phi1_deg, phi2_deg, resolution_per_voxel_channel_0[, ...]``,
-    one row per direction, phi1 major), pose errors (CSV ``id, error_deg``), the
+    one row per direction, phi1 major), pose errors (CSV ``id, error_deg, axis_error_deg,
+    in_plane_error_deg``), the
     registered volume (OME-TIFF) and the metrics (JSON).
     """
 
@@ -60,6 +64,9 @@ class VolumeComparison(FluoObject):
         "pose_error_median_deg",
         "pose_error_mean_deg",
         "pose_error_max_deg",
+        "axis_error_median_deg",
+        "in_plane_error_median_deg",
+        "in_plane_resultant",
     )
     #: Integer numbers.
     INTEGER_METRICS = ("n_matched_particles", "symmetry", "n_channels")
@@ -189,6 +196,10 @@ class VolumeComparison(FluoObject):
             parts.append(f"pose error median {num('pose_error_median_deg', '.2f', ' deg')} "
                          f"(max {num('pose_error_max_deg', '.1f', ' deg')}, "
                          f"{m['n_matched_particles']} particles)")
+        if m["in_plane_resultant"] is not None and m["symmetry"] and m["symmetry"] > 1:
+            parts.append(f"axis error median {num('axis_error_median_deg', '.2f', ' deg')}, "
+                         f"in-plane {num('in_plane_error_median_deg', '.2f', ' deg')} "
+                         f"(resultant {num('in_plane_resultant', '.2f')})")
         if m["symmetry"] and m["symmetry"] > 1:
             parts.append(f"C{m['symmetry']}")
         return f"{self.getClassName()}: " + ", ".join(parts)

@@ -214,3 +214,52 @@ def check_channel_list(text: str | None, particles, errors: list, *, label: str)
         if bad:
             errors.append(f"{label} {bad[0]} does not exist: the particles have {n_ch} "
                           f"channel(s), numbered 0 to {n_ch - 1}.")
+
+
+# ----------------------------------------------------------------------------- support
+def add_support_params(form, *, condition: str | None = None) -> None:
+    """The form's spherical support: ``doMask`` (on by default) and ``maskRadius`` (µm,
+    empty: 0.9 x half the box side), shown under ``condition``."""
+    from pyworkflow.protocol import params
+
+    from ..algorithms.reconstruct.mask import DEFAULT_MASK_FRACTION
+
+    form.addParam("doMask", params.BooleanParam, default=True, condition=condition,
+                  label="Spherical support?",
+                  help="Confine the volume to a sphere about the box centre (TV and Hessian: "
+                       "a constraint; Tikhonov: a soft mask), so that noise cannot pile up in "
+                       "the corners of the box. The half-map FSC is taken under the same "
+                       "(soft) mask.")
+    form.addParam("maskRadius", params.FloatParam, default=None, allowsNull=True,
+                  condition=f"({condition}) and doMask" if condition else "doMask",
+                  label="Support radius (µm, empty: default)",
+                  help="Radius of the sphere, micrometres; empty: "
+                       f"{DEFAULT_MASK_FRACTION:g} x half the box side. The particle, "
+                       "blurred by the PSF, must fit inside.")
+
+
+def support_job_params(prot) -> dict:
+    """``mask_radius_um`` for the job: absent (the default radius), null (no support) or
+    the radius given in the form."""
+    if not prot.doMask.get():
+        return {"mask_radius_um": None}
+    if prot.maskRadius.get() is not None:
+        return {"mask_radius_um": prot.maskRadius.get()}
+    return {}
+
+
+def check_support_radius(prot, particles, errors: list) -> None:
+    """The form's support radius lies between 2 voxels and the corner of the box."""
+    radius = prot.maskRadius.get() if prot.doMask.get() else None
+    if radius is None:
+        return
+    vs = particles.getVoxelSize()
+    first = particles.getFirstItem()
+    box = first.getDimensions()[-1] if first is not None else None
+    if vs is None or box is None:
+        return
+    corner = 3 ** 0.5 * box * vs[-1] / 2
+    if not 2 * vs[-1] <= radius <= corner:
+        errors.append(f"Support radius must be between {2 * vs[-1]:.3g} µm (2 voxels) and "
+                      f"{corner:.3g} µm (the box corner), got {radius:g} µm; leave it empty "
+                      "for the default.")

@@ -25,12 +25,14 @@ import pyworkflow.object as pwobj
 import pyworkflow.protocol.params as params
 
 from ..algorithms.limits import MAX_BATCH_SIZE, MAX_SOLVER_ITERATIONS, MAX_SYMMETRY_ORDER
-from ..algorithms.reconstruct.mask import DEFAULT_MASK_FRACTION
 from ..algorithms.reconstruct.weight import DEFAULT_WEIGHT
 from ..objects import PSFModel, Volume
 from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, pointed
 from .convert import (
     PREPARED_PSF,
+    add_support_params,
+    check_support_radius,
+    support_job_params,
     PSF_HELP,
     check_channel_list,
     check_particles_with_poses,
@@ -46,10 +48,12 @@ __all__ = ["ProtReconstructKnownPoses"]
 
 _STEP = "reconstruct"
 #: Method choices in the form, in the order of :data:`_METHOD_KEYS`.
+# enum indices are stored in projects: new methods go at the end
 _METHOD_LABELS = ["Hessian (Schatten norm)", "Total variation", "Tikhonov (closed form)",
-                  "Average (baseline)", "Deconvolve, then average (baseline)"]
-_METHOD_KEYS = ["hessian", "tv", "tikhonov", "average", "deconv-average"]
-HESSIAN, TV, TIKHONOV, AVERAGE, DECONV_AVERAGE = range(5)
+                  "Average (baseline)", "Deconvolve, then average (baseline)",
+                  "Single view (baseline)"]
+_METHOD_KEYS = ["hessian", "tv", "tikhonov", "average", "deconv-average", "single-view"]
+HESSIAN, TV, TIKHONOV, AVERAGE, DECONV_AVERAGE, SINGLE_VIEW = range(6)
 WEIGHT_AUTO, WEIGHT_GIVEN = 0, 1
 #: Name of one channel in the messages about the 'Channels' parameter.
 _CHANNEL_LABEL = "Channel"
@@ -90,7 +94,9 @@ class ProtReconstructKnownPoses(ProtFluoJob):
                            "piecewise-smooth results without staircase (Fortun et al. 2017). Total "
                            "variation: piecewise constant (Fortun et al. 2018). Tikhonov: quadratic "
                            "gradient penalty, closed form, instant. Average and deconvolve-"
-                           "then-average: the baselines of Fortun et al. 2017.")
+                           "then-average: the baselines of Fortun et al. 2017. Single view: "
+                           "the particle of best signal-to-noise ratio deconvolved alone, the "
+                           "reference point of Fortun et al. 2018.")
         form.addParam("weightMode", params.EnumParam, default=WEIGHT_AUTO,
                       choices=["automatic (half maps)", "given"],
                       display=params.EnumParam.DISPLAY_HLIST,
@@ -104,27 +110,17 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         defaults = ", ".join(f"{_METHOD_LABELS[_METHOD_KEYS.index(m)].split(' (')[0]} {w:g}"
                              for m, w in DEFAULT_WEIGHT.items())
         form.addParam("weight", params.FloatParam, default=None, allowsNull=True,
-                      condition=f"method == {DECONV_AVERAGE} or (method in [{HESSIAN}, {TV}, "
+                      condition=f"method in [{DECONV_AVERAGE}, {SINGLE_VIEW}] or (method in "
+                                f"[{HESSIAN}, {TV}, "
                                 f"{TIKHONOV}] and weightMode == {WEIGHT_GIVEN})",
                       label="Weight (empty: the method's default)",
                       help="Regularisation weight per mean particle, >= 0. For Hessian and "
                            "TV the data are normalised to a back-projection of maximum 1. "
                            f"Empty: the method's default ({defaults}).")
-        form.addParam("doMask", params.BooleanParam, default=True,
-                      condition=f"method in [{HESSIAN}, {TV}, {TIKHONOV}]",
-                      label="Spherical support?",
-                      help="Confine the volume to a sphere about the box centre (TV and "
-                           "Hessian: a constraint; Tikhonov: a soft mask), so that noise "
-                           "cannot pile up in the corners of the box. The half-map FSC is "
-                           "taken under the same (soft) mask.")
-        form.addParam("maskRadius", params.FloatParam, default=None, allowsNull=True,
-                      condition=f"method in [{HESSIAN}, {TV}, {TIKHONOV}] and doMask",
-                      label="Support radius (µm, empty: default)",
-                      help="Radius of the sphere, micrometres; empty: "
-                           f"{DEFAULT_MASK_FRACTION:g} x half the box side. The particle, "
-                           "blurred by the PSF, must fit inside.")
+        add_support_params(form, condition=f"method in [{HESSIAN}, {TV}, {TIKHONOV}]")
         add_count_param(form, "iterations", maximum=MAX_SOLVER_ITERATIONS, default=100,
-                        condition=f"method in [{HESSIAN}, {TV}, {DECONV_AVERAGE}]",
+                        condition=f"method in [{HESSIAN}, {TV}, {DECONV_AVERAGE}, "
+                                  f"{SINGLE_VIEW}]",
                         label="Iterations",
                         help="ADMM iterations; each costs two FFTs whatever the number of "
                              "particles (deconvolve-then-average: half of them per particle).")
@@ -178,10 +174,7 @@ class ProtReconstructKnownPoses(ProtFluoJob):
             "batch_size": self.batchSize.get(),
         }
         if self._methodKey() in ("hessian", "tv", "tikhonov"):
-            if not self.doMask.get():
-                job_params["mask_radius_um"] = None
-            elif self.maskRadius.get() is not None:
-                job_params["mask_radius_um"] = self.maskRadius.get()
+            job_params.update(support_job_params(self))
         psf = pointed(self.inputPSF)
         if psf is not None:
             inputs["psf"] = psf.getFileName()
@@ -231,8 +224,8 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         check_psf_matches(psf, particles, errors)
         check_symmetry_order(self.symmetry.get(), errors)
         iterations = self.iterations.get()
-        if method in ("hessian", "tv", "deconv-average") and (iterations is None
-                                                              or iterations < 1):
+        if method in ("hessian", "tv", "deconv-average", "single-view") and (
+                iterations is None or iterations < 1):
             errors.append(f"Iterations must be >= 1, got {iterations}.")
         weight = self._weightValue()
         if weight != "auto" and weight is not None and not weight >= 0:
@@ -244,9 +237,8 @@ class ProtReconstructKnownPoses(ProtFluoJob):
             errors.append(f"Half maps need at least 2 particles, the set has {len(items)}: "
                           "set 'Half maps and FSC?' to No.")
         check_channel_list(self.channels.get(), particles, errors, label=_CHANNEL_LABEL)
-        radius = self.maskRadius.get() if self.doMask.get() else None
-        if radius is not None and method in ("hessian", "tv", "tikhonov"):
-            self._checkMaskRadius(radius, particles, errors)
+        if method in ("hessian", "tv", "tikhonov"):
+            check_support_radius(self, particles, errors)
         pad = self.padding.get()
         if pad is None or not 1 <= pad <= 3:
             errors.append(f"Padding factor must be in [1, 3], got {pad}.")
@@ -282,6 +274,8 @@ class ProtReconstructKnownPoses(ProtFluoJob):
             "average": "by aligning and averaging the particles (baseline of [Fortun2017])",
             "deconv-average": "by deconvolving each particle with total variation, then "
                               "aligning and averaging (baseline of [Fortun2017])",
+            "single-view": "by deconvolving, with total variation, the one particle of best "
+                           "signal-to-noise ratio (single-view baseline of [Fortun2018])",
         }[method]
         sentence = (f"The volume was reconstructed from {self.inputParticles.get().getSize()} "
                     f"particles with known poses {text}; the sums over particles were "
@@ -291,20 +285,6 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         return [sentence]
 
     # --------------------------- UTILS functions ------------------------------
-    @staticmethod
-    def _checkMaskRadius(radius, particles, errors) -> None:
-        """The support radius must lie between 2 voxels and the corner of the box."""
-        vs = particles.getVoxelSize()
-        first = particles.getFirstItem()
-        box = first.getDimensions()[-1] if first is not None else None
-        if vs is None or box is None:
-            return
-        corner = 3 ** 0.5 * box * vs[-1] / 2
-        if not 2 * vs[-1] <= radius <= corner:
-            errors.append(f"Support radius must be between {2 * vs[-1]:.3g} µm (2 voxels) and "
-                          f"{corner:.3g} µm (the box corner), got {radius:g} µm; leave it "
-                          "empty for the default.")
-
     def _methodKey(self) -> str:
         return _METHOD_KEYS[self.method.get()]
 
@@ -313,6 +293,7 @@ class ProtReconstructKnownPoses(ProtFluoJob):
         method = self._methodKey()
         if method == "average":
             return None
-        if method == "deconv-average" or self.weightMode.get() == WEIGHT_GIVEN:
+        if method in ("deconv-average", "single-view") or \
+                self.weightMode.get() == WEIGHT_GIVEN:
             return self.weight.get()
         return "auto"

@@ -43,6 +43,9 @@ from .base import ProtFluoJob, add_count_param, add_gpu_params, add_seed_param, 
 from .convert import (
     PREPARED_PSF,
     PSF_HELP,
+    add_support_params,
+    check_support_radius,
+    support_job_params,
     check_channel_list,
     check_particles_with_poses,
     check_psf_matches,
@@ -63,6 +66,7 @@ _REGULARIZER_KEYS = ["tv", "hessian"]
 _REGULARIZER_LABELS = ["Total variation", "Hessian (Schatten norm)"]
 #: The defaults of the refinement (each defined once, in its options).
 _DEFAULTS = RefineOptions()
+WEIGHT_GIVEN, WEIGHT_AUTO = 0, 1
 #: The default schedule as the form writes it (Fortun et al. 2018 sec. V-A-4: whole space at
 #: 20 degrees, then +-10 at 5, then +-5 at 1).
 DEFAULT_SCHEDULE_TEXT = ", ".join(
@@ -151,6 +155,13 @@ class ProtRefine(ProtFluoJob):
                         help="Order n of the cyclic symmetry about the z axis of the reference "
                              "(1 = none; 9 for a centriole). The volume's symmetry axis must be "
                              "z: run 'align symmetry axis' first otherwise.")
+        form.addParam("keepPolarity", params.BooleanParam, default=_DEFAULTS.keep_polarity,
+                      condition="symmetry > 1", expertLevel=params.LEVEL_ADVANCED,
+                      label="Keep each particle's polarity?",
+                      help="Cn particles: the global searches keep every particle's "
+                           "symmetry axis pointing the way the ab initio polarity consensus "
+                           "set it. Without it, where both ends of the particle look alike "
+                           "under the blur, the search turns particles upside down.")
         form.addParam("searchChannels", params.StringParam, default="",
                       label="Pose search channels (empty = all)",
                       help="Channels compared by the pose updates, e.g. '0' (numbered from "
@@ -167,9 +178,27 @@ class ProtRefine(ProtFluoJob):
                       choices=_REGULARIZER_LABELS, label="Regulariser",
                       help="Total variation (Fortun et al. 2018) or the Hessian Schatten norm "
                            "(Fortun et al. 2017); both with positivity, solved by ADMM.")
+        form.addParam("weightMode", params.EnumParam, default=WEIGHT_GIVEN,
+                      choices=["given", "automatic (half sets)"],
+                      display=params.EnumParam.DISPLAY_HLIST, label="Regularisation weight",
+                      help="Given: the value below. Automatic (needs the gold standard): "
+                           "chosen once, at the first volume update, on the two half sets: "
+                           "the weight whose half maps best predict the other half's data "
+                           "on the measured frequencies (the log shows the curve).")
         form.addParam("weight", params.FloatParam, default=_DEFAULTS.weight, label="Weight",
+                      condition=f"weightMode == {WEIGHT_GIVEN}",
                       help="Regularisation weight per mean particle, >= 0 (data normalised to "
                            "a back-projection of maximum 1): typically 1e-3 to 1e-2.")
+        add_support_params(form)
+        form.addParam("lowPass", params.FloatParam, default=None, allowsNull=True,
+                      expertLevel=params.LEVEL_ADVANCED,
+                      condition="doHalfMaps and inputVolume",
+                      label="Low-pass of the initial volume (µm, empty: default)",
+                      help="Gold standard: both half sets start from the initial volume "
+                           "low-passed to this period, so that they share nothing finer and "
+                           "their FSC measures the data. Empty: twice the finest period the "
+                           "PSF passes. 0: not low-passed (the half maps' FSC is then not a "
+                           "gold standard).")
         add_count_param(form, "initialIterations", maximum=MAX_SOLVER_ITERATIONS,
                         default=_DEFAULTS.initial_admm_iterations,
                         label="ADMM iterations, first volume",
@@ -226,7 +255,7 @@ class ProtRefine(ProtFluoJob):
         vs = particles.getVoxelSize()
         job_params = {
             "regularizer": _REGULARIZER_KEYS[self.regularizer.get()],
-            "weight": self.weight.get(),
+            "weight": "auto" if self.weightMode.get() == WEIGHT_AUTO else self.weight.get(),
             "schedule": parse_schedule(self.schedule.get(), symmetry=self.symmetry.get()),
             "exhaustive_iterations": self.exhaustiveIterations.get(),
             "continuous_iterations": self.continuousIterations.get(),
@@ -236,8 +265,10 @@ class ProtRefine(ProtFluoJob):
             "continuous_admm_iterations": self.continuousAdmm.get(),
             "final_admm_iterations": self.finalIterations.get(),
             "symmetry": self.symmetry.get(),
+            "keep_polarity": bool(self.keepPolarity.get()),
             "channels": parse_channels(self.searchChannels.get()),
             "half_maps": bool(self.doHalfMaps.get()),
+            **support_job_params(self), **self._lowPassParams(),
             "max_shift_um": self.maxShift.get() or None,
             "voxel_size": list(vs),
             "psf_voxel_size": list(psf.getVoxelSize()),
@@ -266,15 +297,17 @@ class ProtRefine(ProtFluoJob):
         volume.summaryFile = pwobj.String(self._getExtraPath("refine.json"))
         volume.nIterations = pwobj.Integer(summary["iterations"])
         volume.converged = pwobj.Boolean(summary["converged"])
+        volume.weightUsed = pwobj.String(", ".join(f"{w:.3g}" for w in summary["weight"]))
         table_path = self._getExtraPath("particles_refined.csv")
         volume.refinedParticlesFile = pwobj.String(table_path)
         poses = read_output_poses(table_path)
         table = read_particle_table(table_path)
+        margins = table.extra.get("in_plane_margin_nats", [float("nan")] * len(table))
         extra = {int(pid): {"refineEnergy": float(e), "poseChangeDeg": float(c),
-                            "halfSet": float(h)}
-                 for pid, e, c, h in zip(table.ids, table.extra["refine_energy"],
-                                         table.extra["pose_change_deg"],
-                                         table.extra["half_set"])}
+                            "halfSet": float(h), "inPlaneMarginNats": float(m)}
+                 for pid, e, c, h, m in zip(table.ids, table.extra["refine_energy"],
+                                            table.extra["pose_change_deg"],
+                                            table.extra["half_set"], margins)}
         particles = particles_with_poses(self.inputParticles.get(), poses,
                                          self._getPath("particles_refined.sqlite"),
                                          extra_attributes=extra)
@@ -282,6 +315,10 @@ class ProtRefine(ProtFluoJob):
                   f"iteration(s) in {summary['wall_s']:.1f} s, converged "
                   f"{summary['converged']}, median pose change "
                   f"{summary['median_pose_change_deg']:.2f} deg")
+        if "in_plane_undetermined" in summary:
+            volume.inPlaneUndetermined = pwobj.Integer(summary["in_plane_undetermined"])
+            volume.inPlaneMarginMedianNats = pwobj.Float(
+                summary["in_plane_margin_median_nats"])
         psf = prepared_psf(self, summary["voxel_size"])
         self._defineOutputs(outputVolume=volume, outputParticles=particles, outputPSF=psf)
         self._defineSources([volume, particles, psf], self.inputParticles, self.inputPSF,
@@ -301,6 +338,7 @@ class ProtRefine(ProtFluoJob):
         items = check_particles_with_poses(particles, errors)
         if not items:
             return errors
+        check_support_radius(self, particles, errors)
         vs = np.asarray(particles.getVoxelSize())
         if not np.allclose(vs, vs[0], rtol=1e-4):
             errors.append(f"The particles have anisotropic voxels {tuple(vs)} µm (z, y, x): "
@@ -321,9 +359,17 @@ class ProtRefine(ProtFluoJob):
                 errors.append(f"The initial volume has {volume.getNumChannels()} channel(s), "
                               f"the particles {particles.getNumChannels()}.")
         check_symmetry_order(self.symmetry.get(), errors)
-        weight = self.weight.get()
-        if weight is None or weight < 0:
-            errors.append(f"Weight must be >= 0, got {weight}.")
+        if self.weightMode.get() == WEIGHT_AUTO:
+            if not self.doHalfMaps.get():
+                errors.append("The automatic weight is chosen on the half sets: set 'Gold "
+                              "standard (half sets)?' to Yes, or give the weight.")
+        else:
+            weight = self.weight.get()
+            if weight is None or weight < 0:
+                errors.append(f"Weight must be >= 0, got {weight}.")
+        low_pass = self.lowPass.get()
+        if low_pass is not None and low_pass < 0:
+            errors.append(f"Low-pass must be >= 0 µm (0: none), got {low_pass}.")
         for name, label, minimum in (("initialIterations", "ADMM iterations, first volume", 1),
                                      ("admmIterations", "ADMM iterations per outer iteration", 1),
                                      ("finalIterations", "ADMM iterations, final volume", 1),
@@ -359,13 +405,22 @@ class ProtRefine(ProtFluoJob):
                           f"{shift}.")
         return errors
 
+    def _lowPassParams(self) -> dict:
+        """``low_pass_um`` for the job: absent (the default), null (0: none) or the period."""
+        value = self.lowPass.get()
+        if value is None:
+            return {}
+        return {"low_pass_um": None if value == 0 else value}
+
     def _summary(self):
         if not hasattr(self, "outputVolume"):
             return ["Not refined yet."]
         vol = self.outputVolume
+        weight = getattr(vol, "weightUsed", None)
+        weight = weight.get() if weight is not None else f"{self.weight.get():g}"
         lines = [f"Refinement of {self.inputParticles.get().getSize()} particles "
-                 f"({_REGULARIZER_LABELS[self.regularizer.get()]}, weight "
-                 f"{self.weight.get():g}"
+                 f"({_REGULARIZER_LABELS[self.regularizer.get()]}, weight {weight}"
+                 + (" (automatic)" if self.weightMode.get() == WEIGHT_AUTO else "")
                  + (f", symmetry C{self.symmetry.get()}" if self.symmetry.get() > 1 else "")
                  + f"): {vol.nIterations.get()} iteration(s), "
                  + ("converged." if vol.converged.get() else "iteration limit reached.")]

@@ -40,7 +40,12 @@ from .convert import image_from_file, image_id_from_path
 
 __all__ = ["ProtSimulateDataset"]
 
-PHANTOMS = ["asymmetric", "c9", "shell", "tube"]
+# enum indices are stored in projects: new choices go at the end
+PHANTOMS = ["asymmetric", "c9", "shell", "tube", "npc"]
+PSF_GAUSSIAN, PSF_SCALAR, PSF_VECTORIAL = 0, 1, 2
+_PSF_JOB = {PSF_GAUSSIAN: "gaussian", PSF_SCALAR: "widefield-scalar",
+            PSF_VECTORIAL: "widefield-vectorial"}
+NOISE_GAUSSIAN, NOISE_POISSON = 0, 1
 KIND_PARTICLES, KIND_FIELDS = 0, 1
 _JOB_KINDS = {KIND_PARTICLES: "particles", KIND_FIELDS: "fields"}
 _STEP = "simulate"
@@ -51,7 +56,10 @@ class ProtSimulateDataset(ProtFluoJob):
 
     Each particle is the phantom at a uniform random orientation and a small shift,
     with a non-uniform degree of labelling (Gaussian spots removed), blurred by a
-    Gaussian PSF, scaled to [0, 1] and corrupted by Gaussian noise (Eloy et al. 2023 sec. 4.1).
+    Gaussian PSF, scaled to [0, 1] and corrupted by Gaussian noise (Eloy et al. 2023 sec. 4.1);
+    or, closer to a real acquisition, blurred by a widefield PSF computed from the optics
+    (Gibson & Lanni 1991, scalar, or Aguet et al. 2009, vectorial) and given Poisson noise
+    with a read-noise floor.
     Fields of view hold many such particles, debris and touching pairs, for picking.
     """
 
@@ -63,7 +71,7 @@ class ProtSimulateDataset(ProtFluoJob):
         "outputImages": SetOfFluoImages,
         "outputCoordinates": SetOfCoordinates3D,
     }
-    _references = ["Eloy2023", "Fortun2018"]
+    _references = ["Eloy2023", "Fortun2018", "Gibson1991", "Aguet2009"]
     _jobStep = _STEP
 
     # --------------------------- DEFINE param functions -----------------------
@@ -72,7 +80,8 @@ class ProtSimulateDataset(ProtFluoJob):
         form.addParam("phantom", params.EnumParam, default=0, choices=PHANTOMS,
                       label="Phantom",
                       help="Ground truth: an asymmetric object, a C9 centriole-like barrel "
-                           "(two channels: barrel + torus), a hollow sphere or an open tube.")
+                           "(two channels: barrel + torus), a hollow sphere, an open tube, or "
+                           "an NPC-like C8 particle (8 pairs of spots on two rings).")
         add_count_param(form, "nChannels", maximum=2, default=1, label="Channels",
                         help="1, or 2 with the c9 phantom (barrel and a torus around it).")
         add_count_param(form, "boxSize", maximum=MAX_BOX_SIZE,
@@ -80,15 +89,48 @@ class ProtSimulateDataset(ProtFluoJob):
                         help="Side of the cubic particle box (and of the ground truth), voxels.")
         form.addParam("voxelSize", params.FloatParam, default=0.05, label="Voxel size (µm)",
                       help="Isotropic voxel size of the particles and the ground truth.")
-        line = form.addLine("PSF sigma (voxels)",
+        form.addParam("psfModel", params.EnumParam, default=PSF_GAUSSIAN,
+                      choices=["Gaussian", "widefield, scalar (Gibson & Lanni)",
+                               "widefield, vectorial (Aguet et al. 2009)"],
+                      label="PSF",
+                      help="A Gaussian PSF (Eloy et al. 2023), or a widefield PSF computed by "
+                           "psfmodels from the optics, truncated by the particle box as a "
+                           "measured PSF is.")
+        line = form.addLine("PSF sigma (voxels)", condition=f"psfModel=={PSF_GAUSSIAN}",
                             help="Standard deviations of the Gaussian PSF in voxels, lateral "
                                  "and axial (Eloy et al. 2023: 1.5 and 5).")
         line.addParam("sigmaXY", params.FloatParam, default=1.5, label="x, y")
         line.addParam("sigmaZ", params.FloatParam, default=5.0, label="z")
+        optics = f"psfModel!={PSF_GAUSSIAN}"
+        form.addParam("numericalAperture", params.FloatParam, default=1.4, condition=optics,
+                      label="Numerical aperture", help="NA of the objective.")
+        form.addParam("wavelength", params.FloatParam, default=0.6, condition=optics,
+                      label="Emission wavelength (µm)",
+                      help="Peak emission wavelength in micrometres.")
+        line = form.addLine("Refractive indices", condition=optics,
+                            help="Immersion medium (1.518 oil, 1.33 water) and sample around "
+                                 "the particles; a mismatch makes the PSF longer along z and "
+                                 "asymmetric with depth.")
+        line.addParam("immersionIndex", params.FloatParam, default=1.518, label="immersion")
+        line.addParam("sampleIndex", params.FloatParam, default=1.518, label="sample")
+        form.addParam("depth", params.FloatParam, default=0.0, condition=optics,
+                      label="Depth below the coverslip (µm)",
+                      help="Depth of the particles below the coverslip, micrometres.")
+        form.addParam("noiseModel", params.EnumParam, default=NOISE_GAUSSIAN,
+                      choices=["Gaussian", "Poisson + read noise"],
+                      display=params.EnumParam.DISPLAY_HLIST, label="Noise",
+                      help="Gaussian noise on the signal scaled to [0, 1] (Eloy et al. 2023), "
+                           "or photon (Poisson) noise with a Gaussian read-noise floor.")
         form.addParam("noiseStd", params.FloatParam, default=0.2,
+                      condition=f"noiseModel=={NOISE_GAUSSIAN}",
                       label="Noise std (fraction of the signal maximum)",
                       help="Standard deviation of the Gaussian noise added to images whose "
                            "noiseless signal is scaled to [0, 1].")
+        line = form.addLine("Photons", condition=f"noiseModel=={NOISE_POISSON}",
+                            help="Expected photons at the brightest voxel, and the standard "
+                                 "deviation of the camera's read noise in photons.")
+        line.addParam("photons", params.FloatParam, default=50.0, label="at the peak")
+        line.addParam("readNoise", params.FloatParam, default=1.0, label="read noise")
         add_count_param(form, "nSpots", maximum=MAX_SPOTS, default=120,
                         expertLevel=params.LEVEL_ADVANCED,
                         label="Degradation spots per particle",
@@ -137,10 +179,8 @@ class ProtSimulateDataset(ProtFluoJob):
             "phantom": PHANTOMS[self.phantom.get()],
             "size": self.boxSize.get(),
             "voxel_size": self.voxelSize.get(),
-            "sigma_xy_um": voxels_to_um(self.sigmaXY.get(), vs),
-            "sigma_z_um": voxels_to_um(self.sigmaZ.get(), vs),
             "n_channels": self.nChannels.get(),
-            "noise_std": self.noiseStd.get(),
+            **self._psfParams(vs), **self._noiseParams(),
             "n_spots": self.nSpots.get(),
             "max_shift_um": voxels_to_um(self.maxShift.get(), vs),
         }
@@ -165,6 +205,26 @@ class ProtSimulateDataset(ProtFluoJob):
                            debris=self._getExtraPath("debris.csv"))
         self._writeJob(_STEP, inputs={}, params=job_params, outputs=outputs,
                        seed=self.seed.get())
+
+    def _psfParams(self, vs) -> dict:
+        model = self.psfModel.get()
+        if model == PSF_GAUSSIAN:
+            return {"psf_model": "gaussian",
+                    "sigma_xy_um": voxels_to_um(self.sigmaXY.get(), vs),
+                    "sigma_z_um": voxels_to_um(self.sigmaZ.get(), vs)}
+        return {"psf_model": _PSF_JOB[model],
+                "numerical_aperture": self.numericalAperture.get(),
+                "wavelength_um": self.wavelength.get(),
+                "immersion_index": self.immersionIndex.get(),
+                "sample_index": self.sampleIndex.get(), "depth_um": self.depth.get()}
+
+    def _noiseParams(self) -> dict:
+        if self.noiseModel.get() == NOISE_GAUSSIAN:
+            return {"noise_std": self.noiseStd.get()}
+        photons, read = self.photons.get(), self.readNoise.get()
+        # the job's Gaussian noise is a fraction of the maximum (photons)
+        return {"poisson_photons": photons,
+                "noise_std": read / photons if photons and photons > 0 else read}
 
     def createOutputStep(self, key):
         summary = self._summaryData()
@@ -254,6 +314,7 @@ class ProtSimulateDataset(ProtFluoJob):
             value = getattr(self, name).get()
             if value is None or value < 0:
                 errors.append(f"{label} must be >= 0, got {value}.")
+        self._validateOptics(errors)
         if self.nSpots.get() is None or self.nSpots.get() < 0:
             errors.append(f"Degradation spots must be >= 0, got {self.nSpots.get()}.")
         if self.outputKind.get() == KIND_PARTICLES:
@@ -269,6 +330,46 @@ class ProtSimulateDataset(ProtFluoJob):
         if error:
             errors.append(error)
         return errors
+
+    def _validateOptics(self, errors):
+        if self.psfModel.get() != PSF_GAUSSIAN:
+            na, imm = self.numericalAperture.get(), self.immersionIndex.get()
+            if imm is None or not 1.0 <= imm <= 2.5:
+                errors.append(f"Immersion refractive index must be in [1, 2.5], got {imm}.")
+            elif na is None or not 0 < na < imm:
+                errors.append(f"Numerical aperture must be > 0 and below the immersion index "
+                              f"{imm:g}, got {na}.")
+            sample = self.sampleIndex.get()
+            if sample is None or not 1.0 <= sample <= 2.5:
+                errors.append(f"Sample refractive index must be in [1, 2.5], got {sample}.")
+            wl = self.wavelength.get()
+            if wl is None or not 0.2 <= wl <= 2.0:
+                errors.append(f"Emission wavelength must be in [0.2, 2] µm, got {wl}.")
+            if self.depth.get() is None or not 0 <= self.depth.get() <= 1000:
+                errors.append(f"Depth must be in [0, 1000] µm, got {self.depth.get()}.")
+        if self.noiseModel.get() == NOISE_POISSON:
+            photons, read = self.photons.get(), self.readNoise.get()
+            if photons is None or not 0 < photons <= 1e9:
+                errors.append(f"Photons at the peak must be in (0, 1e9], got {photons}.")
+            if read is None or read < 0:
+                errors.append(f"Read noise must be >= 0 photons, got {read}.")
+
+    def _optics(self) -> str:
+        """The PSF and the noise in words, for the summary and the methods."""
+        if self.psfModel.get() == PSF_GAUSSIAN:
+            psf = (f"a Gaussian PSF (sigma {self.sigmaXY.get():g} voxels laterally, "
+                   f"{self.sigmaZ.get():g} axially)")
+        else:
+            kind = "vectorial" if self.psfModel.get() == PSF_VECTORIAL else "scalar"
+            psf = (f"a {kind} widefield PSF (NA {self.numericalAperture.get():g}, emission "
+                   f"{self.wavelength.get():g} µm, indices {self.immersionIndex.get():g} / "
+                   f"{self.sampleIndex.get():g}, depth {self.depth.get():g} µm)")
+        if self.noiseModel.get() == NOISE_GAUSSIAN:
+            noise = f"Gaussian noise of standard deviation {self.noiseStd.get():g}"
+        else:
+            noise = (f"Poisson noise ({self.photons.get():g} photons at the peak) and "
+                     f"{self.readNoise.get():g} photon(s) of read noise")
+        return f"{psf} and {noise}"
 
     def _fieldVoxelSizeZ(self) -> float:
         vz = self.fieldVoxelSizeZ.get()
@@ -306,8 +407,7 @@ class ProtSimulateDataset(ProtFluoJob):
         if not hasattr(self, "outputVolume"):
             return ["Not simulated yet."]
         lines = [f"Phantom {PHANTOMS[self.phantom.get()]}, box {self.boxSize.get()} voxels of "
-                 f"{self.voxelSize.get():g} µm, PSF sigma {self.sigmaXY.get():g} (x, y) / "
-                 f"{self.sigmaZ.get():g} (z) voxels, noise std {self.noiseStd.get():g}."]
+                 f"{self.voxelSize.get():g} µm, {self._optics()}."]
         if hasattr(self, "outputParticles"):
             lines.append(f"{self.outputParticles.getSize()} particle(s) with true poses.")
         if hasattr(self, "outputCoordinates"):
@@ -319,6 +419,4 @@ class ProtSimulateDataset(ProtFluoJob):
         if not hasattr(self, "outputVolume"):
             return []
         return [f"Simulated data were generated from the {PHANTOMS[self.phantom.get()]} "
-                f"phantom with a Gaussian PSF (sigma {self.sigmaXY.get():g} voxels laterally, "
-                f"{self.sigmaZ.get():g} axially) and Gaussian noise of standard deviation "
-                f"{self.noiseStd.get():g}, following [Eloy2023]."]
+                f"phantom with {self._optics()}, following [Eloy2023]."]

@@ -30,6 +30,7 @@ __all__ = [
     "fsc_figure",
     "conical_fsc_figure",
     "pose_error_histogram",
+    "in_plane_error_figure",
     "orientation_sphere_figure",
     "rotation_axis_directions",
 ]
@@ -477,4 +478,54 @@ def orientation_sphere_figure(orientations, *, true=None, labels=("estimated", "
     ax_h.grid(alpha=0.3, axis="y")
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def in_plane_error_figure(axis_deg, in_plane_deg, symmetry: int, *, title=None) -> Figure:
+    """The pose errors of Cn particles split into the axis and the rotation about it.
+
+    Left: histogram of the axis errors (degrees).  Right: histogram of the signed in-plane
+    errors over one period ``[-180/n, 180/n)`` degrees, with the level a uniform spread
+    (chance: the rotation about the axis not recovered) would give, and the n-fold mean
+    resultant length ``|mean exp(i n psi)|`` in the title (1: recovered, near 0: chance).
+
+    Parameters
+    ----------
+    axis_deg, in_plane_deg : array_like, shape (N,)
+        Errors in degrees (:func:`spfluo.algorithms.geometry.axis_and_in_plane_errors`).
+    symmetry : int
+        Order n of the symmetry (>= 1).
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    axis = np.asarray(axis_deg, dtype=float)
+    psi = np.asarray(in_plane_deg, dtype=float)
+    if axis.ndim != 1 or axis.shape != psi.shape or axis.size == 0:
+        raise ValueError(f"axis_deg and in_plane_deg must be two 1D arrays of the same length, "
+                         f"got shapes {axis.shape} and {psi.shape}")
+    n = max(1, int(symmetry))
+    half = 180.0 / n
+    resultant = float(np.abs(np.mean(np.exp(1j * n * np.radians(psi)))))
+    fig = Figure(figsize=(10.0, 4.0), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    left.hist(axis, bins=30, color="tab:blue", gid="hist:axis")
+    left.axvline(float(np.median(axis)), color="k", linestyle="--", gid="median:axis",
+                 label=f"median {np.median(axis):.2f} deg")
+    left.set_xlabel("symmetry axis error (deg)")
+    left.set_ylabel("particles")
+    left.legend(loc="upper right")
+    bins = np.linspace(-half, half, 25)
+    right.hist(psi, bins=bins, color="tab:orange", gid="hist:in_plane")
+    chance = psi.size / (bins.size - 1)
+    right.axhline(chance, color="grey", linestyle=":", gid="chance",
+                  label="uniform (not recovered)")
+    right.set_xlim(-half, half)
+    right.set_xlabel(f"error about the axis, modulo {360.0 / n:g} deg (deg)")
+    right.set_ylabel("particles")
+    right.set_title(f"{n}-fold mean resultant length {resultant:.2f}")
+    right.legend(loc="upper right")
+    fig.suptitle(title or f"pose errors of C{n} particles: axis and rotation about it")
     return fig

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from ..algorithms.geometry import swap_xyz_zyx
-from ..io import read_conical_csv, read_fsc_csv, read_pose_errors_csv
+from ..io import read_conical_csv, read_fsc_csv, read_pose_error_parts, read_pose_errors_csv
 from ..objects import SetOfParticles, Volume, VolumeComparison
 from ..objects.arrays import load_array
 from .isosurface import isosurface_figure
@@ -22,6 +22,7 @@ from .metrics import (
     conical_fsc_figure,
     fsc_figure,
     orientation_sphere_figure,
+    in_plane_error_figure,
     pose_error_histogram,
 )
 from .labels import object_name
@@ -63,6 +64,10 @@ def comparison_figures(comparison) -> list:
                                    title=f"pose errors after global alignment"
                                          f"{f' (modulo C{sym})' if sym > 1 else ''}")
         figures.append(("pose_errors", fig))
+        parts = read_pose_error_parts(comparison.getPoseErrorsFile())
+        if parts is not None and sym > 1:
+            figures.append(("pose_errors_axis_in_plane",
+                            in_plane_error_figure(parts[0], parts[1], sym)))
     if not figures:
         raise ValueError("this comparison has no curve file left to show (were the run's "
                          "extra/ files deleted?)")

@@ -24,7 +24,7 @@ from matplotlib.ticker import ScalarFormatter
 
 from .metrics import pose_error_histogram
 
-__all__ = ["convergence_figure", "pose_change_histogram"]
+__all__ = ["convergence_figure", "pose_change_histogram", "in_plane_margin_histogram"]
 
 #: Below this change (degrees) the pose-change axis is linear, so that 0 is drawn at 0.
 _CHANGE_LINEAR_BELOW = 0.1
@@ -185,4 +185,33 @@ def pose_change_histogram(changes_deg, *, labels=None, title=None) -> Figure:
     """
     fig = pose_error_histogram(changes_deg, labels=labels, title=title)
     fig.axes[0].set_xlabel("rotation change (deg)")
+    return fig
+
+
+def in_plane_margin_histogram(margins_nats, *, threshold: float, title=None) -> Figure:
+    """Histogram of the in-plane margins of refined Cn particles (no ground truth needed).
+
+    ``margins_nats`` (N,): how much better each particle's rotation about its symmetry axis
+    fits than the best angle of another basin, nats (profile log-likelihood ratio);
+    particles below ``threshold`` (a dotted line) are those whose angle their data do not
+    determine.  The x axis is logarithmic above 1 nat.
+    """
+    m = np.asarray(margins_nats, dtype=float)
+    m = m[np.isfinite(m)]
+    if m.size == 0:
+        raise ValueError("margins_nats holds no finite margin")
+    low = int(np.sum(m < threshold))
+    fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+    ax = fig.subplots()
+    top = max(float(m.max()), threshold * 10.0)
+    edges = np.concatenate([[min(0.0, float(m.min()))], np.geomspace(1.0, top * 1.05, 30)])
+    ax.hist(m, bins=edges, color="tab:green", gid="hist:margins")
+    ax.axvline(threshold, color="tab:red", linestyle=":", gid="threshold",
+               label=f"{threshold:g} nats: below, the angle is not determined")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("in-plane margin over the best other angle (nats)")
+    ax.set_ylabel("particles")
+    ax.legend(loc="upper right")
+    ax.set_title(title or f"rotation about the symmetry axis: {low} of {m.size} particle(s) "
+                          f"not determined")
     return fig

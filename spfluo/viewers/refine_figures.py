@@ -15,7 +15,8 @@ import numpy as np
 
 from ..io import read_particle_table, read_refine_log
 from ..objects import SetOfParticles, Volume
-from .refine import convergence_figure, pose_change_histogram
+from ..algorithms.refine.diagnostics import UNDETERMINED_NATS
+from .refine import convergence_figure, in_plane_margin_histogram, pose_change_histogram
 from .registry import figure_maker
 
 __all__ = ["refinement_figures", "refined_particles_figures"]
@@ -55,6 +56,10 @@ def refinement_figures(volume) -> list:
         if series:
             figures.append(("refine_pose_changes", pose_change_histogram(
                 series, title="rotation change of the particles (modulo the symmetry)")))
+        margins = _finite(extra.get("in_plane_margin_nats", []))
+        if margins.size:
+            figures.append(("refine_in_plane_margins", in_plane_margin_histogram(
+                margins, threshold=UNDETERMINED_NATS)))
     return figures
 
 

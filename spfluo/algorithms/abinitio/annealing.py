@@ -92,6 +92,7 @@ from spfluo.algorithms._validation import (
     as_psf,
     check_int,
 )
+from spfluo.algorithms.abinitio.inplane import align_in_plane, last_move
 from spfluo.algorithms.abinitio.options import AnnealingOptions
 from spfluo.algorithms.abinitio.polarity import (
     flip_rotation,
@@ -301,28 +302,41 @@ def _centre_and_align(volume, symmetry: int, *, backend, n_directions: int = 400
     return xp.maximum(symmetrize_channels(backend, aligned, symmetry), 0.0).astype(xp.float32)
 
 
-def _consensus_poses(iterate, particles, psf, poses: Poses, symmetry: int, *,
-                     max_shift: float, rng: np.random.Generator, backend):
-    """Polarity consensus (Cn) of the pose-search poses against the iterate.
+def _symmetric_poses(iterate, particles, psf, poses: Poses, symmetry: int, *,
+                     max_shift: float, rng: np.random.Generator, polarity: bool,
+                     in_plane: bool, backend):
+    """Polarity consensus and rotation about the axis (Cn) of the pose-search poses.
 
-    ``iterate`` (C, D, D, D) becomes a :class:`~spfluo.algorithms.scoring.model.FourierVolume` at the full band
-    of the particles' spectra; the turn ``F`` is the one under which it looks
-    most like itself (:func:`~spfluo.algorithms.abinitio.polarity.polarity_axis`) and
-    :func:`~spfluo.algorithms.abinitio.polarity.polarity_consensus` chooses, for every particle, its (refined) pose
-    or the one for the turned volume.  Returns ``(poses, turned, gain)``:
-    the chosen poses, the indices of the particles turned upside down and the
-    energy gain (whitened half energy, >= 0).
+    ``iterate`` (C, D, D, D) becomes a
+    :class:`~spfluo.algorithms.scoring.model.FourierVolume` at the full band of the
+    particles' spectra.  With ``polarity`` the turn ``F`` under which it looks most like
+    itself (:func:`~spfluo.algorithms.abinitio.polarity.polarity_axis`) is found and
+    :func:`~spfluo.algorithms.abinitio.polarity.polarity_consensus` chooses, for every
+    particle, its (refined) pose or the one for the turned volume; with ``in_plane`` the
+    rotations about the axis are settled on a reference that keeps the n-fold structure
+    (:func:`~spfluo.algorithms.abinitio.inplane.align_in_plane`).  Returns ``(poses,
+    messages)``.
     """
     xp = backend.xp
     data = particle_spectra(particles, psf, backend=backend)
     band = data.band
     vol = FourierVolume.initial(backend, xp.asarray(iterate, dtype=xp.float32), band)
-    theta, centre, _ = polarity_axis(vol, symmetry)
-    rotations, translations, turned, gain = polarity_consensus(
-        vol, Scorer.for_band(data, band, max_shift, surface="peak"),
-        np.asarray(poses.rotations), np.asarray(poses.translations), cyclic_group(symmetry),
-        flip_rotation(theta), centre, rng=rng)
-    return Poses(rotations, translations), turned, gain
+    scorer = Scorer.for_band(data, band, max_shift, surface="peak")
+    rotations, translations = np.asarray(poses.rotations), np.asarray(poses.translations)
+    messages = []
+    if polarity:
+        theta, centre, _ = polarity_axis(vol, symmetry)
+        rotations, translations, turned, gain = polarity_consensus(
+            vol, scorer, rotations, translations, cyclic_group(symmetry),
+            flip_rotation(theta), centre, rng=rng)
+        messages.append(f"polarity consensus after the pose search: {turned.size} "
+                        f"particle(s) turned upside down (energy -{gain:.3g})")
+    if in_plane:
+        found = align_in_plane(vol, scorer, rotations, translations, symmetry)
+        rotations, translations = found.rotations, found.translations
+        messages.append(f"in-plane angles settled ({found.passes} pass(es))"
+                        f"{last_move(found)}")
+    return Poses(rotations, translations), messages
 
 
 def annealing_reconstruction(
@@ -460,13 +474,13 @@ def annealing_reconstruction(
     grid = so3_grid(grid_directions, m_psi, symmetry=symmetry)
     search = pose_search(iterate, y, h, grid=grid, max_shift=max_shift, backend=bk)
     poses = search.poses
-    if polarity and symmetry > 1:
-        poses, turned, gain = _consensus_poses(iterate, y, h, poses, symmetry,
-                                               max_shift=max_shift, rng=rng, backend=bk)
-        if progress is not None:
-            progress({"stage": f"polarity consensus after the pose search: {turned.size} "
-                      f"particle(s) turned upside down (energy -{gain:.3g})",
-                      "elapsed": time.perf_counter() - t_start})
+    if symmetry > 1 and (polarity or opt.in_plane):
+        poses, messages = _symmetric_poses(iterate, y, h, poses, symmetry, max_shift=max_shift,
+                                           rng=rng, polarity=polarity, in_plane=opt.in_plane,
+                                           backend=bk)
+        for message in messages:
+            if progress is not None:
+                progress({"stage": message, "elapsed": time.perf_counter() - t_start})
     if final_reconstruction is not None:
         volume = reconstruct(y, poses, h, method=final_reconstruction, symmetry=symmetry,
                              backend=bk).volume

@@ -84,6 +84,7 @@ class SGDOptions:
     global_search: bool = True
     align_axis: bool = True
     polarity: bool = True
+    in_plane: bool = True
     refine: bool = True
     final_reconstruction: str | None = "hessian"
 
@@ -149,6 +150,7 @@ class AnnealingOptions:
     grid_psi: int = 36
     final_reconstruction: str | None = "hessian"
     polarity: bool = True
+    in_plane: bool = True
 
     def validated(self, n_particles: int, box: int) -> "AnnealingOptions":
         """The options checked for ``n_particles`` particles of side ``box``, with

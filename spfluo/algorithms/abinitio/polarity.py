@@ -93,7 +93,7 @@ def polarity_axis(vol: FourierVolume, symmetry: int, *, z_range: float = 1.0,
     return best[1], np.array([best[2], 0.0, 0.0]), best[0]
 
 
-def _backprojection(vol: FourierVolume, sc: Scorer, l: int, rotations, translation, mask):
+def backprojection(vol: FourierVolume, sc: Scorer, l: int, rotations, translation, mask):
     """Whitened back-projection of particle ``l`` and its curvature on the volume grid.
 
     ``b = sum_k S_k^T conj(h^ rho_t) y^ / s`` and ``K = sum_k S_k^T |h^|^2 / s``
@@ -190,7 +190,7 @@ def polarity_consensus(vol: FourierVolume, sc: Scorer, rotations, translations, 
     k_h = xp.empty((2, n, c, m), dtype=xp.float32)
     for h in range(2):
         for l in range(n):
-            b_h[h, l], k_h[h, l] = _backprojection(vol, sc, l,
+            b_h[h, l], k_h[h, l] = backprojection(vol, sc, l,
                                                    np.matmul(hyp_r[h, l][None], group),
                                                    hyp_t[h, l], mask)
     k_all = k_h[0].sum(axis=0)

@@ -102,6 +102,7 @@ from typing import Any, Callable
 import numpy as np
 
 from spfluo.algorithms._validation import as_particles
+from spfluo.algorithms.abinitio.inplane import align_in_plane, last_move
 from spfluo.algorithms.abinitio.options import SGDOptions
 from spfluo.algorithms.abinitio.polarity import (
     curvature_sum,
@@ -438,9 +439,28 @@ class _SGD:
                    f"turned upside down (energy -{gain:.3g})")
         return int(flipped.size)
 
+    def run_in_plane(self) -> int:
+        """The rotation of every particle about its symmetry axis, and its polarity
+        (``polarity``), settled on a reference that keeps the n-fold structure
+        (:mod:`.inplane`); the iterate and the sampling distributions follow.  Returns
+        the number of particles turned upside down."""
+        opt = self.opt
+        poses = self.poses()
+        found = align_in_plane(self.vol, self.scorers[self.full_band], poses.rotations,
+                               poses.translations, opt.symmetry, polarity=opt.polarity)
+        turned = int(np.sum(np.einsum("ni,ni->n", poses.rotations[:, :, 0],
+                                      found.rotations[:, :, 0]) < 0.0))
+        self.set_poses(Poses(found.rotations, found.translations))
+        self.vol = found.reference
+        self.recentre(np.arange(self.n))
+        self.stage(f"in-plane angles settled after epoch {self.epoch} ({found.passes} "
+                   f"pass(es)){last_move(found)}; {turned} particle(s) turned upside down")
+        return turned
+
     def switch_to_symmetry(self) -> None:
         """End of the stage without symmetry: the Cn axis of the iterate turned onto z
-        (poses follow), the iterate symmetrised, the Cn grid, then the polarity consensus."""
+        (poses follow), the iterate symmetrised, the Cn grid, then the angles about the axis
+        and the polarity (:meth:`settle_symmetric_poses`)."""
         from spfluo.algorithms.symmetry import (
             align_symmetry_axis,
             realign_poses,
@@ -470,9 +490,17 @@ class _SGD:
         self.switch_epoch = self.epoch
         self.stage(f"symmetry C{opt.symmetry} imposed after epoch {self.epoch}: axis aligned "
                    f"with z (score {aligned.axis.score:.3f})")
-        if opt.polarity:
-            self.run_polarity()
+        self.settle_symmetric_poses()
         self.save_state()
+
+    def settle_symmetric_poses(self) -> int:
+        """The in-plane alignment, which also settles the polarity (:mod:`.inplane`); the
+        polarity consensus on the iterate when the alignment is off.  Returns the number
+        of particles turned upside down."""
+        opt = self.opt
+        if opt.in_plane:
+            return self.run_in_plane()
+        return self.run_polarity() if opt.polarity else 0
 
     def run_check(self) -> int:
         """Polarity consensus (Cn, first check, one-stage runs), else global search, at the
@@ -482,7 +510,7 @@ class _SGD:
         if self.vol.band != self.full_band:
             self.vol = self.vol.resized(self.full_band)
         if opt.polarity and opt.symmetry > 1 and not self.checks and self.switch_epoch < 0:
-            turned = self.run_polarity()
+            turned = self.settle_symmetric_poses()
             if turned:
                 self.checks.append(self.epoch)
                 self.save_state()

@@ -76,8 +76,10 @@ from __future__ import annotations
 
 from spfluo.algorithms.geometry.distances import (
     align_rotations,
+    axis_and_in_plane_errors,
     geodesic_distance,
     geodesic_distance_sym,
+    in_plane_resultant,
     pose_errors,
 )
 from spfluo.algorithms.geometry.grids import (
@@ -125,6 +127,7 @@ __all__ = [
     "so3_grid_for_step", "uniform_rotation_grid", "local_rotation_grid",
     # distances: comparing rotations
     "geodesic_distance", "geodesic_distance_sym", "align_rotations", "pose_errors",
+    "axis_and_in_plane_errors", "in_plane_resultant",
     # poses and units
     "Poses", "check_poses", "as_voxel_size", "um_to_voxels", "voxels_to_um",
     "vectors_um_to_voxels", "vectors_voxels_to_um",

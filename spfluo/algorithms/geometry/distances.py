@@ -18,7 +18,8 @@ from spfluo.algorithms.geometry.rotations import (
     rotvec_to_matrix_xyz,
 )
 
-__all__ = ["geodesic_distance", "geodesic_distance_sym", "align_rotations", "pose_errors"]
+__all__ = ["geodesic_distance", "geodesic_distance_sym", "align_rotations", "pose_errors",
+           "axis_and_in_plane_errors", "in_plane_resultant"]
 
 
 # ---------- distances
@@ -193,3 +194,46 @@ def pose_errors(R_est, R_true, *, symmetry: int = 1) -> np.ndarray:
     G = align_rotations(R_est, R_true, symmetry=symmetry)
     A = np.asarray(R_est, dtype=np.float64)
     return geodesic_distance_sym(np.matmul(A, G), R_true, symmetry=symmetry)
+
+
+def axis_and_in_plane_errors(R_est, R_true, *, symmetry: int = 1):
+    """Pose errors split into the error of the symmetry axis and the in-plane residual.
+
+    After the best global alignment ``G`` (:func:`align_rotations`, modulo Cn), the
+    residual ``D = R_true^T R_est G`` of each particle is split into a swing (which tilts
+    the z axis: the error of the particle's symmetry axis) and a twist about z (the error
+    of the rotation about the axis), ``D = swing twist``.
+
+    Parameters
+    ----------
+    R_est, R_true : array_like, shape (N, 3, 3)
+        Estimated and true zyx-frame rotations of the same particles.
+    symmetry : int, optional
+        Order n of the cyclic symmetry about z of the reference.
+
+    Returns
+    -------
+    axis : ndarray, shape (N,), float64
+        Angle between the estimated and the true symmetry axis (``R e_z``), radians.
+    in_plane : ndarray, shape (N,), float64
+        Signed twist about the axis, radians, wrapped to ``[-pi/n, pi/n)``: an estimate
+        that only knows the axis gives values spread evenly over that interval.
+    """
+    from spfluo.algorithms.geometry.rotations import quaternion_from_matrix
+
+    G = align_rotations(R_est, R_true, symmetry=symmetry)
+    est = np.matmul(np.asarray(R_est, dtype=np.float64), G)
+    D = np.matmul(np.transpose(np.asarray(R_true, dtype=np.float64), (0, 2, 1)), est)
+    q = quaternion_from_matrix(D)  # (w, x, y, z), xyz frame, w >= 0
+    twist = 2.0 * np.arctan2(q[:, 3], q[:, 0])
+    swing = 2.0 * np.arccos(np.clip(np.hypot(q[:, 0], q[:, 3]), 0.0, 1.0))
+    period = 2.0 * np.pi / symmetry
+    return swing, (twist + period / 2.0) % period - period / 2.0
+
+
+def in_plane_resultant(in_plane, symmetry: int = 1) -> float:
+    """``|mean exp(i n psi)|`` of in-plane residuals ``psi`` (radians): 1 when every
+    particle has the same residual (a common offset), about ``1 / sqrt(N)`` when they
+    are spread at random over the period ``2 pi / n``."""
+    psi = np.asarray(in_plane, dtype=np.float64)
+    return float(np.abs(np.mean(np.exp(1j * symmetry * psi))))

@@ -34,6 +34,7 @@ __all__ = [
     "SO3Grid",
     "so3_grid",
     "so3_grid_for_step",
+    "grid_size_for_step",
     "uniform_rotation_grid",
     "local_rotation_grid",
 ]
@@ -292,6 +293,22 @@ def so3_grid(n_directions: int, n_psi: int, *, symmetry: int = 1) -> SO3Grid:
     return SO3Grid(directions=fibonacci_directions(n_directions), psi=psi, symmetry=symmetry)
 
 
+#: Fewest in-plane angles per period 2 pi / n of a Cn grid: a coarse step must not alias
+#: the n-fold structure (a 20-degree step is half the 40-degree period of C9).
+MIN_IN_PLANE_PER_PERIOD = 8
+
+
+def grid_size_for_step(step: float, symmetry: int = 1) -> tuple[int, int]:
+    """``(n_directions, n_psi)`` of the grid of spacing ``step`` radians: one direction per
+    ``step^2`` of solid angle, and in-plane angles every ``step`` over one period ``2 pi /
+    n``, at least :data:`MIN_IN_PLANE_PER_PERIOD` of them for ``n > 1``."""
+    n_d = max(1, int(np.ceil(4.0 * np.pi / step**2 - 1e-9)))
+    n_psi = max(1, int(np.ceil(2.0 * np.pi / (step * symmetry) - 1e-9)))
+    if symmetry > 1:
+        n_psi = max(n_psi, MIN_IN_PLANE_PER_PERIOD)
+    return n_d, n_psi
+
+
 def so3_grid_for_step(step: float, *, symmetry: int = 1) -> SO3Grid:
     """The :func:`so3_grid` whose angular spacing is about ``step`` radians.
 
@@ -305,13 +322,11 @@ def so3_grid_for_step(step: float, *, symmetry: int = 1) -> SO3Grid:
     Returns
     -------
     SO3Grid
-        ``n_directions = ceil(4 pi / step^2)`` (one direction per ``step^2``
-        of solid angle) and ``n_psi = ceil(2 pi / (step * symmetry))``.
+        Sizes of :func:`grid_size_for_step`.
     """
     step = check_angle(step, "step", low=0.0, high=np.pi, low_inclusive=False)
     symmetry = check_symmetry(symmetry)
-    n_d = max(1, int(np.ceil(4.0 * np.pi / step**2 - 1e-9)))
-    n_psi = max(1, int(np.ceil(2.0 * np.pi / (step * symmetry) - 1e-9)))
+    n_d, n_psi = grid_size_for_step(step, symmetry)
     if n_d * n_psi > _MAX_GRID_SIZE:
         raise ValueError(
             f"step = {step:g} rad gives {n_d * n_psi} rotations (more than {_MAX_GRID_SIZE}); "

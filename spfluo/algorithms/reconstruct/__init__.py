@@ -37,7 +37,7 @@ from spfluo.algorithms.reconstruct.admm import (
     reconstruct_admm,
     reconstruct_tikhonov,
 )
-from spfluo.algorithms.reconstruct.baselines import average, deconv_average
+from spfluo.algorithms.reconstruct.baselines import average, best_particle, deconv_average, single_view
 from spfluo.algorithms.reconstruct.gold import GoldStandardFSC, noise_substitution_fsc
 from spfluo.algorithms.reconstruct.mask import (
     default_mask_radius,
@@ -79,6 +79,8 @@ __all__ = [
     "reconstruct_admm",
     "average",
     "deconv_average",
+    "single_view",
+    "best_particle",
     "reconstruct",
     "map_gold_standard",
     "GoldStandardFSC",

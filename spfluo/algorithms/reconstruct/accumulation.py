@@ -110,7 +110,7 @@ def finite_batch(xp, batch):
     return batch
 
 
-def _batches(particles, n_poses: int, batch_size: int, xp):
+def particle_batches(particles, n_poses: int, batch_size: int, xp):
     """Normalise the particle input to (first batch shape, iterator of (slice, batch))."""
     if hasattr(particles, "ndim") and hasattr(particles, "shape"):
         arr = particles
@@ -466,7 +466,7 @@ def run_accumulation(particles, poses, psf, *, groups, n_groups, symmetry, batch
     poses = check_poses(poses, None)
     bk = resolve_backend(backend, particles if hasattr(particles, "ndim") else None)
     xp = bk.xp
-    shape, batches = _batches(particles, len(poses), batch_size, xp)
+    shape, batches = particle_batches(particles, len(poses), batch_size, xp)
     box = _check_box(shape)
     n_channels = shape[0]
     psf_dev = as_psf(psf, n_channels, box, xp)

@@ -1,9 +1,11 @@
-"""Baselines of Fortun et al. 2017: align and average, deconvolve then align and average.
+"""Baselines: align and average, deconvolve then average (Fortun et al. 2017), and the
+single view (Fortun et al. 2018).
 
 :func:`average` back-rotates and averages the particles (no PSF);
 :func:`deconv_average` first TV-deconvolves each particle in its own frame (ADMM of
 :mod:`~spfluo.algorithms.reconstruct.admm`, one per particle, so its cost grows with
-``N``).  Both stream the particles through
+``N``); :func:`single_view` deconvolves the one particle with the best signal-to-noise
+ratio (what a single acquisition gives, the reference point of Fortun et al. 2018 sec. V).  Both stream the particles through
 :func:`~spfluo.algorithms.reconstruct.accumulation.run_accumulation` without the kernel,
 on the unpadded grid.
 """
@@ -20,7 +22,7 @@ from spfluo.algorithms.reconstruct.accumulation import finite_batch, run_accumul
 from spfluo.algorithms.reconstruct.admm import admm_core, data_scale, default_rho
 from spfluo.algorithms.reconstruct.weight import DEFAULT_WEIGHT, check_weight
 
-__all__ = ["average", "deconv_average", "deconvolve_transform"]
+__all__ = ["average", "deconv_average", "deconvolve_transform", "best_particle", "single_view"]
 
 
 def average(particles, poses, *, symmetry: int = 1, batch_size: int = 16, order: int = 1,
@@ -107,3 +109,40 @@ def deconv_average(particles, poses, psf, *, weight=DEFAULT_WEIGHT["deconv-avera
         filtered=False, transform=deconvolve_transform(weight, iterations),
     )
     return res[0]
+
+
+def best_particle(particles, psf, *, backend=None) -> int:
+    """Index of the particle with the best signal-to-noise ratio on the OTF support: the
+    mean power of its spectrum there over its noise power per coefficient (estimated far
+    outside the support), summed over the channels."""
+    from spfluo.algorithms.backend import to_numpy
+    from spfluo.algorithms.scoring.spectra import particle_spectra
+
+    spectra = particle_spectra(particles, psf, backend=backend)
+    power = to_numpy((spectra.values.real**2 + spectra.values.imag**2).mean(axis=-1))
+    snr = (power * to_numpy(spectra.inv_noise)).sum(axis=1)
+    return int(np.argmax(snr))
+
+
+def single_view(particles, poses, psf, *, weight=DEFAULT_WEIGHT["single-view"],
+                iterations: int = 50, symmetry: int = 1, order: int = 1, backend=None):
+    """The best single particle deconvolved and turned into the reference frame.
+
+    Parameters
+    ----------
+    particles, poses, psf, symmetry, order, backend
+        As in :func:`deconv_average`; the particle is :func:`best_particle`.
+    weight : float or sequence of float, default 3e-3
+        TV weight of the deconvolution.
+    iterations : int, default 50
+        ADMM iterations.
+
+    Returns
+    -------
+    ndarray, float32, shape (C, D, D, D)
+    """
+    check_poses(poses, None)
+    index = best_particle(particles, psf, backend=backend)
+    return deconv_average(particles[index:index + 1], poses[index:index + 1], psf,
+                          weight=weight, iterations=iterations, symmetry=symmetry,
+                          batch_size=1, order=order, backend=backend)

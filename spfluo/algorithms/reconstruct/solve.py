@@ -17,13 +17,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from spfluo.algorithms._validation import check_int
+from spfluo.algorithms._validation import as_particles, check_int
 from spfluo.algorithms.geometry.poses import check_poses
 from spfluo.algorithms.backend import to_numpy
 from spfluo.algorithms.metrics import fsc, fsc_resolution
-from spfluo.algorithms.reconstruct.accumulation import run_accumulation
+from spfluo.algorithms.reconstruct.accumulation import particle_batches, run_accumulation
 from spfluo.algorithms.reconstruct.admm import reconstruct_admm, reconstruct_tikhonov
-from spfluo.algorithms.reconstruct.baselines import deconvolve_transform
+from spfluo.algorithms.reconstruct.baselines import (
+    best_particle,
+    deconv_average,
+    deconvolve_transform,
+)
 from spfluo.algorithms.reconstruct.regularizers import REGULARIZERS
 from spfluo.algorithms.reconstruct.sums import (
     ReconstructionSums,
@@ -46,7 +50,7 @@ __all__ = ["Reconstruction", "METHODS", "JOINT_METHODS", "BASELINES", "reconstru
 #: Methods that solve the joint problem on the sums (every method but the baselines).
 JOINT_METHODS = ("tikhonov",) + REGULARIZERS
 #: Baselines of Fortun et al. 2017 (:mod:`spfluo.algorithms.reconstruct.baselines`).
-BASELINES = ("average", "deconv-average")
+BASELINES = ("average", "deconv-average", "single-view")
 #: Methods accepted by :func:`reconstruct`.
 METHODS = JOINT_METHODS + BASELINES
 
@@ -165,6 +169,30 @@ def map_gold_standard(half1, half2, *, mask_radius, voxel_size_um=None, cutoff_p
     return tuple(out)
 
 
+def _single_views(particles, poses, psf, labels, weight, iterations, symmetry, order,
+                  backend):
+    """The single view of each half (with half maps) and of all the particles: maps
+    ``[half 0, half 1, all]`` (or ``[all]``), the index of the best particle, the weight.
+    Streamed particles are gathered in memory (the choice compares all of them)."""
+    if callable(particles):
+        particles = particles()
+    if not (hasattr(particles, "ndim") and hasattr(particles, "shape")):
+        _, batches = particle_batches(particles, len(poses), 16, np)
+        parts = sorted(((sl.start, to_numpy(b)) for sl, b in batches), key=lambda x: x[0])
+        particles = np.concatenate([b for _, b in parts])
+    arr = as_particles(particles)[0]
+    groups = [np.flatnonzero(labels == g) for g in np.unique(labels)] if np.any(labels) \
+        else []
+    maps = []
+    for idx in groups + [np.arange(len(poses))]:
+        best = int(idx[best_particle(arr[idx], psf, backend=backend)])
+        maps.append(np.asarray(to_numpy(deconv_average(
+            arr[best:best + 1], poses[best:best + 1], psf, weight=weight,
+            iterations=max(1, iterations // 2), symmetry=symmetry, batch_size=1, order=order,
+            backend=backend)), dtype=np.float32))
+    return maps, best, check_weight(weight, arr.shape[1])
+
+
 def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto",
                 iterations: int = 100, symmetry: int = 1, half_maps: bool = True, seed=0,
                 weights: Sequence[float] | None = None, mask_radius="default",
@@ -184,7 +212,7 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
         One per particle (zyx frame, translations in voxels).
     psf : ndarray, shape (d, d, d) or (C, d, d, d)
         Ignored by ``"average"`` (but for the optical cutoff of the FSC).
-    method : {"hessian", "tv", "tikhonov", "average", "deconv-average"}
+    method : {"hessian", "tv", "tikhonov", "average", "deconv-average", "single-view"}
     weight : float, sequence of float (one per channel), None or "auto"
         Regularisation weight (see the solvers; None: the method's default).  ``"auto"``
         (needs ``half_maps``; not for the baselines):
@@ -246,9 +274,9 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
                          f"{weight!r}")
     if method == "average":
         weight, auto = None, False  # nothing to weigh
-    if auto and method == "deconv-average":
+    if auto and method in ("deconv-average", "single-view"):
         raise ValueError(
-            "weight='auto' is for the tikhonov, tv and hessian methods, not 'deconv-average': "
+            f"weight='auto' is for the tikhonov, tv and hessian methods, not {method!r}: "
             "give a number (or None for the default)"
         )
     if auto and not half_maps:
@@ -276,15 +304,23 @@ def reconstruct(particles, poses, psf, *, method: str = "hessian", weight="auto"
                 particles, poses, np.ones((1, 1, 1), np.float32), with_kernel=False,
                 filtered=False, pad=1.0, **common)
             w_used = np.full(groups[0][0].shape[0], np.nan)
-        else:
+        elif method == "deconv-average":
             groups, _, _ = run_accumulation(
                 particles, poses, psf, with_kernel=False, filtered=False, pad=1.0,
                 transform=deconvolve_transform(weight, max(1, iterations // 2)), **common)
             w_used = check_weight(weight, groups[0][0].shape[0])
-        log(f"{method}: {n} particles aligned and averaged")
-        maps = [to_numpy(g[0]).astype(np.float32) for g in groups]
-        counts = [g[2] for g in groups]
-        volume = sum(m * (c / n) for m, c in zip(maps, counts)).astype(np.float32)
+        if method == "single-view":
+            maps, best, w_used = _single_views(particles, poses, psf, labels, weight,
+                                               iterations, symmetry, order, backend)
+            log(f"single view: particle {best} (the best signal-to-noise ratio) deconvolved"
+                + (" (and the best of each half)" if half_maps else ""))
+            volume = maps[-1]
+            maps = maps[:-1]
+        else:
+            log(f"{method}: {n} particles aligned and averaged")
+            maps = [to_numpy(g[0]).astype(np.float32) for g in groups]
+            counts = [g[2] for g in groups]
+            volume = sum(m * (c / n) for m, c in zip(maps, counts)).astype(np.float32)
     else:
         groups, shape, _ = run_accumulation(particles, poses, psf, with_kernel=True,
                                             filtered=True, pad=pad, **common)

@@ -23,6 +23,8 @@ __all__ = [
 
 #: Default weights, per mean particle (data normalised to max(b) = 1 for TV/Hessian).
 DEFAULT_WEIGHT = {"tikhonov": 3e-2, "tv": 3e-3, "hessian": 1e-3, "deconv-average": 3e-3}
+# the single view is the deconvolution of deconv-average applied to one particle
+DEFAULT_WEIGHT["single-view"] = DEFAULT_WEIGHT["deconv-average"]
 #: The held-out misfit counts the frequencies where the other half's kernel exceeds this
 #: fraction of its peak (|OTF|^2 averaged over the poses; 1e-3 is an OTF of 3 %).  Outside
 #: that band the back-projection holds no measurement but the aliasing of the trilinear

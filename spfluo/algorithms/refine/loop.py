@@ -48,9 +48,14 @@ from spfluo.algorithms.reconstruct import (
     reconstruct_admm,
     update_sums,
 )
+from spfluo.algorithms.reconstruct.autoweight import choose_weight
+from spfluo.algorithms.reconstruct.gold import noise_substitution_fsc
+from spfluo.algorithms.reconstruct.mask import default_mask_radius
 from spfluo.algorithms.reconstruct.solve import half_fsc
+from spfluo.algorithms.resolution import NYQUIST, low_pass_reference, optical_cutoff
 from spfluo.algorithms.refine.continuous import _batched_terms, _continuous
-from spfluo.algorithms.refine.options import CONTINUOUS_STEP, RefineOptions
+from spfluo.algorithms.refine.diagnostics import UNDETERMINED_NATS, in_plane_scan
+from spfluo.algorithms.refine.options import CONTINUOUS_STEP, LOW_PASS_OF_CUTOFF, RefineOptions
 from spfluo.algorithms.refine.search import (
     _changes,
     _coarse_subset,
@@ -90,6 +95,19 @@ class _Refinement:
         self.bk = resolve_backend(backend, particles)
         self.init_volume = self._initial_volume(volume)
         self.state = self._initial_state(state, halves, seed)
+        self.seed = seed
+        self.cutoff = optical_cutoff(self.h)
+        self.low_pass = math.nan
+        self.start_volume = self.init_volume
+        if self.init_volume is not None and opt.half_maps and opt.low_pass is not None:
+            # both half sets start from a common reference that holds nothing they could
+            # share beyond what is claimed: independent from the start (gold standard)
+            f = (LOW_PASS_OF_CUTOFF * min(self.cutoff, NYQUIST) if opt.low_pass == "default"
+                 else opt.low_pass)
+            self.low_pass = float(f)
+            self.start_volume = low_pass_reference(self.init_volume, self.low_pass)
+        self.weight = (self.state.weight if opt.weight == "auto" else opt.weight)
+        self.weight_log: list[str] = []
         self.groups = [np.flatnonzero(self.state.halves == g)
                        for g in ((0, 1) if opt.half_maps else (0,))]
         self.spectra = particle_spectra(arr, self.h, support_threshold=opt.support_threshold,
@@ -169,24 +187,37 @@ class _Refinement:
                           sums=sums)
         return sums
 
+    def choose_weight(self, sums) -> None:
+        """``weight="auto"``: the weight chosen once, on the half sums of the first volume
+        update (:func:`~spfluo.algorithms.reconstruct.autoweight.choose_weight`)."""
+        if self.weight is not None:
+            return
+        choice = choose_weight(tuple(sums), self.opt.regularizer,
+                               iterations=self.opt.admm_iterations,
+                               support_radius=self.opt.mask_radius)
+        self.weight = np.asarray(choice.weight, dtype=np.float64)
+        self.weight_log = choice.describe()
+
     def update_volumes(self, rotations, translations):
         """(a) The volume of every half set: ADMM warm-started from the previous state.
         Returns (volumes, ADMM states, energy, half-map resolution per channel)."""
         opt, state = self.opt, self.state
-        if state.iteration == 0 and self.init_volume is not None:
-            return ([self.init_volume for _ in self.groups], state.admm, math.nan,
+        if state.iteration == 0 and self.start_volume is not None:
+            return ([self.start_volume for _ in self.groups], state.admm, math.nan,
                     np.full(self.c, np.nan))
         sums = self.sums_for(rotations, translations)
+        self.choose_weight(sums)
         admm, vols, energy = [], [], 0.0
         for g, s in enumerate(sums):
             if state.admm is None:
-                init, iters = self.init_volume, opt.initial_admm_iterations
+                init, iters = self.start_volume, opt.initial_admm_iterations
             else:
                 init = state.admm[g]
                 iters = (opt.continuous_admm_iterations if state.phase == PHASE_CONTINUOUS
                          else opt.admm_iterations)
-            res = reconstruct_admm(s, regularizer=opt.regularizer, weight=opt.weight,
-                                   iterations=iters, init=init)
+            res = reconstruct_admm(s, regularizer=opt.regularizer, weight=self.weight,
+                                   iterations=iters, init=init,
+                                   support_radius=opt.mask_radius)
             admm.append(_host_state(res.state))
             vols.append(to_numpy(res.volume).astype(np.float32))
             energy += float(res.energies[-1])
@@ -209,7 +240,9 @@ class _Refinement:
             if state.phase == PHASE_EXHAUSTIVE:
                 r_new, t_new, e_new = _search(model, self.scorer, self.coarse, idx,
                                               rotations[idx], t_now, opt.schedule[state.stage],
-                                              opt.symmetry, _TOP_K)
+                                              opt.symmetry, _TOP_K,
+                                              keep_polarity=opt.keep_polarity
+                                              and opt.symmetry > 1)
             else:
                 r_new, t_new, e_new, a_new, s_new = _continuous(
                     model, self.scorer, idx, rotations[idx], t_now, np.radians(a_steps[idx]),
@@ -262,36 +295,68 @@ class _Refinement:
         self.state = RefineState(
             iteration=state.iteration + 1, phase=phase, stage=stage, continuous_done=done,
             rotations=rot, translations=trans, halves=state.halves, angle_steps_deg=a_steps,
-            shift_steps=s_steps, admm=admm, history=state.history.appended(**entry))
+            shift_steps=s_steps, admm=admm, history=state.history.appended(**entry),
+            weight=self.weight if opt.weight == "auto" else None)
         return entry
+
+    def in_plane_margins(self, poses: Poses, volume, half) -> np.ndarray:
+        """In-plane margins (nats) of every particle against the half map it did not
+        contribute to (the final volume without half maps)."""
+        trans = scorer_project(self.scorer, poses.translations)
+        if half is None:
+            model = VolumeModel(self.bk, volume, self.spectra, self.opt.channels)
+            return in_plane_scan(model, self.scorer, poses.rotations, trans,
+                                 self.opt.symmetry)[0]
+        margins = np.full(self.n, np.nan)
+        for g in (0, 1):
+            idx = np.flatnonzero(self.state.halves == g)
+            model = VolumeModel(self.bk, half[1 - g], self.spectra, self.opt.channels)
+            margins[idx] = in_plane_scan(model, self.scorer, poses.rotations[idx], trans[idx],
+                                         self.opt.symmetry)[0]
+        return margins
+
+    def solve_half(self, sums) -> np.ndarray:
+        """A final half map from its sums, cold-started (``initial_admm_iterations``)."""
+        opt = self.opt
+        res = reconstruct_admm(sums, regularizer=opt.regularizer, weight=self.weight,
+                               iterations=opt.initial_admm_iterations,
+                               support_radius=opt.mask_radius)
+        return to_numpy(res.volume).astype(np.float32)
 
     def finish(self) -> RefineResult:
         """The final reconstruction with the refined poses (half maps and their FSC)."""
         opt, state = self.opt, self.state
         final_poses = state.poses
         sums = self.sums_for(state.rotations, state.translations)
+        self.choose_weight(sums)
         warm = state.admm is not None
         iterations = opt.final_admm_iterations if warm else opt.initial_admm_iterations
-        half = curves = halves_out = None
+        half = curves = halves_out = details = None
         resolution = np.full(self.c, np.nan)
         if opt.half_maps:
-            maps = []
-            for g, s in enumerate(sums):
-                res = reconstruct_admm(s, regularizer=opt.regularizer, weight=opt.weight,
-                                       iterations=iterations,
-                                       init=state.admm[g] if warm else self.init_volume)
-                maps.append(to_numpy(res.volume).astype(np.float32))
+            # the final half maps are solved from scratch, as the noise-substituted ones
+            # are, so that the correction removes what the solver shares between them
+            maps = [self.solve_half(s) for s in sums]
             half = np.stack(maps)
-            curves, resolution = half_fsc(half[0], half[1])
-            curves = tuple(curves)
+            details = noise_substitution_fsc(
+                self.arr, final_poses, self.h, half, halves=state.halves,
+                solve=lambda s, h, k_r: self.solve_half(s), symmetry=opt.symmetry,
+                mask_radius=opt.mask_radius or default_mask_radius(self.d),
+                cutoff_per_voxel=self.cutoff, seed=self.seed, batch_size=opt.batch_size,
+                backend=self.bk, half_sums=sums)
+            curves = tuple(None if d is None else d.corrected for d in details)
+            for ch, d in enumerate(details):
+                if d is not None and d.resolution.measured:
+                    resolution[ch] = d.resolution.frequency_per_voxel
             res = reconstruct_admm(combine_sums(sums[0], sums[1]), regularizer=opt.regularizer,
-                                   weight=opt.weight, iterations=opt.final_admm_iterations,
-                                   init=half.mean(axis=0))
+                                   weight=self.weight, iterations=opt.final_admm_iterations,
+                                   init=half.mean(axis=0), support_radius=opt.mask_radius)
             halves_out = state.halves.copy()
         else:
-            res = reconstruct_admm(sums[0], regularizer=opt.regularizer, weight=opt.weight,
+            res = reconstruct_admm(sums[0], regularizer=opt.regularizer, weight=self.weight,
                                    iterations=iterations,
-                                   init=state.admm[0] if warm else self.init_volume)
+                                   init=state.admm[0] if warm else self.start_volume,
+                                   support_radius=opt.mask_radius)
         volume_out = to_numpy(res.volume).astype(np.float32)
         hist = state.history
         converged = bool(len(hist) and (
@@ -310,11 +375,18 @@ class _Refinement:
                 scorer_project(self.scorer, final_poses.translations),
                 rotation_gradient=False, translation_gradient=False)[0]
             last_changes = np.full(self.n, np.nan)
+        margins = np.full(self.n, np.nan)
+        if opt.symmetry > 1:
+            margins = self.in_plane_margins(final_poses, volume_out, half)
         return RefineResult(volume=volume_out, half_maps=half, poses=final_poses,
                             halves=halves_out, fsc=curves, resolution_per_voxel=resolution,
                             energies=last_energies, changes_deg=total,
                             last_changes_deg=last_changes, history=hist, converged=converged,
-                            state=state)
+                            state=state, in_plane_margins=margins,
+                            undetermined=margins < UNDETERMINED_NATS, fsc_details=details,
+                            weight=np.atleast_1d(np.asarray(self.weight, dtype=np.float64)),
+                            weight_log=tuple(self.weight_log),
+                            low_pass_per_voxel=self.low_pass)
 
 
 def refine(particles, poses: Poses, psf, *, volume=None, halves=None, seed=0,
@@ -348,9 +420,20 @@ def refine(particles, poses: Poses, psf, *, volume=None, halves=None, seed=0,
         scale); by default the first volume is reconstructed from the input poses.  It must
         be in the frame of the poses (and have its Cn axis along z with ``symmetry``).
     regularizer : {"tv", "hessian"}, default "tv"
-    weight : float or sequence of float (one per channel), default 3e-3
+    weight : float, sequence of float (one per channel) or "auto", default 3e-3
         Regularisation weight per mean particle, data normalised to ``max(b) = 1``
-        (:func:`~spfluo.algorithms.reconstruct.reconstruct_admm`).
+        (:func:`~spfluo.algorithms.reconstruct.reconstruct_admm`); ``"auto"`` (needs
+        ``half_maps``) chooses it once, on the half sums of the first volume update
+        (:func:`~spfluo.algorithms.reconstruct.autoweight.choose_weight`).
+    mask_radius : float, "default" or None
+        Spherical support of every volume, voxels from the box centre (default 0.9 times
+        the half box; None: none).
+    low_pass : float, "default" or None
+        With half maps and a given ``volume``: the common reference of the first pose
+        update (and the start of both half sets) is low-passed to this frequency, cycles
+        per voxel (default half the optical cutoff of the PSF), so that the half sets share
+        nothing finer than it and their FSC is a gold standard; None keeps ``volume``
+        whole.
     schedule : sequence of SearchStage or (step_deg, range_deg) pairs
         Coarse-to-fine exhaustive stages (default Fortun et al. 2018: ``(20, None), (5, 10), (1,
         5)``); an empty schedule skips the exhaustive search.
@@ -374,12 +457,19 @@ def refine(particles, poses: Poses, psf, *, volume=None, halves=None, seed=0,
     symmetry : int, default 1
         Order n of the Cn symmetry about z: symmetrised sums, search over SO(3)/Cn, changes
         modulo Cn.
+    keep_polarity : bool, default True
+        Cn: the global stages keep every particle's symmetry axis in the hemisphere of its
+        input one (the polarity found by the ab initio consensus); measured on a C9 barrel
+        under a vectorial widefield PSF at 20 photons (50 particles of 48^3), the free
+        global search turned about half of them upside down.
     channels : None, int or sequence of int
         Channels compared by the pose updates (default all); every channel is
         reconstructed.
     half_maps : bool, default True
         Gold standard: two random half sets refined independently, their FSC reported at
-        every iteration.
+        every iteration (plain); the final half maps are solved from scratch and their FSC
+        is masked and corrected by noise substitution (Chen et al. 2013), a resolution only
+        where it is a measurement (``fsc_details``).
     halves : array_like of int, shape (N,), optional
         The half set (0 or 1) of each particle; default
         :func:`~spfluo.algorithms.reconstruct.half_split` with ``seed``.

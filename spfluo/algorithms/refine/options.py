@@ -22,11 +22,17 @@ from spfluo.algorithms._validation import (
     check_max_shift,
     check_symmetry,
 )
+from spfluo.algorithms.reconstruct.mask import check_mask_radius
 from spfluo.algorithms.reconstruct.regularizers import check_regularizer
 from spfluo.algorithms.refine.schedule import DEFAULT_SCHEDULE, as_schedule
 from spfluo.algorithms.scoring.spectra import DEFAULT_SUPPORT_THRESHOLD
 
-__all__ = ["RefineOptions"]
+__all__ = ["RefineOptions", "LOW_PASS_OF_CUTOFF"]
+
+#: Default low-pass of the reference of the first pose update, as a fraction of the optical
+#: cutoff of the PSF: both half sets start from what the optics pass at half their finest
+#: period, well below the resolution a refinement claims.
+LOW_PASS_OF_CUTOFF = 0.5
 
 
 def _count(value, name: str, minimum: int, maximum: int) -> int:
@@ -43,7 +49,7 @@ class RefineOptions:
     :func:`~spfluo.algorithms.refine.loop.refine`."""
 
     regularizer: str = "tv"
-    weight: float | tuple = 3e-3
+    weight: float | tuple | str = 3e-3
     schedule: tuple = DEFAULT_SCHEDULE
     exhaustive_iterations: int | None = None
     tolerance_deg: float | None = None
@@ -55,6 +61,9 @@ class RefineOptions:
     continuous_admm_iterations: int = 5
     final_admm_iterations: int = 50
     symmetry: int = 1
+    keep_polarity: bool = True
+    mask_radius: object = "default"
+    low_pass: object = "default"
     channels: object = None
     half_maps: bool = True
     max_shift: float | None = None
@@ -76,6 +85,9 @@ class RefineOptions:
             tol = stages[-1].step_deg / 2.0 if stages else 0.0
         else:
             tol = check_float(self.tolerance_deg, "tolerance_deg", low=0.0, unit=" degrees")
+        if not isinstance(self.keep_polarity, (bool, np.bool_)):
+            raise ValueError(f"keep_polarity must be True or False, got "
+                             f"{self.keep_polarity!r}")
         if not isinstance(self.half_maps, (bool, np.bool_)):
             raise ValueError(f"half_maps must be True or False, got {self.half_maps!r}")
         if self.half_maps and n_particles < 2:
@@ -84,9 +96,21 @@ class RefineOptions:
         admm = {name: _count(getattr(self, name), name, 1, L.MAX_SOLVER_ITERATIONS)
                 for name in ("initial_admm_iterations", "admm_iterations",
                              "continuous_admm_iterations", "final_admm_iterations")}
+        if isinstance(self.weight, str) and self.weight != "auto":
+            raise ValueError(f"weight must be a number, one per channel, or 'auto', got "
+                             f"{self.weight!r}")
+        if self.weight == "auto" and not self.half_maps:
+            raise ValueError("weight='auto' is chosen on the half sets: set half_maps=True or "
+                             "give a weight")
+        low_pass = self.low_pass
+        if low_pass is not None and low_pass != "default":
+            low_pass = check_float(low_pass, "low_pass", low=0.0, high=0.5,
+                                   low_inclusive=False, unit=" cycles per voxel")
         return dataclasses.replace(
             self,
             regularizer=check_regularizer(self.regularizer),
+            mask_radius=check_mask_radius(self.mask_radius, box),
+            low_pass=low_pass,
             schedule=stages,
             exhaustive_iterations=n_exh,
             tolerance_deg=tol,

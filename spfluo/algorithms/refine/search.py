@@ -142,7 +142,7 @@ def _coarse_subset(q: np.ndarray) -> np.ndarray:
 
 def _search(model: VolumeModel, scorer: Scorer, coarse: Scorer, indices: np.ndarray,
             rotations: np.ndarray, translations: np.ndarray, stage: SearchStage,
-            symmetry: int, top_k: int):
+            symmetry: int, top_k: int, keep_polarity: bool = False):
     """Exhaustive search of particles ``indices`` (rotations/translations: theirs).
 
     Global stage: every grid rotation is scored on the coarse band with its best
@@ -152,7 +152,11 @@ def _search(model: VolumeModel, scorer: Scorer, coarse: Scorer, indices: np.ndar
     at the particle's current translation, the in-box model energy to first order in
     ``w_k`` (its exact value and gradient at ``R_i``; it varies slowly with the rotation).
     Either way the best ``top_k`` candidates get their exact energy and their translation
-    by Newton iterations at full band, and the best of them wins.
+    by Newton iterations at full band, and the best of them wins.  ``keep_polarity``
+    (Cn particles): the global stage only tries rotations whose symmetry axis ``R e_z``
+    points into the hemisphere of the current one, so that a particle is not turned
+    upside down where the two polarities fit nearly alike (the polarity is the ab initio
+    consensus's).
     Returns (R (P, 3, 3), t (P, 3), relative energies (P,)).
     """
     bk = model.bk
@@ -196,6 +200,9 @@ def _search(model: VolumeModel, scorer: Scorer, coarse: Scorer, indices: np.ndar
             x = coarse.cross(coarse.particles(sel), library)  # (P, K, Ml)
             c0, t0 = coarse.surface_peaks(x.reshape(p * k, -1))
             e0 = coarse.energies(c0.reshape(p, k), lib_n[None], energy)
+            if keep_polarity:
+                same = rotations[start:start + p][:, :, 0] @ grid[:, :, 0].T > 0.0  # (P, K)
+                e0 = xp.where(xp.asarray(same), e0, xp.inf)
             best = xp.argsort(e0, axis=1)[:, :top]
             ts = t0.reshape(p, k, 3)[rows, best].reshape(p * top, 3)
             best_h = to_numpy(best)
@@ -257,7 +264,8 @@ def _search(model: VolumeModel, scorer: Scorer, coarse: Scorer, indices: np.ndar
 
 def search_poses(volume, spectra: ParticleSpectra, poses: Poses, *, step_deg: float,
                  range_deg: float | None = None, symmetry: int = 1, channels=None,
-                 max_shift: float | None = None, top_k: int = 8) -> PoseUpdate:
+                 max_shift: float | None = None, top_k: int = 8,
+                 keep_polarity: bool = False) -> PoseUpdate:
     """Exhaustive pose search of every particle against a volume (Fortun et al. 2018 eq. 8).
 
     Parameters
@@ -285,6 +293,9 @@ def search_poses(volume, spectra: ParticleSpectra, poses: Poses, *, step_deg: fl
     top_k : int, default 8
         Candidates (best by the coarse correlation surface) whose translations are refined
         by Newton iterations before the final choice.
+    keep_polarity : bool, default False
+        Cn: the global search keeps every particle's symmetry axis in the hemisphere of
+        its current one (no particle turned upside down).
 
     Returns
     -------
@@ -305,7 +316,7 @@ def search_poses(volume, spectra: ParticleSpectra, poses: Poses, *, step_deg: fl
     coarse = Scorer(spectra, chans, max_shift, subset=_coarse_subset(spectra.frequencies))
     t_start = scorer_project(scorer, poses.translations)
     r, t, e = _search(model, scorer, coarse, np.arange(n), poses.rotations, t_start, stage,
-                      symmetry, top_k)
+                      symmetry, top_k, keep_polarity=bool(keep_polarity) and symmetry > 1)
     ang, sh = _changes(poses.rotations, r, poses.translations, t, symmetry)
     return PoseUpdate(Poses(r, t), e, ang, sh, np.full(n, stage.step_deg),
                       np.full(n, float(scorer.cell.max())))

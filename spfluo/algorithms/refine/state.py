@@ -119,6 +119,9 @@ class RefineState:
         The ADMM state of each half set (one without half maps); None before the first
         volume update.
     history : RefineHistory
+    weight : ndarray, float64, shape (C,), or None
+        The regularisation weight chosen by ``weight="auto"`` (None before the choice, or
+        with a fixed weight).
 
     Notes
     -----
@@ -137,6 +140,7 @@ class RefineState:
     shift_steps: np.ndarray
     admm: tuple | None
     history: RefineHistory
+    weight: np.ndarray | None = None
 
     @property
     def poses(self) -> Poses:
@@ -148,7 +152,9 @@ class RefineState:
                "rotations": self.rotations, "translations": self.translations,
                "halves": self.halves, "angle_steps_deg": self.angle_steps_deg,
                "shift_steps": self.shift_steps,
-               "n_admm": np.int64(0 if self.admm is None else len(self.admm))}
+               "n_admm": np.int64(0 if self.admm is None else len(self.admm)),
+               "weight": np.full(0, np.nan) if self.weight is None else
+               np.asarray(self.weight, dtype=np.float64)}
         for name in _HISTORY_FIELDS:
             out[f"history_{name}"] = getattr(self.history, name)
         for g, st in enumerate(self.admm or ()):
@@ -178,10 +184,19 @@ class RefineState:
                        halves=np.array(arrays["halves"], dtype=np.int8),
                        angle_steps_deg=np.array(arrays["angle_steps_deg"], dtype=np.float64),
                        shift_steps=np.array(arrays["shift_steps"], dtype=np.float64),
-                       admm=admm, history=history)
+                       admm=admm, history=history,
+                       weight=_saved_weight(arrays))
         except KeyError as exc:
             raise ValueError(f"arrays are not a refinement state: {exc.args[0]!r} is missing") \
                 from None
+
+
+def _saved_weight(arrays):
+    """The chosen weight of a saved state (None when none was chosen, or an older state)."""
+    if "weight" not in arrays:
+        return None
+    w = np.array(arrays["weight"], dtype=np.float64)
+    return w if w.size else None
 
 
 def _from_saved(value):
@@ -204,9 +219,20 @@ class RefineResult:
     halves : ndarray, int8, shape (N,) or None
         Half set of each particle.
     fsc : tuple of FSCCurve (one per channel) or None
-        Final half-map FSC.
+        Final half-map FSC: masked and corrected by noise substitution (the curves to read).
     resolution_per_voxel : ndarray, float64, shape (C,)
-        Final half-map FSC resolution at 0.143, cycles per voxel (NaN without half maps).
+        Final half-map FSC resolution at 0.143, cycles per voxel, where it is a measurement
+        (NaN otherwise, and without half maps).
+    fsc_details : tuple of GoldStandardFSC (one per channel) or None
+        The gold-standard FSC of the half maps with its verdicts
+        (:func:`spfluo.algorithms.reconstruct.gold.noise_substitution_fsc`).
+    weight : ndarray, float64, shape (C,)
+        The regularisation weight used (chosen, with ``weight="auto"``).
+    weight_log : tuple of str
+        With ``weight="auto"``: the curve of the choice, one line per weight tried.
+    low_pass_per_voxel : float
+        Frequency the reference of the first pose update was low-passed to, cycles per
+        voxel (NaN when it was not).
     energies : ndarray, float64, shape (N,)
         Relative energy of each particle at its refined pose (last pose update).
     changes_deg : ndarray, float64, shape (N,)
@@ -219,6 +245,13 @@ class RefineResult:
         iteration limits.
     state : RefineState
         The final state.
+    in_plane_margins : ndarray, float64, shape (N,)
+        Cn only (NaN otherwise): how much better each particle's rotation about its
+        symmetry axis fits than the best angle of another basin, nats
+        (:func:`spfluo.algorithms.refine.diagnostics.in_plane_scan`).
+    undetermined : ndarray, bool, shape (N,)
+        Particles whose in-plane margin is below
+        :data:`~spfluo.algorithms.refine.diagnostics.UNDETERMINED_NATS` (False for C1).
     """
 
     volume: np.ndarray
@@ -233,3 +266,9 @@ class RefineResult:
     history: RefineHistory
     converged: bool
     state: RefineState
+    in_plane_margins: np.ndarray
+    undetermined: np.ndarray
+    fsc_details: tuple | None = None
+    weight: np.ndarray | None = None
+    weight_log: tuple = ()
+    low_pass_per_voxel: float = float("nan")

@@ -334,6 +334,14 @@ class FourierVolume:
         v = xp.fft.fftshift(v.real, axes=AXES3)
         return _fit_to(xp, v, (self.band,) * 3).astype(xp.float32)
 
+    def from_spectrum(self, spectrum) -> "FourierVolume":
+        """The iterate whose spectrum is ``spectrum`` (layout of :attr:`spectrum`),
+        projected on non-negative volumes; the curvature is kept."""
+        xp = self.bk.xp
+        real = self._to_real(self._inner(spectrum)) * np.float32((self.band / self.box) ** 3)
+        return FourierVolume(self.bk, self.box, xp.maximum(real, 0.0).astype(xp.float32),
+                             self.curvature)
+
     def _to_spectrum(self, v):
         bk = self.bk
         xp = bk.xp

@@ -46,9 +46,11 @@ def test_annealing_recovers_the_c9_barrel_without_turned_particles():
     assert result.n_epochs == 3 * 3  # N_bc = 3 loops over L - 1 = 3 free poses
     assert np.all(result.epoch_bands == 16)
     assert result.psi_marginals.shape[1] == result.grid.n_psi and result.grid.symmetry == 9
-    # polarity consensus: one stage message after the pose search, with the number turned
+    # polarity consensus then the rotation about the axis: two stage messages after the
+    # pose search, the first with the number turned
     stages = [m["stage"] for m in messages if "stage" in m]
-    assert len(stages) == 1 and stages[0].startswith("polarity consensus"), stages
+    assert len(stages) == 2 and stages[0].startswith("polarity consensus"), stages
+    assert stages[1].startswith("in-plane angles settled"), stages
     turned = int(re.search(r"(\d+) particle\(s\) turned", stages[0]).group(1))
     errors = pose_error_summary(result.poses.rotations, ds.poses.rotations, symmetry=9)
     # nobody upside down (measured: all below 2.5 degrees); the pose search alone had left

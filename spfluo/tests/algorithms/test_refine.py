@@ -256,6 +256,27 @@ def test_search_on_one_channel_and_modulo_symmetry():
     assert np.median(again.changes_deg) < 10.0
 
 
+def test_global_search_keeps_the_polarity_of_cn_particles():
+    """Where the two ends of a particle look alike (a torus, the second channel of the c9
+    phantom), the global search keeps every axis in the hemisphere of its input one: half
+    the particles start upside down and stay so, with their axis found."""
+    ds = simulate_dataset(phantom="c9", size=20, n_particles=6, n_channels=2, sigma_xy=1.0,
+                          sigma_z=2.0, noise_std=0.02, n_spots=0, seed=3)
+    sp = rf.particle_spectra(ds.particles, ds.psf, support_threshold=1e-2)
+    flip = np.diag([-1.0, -1.0, 1.0])  # half a turn about x: the axis z reversed
+    start_r = ds.poses.rotations.copy()
+    start_r[::2] = start_r[::2] @ flip
+    start = _perturb(Poses(start_r, ds.poses.translations), 25.0, seed=4)
+    start_r = start.rotations
+    out = rf.search_poses(ds.volume, sp, start, step_deg=20, symmetry=9, channels=[1],
+                          keep_polarity=True)
+    axis_in = start_r[:, :, 0]
+    axis_out = out.poses.rotations[:, :, 0]
+    cos = np.einsum("ni,ni->n", axis_in, axis_out)
+    assert np.all(cos > 0), cos
+    assert np.degrees(np.median(np.arccos(np.clip(cos, -1, 1)))) < 15.0  # the 20-deg grid
+
+
 # ----------------------------------------------------------------------------- refine
 
 
@@ -281,6 +302,41 @@ def test_refine_improves_poses_and_volume(data, refined):
     np.testing.assert_allclose(result.changes_deg, np.degrees(geodesic_distance(
         result.poses.rotations, start.rotations)), atol=1e-9)
     assert result.volume.dtype == np.float32 and result.volume.shape == (1, 24, 24, 24)
+
+
+def test_gold_standard_automatic_weight_and_support(data):
+    """weight="auto" chooses the weight on the half sums (kept across a resume); the half
+    sets start from the ab initio volume low-passed to half the optical cutoff; nothing of
+    the volume lies outside the support; the final FSC carries its verdict."""
+    from spfluo.algorithms.reconstruct.mask import default_mask_radius, energy_outside
+    from spfluo.algorithms.resolution import optical_cutoff
+
+    start = _perturb(data.poses, 5.0, seed=3)
+    states = []
+    opts = dict(schedule=[(2, 4)], exhaustive_iterations=2, continuous_iterations=0,
+                initial_admm_iterations=20, admm_iterations=10, final_admm_iterations=10,
+                weight="auto")
+    result = rf.refine(data.particles, start, data.psf, volume=data.volume, **opts,
+                       callback=states.append)
+    assert result.weight.shape == (1,) and 1e-6 < result.weight[0] < 1.0
+    assert result.weight_log and any("weight" in line for line in result.weight_log)
+    assert states[-1].weight == pytest.approx(result.weight)
+    assert result.low_pass_per_voxel == pytest.approx(0.5 * optical_cutoff(data.psf))
+    radius = default_mask_radius(24)
+    assert energy_outside(result.volume[0], radius) < 1e-6
+    assert energy_outside(result.half_maps[0, 0], radius) < 1e-6
+    (detail,) = result.fsc_details
+    assert detail.resolution.status in ("measured", "not reached", "beyond cutoff")
+    measured = detail.resolution.measured
+    assert np.isfinite(result.resolution_per_voxel[0]) == measured
+    # resumed after the iteration that chose it: the same weight, not chosen again
+    assert states[0].weight is None  # the first pose update uses the low-passed reference
+    again = rf.refine(data.particles, start, data.psf, volume=data.volume, **opts,
+                      state=states[1])
+    assert again.weight == pytest.approx(result.weight)
+    assert not again.weight_log
+    with pytest.raises(ValueError, match="weight='auto' is chosen on the half sets"):
+        rf.refine(data.particles, start, data.psf, weight="auto", half_maps=False)
 
 
 def test_killed_and_resumed_equals_uninterrupted(data, refined):

@@ -10,6 +10,7 @@ from spfluo.algorithms.phantoms import asymmetric_phantom
 from spfluo.algorithms.transform import rotate
 from spfluo.io import (
     read_conical_csv,
+    read_pose_error_parts,
     read_fsc_csv,
     read_pose_errors_csv,
     write_particle_table,
@@ -96,6 +97,9 @@ def test_compare_job_without_pyworkflow(tmp_path, truth):
     assert m["pose_error_max_deg"] == pytest.approx(12.0, abs=1e-6)
     assert m["pose_error_median_deg"] == pytest.approx(0.0, abs=1e-6)
     assert m["n_matched_particles"] == 8
+    # no symmetry: no split into axis and in-plane errors
+    assert "in_plane_resultant" not in m
+    assert read_pose_error_parts(tmp_path / "out" / "pose_errors.csv") is None
     # curves: the FSC file and the conical map agree with the numbers
     freqs, curves = read_fsc_csv(tmp_path / "out" / "fsc.csv")
     assert list(curves) == ["channel 0"] and freqs[0] == 0 and freqs[-1] == pytest.approx(0.5)
@@ -105,6 +109,37 @@ def test_compare_job_without_pyworkflow(tmp_path, truth):
     assert phi2[0] == 0 and phi2[-1] == pytest.approx(np.pi / 2)
     assert res.max() == pytest.approx(m["conical_resolution_best_per_voxel"])
     assert res.min() == pytest.approx(m["conical_resolution_worst_per_voxel"])
+
+
+def test_cn_pose_errors_split_into_axis_and_in_plane(tmp_path, monkeypatch):
+    """C9: estimates = truth turned about the axis by a global angle (no error), particle 2
+    tilted 6 degrees off its axis, particle 5 turned 8 degrees about it."""
+    from spfluo.algorithms.geometry import rotation_about_z
+    from spfluo.algorithms.phantoms import c9_barrel
+
+    monkeypatch.chdir(tmp_path)
+    vol = c9_barrel(20)
+    write_volume(tmp_path / "v.ome.tif", vol, (VS,) * 3)
+    true = random_rotations(8, seed=6)
+    est = np.matmul(true, rotation_about_z(0.9))  # a global turn about the axis
+    est[2] = est[2] @ matrix_from_axis_angle([0.0, 1.0, 0.0], np.radians(6.0))
+    est[5] = est[5] @ rotation_about_z(np.radians(8.0))
+    ids, tables = np.arange(1, 9), []
+    for name, rot in (("est", est), ("true", true)):
+        tables.append(write_particle_table(tmp_path / f"{name}.csv", ids,
+                                           [f"p{k}.tif" for k in range(8)],
+                                           Poses(rot, np.zeros((8, 3))).to_stored(VS)))
+    job = _job(tmp_path, tmp_path / "v.ome.tif", tmp_path / "v.ome.tif", particles=tables,
+               symmetry=9, register=False)
+    assert main(["compare", str(job)]) == 0
+    axis, in_plane = read_pose_error_parts(tmp_path / "out" / "pose_errors.csv")
+    np.testing.assert_allclose(axis, [0, 0, 6, 0, 0, 0, 0, 0], atol=0.05)
+    np.testing.assert_allclose(np.abs(in_plane), [0, 0, 0, 0, 0, 8, 0, 0], atol=1.1)
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
+    assert m["axis_error_median_deg"] == pytest.approx(0.0, abs=0.05)
+    # 9-fold resultant of the in-plane errors: |7 + exp(9i 8 deg)| / 8
+    assert m["in_plane_resultant"] == pytest.approx(abs(7 + np.exp(9j * np.radians(8.0))) / 8,
+                                                    abs=0.01)
 
 
 def test_identical_volumes_without_registration(tmp_path, truth, monkeypatch):

@@ -122,6 +122,20 @@ def test_average_needs_no_psf_and_no_halves(tmp_path, data):
     assert not (tmp_path / "out" / "coverage.ome.tif").exists()
 
 
+def test_single_view_baseline(tmp_path, data):
+    """The job's single view is the algorithm's (the default 'auto' weight means the
+    deconvolution's own default for a baseline)."""
+    job = _job(tmp_path, _inputs(tmp_path / "in", data), method="single-view",
+               weight="auto", half_maps=False, iterations=20)
+    assert main(["reconstruct", str(job)]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["method"] == "single-view"
+    expected = reconstruct(data.particles, data.poses, data.psf, method="single-view",
+                           weight=None, half_maps=False, iterations=20)
+    vol = read_volume(tmp_path / "out" / "volume.ome.tif").data
+    np.testing.assert_allclose(vol, expected.volume, atol=1e-5 * float(np.abs(vol).max()))
+
+
 def test_psf_at_the_field_sampling_is_prepared_for_the_particles(tmp_path, data, capsys):
     # a PSF sampled like the fields (z 3x coarser) in a box larger than the particles'
     sigma = (0.2, 0.07, 0.07)

@@ -109,6 +109,9 @@ def test_job_runs_without_pyworkflow(uninterrupted, data, start):
     assert log["resolution"].shape == (3, 1) and np.all(log["resolution"] > 0)
     summary = json.loads((folder / "out" / "summary.json").read_text())
     assert summary["iterations"] == 3 and summary["n_particles"] == 8
+    # no symmetry, no rotation about an axis to report
+    assert np.all(np.isnan(np.asarray(table.extra["in_plane_margin_nats"], dtype=float)))
+    assert "in_plane_undetermined" not in summary
     # a resolution is a number only when measured; the verdict says why otherwise
     res, status = summary["resolution_per_voxel"][0], summary["resolution_status"][0]
     assert (0 < res < 0.5) if status == "measured" else res is None
@@ -118,6 +121,30 @@ def test_job_runs_without_pyworkflow(uninterrupted, data, start):
     else:
         assert summary["resolution_um"][0] is None
     assert not (folder / "out" / "checkpoint.npz").exists()  # removed once done
+
+
+def test_symmetric_job_reports_the_in_plane_margins(tmp_path):
+    """C9 barrel, true axes: the table holds every particle's in-plane margin and the
+    summary the count below the threshold; a C1 run has none."""
+    ds = simulate_dataset(phantom="c9", size=20, n_particles=6, sigma_xy=1.0, sigma_z=2.0,
+                          noise_std=0.02, n_spots=0, seed=2, voxel_size=VS)
+    paths = []
+    for k, particle in enumerate(ds.particles):
+        write_volume(tmp_path / f"p{k}.ome.tif", particle, (VS,) * 3)
+        paths.append(str(tmp_path / f"p{k}.ome.tif"))
+    write_particle_table(tmp_path / "particles.csv", np.arange(1, 7), paths,
+                         ds.poses.to_stored((VS,) * 3))
+    write_volume(tmp_path / "psf.ome.tif", ds.psf, (VS,) * 3)
+    job = _job(tmp_path, tmp_path, symmetry=9, schedule=[[2, 4]], exhaustive_iterations=1,
+               continuous_iterations=0)
+    assert main(["refine", str(job)]) == 0
+    table = read_particle_table(tmp_path / "out" / "particles.csv")
+    margins = np.asarray(table.extra["in_plane_margin_nats"], dtype=float)
+    assert margins.shape == (6,) and np.all(np.isfinite(margins)) and np.all(margins >= 0)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["in_plane_undetermined"] == int(np.sum(
+        margins < summary["in_plane_undetermined_below_nats"]))
+    assert summary["in_plane_margin_median_nats"] == pytest.approx(np.median(margins))
 
 
 def test_killed_job_continues_from_its_checkpoint(tmp_path, inputs, uninterrupted, monkeypatch):

@@ -124,7 +124,42 @@ def test_fields_positions_poses_and_psf(tmp_path, monkeypatch):
     np.testing.assert_allclose(fwhm_um, expected, rtol=0.05)
 
 
+def test_widefield_psf_and_photon_noise(tmp_path):
+    """psfmodels vectorial PSF on the particle box and Poisson noise with a read-noise floor:
+    the PSF is the one psfmodels gives for these optics (an independent call), and the
+    noise of the background is the read noise, that of the brightest voxels Poisson's."""
+    from spfluo.algorithms.psf import gibson_lanni_psf
+
+    optics = {"psf_model": "widefield-vectorial", "numerical_aperture": 1.4,
+              "wavelength_um": 0.6, "immersion_index": 1.518, "sample_index": 1.518,
+              "depth_um": 0.0}
+    job = _particles_job(tmp_path, **optics, phantom="npc", size=21, voxel_size=0.1,
+                         n_spots=0, n_particles=40, poisson_photons=20.0, noise_std=0.05)
+    assert main(["simulate", str(job)]) == 0
+    psf = read_volume(tmp_path / "out" / "psf.ome.tif").data[0]
+    expected = gibson_lanni_psf((21, 21, 21), voxel_size=0.1, numerical_aperture=1.4,
+                                wavelength=0.6, sample_index=1.518, method="vectorial")
+    np.testing.assert_allclose(psf, expected / expected.sum(), atol=1e-6 * psf.max())
+    fwhm = psf_fwhm(psf, voxel_size=(0.1,) * 3)
+    assert 2.0 < fwhm[0] / fwhm[1] < 5.0  # longer along z
+    table = read_particle_table(tmp_path / "out" / "particles.csv")
+    stack = np.stack([read_volume(p).data[0] for p in table.paths])
+    # the photon grid: values are k / 20 plus read noise; corners hold almost no signal
+    corners = stack[:, :3, :3, :3].ravel()
+    assert np.std(corners) == pytest.approx(0.05, rel=0.25)
+    bright = stack[stack > 0.7]
+    assert np.var(bright) > np.var(corners)  # shot noise grows with the signal
+    summary = json.loads((tmp_path / "out" / "sim.json").read_text())
+    assert summary["params"]["psf_model"] == "widefield-vectorial"
+
+
 @pytest.mark.parametrize("change, match", [
+    ({"psf_model": "airy"}, "psf_model must be one of"),
+    ({"psf_model": "widefield-scalar", "numerical_aperture": 1.6},
+     "numerical aperture 1.6 must be below the immersion index"),
+    ({"psf_model": "widefield-scalar", "wavelength_um": 600},
+     "'wavelength_um' must be a number >= 0.2 and <= 2"),
+    ({"poisson_photons": -5}, "'poisson_photons' must be a number >= 0"),
     ({"kind": "movie"}, "kind must be one of particles, fields"),
     ({"phantom": "cube"}, "phantom must be one of"),
     ({"n_particles": 0}, "'n_particles' must be an integer >= 1"),

@@ -158,6 +158,9 @@ def test_invalid_inputs_are_rejected(chain):
         ("Pose search channel 2 does not exist", dict(searchChannels="0 2")),
         ("Weight must be >= 0", dict(weight=-1.0)),
         ("Gradient steps per continuous iteration must be >= 1", dict(gdSteps=0)),
+        ("automatic weight is chosen on the half sets", dict(weightMode=1, doHalfMaps=False)),
+        ("Support radius must be between", dict(maskRadius=50.0)),
+        ("Low-pass must be >= 0", dict(lowPass=-1.0)),
     ]:
         assert_rejected(project, "ProtRefine", match, **good, **values)
     assert_rejected(project, "ProtRefine", r"The PSF has 6 channel\(s\) and the particles 2",

@@ -148,9 +148,12 @@ def test_simulate_fields_of_view(launch):
     from spfluo.objects.arrays import load_array
     from spfluo.protocols import ProtSimulateDataset
 
+    # a widefield PSF from the optics and photon noise (Poisson, read-noise floor)
     prot = finished(launch(ProtSimulateDataset, phantom=1, nChannels=2, outputKind=1,
                            fieldZ=20, fieldY=72, fieldX=72, fieldVoxelSizeZ=0.1, nFields=1,
-                           particlesPerField=3, nDebris=1, touchingPairs=1, seed=2, **SIM))
+                           particlesPerField=3, nDebris=1, touchingPairs=1, seed=2,
+                           psfModel=1, numericalAperture=1.2, wavelength=0.6,
+                           noiseModel=1, photons=30.0, readNoise=1.0, **SIM))
     assert not hasattr(prot, "outputParticles")
     images, coords = prot.outputImages, prot.outputCoordinates
     assert images.getSize() == 1 and images.getNumChannels() == 2
@@ -179,6 +182,12 @@ def test_simulate_fields_of_view(launch):
     with open(prot._getExtraPath("simulation.json")) as fh:
         summary = json.load(fh)
     assert summary["fields"][0]["touching_pairs"] == [[0, 1]]
+    assert summary["params"]["psf_model"] == "widefield-scalar"
+    assert summary["params"]["poisson_photons"] == 30.0
+    assert summary["params"]["noise_std"] == pytest.approx(1.0 / 30.0)
+    # the PSF on the field grid spans the particle box (1.2 µm): 11 z and 23 lateral voxels
+    assert prot.outputPSF.getShape()[-3:] == (11, 23, 23)
+    assert "scalar widefield PSF (NA 1.2" in " ".join(prot.summary())
 
 
 def test_bad_inputs_are_rejected(shared, tmp_path):
@@ -198,6 +207,10 @@ def test_bad_inputs_are_rejected(shared, tmp_path):
     assert_rejected(project, ProtSimulateDataset, "3 touching pair.*6 particles",
                     outputKind=1, touchingPairs=3, particlesPerField=4)
     assert_rejected(project, ProtSimulateDataset, "Noise std must be >= 0", noiseStd=-0.1)
+    assert_rejected(project, ProtSimulateDataset, "Numerical aperture must be > 0 and below",
+                    psfModel=2, numericalAperture=1.6, immersionIndex=1.518)
+    assert_rejected(project, ProtSimulateDataset, "Photons at the peak must be in",
+                    noiseModel=1, photons=0.0)
 
     # volumes that do not match the reference
     rng = np.random.default_rng(3)

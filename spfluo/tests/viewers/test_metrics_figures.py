@@ -283,3 +283,19 @@ def test_orthoslices_put_voxel_centres_where_the_isosurface_puts_them():
     assert (int(row), int(col)) == (5, 7) and (row % 1, col % 1) == pytest.approx((0.5, 0.5))
     verts, _, _ = isosurface_mesh(vol, (0.1, 0.05, 0.05), level=0.5)
     assert verts.mean(axis=0) == pytest.approx([0.35, 0.25, 0.3], abs=1e-6)  # (x, y, z)
+
+
+def test_in_plane_error_figure_shows_the_resultant_and_chance():
+    from spfluo.viewers.metrics import in_plane_error_figure
+
+    rng = np.random.default_rng(0)
+    recovered = in_plane_error_figure(np.abs(rng.normal(0, 1, 50)), rng.normal(0, 1.0, 50), 9)
+    chance = in_plane_error_figure(np.abs(rng.normal(0, 1, 50)), rng.uniform(-20, 20, 50), 9)
+    r_good = float(recovered.axes[1].get_title().split()[-1])
+    r_bad = float(chance.axes[1].get_title().split()[-1])
+    assert r_good > 0.95 and r_bad < 0.4
+    assert recovered.axes[1].get_xlim() == pytest.approx((-20.0, 20.0))
+    level = next(a for a in recovered.axes[1].get_lines() if a.get_gid() == "chance")
+    assert level.get_ydata()[0] == pytest.approx(50 / 24)
+    with pytest.raises(ValueError, match="same length"):
+        in_plane_error_figure([1.0, 2.0], [1.0], 9)

@@ -127,3 +127,18 @@ def test_volume_maker_reads_the_job_files(tmp_path):
     medians = [ln.get_xdata()[0] for ax in figures["refine_pose_changes"].axes
                for ln in ax.get_lines() if (ln.get_gid() or "").startswith("median:")]
     assert sorted(medians) == pytest.approx([0.2, 2.0])
+
+
+def test_in_plane_margin_histogram_counts_the_undetermined():
+    from spfluo.viewers.refine import in_plane_margin_histogram
+
+    margins = np.array([0.1, 0.5, 1.5, 3.0, 12.0, 40.0, 250.0, np.nan])
+    fig = in_plane_margin_histogram(margins, threshold=2.0)
+    ax = fig.axes[0]
+    assert "3 of 7 particle(s) not determined" in ax.get_title()
+    assert sum(p.get_height() for p in ax.patches) == 7  # the NaN left out
+    line = next(a for a in ax.get_lines() if a.get_gid() == "threshold")
+    assert line.get_xdata()[0] == pytest.approx(2.0)
+    assert "nats" in ax.get_xlabel()
+    with pytest.raises(ValueError, match="no finite margin"):
+        in_plane_margin_histogram([np.nan], threshold=2.0)
