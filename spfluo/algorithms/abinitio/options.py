@@ -77,6 +77,7 @@ class SGDOptions:
     memory: float = 0.5
     regularization: float = 0.1
     tol: float = 2e-2
+    pose_tol: float = 0.1
     patience: int = 3
     max_shift: float | None = None
     symmetry: int = 1
@@ -121,6 +122,7 @@ class SGDOptions:
             memory=check_float(self.memory, "memory", low=0.0, high=1.0),
             regularization=check_float(self.regularization, "regularization", low=0.0),
             tol=check_float(self.tol, "tol", low=0.0),
+            pose_tol=check_float(self.pose_tol, "pose_tol", low=0.0, high=1.0),
             patience=_count(self.patience, "patience", 1),
             max_shift=check_max_shift(self.max_shift, box),
             support_threshold=check_float(self.support_threshold, "support_threshold",

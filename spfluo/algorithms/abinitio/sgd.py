@@ -139,6 +139,9 @@ _GLOBAL_GRID = (300, 24)
 _MAX_CHECKS = 3
 # poses (particles x symmetry copies) above which the SGD damping grows in proportion
 _DAMPING_POSES = 150
+#: A particle whose rotation changes by more than this in an epoch (degrees) has moved; the
+#: poses have settled when at most ``pose_tol`` of the particles move per epoch.
+MOVE_DEG = 1.0
 
 
 def sgd_update(vol: FourierVolume, sc: Scorer, l: int, rotation, translation, *, group, lr,
@@ -279,6 +282,7 @@ class _SGD:
         self.translations = xp.zeros((n, 3))
         self.last_relative = np.full(n, np.nan)
         self.energies, self.bands, self.seconds, self.checks = [], [], [], []
+        self.moved = []
         self.epoch = 0
         self.switch_epoch = -1
 
@@ -311,6 +315,7 @@ class _SGD:
         self.energies = state.energies.tolist()
         self.bands = [int(b) for b in state.bands]
         self.seconds = state.seconds.tolist()
+        self.moved = state.recorded_moves().tolist()
         self.checks = [int(k) for k in state.checks]
         self.epoch = int(state.epoch)
         self.switch_epoch = int(state.switch_epoch)
@@ -332,7 +337,7 @@ class _SGD:
             bands=np.asarray(self.bands, dtype=np.int64), seconds=np.asarray(self.seconds),
             checks=np.asarray(self.checks, dtype=np.int64),
             rng_state=json.dumps(self.rng.bit_generator.state), phase=self.phase,
-            switch_epoch=self.switch_epoch))
+            switch_epoch=self.switch_epoch, moved=np.asarray(self.moved, dtype=np.float64)))
 
     def stage(self, message: str) -> None:
         if self.progress is not None:
@@ -359,11 +364,15 @@ class _SGD:
 
     # -- phases
     def finished(self) -> bool:
+        """A plateau at the full band since the last check or switch: the mean relative
+        energy varies by at most ``tol`` over ``patience`` epochs, and in each of them at
+        most ``pose_tol`` of the particles moved (NaN: not recorded)."""
         since = max(self.checks[-1] if self.checks else 0, self.switch_epoch)
-        recent = [e for k, (e, b) in enumerate(zip(self.energies, self.bands))
-                  if k >= since and b == self.full_band]
-        return len(self.energies) >= max(self.opt.min_epochs, 1) and _plateau(
-            recent, self.opt.tol, self.opt.patience)
+        recent = [k for k, b in enumerate(self.bands) if k >= since and b == self.full_band]
+        settled = all(not self.moved[k] > self.opt.pose_tol
+                      for k in recent[-self.opt.patience:])
+        return len(self.energies) >= max(self.opt.min_epochs, 1) and settled and _plateau(
+            [self.energies[k] for k in recent], self.opt.tol, self.opt.patience)
 
     def next_band(self) -> int:
         """Band of the next epoch: coarse until ``coarse_epochs`` or a coarse plateau."""
@@ -393,6 +402,7 @@ class _SGD:
         rel = xp.empty(n, dtype=xp.float64)
         inv_t = 1.0 / opt.temperature
         alpha = self.alpha
+        before = self.rotations.copy()
         for l in order:
             l = int(l)
             jd = draw(xp, self.qd[l], u_d[l], opt.n_directions)
@@ -416,12 +426,16 @@ class _SGD:
         self.epoch += 1
         self.last_relative = to_numpy(rel)
         self.energies.append(float(self.last_relative.mean()))
+        cos = (xp.einsum("nij,nij->n", before, self.rotations) - 1.0) / 2.0
+        moved = xp.arccos(xp.clip(cos, -1.0, 1.0)) > np.radians(MOVE_DEG)
+        self.moved.append(float(to_numpy(moved).mean()))
         self.bands.append(band)
         self.seconds.append(time.perf_counter() - t_epoch)
         self.save_state()
         if self.progress is not None:
             self.progress({"epoch": self.epoch, "max_epochs": opt.max_epochs,
-                           "energy": self.energies[-1], "band": band, "alpha": self.alpha,
+                           "energy": self.energies[-1], "moved": self.moved[-1],
+                           "band": band, "alpha": self.alpha,
                            "seconds": self.seconds[-1],
                            "elapsed": time.perf_counter() - self.t_start})
 
@@ -581,7 +595,8 @@ class _SGD:
             epoch_seconds=np.asarray(self.seconds, dtype=np.float64),
             psi_marginals=to_numpy(self.pipsi), direction_marginals=to_numpy(self.pid),
             grid=self.grid, particle_energies=np.asarray(particle_energies),
-            converged=bool(converged), iterate=iterate)
+            converged=bool(converged), iterate=iterate,
+            epoch_moved=np.asarray(self.moved, dtype=np.float64))
 
 
 def sgd_reconstruction(particles, psf, *, seed=0,
@@ -608,7 +623,9 @@ def sgd_reconstruction(particles, psf, *, seed=0,
         Continue from this state (same particles, PSF and options).
     progress : callable, optional
         ``progress(info)`` after every epoch, ``info`` a dict with ``epoch``,
-        ``max_epochs``, ``energy``, ``band``, ``alpha``, ``seconds``, ``elapsed``; and
+        ``max_epochs``, ``energy``, ``moved`` (fraction of the particles whose rotation
+        changed by more than :data:`MOVE_DEG`), ``band``, ``alpha``, ``seconds``,
+        ``elapsed``; and
         after each stage, a dict with ``stage`` (a message) and ``elapsed``.
     backend : Backend or {"cpu", "gpu"}, optional
     **options
@@ -625,7 +642,8 @@ def sgd_reconstruction(particles, psf, *, seed=0,
         - ``learning_rate`` (in (0, 1]), ``memory`` (factor in [0, 1] of the preconditioner
           per epoch), ``regularization`` (damping relative to one particle's curvature);
         - ``tol``, ``patience``: plateau when the mean relative energy varies by less than
-          ``tol`` (relative) over ``patience`` epochs (ends the coarse stage, then the run);
+          ``tol`` (relative) over ``patience`` epochs (ends the coarse stage; the run ends
+          when, in addition, at most ``pose_tol`` of the particles moved in each of them);
         - ``max_shift``: largest translation norm, voxels (default ``D / 4``);
         - ``symmetry``: order n of a cyclic symmetry Cn about z (1 = none);
         - ``support_threshold``: relative ``|h^|^2`` threshold of the OTF support;
