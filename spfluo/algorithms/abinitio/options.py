@@ -26,6 +26,7 @@ FINAL_METHODS = ("hessian", "tv", "tikhonov")
 MAXIMA = {
     "max_epochs": L.MAX_EPOCHS,
     "min_epochs": L.MAX_EPOCHS,
+    "starts": L.MAX_STARTS,
     "coarse_epochs": L.MAX_EPOCHS,
     "n_directions": L.MAX_DIRECTIONS,
     "n_psi": L.MAX_IN_PLANE_ANGLES,
@@ -63,6 +64,7 @@ class SGDOptions:
 
     max_epochs: int = 40
     min_epochs: int = 8
+    starts: int = 3
     coarse_epochs: int = 15
     downsampling: float = 2.0
     n_directions: int = 64
@@ -104,6 +106,7 @@ class SGDOptions:
             self,
             max_epochs=_count(self.max_epochs, "max_epochs", 1),
             min_epochs=_count(self.min_epochs, "min_epochs", 0),
+            starts=_count(self.starts, "starts", 1),
             coarse_epochs=_count(self.coarse_epochs, "coarse_epochs", 0),
             downsampling=check_float(self.downsampling, "downsampling", low=1.0, high=16.0),
             n_directions=_count(self.n_directions, "n_directions", 1),

@@ -55,7 +55,7 @@ class SGDState:
         (-1: not yet, or no such stage).
     moved : ndarray, float64, shape (epoch,)
         Fraction of the particles whose rotation changed by more than
-        :data:`~spfluo.algorithms.abinitio.sgd.MOVE_DEG` in each epoch (NaN: not recorded,
+        :func:`~spfluo.algorithms.abinitio.sgd.move_threshold_deg` in each epoch (NaN: not recorded,
         checkpoints of earlier versions).
     """
 
@@ -154,7 +154,7 @@ class AbInitioResult:
         final known-pose reconstruction.
     epoch_moved : ndarray, float64, shape (E,), optional
         SGD: fraction of the particles whose rotation changed by more than
-        :data:`~spfluo.algorithms.abinitio.sgd.MOVE_DEG` in each epoch (None: annealing).
+        :func:`~spfluo.algorithms.abinitio.sgd.move_threshold_deg` in each epoch (None: annealing).
     """
 
     volume: np.ndarray

@@ -139,9 +139,6 @@ _GLOBAL_GRID = (300, 24)
 _MAX_CHECKS = 3
 # poses (particles x symmetry copies) above which the SGD damping grows in proportion
 _DAMPING_POSES = 150
-#: A particle whose rotation changes by more than this in an epoch (degrees) has moved; the
-#: poses have settled when at most ``pose_tol`` of the particles move per epoch.
-MOVE_DEG = 1.0
 
 
 def sgd_update(vol: FourierVolume, sc: Scorer, l: int, rotation, translation, *, group, lr,
@@ -178,6 +175,16 @@ def symmetrize_channels(bk: Backend, volume, symmetry: int):
     out = sum(rotate_about_z(volume, 2.0 * np.pi * k / symmetry, backend=bk)
               for k in range(symmetry)) / symmetry
     return out.astype(volume.dtype, copy=False)
+
+
+def move_threshold_deg(grid) -> float:
+    """Rotation change (degrees) that counts as a move in an epoch: twice the spacing of the
+    SO(3) grid (the larger of the direction spacing ``sqrt(4 pi / M_d)`` and the in-plane
+    step ``2 pi / (n M_psi)``), so that jitter between neighbouring grid poses is not one.
+    The poses have settled when at most ``pose_tol`` of the particles move per epoch."""
+    spacing = max(math.sqrt(4.0 * math.pi / grid.n_directions),
+                  2.0 * math.pi / (grid.symmetry * grid.n_psi))
+    return math.degrees(2.0 * spacing)
 
 
 def _plateau(energies: list, tol: float, patience: int) -> bool:
@@ -241,6 +248,7 @@ class _SGD:
                                  "symmetry, but these options do not have that stage: resume "
                                  "with the same symmetry and align_axis")
         self.set_phase(self.phase)
+        self.seed = seed
         if resume is None:
             self._start(seed)
         else:
@@ -324,9 +332,12 @@ class _SGD:
         return Poses(to_numpy(self.rotations), to_numpy(self.translations))
 
     def save_state(self) -> None:
-        if self.checkpoint is None:
-            return
-        self.checkpoint(SGDState(
+        if self.checkpoint is not None:
+            self.checkpoint(self.state())
+
+    def state(self) -> SGDState:
+        """The run's state after the last epoch (host copies)."""
+        return (SGDState(
             epoch=self.epoch, band=self.vol.band, volume=to_numpy(self.vol.real).copy(),
             curvature=to_numpy(self.vol.curvature).copy(), alpha=self.alpha,
             q_direction=to_numpy(self.qd).copy(), q_psi=to_numpy(self.qpsi).copy(),
@@ -338,6 +349,42 @@ class _SGD:
             checks=np.asarray(self.checks, dtype=np.int64),
             rng_state=json.dumps(self.rng.bit_generator.state), phase=self.phase,
             switch_epoch=self.switch_epoch, moved=np.asarray(self.moved, dtype=np.float64)))
+
+    def choose_start(self) -> None:
+        """``starts`` random starts, one epoch each: the run goes on from the one with the
+        lowest energy.  Start 0 is that of ``seed``; the others' seeds derive from it."""
+        opt = self.opt
+        if opt.starts == 1 or self.epoch > 0:
+            return
+        if isinstance(self.seed, np.random.Generator):
+            seeds = [self.seed] + [np.random.default_rng(v) for v in
+                                   self.seed.integers(2**63, size=opt.starts - 1)]
+        else:
+            seeds = [self.seed] + [np.random.SeedSequence([int(self.seed), k])
+                                   for k in range(1, opt.starts)]
+        checkpoint, progress = self.checkpoint, self.progress
+        self.checkpoint = self.progress = None
+        trials = []
+        try:
+            for k, seed in enumerate(seeds):
+                if k:
+                    self._start(seed)
+                self.run_epoch()
+                trials.append(self.state())
+        finally:
+            self.checkpoint, self.progress = checkpoint, progress
+        energies = [float(t.energies[-1]) for t in trials]
+        best = int(np.argmin(energies))
+        self._resume(trials[best])
+        self.stage(f"{opt.starts} random starts, energy after one epoch "
+                   + ", ".join(f"{e:.4g}" for e in energies) + f": start {best} goes on")
+        self.save_state()
+        if self.progress is not None:
+            self.progress({"epoch": self.epoch, "max_epochs": opt.max_epochs,
+                           "energy": self.energies[-1], "moved": self.moved[-1],
+                           "band": self.bands[-1], "alpha": self.alpha,
+                           "seconds": self.seconds[-1],
+                           "elapsed": time.perf_counter() - self.t_start})
 
     def stage(self, message: str) -> None:
         if self.progress is not None:
@@ -427,7 +474,7 @@ class _SGD:
         self.last_relative = to_numpy(rel)
         self.energies.append(float(self.last_relative.mean()))
         cos = (xp.einsum("nij,nij->n", before, self.rotations) - 1.0) / 2.0
-        moved = xp.arccos(xp.clip(cos, -1.0, 1.0)) > np.radians(MOVE_DEG)
+        moved = xp.arccos(xp.clip(cos, -1.0, 1.0)) > np.radians(move_threshold_deg(self.grid))
         self.moved.append(float(to_numpy(moved).mean()))
         self.bands.append(band)
         self.seconds.append(time.perf_counter() - t_epoch)
@@ -545,6 +592,7 @@ class _SGD:
 
     def run(self) -> AbInitioResult:
         opt = self.opt
+        self.choose_start()
         while True:
             if self.epoch >= opt.max_epochs or self.finished():
                 if self.phase == 0:
@@ -624,7 +672,7 @@ def sgd_reconstruction(particles, psf, *, seed=0,
     progress : callable, optional
         ``progress(info)`` after every epoch, ``info`` a dict with ``epoch``,
         ``max_epochs``, ``energy``, ``moved`` (fraction of the particles whose rotation
-        changed by more than :data:`MOVE_DEG`), ``band``, ``alpha``, ``seconds``,
+        changed by more than :func:`move_threshold_deg`), ``band``, ``alpha``, ``seconds``,
         ``elapsed``; and
         after each stage, a dict with ``stage`` (a message) and ``elapsed``.
     backend : Backend or {"cpu", "gpu"}, optional
@@ -632,6 +680,8 @@ def sgd_reconstruction(particles, psf, *, seed=0,
         The fields of :class:`~spfluo.algorithms.abinitio.options.SGDOptions` (defaults
         there):
 
+        - ``starts``: random starts, one epoch each; the run goes on from the one of lowest
+          energy (:meth:`_SGD.choose_start`);
         - ``max_epochs`` (>= 1), ``min_epochs`` (no plateau stop before), ``coarse_epochs``
           (most epochs on the band reduced by ``downsampling`` (>= 1); 0: none);
         - ``n_directions``, ``n_psi``: ``N_d`` and ``N_psi`` drawn per particle and epoch
