@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 
 __all__ = [
-    "MAX_SEED", "MAX_SYMMETRY_ORDER", "MAX_SOLVER_ITERATIONS", "MAX_EPOCHS", "MAX_DIRECTIONS",
+    "MAX_SEED", "MAX_SYMMETRY_ORDER", "MAX_SOLVER_ITERATIONS", "MAX_EPOCHS", "MAX_STARTS",
+    "MAX_DIRECTIONS",
     "MAX_IN_PLANE_ANGLES", "MAX_ORIENTATIONS", "MAX_GRID_DIRECTIONS", "MAX_GRID_IN_PLANE_ANGLES",
     "MAX_PROBES", "MAX_CLASSES", "MAX_BOX_SIZE",
     "MAX_OUTER_ITERATIONS", "MAX_GRADIENT_STEPS", "MAX_BATCH_SIZE", "MAX_CHANNELS",
@@ -36,6 +37,8 @@ MAX_SYMMETRY_ORDER = 100
 MAX_SOLVER_ITERATIONS = 10_000
 #: Epochs of the SGD ab initio [40].
 MAX_EPOCHS = 1_000
+#: Random starts of the SGD ab initio, one epoch each [3].
+MAX_STARTS = 50
 #: Directions N_d and in-plane angles N_psi drawn per particle and epoch [64, 8].
 MAX_DIRECTIONS = 4_096
 MAX_IN_PLANE_ANGLES = 360

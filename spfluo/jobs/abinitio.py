@@ -54,7 +54,8 @@ Files written:
   ``true_direction_index`` (N,), the grid element nearest to each of them, and
   ``pose_errors_deg`` (N,);
 - ``summary``: JSON with the method, the options, the number of epochs, whether the
-  energy plateau stopped the run, timings and, with true poses, the median pose error.
+  plateau of the energy and the poses stopped the run, the fraction of the particles that
+  moved in each epoch, timings and, with true poses, the median pose error.
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ def run(job: Job) -> None:
 
         def report(info):
             progress.step(info["epoch"], max_epochs, energy=float(info["energy"]),
+                          moved=f"{100 * info['moved']:.0f}%",
                           band=info["band"], alpha=float(info["alpha"]),
                           epoch_s=float(info["seconds"]))
 
@@ -270,6 +272,8 @@ def run(job: Job) -> None:
                "options": {k: v for k, v in options.items() if k != "seed"},
                "epoch_seconds": result.epoch_seconds.tolist(),
                "energies": result.energies.tolist()}
+    if result.epoch_moved is not None:
+        summary["epoch_moved_fraction"] = result.epoch_moved.tolist()
     if table.has_poses:
         true = Poses.from_stored(table.matrices, vs)
         extra = _true_pose_marginal_indices(result, true.rotations, symmetry)
@@ -281,8 +285,13 @@ def run(job: Job) -> None:
     summary["wall_s"] = time.perf_counter() - start
     write_json_atomic(job.output("summary"), summary)
     remove_checkpoint(job)
-    progress.log(f"done in {summary['wall_s']:.1f} s: {result.n_epochs} epochs"
-                 + (" (energy plateau)" if method == "sgd" and result.converged else ""))
+    if method == "sgd":
+        ending = (" (converged: energy and poses settled)" if result.converged else
+                  " (NOT converged: the epoch limit stopped it before the energy and the poses "
+                  "settled; raise max_epochs)")
+    else:
+        ending = ""
+    progress.log(f"done in {summary['wall_s']:.1f} s: {result.n_epochs} epochs" + ending)
 
 
 def _particle_energies(result) -> list:

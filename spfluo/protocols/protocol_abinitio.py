@@ -203,6 +203,7 @@ class ProtAbInitio(ProtFluoJob):
         volume.marginalsFile = pwobj.String(self._getExtraPath("marginals.npz"))
         volume.summaryFile = pwobj.String(self._getExtraPath("abinitio.json"))
         volume.nEpochs = pwobj.Integer(summary["n_epochs"])
+        volume.converged = pwobj.Boolean(summary["converged"])
         if "pose_error_median_deg" in summary:
             volume.poseErrorMedianDeg = pwobj.Float(summary["pose_error_median_deg"])
         table_path = self._getExtraPath("particles_abinitio.csv")
@@ -288,6 +289,11 @@ class ProtAbInitio(ProtFluoJob):
                  f"particles, {vol.nEpochs.get()} epoch(s)"
                  + (f", symmetry C{self.symmetry.get()}" if self.symmetry.get() > 1 else "")
                  + "."]
+        converged = getattr(vol, "converged", None)
+        if self._methodKey() == "sgd" and converged is not None and converged.get() is not None:
+            lines.append("Converged: the energy and the poses settled." if converged.get() else
+                         "NOT converged: the epoch limit stopped the run before the energy "
+                         "and the poses settled (raise the maximum number of epochs).")
         error = getattr(vol, "poseErrorMedianDeg", None)
         if error is not None and error.get() is not None:
             lines.append(f"Median pose error against the input poses: {error.get():.2f} deg.")

@@ -27,7 +27,7 @@ from spfluo.algorithms.abinitio.sampling import (
     smoothed_marginals,
 )
 from spfluo.algorithms.abinitio.search import pose_search, refine_poses_local
-from spfluo.algorithms.abinitio.sgd import sgd_reconstruction
+from spfluo.algorithms.abinitio.sgd import move_threshold_deg, sgd_reconstruction
 
 __all__ = [
     "AbInitioResult",
@@ -36,6 +36,7 @@ __all__ = [
     "SGDOptions",
     "AnnealingOptions",
     "sgd_reconstruction",
+    "move_threshold_deg",
     "pose_search",
     "refine_poses_local",
     "default_grid_size",

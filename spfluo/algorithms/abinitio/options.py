@@ -26,6 +26,7 @@ FINAL_METHODS = ("hessian", "tv", "tikhonov")
 MAXIMA = {
     "max_epochs": L.MAX_EPOCHS,
     "min_epochs": L.MAX_EPOCHS,
+    "starts": L.MAX_STARTS,
     "coarse_epochs": L.MAX_EPOCHS,
     "n_directions": L.MAX_DIRECTIONS,
     "n_psi": L.MAX_IN_PLANE_ANGLES,
@@ -63,6 +64,7 @@ class SGDOptions:
 
     max_epochs: int = 40
     min_epochs: int = 8
+    starts: int = 3
     coarse_epochs: int = 15
     downsampling: float = 2.0
     n_directions: int = 64
@@ -77,6 +79,7 @@ class SGDOptions:
     memory: float = 0.5
     regularization: float = 0.1
     tol: float = 2e-2
+    pose_tol: float = 0.1
     patience: int = 3
     max_shift: float | None = None
     symmetry: int = 1
@@ -103,6 +106,7 @@ class SGDOptions:
             self,
             max_epochs=_count(self.max_epochs, "max_epochs", 1),
             min_epochs=_count(self.min_epochs, "min_epochs", 0),
+            starts=_count(self.starts, "starts", 1),
             coarse_epochs=_count(self.coarse_epochs, "coarse_epochs", 0),
             downsampling=check_float(self.downsampling, "downsampling", low=1.0, high=16.0),
             n_directions=_count(self.n_directions, "n_directions", 1),
@@ -121,6 +125,7 @@ class SGDOptions:
             memory=check_float(self.memory, "memory", low=0.0, high=1.0),
             regularization=check_float(self.regularization, "regularization", low=0.0),
             tol=check_float(self.tol, "tol", low=0.0),
+            pose_tol=check_float(self.pose_tol, "pose_tol", low=0.0, high=1.0),
             patience=_count(self.patience, "patience", 1),
             max_shift=check_max_shift(self.max_shift, box),
             support_threshold=check_float(self.support_threshold, "support_threshold",

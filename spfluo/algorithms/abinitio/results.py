@@ -53,6 +53,10 @@ class SGDState:
     switch_epoch : int
         Epoch after which the symmetry axis was aligned and the symmetry imposed
         (-1: not yet, or no such stage).
+    moved : ndarray, float64, shape (epoch,)
+        Fraction of the particles whose rotation changed by more than
+        :func:`~spfluo.algorithms.abinitio.sgd.move_threshold_deg` in each epoch (NaN: not recorded,
+        checkpoints of earlier versions).
     """
 
     epoch: int
@@ -74,6 +78,7 @@ class SGDState:
     rng_state: str
     phase: int = 1
     switch_epoch: int = -1
+    moved: np.ndarray | None = None
 
     _ARRAYS = ("volume", "curvature", "q_direction", "q_psi", "pi_direction", "pi_psi",
                "rotations", "translations", "relative", "checks", "energies", "bands",
@@ -88,7 +93,14 @@ class SGDState:
         out["rng_state"] = np.asarray(self.rng_state)
         out["phase"] = np.asarray(self.phase, dtype=np.int64)
         out["switch_epoch"] = np.asarray(self.switch_epoch, dtype=np.int64)
+        out["moved"] = np.asarray(self.recorded_moves(), dtype=np.float64)
         return out
+
+    def recorded_moves(self) -> np.ndarray:
+        """:attr:`moved`, NaN for the epochs it was not recorded (older checkpoints)."""
+        if self.moved is None:
+            return np.full(len(self.energies), np.nan)
+        return np.asarray(self.moved, dtype=np.float64)
 
     @classmethod
     def from_arrays(cls, arrays) -> "SGDState":
@@ -104,6 +116,7 @@ class SGDState:
                    alpha=float(arrays["alpha"]), rng_state=str(arrays["rng_state"]),
                    phase=int(arrays["phase"]) if "phase" in arrays else 1,
                    switch_epoch=int(arrays["switch_epoch"]) if "switch_epoch" in arrays else -1,
+                   moved=np.array(arrays["moved"]) if "moved" in arrays else None,
                    **kwargs)
 
 
@@ -134,11 +147,14 @@ class AbInitioResult:
     particle_energies : ndarray, float64, shape (N,)
         Relative energy of each particle at its estimated pose.
     converged : bool
-        True when the relative-energy plateau stopped the run (False: the
-        maximum number of epochs).
+        True when the run stopped on a plateau of the relative energy and of the poses
+        (False: the maximum number of epochs).
     iterate : ndarray, float32, same shape as ``volume``
         The last SGD iterate (annealing: its closed-form volume), before the
         final known-pose reconstruction.
+    epoch_moved : ndarray, float64, shape (E,), optional
+        SGD: fraction of the particles whose rotation changed by more than
+        :func:`~spfluo.algorithms.abinitio.sgd.move_threshold_deg` in each epoch (None: annealing).
     """
 
     volume: np.ndarray
@@ -152,6 +168,7 @@ class AbInitioResult:
     particle_energies: np.ndarray
     converged: bool
     iterate: np.ndarray
+    epoch_moved: np.ndarray | None = None
 
     @property
     def n_epochs(self) -> int:

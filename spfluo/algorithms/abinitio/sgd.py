@@ -177,6 +177,16 @@ def symmetrize_channels(bk: Backend, volume, symmetry: int):
     return out.astype(volume.dtype, copy=False)
 
 
+def move_threshold_deg(grid) -> float:
+    """Rotation change (degrees) that counts as a move in an epoch: twice the spacing of the
+    SO(3) grid (the larger of the direction spacing ``sqrt(4 pi / M_d)`` and the in-plane
+    step ``2 pi / (n M_psi)``), so that jitter between neighbouring grid poses is not one.
+    The poses have settled when at most ``pose_tol`` of the particles move per epoch."""
+    spacing = max(math.sqrt(4.0 * math.pi / grid.n_directions),
+                  2.0 * math.pi / (grid.symmetry * grid.n_psi))
+    return math.degrees(2.0 * spacing)
+
+
 def _plateau(energies: list, tol: float, patience: int) -> bool:
     if len(energies) < patience + 1:
         return False
@@ -238,6 +248,7 @@ class _SGD:
                                  "symmetry, but these options do not have that stage: resume "
                                  "with the same symmetry and align_axis")
         self.set_phase(self.phase)
+        self.seed = seed
         if resume is None:
             self._start(seed)
         else:
@@ -279,6 +290,7 @@ class _SGD:
         self.translations = xp.zeros((n, 3))
         self.last_relative = np.full(n, np.nan)
         self.energies, self.bands, self.seconds, self.checks = [], [], [], []
+        self.moved = []
         self.epoch = 0
         self.switch_epoch = -1
 
@@ -311,6 +323,7 @@ class _SGD:
         self.energies = state.energies.tolist()
         self.bands = [int(b) for b in state.bands]
         self.seconds = state.seconds.tolist()
+        self.moved = state.recorded_moves().tolist()
         self.checks = [int(k) for k in state.checks]
         self.epoch = int(state.epoch)
         self.switch_epoch = int(state.switch_epoch)
@@ -319,9 +332,12 @@ class _SGD:
         return Poses(to_numpy(self.rotations), to_numpy(self.translations))
 
     def save_state(self) -> None:
-        if self.checkpoint is None:
-            return
-        self.checkpoint(SGDState(
+        if self.checkpoint is not None:
+            self.checkpoint(self.state())
+
+    def state(self) -> SGDState:
+        """The run's state after the last epoch (host copies)."""
+        return (SGDState(
             epoch=self.epoch, band=self.vol.band, volume=to_numpy(self.vol.real).copy(),
             curvature=to_numpy(self.vol.curvature).copy(), alpha=self.alpha,
             q_direction=to_numpy(self.qd).copy(), q_psi=to_numpy(self.qpsi).copy(),
@@ -332,7 +348,43 @@ class _SGD:
             bands=np.asarray(self.bands, dtype=np.int64), seconds=np.asarray(self.seconds),
             checks=np.asarray(self.checks, dtype=np.int64),
             rng_state=json.dumps(self.rng.bit_generator.state), phase=self.phase,
-            switch_epoch=self.switch_epoch))
+            switch_epoch=self.switch_epoch, moved=np.asarray(self.moved, dtype=np.float64)))
+
+    def choose_start(self) -> None:
+        """``starts`` random starts, one epoch each: the run goes on from the one with the
+        lowest energy.  Start 0 is that of ``seed``; the others' seeds derive from it."""
+        opt = self.opt
+        if opt.starts == 1 or self.epoch > 0:
+            return
+        if isinstance(self.seed, np.random.Generator):
+            seeds = [self.seed] + [np.random.default_rng(v) for v in
+                                   self.seed.integers(2**63, size=opt.starts - 1)]
+        else:
+            seeds = [self.seed] + [np.random.SeedSequence([int(self.seed), k])
+                                   for k in range(1, opt.starts)]
+        checkpoint, progress = self.checkpoint, self.progress
+        self.checkpoint = self.progress = None
+        trials = []
+        try:
+            for k, seed in enumerate(seeds):
+                if k:
+                    self._start(seed)
+                self.run_epoch()
+                trials.append(self.state())
+        finally:
+            self.checkpoint, self.progress = checkpoint, progress
+        energies = [float(t.energies[-1]) for t in trials]
+        best = int(np.argmin(energies))
+        self._resume(trials[best])
+        self.stage(f"{opt.starts} random starts, energy after one epoch "
+                   + ", ".join(f"{e:.4g}" for e in energies) + f": start {best} goes on")
+        self.save_state()
+        if self.progress is not None:
+            self.progress({"epoch": self.epoch, "max_epochs": opt.max_epochs,
+                           "energy": self.energies[-1], "moved": self.moved[-1],
+                           "band": self.bands[-1], "alpha": self.alpha,
+                           "seconds": self.seconds[-1],
+                           "elapsed": time.perf_counter() - self.t_start})
 
     def stage(self, message: str) -> None:
         if self.progress is not None:
@@ -359,11 +411,15 @@ class _SGD:
 
     # -- phases
     def finished(self) -> bool:
+        """A plateau at the full band since the last check or switch: the mean relative
+        energy varies by at most ``tol`` over ``patience`` epochs, and in each of them at
+        most ``pose_tol`` of the particles moved (NaN: not recorded)."""
         since = max(self.checks[-1] if self.checks else 0, self.switch_epoch)
-        recent = [e for k, (e, b) in enumerate(zip(self.energies, self.bands))
-                  if k >= since and b == self.full_band]
-        return len(self.energies) >= max(self.opt.min_epochs, 1) and _plateau(
-            recent, self.opt.tol, self.opt.patience)
+        recent = [k for k, b in enumerate(self.bands) if k >= since and b == self.full_band]
+        settled = all(not self.moved[k] > self.opt.pose_tol
+                      for k in recent[-self.opt.patience:])
+        return len(self.energies) >= max(self.opt.min_epochs, 1) and settled and _plateau(
+            [self.energies[k] for k in recent], self.opt.tol, self.opt.patience)
 
     def next_band(self) -> int:
         """Band of the next epoch: coarse until ``coarse_epochs`` or a coarse plateau."""
@@ -393,6 +449,7 @@ class _SGD:
         rel = xp.empty(n, dtype=xp.float64)
         inv_t = 1.0 / opt.temperature
         alpha = self.alpha
+        before = self.rotations.copy()
         for l in order:
             l = int(l)
             jd = draw(xp, self.qd[l], u_d[l], opt.n_directions)
@@ -416,12 +473,16 @@ class _SGD:
         self.epoch += 1
         self.last_relative = to_numpy(rel)
         self.energies.append(float(self.last_relative.mean()))
+        cos = (xp.einsum("nij,nij->n", before, self.rotations) - 1.0) / 2.0
+        moved = xp.arccos(xp.clip(cos, -1.0, 1.0)) > np.radians(move_threshold_deg(self.grid))
+        self.moved.append(float(to_numpy(moved).mean()))
         self.bands.append(band)
         self.seconds.append(time.perf_counter() - t_epoch)
         self.save_state()
         if self.progress is not None:
             self.progress({"epoch": self.epoch, "max_epochs": opt.max_epochs,
-                           "energy": self.energies[-1], "band": band, "alpha": self.alpha,
+                           "energy": self.energies[-1], "moved": self.moved[-1],
+                           "band": band, "alpha": self.alpha,
                            "seconds": self.seconds[-1],
                            "elapsed": time.perf_counter() - self.t_start})
 
@@ -531,6 +592,7 @@ class _SGD:
 
     def run(self) -> AbInitioResult:
         opt = self.opt
+        self.choose_start()
         while True:
             if self.epoch >= opt.max_epochs or self.finished():
                 if self.phase == 0:
@@ -581,7 +643,8 @@ class _SGD:
             epoch_seconds=np.asarray(self.seconds, dtype=np.float64),
             psi_marginals=to_numpy(self.pipsi), direction_marginals=to_numpy(self.pid),
             grid=self.grid, particle_energies=np.asarray(particle_energies),
-            converged=bool(converged), iterate=iterate)
+            converged=bool(converged), iterate=iterate,
+            epoch_moved=np.asarray(self.moved, dtype=np.float64))
 
 
 def sgd_reconstruction(particles, psf, *, seed=0,
@@ -608,13 +671,17 @@ def sgd_reconstruction(particles, psf, *, seed=0,
         Continue from this state (same particles, PSF and options).
     progress : callable, optional
         ``progress(info)`` after every epoch, ``info`` a dict with ``epoch``,
-        ``max_epochs``, ``energy``, ``band``, ``alpha``, ``seconds``, ``elapsed``; and
+        ``max_epochs``, ``energy``, ``moved`` (fraction of the particles whose rotation
+        changed by more than :func:`move_threshold_deg`), ``band``, ``alpha``, ``seconds``,
+        ``elapsed``; and
         after each stage, a dict with ``stage`` (a message) and ``elapsed``.
     backend : Backend or {"cpu", "gpu"}, optional
     **options
         The fields of :class:`~spfluo.algorithms.abinitio.options.SGDOptions` (defaults
         there):
 
+        - ``starts``: random starts, one epoch each; the run goes on from the one of lowest
+          energy (:meth:`_SGD.choose_start`);
         - ``max_epochs`` (>= 1), ``min_epochs`` (no plateau stop before), ``coarse_epochs``
           (most epochs on the band reduced by ``downsampling`` (>= 1); 0: none);
         - ``n_directions``, ``n_psi``: ``N_d`` and ``N_psi`` drawn per particle and epoch
@@ -625,7 +692,8 @@ def sgd_reconstruction(particles, psf, *, seed=0,
         - ``learning_rate`` (in (0, 1]), ``memory`` (factor in [0, 1] of the preconditioner
           per epoch), ``regularization`` (damping relative to one particle's curvature);
         - ``tol``, ``patience``: plateau when the mean relative energy varies by less than
-          ``tol`` (relative) over ``patience`` epochs (ends the coarse stage, then the run);
+          ``tol`` (relative) over ``patience`` epochs (ends the coarse stage; the run ends
+          when, in addition, at most ``pose_tol`` of the particles moved in each of them);
         - ``max_shift``: largest translation norm, voxels (default ``D / 4``);
         - ``symmetry``: order n of a cyclic symmetry Cn about z (1 = none);
         - ``support_threshold``: relative ``|h^|^2`` threshold of the OTF support;

@@ -301,6 +301,50 @@ def test_killed_and_resumed_run_equals_the_uninterrupted_one(dataset):
     np.testing.assert_array_equal(resumed.energies, full.energies)
 
 
+def test_the_run_converges_only_when_energy_and_poses_settle(dataset):
+    """The moved fraction of each epoch is that of the checkpointed poses; an energy plateau
+    with poses still moving is not convergence."""
+    ds = dataset
+    options = dict(n_directions=12, n_psi=4, max_epochs=6, coarse_epochs=0, min_epochs=1,
+                   tol=10.0, patience=2, final_reconstruction=None, global_search=False,
+                   refine=False, seed=5)
+    particles = ds.particles[:8]
+    rotations = []
+    loose = A.sgd_reconstruction(particles, ds.psf, pose_tol=1.0,
+                                 checkpoint=lambda st: rotations.append(st.rotations), **options)
+    # energy plateau at once: the run stops after patience + 1 epochs, converged
+    assert loose.converged and loose.n_epochs == 3
+    start = np.broadcast_to(np.eye(3), rotations[0].shape)
+    for k, (a, b) in enumerate(zip([start] + rotations[:-1], rotations)):
+        changed = (np.degrees(geodesic_distance_sym(a, b, symmetry=1))
+                   > A.move_threshold_deg(loose.grid))
+        assert loose.epoch_moved[k] == pytest.approx(changed.mean())
+    assert loose.epoch_moved[0] > 0.5  # the first epoch moves everything from the identity
+    strict = A.sgd_reconstruction(particles, ds.psf, pose_tol=0.0, **options)
+    if np.all(strict.epoch_moved[-2:] == 0.0):
+        assert strict.converged
+    else:
+        assert not strict.converged and strict.n_epochs == 6
+
+
+def test_the_run_goes_on_from_the_start_of_lowest_energy(dataset):
+    """Each start alone (its seed derived from the run's) gives the energy the choice
+    compares; the run's first epoch is the lowest of them."""
+    ds = dataset
+    options = dict(n_directions=8, n_psi=4, max_epochs=1, global_search=False, refine=False,
+                   final_reconstruction=None)
+    particles = ds.particles[:8]
+    alone = [A.sgd_reconstruction(particles, ds.psf, starts=1, seed=seed, **options).energies[0]
+             for seed in (4, np.random.SeedSequence([4, 1]), np.random.SeedSequence([4, 2]))]
+    assert max(alone) > min(alone)  # the starts differ
+    messages = []
+    chosen = A.sgd_reconstruction(particles, ds.psf, starts=3, seed=4,
+                                  progress=lambda m: messages.append(m.get("stage", "")),
+                                  **options)
+    assert chosen.energies[0] == pytest.approx(min(alone), rel=1e-9)
+    assert any(f"start {int(np.argmin(alone))} goes on" in m for m in messages)
+
+
 def test_symmetry_restricts_the_in_plane_grid(dataset):
     ds = dataset
     result = A.sgd_reconstruction(ds.particles[:4], ds.psf, symmetry=3, n_directions=8, n_psi=4,
@@ -349,7 +393,8 @@ def test_bad_inputs_are_rejected(dataset):
 def test_two_stage_symmetric_run_resumes_exactly_in_either_stage(barrel):
     """Killed before or after the symmetry is imposed, the resumed run gives the same result."""
     options = dict(symmetry=9, n_directions=8, n_psi=4, max_epochs=6, coarse_epochs=1,
-                   min_epochs=1, tol=10.0, patience=1, final_reconstruction=None,
+                   min_epochs=1, tol=10.0, pose_tol=1.0, patience=1,
+                   final_reconstruction=None,
                    global_search=False, refine=False, seed=3)
     particles = barrel.particles[:6]
     saved = []
