@@ -34,17 +34,15 @@ machine (``load_avg_1min`` is recorded at the start of each case).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import resource
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from benchmarks._runner import main, peak_rss_mb  # noqa: E402
 
 
 def _cases(quick: bool) -> dict:
@@ -89,10 +87,6 @@ def _cases(quick: bool) -> dict:
     return cases
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def run_case(name: str, spec: dict, gpu: bool) -> dict:
     """One case in this process: simulate, reconstruct, measure."""
     import numpy as np
@@ -119,7 +113,7 @@ def run_case(name: str, spec: dict, gpu: bool) -> dict:
                                     **spec["algo"])
         out["per_epoch_s"] = float(np.mean(result.epoch_seconds))
         out["candidates_per_particle"] = spec["algo"]["n_directions"] * spec["algo"]["n_psi"]
-        out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+        out["peak_rss_mb"] = round(peak_rss_mb(), 1)
         return out
     if spec["method"] == "sgd":
         result = sgd_reconstruction(ds.particles, ds.psf, seed=0, backend=backend,
@@ -135,7 +129,7 @@ def run_case(name: str, spec: dict, gpu: bool) -> dict:
     out["per_epoch_s"] = round(float(result.epoch_seconds[full].mean()), 3)
     if (~full).any():
         out["coarse_per_epoch_s"] = round(float(result.epoch_seconds[~full].mean()), 3)
-    out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     pe = pose_error_summary(result.poses.rotations, ds.poses.rotations, symmetry=sym)
     out["pose_error_median_deg"] = round(pe.median_deg, 3)
     out["pose_error_max_deg"] = round(pe.max_deg, 2)
@@ -163,42 +157,10 @@ def run_case(name: str, spec: dict, gpu: bool) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="reduced setting (about a minute)")
-    parser.add_argument("--gpu", action="store_true", help="run on a CUDA GPU (CuPy)")
-    parser.add_argument("--out", required=True, help="result JSON file")
-    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case, JSON on stdout
-    parser.add_argument("--only", nargs="*", help="run only these cases")
-    args = parser.parse_args(argv)
-    cases = _cases(args.quick)
-    if args.case:
-        print(json.dumps(run_case(args.case, cases[args.case], args.gpu)))
-        return 0
-    results = []
-    for name in cases:
-        if args.only and name not in args.only:
-            continue
-        cmd = [sys.executable, os.path.abspath(__file__), "--out", args.out, "--case", name]
-        cmd += ["--quick"] if args.quick else []
-        cmd += ["--gpu"] if args.gpu else []
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        if proc.returncode != 0:
-            print(f"{name}: FAILED\n{proc.stderr[-2000:]}", flush=True)
-            results.append({"case": name, "error": proc.stderr[-500:]})
-            continue
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
-        results.append(res)
-        keys = ("wall_s", "n_epochs", "per_epoch_s", "ssim", "known_ssim", "ssim_ratio",
-                "pose_error_median_deg", "n_upside_down", "axis_error_median_deg",
-                "fsc_resolution_per_voxel", "peak_rss_mb", "load_avg_1min")
-        print(f"{name}: " + ", ".join(f"{k}={res[k]}" for k in keys if k in res), flush=True)
-        with open(args.out, "w") as fh:  # partial results survive an interruption
-            json.dump(results, fh, indent=2)
-    with open(args.out, "w") as fh:
-        json.dump(results, fh, indent=2)
-    return 0
+KEYS = ("wall_s", "n_epochs", "per_epoch_s", "ssim", "known_ssim", "ssim_ratio",
+        "pose_error_median_deg", "n_upside_down", "axis_error_median_deg",
+        "fsc_resolution_per_voxel", "peak_rss_mb", "load_avg_1min")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__file__, __doc__, _cases, run_case, KEYS))
