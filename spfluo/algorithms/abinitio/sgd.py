@@ -471,11 +471,13 @@ class _SGD:
                        lr=opt.learning_rate, damping=self.damping)
         self.alpha /= opt.alpha_r
         self.epoch += 1
-        self.last_relative = to_numpy(rel)
-        self.energies.append(float(self.last_relative.mean()))
         cos = (xp.einsum("nij,nij->n", before, self.rotations) - 1.0) / 2.0
         moved = xp.arccos(xp.clip(cos, -1.0, 1.0)) > np.radians(move_threshold_deg(self.grid))
-        self.moved.append(float(to_numpy(moved).mean()))
+        # one read-back per epoch: the energies and the moves together
+        host = to_numpy(xp.concatenate([rel, moved.astype(rel.dtype)]))
+        self.last_relative = host[:n]
+        self.energies.append(float(self.last_relative.mean()))
+        self.moved.append(float(host[n:].mean()))
         self.bands.append(band)
         self.seconds.append(time.perf_counter() - t_epoch)
         self.save_state()
