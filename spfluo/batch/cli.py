@@ -15,7 +15,7 @@ Run a workflow template on every dataset folder: one project per dataset
 (named PREFIX-FOLDER), its protocols launched in order, datasets processed in
 parallel on Dask (a local cluster of --workers processes, or an existing one
 with --scheduler). Writes OUT/summary.csv (dataset, project, status, runtime_s,
-resolution_um, resolution_per_voxel, ssim, error). Running again skips the
+resolution_um, resolution_per_voxel, resolution_text, ssim, error). Running again skips the
 finished datasets and continues the failed ones. Exit status 1 when a dataset
 failed.
 
@@ -54,6 +54,8 @@ def _cmd_batch(args) -> int:
         res = f"{row['resolution_um']} µm" if row["resolution_um"] else "-"
         print(f"{row['project']:<36} {row['status']:<9} {row['runtime_s'] or '-':>7} s "
               f"{res:>12} {row['ssim'] or '-':>7}")
+        if not row["resolution_um"] and row.get("resolution_text"):
+            print(f"  FSC 0.143: {row['resolution_text']}")
         if row["error"]:
             print(f"  error: {row['error']}")
     print(f"\nbatch of {len(result.rows)} dataset(s) in {result.wall_s:.1f} s "

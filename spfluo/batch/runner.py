@@ -19,8 +19,9 @@ by killing its worker, never stops the others.
 
 The summary (``summary.csv`` in the output folder, rewritten after every dataset)
 has one row per dataset: ``dataset, project, status, runtime_s, resolution_um,
-resolution_per_voxel, ssim, error``.  Resolution and SSIM come from the last
-comparison with a reference (``VolumeComparison``: FSC 0.143 and SSIM), else
+resolution_per_voxel, resolution_text, ssim, error``.  Resolution and SSIM come from the
+last comparison with a reference (``VolumeComparison``: FSC 0.143 and SSIM; the resolution
+only where the FSC crosses 0.143, ``resolution_text`` saying why otherwise), else
 resolution from the last reconstructed volume's half-map FSC.
 """
 
@@ -54,7 +55,7 @@ __all__ = [
 
 SUMMARY_FILE = "summary.csv"
 SUMMARY_COLUMNS = ("dataset", "project", "status", "runtime_s", "resolution_um",
-                   "resolution_per_voxel", "ssim", "error")
+                   "resolution_per_voxel", "resolution_text", "ssim", "error")
 #: File in each project folder: the template, the dataset and the runs the template made.
 STATE_FILE = "spfluo-batch.json"
 FINISHED, FAILED = "finished", "failed"
@@ -193,10 +194,11 @@ def project_metrics(project, run_ids) -> dict:
     Returns
     -------
     dict
-        ``resolution_um``, ``resolution_per_voxel``, ``ssim`` as text ('' when unknown):
-        from the last :class:`~spfluo.objects.VolumeComparison` (FSC 0.143 against the
-        reference), else from the last :class:`~spfluo.objects.Volume` with a half-map
-        resolution.
+        ``resolution_um``, ``resolution_per_voxel``, ``resolution_text`` (the verdict of the
+        comparison's FSC at 0.143: why there is no number, when there is none), ``ssim`` as
+        text ('' when unknown): from the last :class:`~spfluo.objects.VolumeComparison` (FSC
+        0.143 against the reference), else from the last :class:`~spfluo.objects.Volume`
+        with a half-map resolution.
     """
     from ..objects import Volume, VolumeComparison
 
@@ -210,11 +212,13 @@ def project_metrics(project, run_ids) -> dict:
                 comparison = out
             elif isinstance(out, Volume) and out.getResolution():
                 volume = out
-    metrics = {"resolution_um": "", "resolution_per_voxel": "", "ssim": ""}
+    metrics = {"resolution_um": "", "resolution_per_voxel": "", "resolution_text": "",
+               "ssim": ""}
     if comparison is not None:
         m = comparison.getMetrics()
         metrics.update(resolution_um=_fmt(m["fsc_resolution_0143_um"]),
                        resolution_per_voxel=_fmt(m["fsc_resolution_0143_per_voxel"]),
+                       resolution_text=comparison.getResolutionText() or "",
                        ssim=_fmt(m["ssim"]))
     elif volume is not None:
         res = volume.getResolution()

@@ -89,6 +89,20 @@ METRICS: dict[str, MetricLabel] = {
     "pose_error_max_deg": MetricLabel(
         "pose error, worst particle (deg)",
         "The largest of the same angles.", ".1f"),
+    "axis_error_median_deg": MetricLabel(
+        "symmetry axis error, median (deg)",
+        "Cn particles: median angle between each particle's estimated symmetry axis and its "
+        "true one, after the same global rotation; above 90 means upside down.", ".2f"),
+    "in_plane_error_median_deg": MetricLabel(
+        "in-plane error, median (deg)",
+        "Cn particles: median error of the rotation about the symmetry axis, modulo 360/n "
+        "(chance is about 90/n); a volume folded by Cn can look right while it is at chance.",
+        ".2f"),
+    "in_plane_resultant": MetricLabel(
+        "in-plane coherence (0 to 1)",
+        "Cn particles: n-fold mean resultant length of the in-plane residuals: 1 when the "
+        "rotations about the axis agree with the truth up to one common offset, near 0 when "
+        "they are at chance.", ".3f"),
     "n_matched_particles": MetricLabel(
         "particles compared", "Particles whose estimated and true poses were compared.", "d"),
     "symmetry": MetricLabel(

@@ -206,17 +206,29 @@ def test_metrics_from_the_last_comparison_or_volume():
                     "fsc_resolution_0143_per_voxel": 0.2})
     new.setMetrics({"ssim": 0.91234, "fsc_resolution_0143_um": 0.25,
                     "fsc_resolution_0143_per_voxel": 0.32})
+    new.setResolutionText("0.25 µm (FSC 0.143, 0.32 1/voxel)")
     project = _StubProject({1: _StubRun([("outputVolume", vol)]),
                             2: _StubRun([("outputComparison", old)]),
                             3: _StubRun([("outputComparison", new)]),
                             4: _StubRun([("outputComparison", old)], status="failed")})
     assert project_metrics(project, [1, 2, 3, 4]) == {
-        "resolution_um": "0.25", "resolution_per_voxel": "0.32", "ssim": "0.9123"}
+        "resolution_um": "0.25", "resolution_per_voxel": "0.32",
+        "resolution_text": "0.25 µm (FSC 0.143, 0.32 1/voxel)", "ssim": "0.9123"}
+    # a comparison whose FSC never crossed 0.143: no number, its verdict
+    never = VolumeComparison()
+    never.setMetrics({"ssim": 0.8, "fsc_resolution_0143_um": None,
+                      "fsc_resolution_0143_per_voxel": None})
+    never.setResolutionText("not reached below Nyquist (0.16 µm): sample finer")
+    project.runs[5] = _StubRun([("outputComparison", never)])
+    assert project_metrics(project, [5]) == {
+        "resolution_um": "", "resolution_per_voxel": "",
+        "resolution_text": "not reached below Nyquist (0.16 µm): sample finer", "ssim": "0.8"}
     # no comparison: the half-map resolution of the last volume, 0.08 / 0.32 = 0.25 per voxel
     assert project_metrics(project, [1]) == {
-        "resolution_um": "0.32", "resolution_per_voxel": "0.25", "ssim": ""}
+        "resolution_um": "0.32", "resolution_per_voxel": "0.25", "resolution_text": "",
+        "ssim": ""}
     assert project_metrics(project, [4]) == {
-        "resolution_um": "", "resolution_per_voxel": "", "ssim": ""}
+        "resolution_um": "", "resolution_per_voxel": "", "resolution_text": "", "ssim": ""}
 
 
 def test_failure_message_has_the_job_reason(tmp_path):
