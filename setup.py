@@ -39,7 +39,8 @@ setup(
         "psutil",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "psycopg[binary]>=3.1"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "pytest-xdist>=3.5", "hypothesis>=6",
+                 "psycopg[binary]>=3.1"],
         "gpu": ["cupy-cuda12x>=13"],
     },
     entry_points={
