@@ -7,7 +7,8 @@ Job file::
                  "examples": "extra/examples.csv"},      # coordinates CSV (µm), >= 3 rows
      "params":  {"channel": 0, "diameter_um": 0.5, "threshold": 0.5,
                  "box_size_um": 0.75, "classifier": "forest",
-                 "candidate_threshold": 3.0, "nms_distance": 0.5, "novelty": 2.5},
+                 "candidate_threshold": 3.0, "nms_distance": 0.5, "novelty": 2.5,
+                 "memory_gb": 2.0},
      "outputs": {"coordinates": "extra/coordinates.csv",  # image_id,x,y,z,score,box_size_um,
                                                           # particle_id
                  "report": "extra/pick_report.json"},
@@ -19,16 +20,29 @@ and read by :func:`spfluo.io.write_image_list` and :func:`spfluo.io.read_image_l
 ``extract`` job reads the same list.  Coordinates are micrometres from the centre of voxel 0 of their image
 (``spfluo.io.coordinates``).  Detection runs on ``channel``; the coordinates apply to every
 channel.
+
+Each field is read through a memory map or plane by plane (:func:`spfluo.io.fields.open_field`)
+in lateral tiles that fit ``memory_gb`` (:func:`spfluo.algorithms.picking.plan_tiles`); the
+tiles are planned for every field before the first is read, and a field that cannot fit is
+refused with the memory it needs.  The log gives the fields done out of the total and the
+remaining time.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
 
 from ..algorithms.geometry import vectors_um_to_voxels, vectors_voxels_to_um
-from ..algorithms.picking import CLASSIFIERS, pick_particles
+from ..algorithms.picking import (
+    CLASSIFIERS,
+    DEFAULT_MEMORY_BYTES,
+    classify_fields,
+    field_training,
+    plan_tiles,
+)
 from ..io import (
     CoordinateTable,
     ImageEntry,
@@ -38,11 +52,15 @@ from ..io import (
     write_coordinates_csv,
 )
 from ..io.atomic import write_json_atomic
+from ..io.fields import open_field
 from ..algorithms.limits import MAX_CHANNELS
-from ._inputs import choice_param, int_param
+from ._inputs import choice_param, float_param, int_param
 from .jobfile import Job, JobError, Progress
 
-__all__ = ["positions_by_image", "check_inside", "run"]
+__all__ = ["positions_by_image", "check_inside", "FieldProgress", "run"]
+
+#: Fewest example picks the classifier learns from.
+MIN_EXAMPLES = 3
 
 
 def positions_by_image(table: CoordinateTable, entries: Sequence[ImageEntry], *,
@@ -81,19 +99,40 @@ def check_inside(table: CoordinateTable, entries: Sequence[ImageEntry], *,
                            "µm); fix the coordinates or their unit (micrometres)")
 
 
-class _LazyChannel:
-    """The detection channel of each image, read when the picker asks for it."""
+class FieldProgress:
+    """Progress lines of work over several fields: fields done out of the total, the
+    share of the current field done, elapsed and remaining time.
 
-    def __init__(self, entries, channel, progress):
-        self.entries, self.channel, self.progress = entries, channel, progress
+    ``weights`` (one per field, e.g. its voxels) set each field's share of the work;
+    ``update(k, fraction)`` reports field ``k`` (from 0) done to ``fraction``; a line is
+    printed at most every ``every`` seconds, and when a field completes.
+    """
 
-    def __len__(self):
-        return len(self.entries)
+    def __init__(self, progress: Progress, names: Sequence[str], weights, *, every: float = 5.0):
+        self.progress, self.names = progress, list(names)
+        w = np.asarray(weights, dtype=np.float64)
+        self.before = np.concatenate([[0.0], np.cumsum(w)[:-1]]) / w.sum()
+        self.share = w / w.sum()
+        self.every, self.last = float(every), -np.inf
+        self.completed = set()
+        self.start = time.perf_counter()
 
-    def __getitem__(self, k):
-        e = self.entries[k]
-        self.progress.step(k + 1, len(self.entries), image=e.image_id)
-        return e.read(channel=self.channel)
+    def update(self, k: int, fraction: float) -> None:
+        now = time.perf_counter()
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        if (fraction < 1.0 and now - self.last < self.every) or k in self.completed:
+            return
+        if fraction >= 1.0:
+            self.completed.add(k)
+        self.last = now
+        done = self.before[k] + self.share[k] * fraction
+        elapsed = now - self.start
+        remaining = elapsed * (1.0 - done) / done if done > 0 else float("nan")
+        fields_done = k + (fraction >= 1.0)
+        eta = f"~{remaining:.0f} s" if np.isfinite(remaining) else "unknown"
+        self.progress.log(f"{fields_done}/{len(self.names)} field(s) done; field "
+                          f"{self.names[k]} {100 * fraction:.0f}% ({100 * done:.0f}% of the "
+                          f"work, elapsed {elapsed:.0f} s, remaining {eta})")
 
 
 def _params(job: Job) -> dict:
@@ -109,7 +148,21 @@ def _params(job: Job) -> dict:
             "classifier": classifier,
             "candidate_threshold": float(job.param("candidate_threshold", 3.0)),
             "nms_distance": float(job.param("nms_distance", 0.5)),
-            "novelty": float(job.param("novelty", 2.5))}
+            "novelty": float(job.param("novelty", 2.5)),
+            "memory_bytes": 1e9 * float_param(job, "memory_gb", DEFAULT_MEMORY_BYTES / 1e9,
+                                              low=0.0, strict=True)}
+
+
+def plan_fields(readers, entries, diameter: float, memory_bytes: float) -> list:
+    """The tile plan of every field (header sizes only); JobError naming the field, the
+    memory it needs and the parameter to change when one cannot fit."""
+    plans = []
+    for r, e in zip(readers, entries):
+        try:
+            plans.append(plan_tiles(r.shape, e.voxel_size, diameter, memory_bytes=memory_bytes))
+        except ValueError as exc:
+            raise JobError(f"image {e.image_id!r}: {exc} (parameter memory_gb)") from None
+    return plans
 
 
 def run(job: Job) -> None:
@@ -131,12 +184,33 @@ def run(job: Job) -> None:
     progress.log(f"{len(entries)} image(s), {n_ex} example(s), channel {p['channel']}, "
                  f"diameter {p['diameter']:g} µm, classifier {p['classifier']}, "
                  f"threshold {p['threshold']:g}")
+    if n_ex < MIN_EXAMPLES:
+        raise JobError(f"examples ({examples_path}): need at least {MIN_EXAMPLES} example "
+                       f"picks, got {n_ex}; pick more particles (about 10-20 work well)")
+    readers = [open_field(e.path, p["channel"]) for e in entries]
+    plans = plan_fields(readers, entries, p["diameter"], p["memory_bytes"])
+    for e, r, plan in zip(entries, readers, plans):
+        z, y, x = r.shape
+        progress.log(f"image {e.image_id}: {z} x {y} x {x} voxels (z, y, x), {r.stored_dtype}, "
+                     f"read by {'memory map' if r.mode == 'mmap' else 'plane'}; "
+                     f"{len(plan)} tile(s), estimated peak {plan.peak_bytes / 1e9:.2f} GB "
+                     f"(memory_gb {p['memory_bytes'] / 1e9:g})")
     seed = 0 if job.seed is None else int(job.seed)
-    result = pick_particles(_LazyChannel(entries, p["channel"], progress), examples, vs0,
-                            diameter=p["diameter"], threshold=p["threshold"],
-                            method=p["classifier"],
-                            candidate_threshold=p["candidate_threshold"],
-                            nms_distance=p["nms_distance"], novelty=p["novelty"], seed=seed)
+    fields = FieldProgress(progress, [e.image_id for e in entries],
+                           [r.size for r in readers])
+    trainings = []
+    for k, (e, r) in enumerate(zip(entries, readers)):
+        trainings.append(field_training(
+            r, examples[k], vs0, diameter=p["diameter"],
+            candidate_threshold=p["candidate_threshold"], memory_bytes=p["memory_bytes"],
+            progress=lambda done, total, k=k: fields.update(k, done / total),
+            name=f"image {e.image_id}"))
+        fields.update(k, 1.0)
+    progress.log(f"classifying {sum(len(t.rows) for t in trainings)} candidate(s) and "
+                 "example(s)")
+    result = classify_fields(trainings, vs0, diameter=p["diameter"], threshold=p["threshold"],
+                             method=p["classifier"], nms_distance=p["nms_distance"],
+                             novelty=p["novelty"], seed=seed)
     per_image = np.bincount(result.image_index, minlength=len(entries))
     for e, n_cand, n_det in zip(entries, result.n_candidates, per_image):
         progress.log(f"image {e.image_id}: {n_cand} candidate(s), {n_det} detection(s)")
@@ -165,6 +239,9 @@ def run(job: Job) -> None:
             "classifier": p["classifier"],
             "threshold": p["threshold"],
             "diameter_um": p["diameter"],
+            "n_tiles": [len(plan) for plan in plans],
+            "estimated_peak_gb": round(max(plan.peak_bytes for plan in plans) / 1e9, 3),
+            "memory_gb": p["memory_bytes"] / 1e9,
             "wall_s": round(progress.elapsed, 3),
         })
     progress.log("done")

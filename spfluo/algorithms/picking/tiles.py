@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from spfluo.algorithms.picking._validation import check_diameter
 from spfluo.algorithms.picking.local import Region, kernel_radius
 from spfluo.algorithms.picking.scales import blob_pool, picking_sigmas
 
@@ -219,6 +220,7 @@ def plan_tiles(shape, voxel_size, diameter: float, *, memory_bytes: float = DEFA
         gives the memory they need.
     """
     z, y, x = (int(s) for s in shape)
+    check_diameter(diameter, (z, y, x), np.asarray(voxel_size, dtype=np.float64))
     halo = picking_halo(voxel_size, diameter, min_distance)
     if core is not None:
         core = int(core)

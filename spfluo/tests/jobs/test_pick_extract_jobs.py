@@ -105,6 +105,8 @@ def test_pick_then_extract_without_pyworkflow(tmp_path, inputs, fields):
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "False"
     assert "image fov1:" in run.stdout and "particle(s) picked" in run.stdout
+    assert "read by memory map" in run.stdout  # never a whole float32 copy
+    assert "2/2 field(s) done" in run.stdout and "remaining ~" in run.stdout
     coords = read_coordinates_csv(out / "coords.csv")
     assert coords.particle_id.tolist() == list(range(1, len(coords) + 1))
     assert np.all((coords.score >= 0) & (coords.score <= 1))
@@ -120,6 +122,7 @@ def test_pick_then_extract_without_pyworkflow(tmp_path, inputs, fields):
     report = json.loads((out / "pick.json").read_text())
     assert report["n_examples"] == 5 and report["examples_kept"] == 5
     assert sum(report["n_detections"]) == len(coords) and len(report["n_candidates"]) == 2
+    assert report["n_tiles"] == [1, 1] and 0 < report["estimated_peak_gb"] <= 2.0
 
     # extraction of every pick, both channels, isotropic voxels
     run = _run("extract", _extract_job(inputs, out / "coords.csv", out), tmp_path)
@@ -174,6 +177,9 @@ def test_bad_jobs_are_rejected(tmp_path, inputs, fields, capsys):
         ({"params": {**data["params"], "channel": 5}}, "channel 5 does not exist"),
         ({"params": {**data["params"], "classifier": "cnn"}}, "classifier must be one of"),
         ({"params": {**data["params"], "diameter_um": 50.0}}, "larger than the image"),
+        ({"params": {**data["params"], "memory_gb": 0.05}},
+         "allowed: allow more memory (parameter memory_gb)"),
+        ({"params": {**data["params"], "memory_gb": 0}}, "'memory_gb' must be a number > 0"),
         ({"inputs": {**data["inputs"], "images": str(inputs / "none.json")}}, "does not exist"),
     ]
     for change, match in cases:
