@@ -30,6 +30,7 @@ from ..io import (
     write_image_list,
 )
 from ..algorithms.extraction import extraction_peak_bytes
+from ..algorithms.picking import DEFAULT_MEMORY_BYTES, plan_tiles
 from ..algorithms.limits import MAX_BOX_SIZE, MAX_CHANNELS
 from ..objects import Coordinate3D, Particle, SetOfCoordinates3D, SetOfParticles
 from .base import ProtFluo, ProtFluoJob, add_count_param, add_seed_param, memory_errors, pointed
@@ -158,6 +159,13 @@ class ProtPickParticles(ProtFluoJob):
                       help="Candidates farther from the examples than this many times the "
                            "typical distance between examples (in feature space) start as "
                            "background for the classifier.")
+        form.addParam("memoryGb", params.FloatParam, default=DEFAULT_MEMORY_BYTES / 1e9,
+                      expertLevel=params.LEVEL_ADVANCED, label="Memory (GB)",
+                      help="Peak memory of the picking of one field, GB (10^9 bytes). Each "
+                           "field is read in lateral tiles that fit (a memory map of the "
+                           "file, never a whole copy); the picks do not depend on the tiles. "
+                           "Validation refuses a value too small for the particle diameter, "
+                           "or larger than the machine's memory.")
         add_seed_param(form)
 
     # --------------------------- STEPS functions ------------------------------
@@ -171,7 +179,7 @@ class ProtPickParticles(ProtFluoJob):
                       "threshold": self.threshold.get(), "box_size_um": self._boxSize(),
                       "classifier": _CLASSIFIER_KEYS[self.classifier.get()],
                       "candidate_threshold": self.candidateThreshold.get(),
-                      "novelty": self.novelty.get()}
+                      "novelty": self.novelty.get(), "memory_gb": self.memoryGb.get()}
         self._writeJob(self._jobStep, inputs=inputs, params=job_params,
                        outputs={"coordinates": self._getExtraPath("coordinates.csv"),
                                 "report": self._getExtraPath("pick_report.json")},
@@ -242,7 +250,29 @@ class ProtPickParticles(ProtFluoJob):
         novelty = self.novelty.get()
         if novelty is None or not novelty > 1:
             errors.append(f"Background novelty ratio must be > 1, got {novelty}.")
+        if not errors:
+            errors.extend(self._memoryErrors(images, d, vs))
         return errors
+
+    def _memoryErrors(self, images, diameter: float, vs) -> list[str]:
+        """The tiles of every field within Memory (GB), and that memory against the machine
+        (header sizes only)."""
+        gb = self.memoryGb.get()
+        if gb is None or not gb > 0:
+            return [f"Memory (GB) must be > 0, got {gb}."]
+        peak, worst = 0, None
+        for img in images.items():
+            shape = tuple(img.getShape()[1:])
+            try:
+                plan = plan_tiles(shape, vs, diameter, memory_bytes=gb * 1e9)
+            except ValueError as exc:
+                return [f"Image {img.getImageId()}: {exc}: raise Memory (GB) (memoryGb)."]
+            if plan.peak_bytes > peak:
+                peak, worst = plan.peak_bytes, (img.getImageId(), shape, len(plan))
+        return memory_errors(
+            peak, what=f"Picking image {worst[0]} ({' x '.join(map(str, worst[1]))} voxels, "
+                       f"z, y, x) in {worst[2]} tile(s)",
+            fix="lower Memory (GB) (memoryGb); the tiles get smaller")
 
     def _summary(self):
         if not hasattr(self, "outputCoordinates"):
