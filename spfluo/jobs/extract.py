@@ -17,19 +17,31 @@ The particle table has the columns ``id, path`` (``id`` is the coordinate's
 (the coordinate, micrometres), ``score`` (when the coordinates have one) and
 ``crosses_border`` (1 when the box crosses the image border and was padded).  The log
 names every particle whose box crosses the border, padded or skipped.
+
+The images are never read whole: each box is read with its resampling halo through a
+memory map of the file (:func:`spfluo.io.fields.open_field`), in batches of
+:data:`~spfluo.algorithms.extraction.EXTRACTION_BATCH` particles written before the next
+batch is read.  The log gives the fields done out of the total and the remaining time.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..algorithms.extraction import box_voxels, extract_particles
-from ..io import read_coordinates_csv, read_image_list, write_particle_table, write_volume
+from ..algorithms.extraction import box_voxels, iter_extractions
+from ..io import (
+    read_coordinates_csv,
+    read_image_list,
+    read_shape,
+    write_particle_table,
+    write_volume,
+)
+from ..io.fields import open_field
 from ..io.atomic import write_json_atomic
 from ..algorithms.limits import MAX_BOX_SIZE
 from ._inputs import choice_param
 from .jobfile import Job, JobError, Progress
-from .pick import check_inside, positions_by_image
+from .pick import FieldProgress, check_inside, positions_by_image
 
 __all__ = ["run"]
 
@@ -77,36 +89,41 @@ def run(job: Job) -> None:
                  f"image(s); box {p['box']:g} µm = {p['size']}^3 voxels of {p['voxel_size']:g} "
                  f"µm; border: {p['border']}; normalisation: {p['normalize'] or 'none'}")
     out_ids, out_paths, out_rows, out_cross = [], [], [], []
-    n_channels = None
-    for k, entry in enumerate(entries):
-        rows = rows_of_image[k]
-        if rows.size == 0:
-            continue
-        image = entry.read()
-        if n_channels is None:
-            n_channels = image.shape[0]
-        elif image.shape[0] != n_channels:
-            raise JobError(f"image {entry.image_id!r} has {image.shape[0]} channel(s), the "
-                           f"others {n_channels}: every image needs the same channels")
-        ext = extract_particles(image, per_image[k], entry.voxel_size, box_size=p["box"],
-                                voxel_size=p["voxel_size"], border=p["border"],
-                                normalize=p["normalize"])
-        for j in np.flatnonzero(ext.crosses_border):
-            row = rows[j]
-            x, y, z = table.positions_zyx_um[row][::-1]
-            action = "padded" if p["border"] == "pad" else "skipped"
-            progress.log(f"particle {int(ids[row])} (image {entry.image_id}, x, y, z = "
-                         f"{x:.3f}, {y:.3f}, {z:.3f} µm) crosses the image border: {action}")
-        for particle, j in zip(ext.particles, ext.indices):
-            row = rows[j]
-            path = folder / f"particle_{int(ids[row]):06d}.ome.tif"
-            write_volume(path, particle, (p["voxel_size"],) * 3)
-            out_ids.append(int(ids[row]))
-            out_paths.append(str(path))
-            out_rows.append(row)
-            out_cross.append(int(ext.crosses_border[j]))
-        progress.step(k + 1, len(entries), image=entry.image_id, particles=len(ext),
-                      crossing=int(ext.crosses_border.sum()))
+    used = [k for k in range(len(entries)) if rows_of_image[k].size]
+    n_channels = read_shape(entries[used[0]].path)[0]
+    for k in used:
+        found = read_shape(entries[k].path)[0]
+        if found != n_channels:
+            raise JobError(f"image {entries[k].image_id!r} has {found} channel(s), "
+                           f"{entries[used[0]].image_id!r} has {n_channels}: every image needs "
+                           "the same channels")
+    fields = FieldProgress(progress, [entries[k].image_id for k in used],
+                           [rows_of_image[k].size for k in used])
+    action = "padded" if p["border"] == "pad" else "skipped"
+    for i, k in enumerate(used):
+        entry, rows = entries[k], rows_of_image[k]
+        channels = [open_field(entry.path, c) for c in range(n_channels)]
+        n_done = n_cross_image = 0
+        for batch, ext in iter_extractions(channels, per_image[k], entry.voxel_size,
+                                           box_size=p["box"], voxel_size=p["voxel_size"],
+                                           border=p["border"], normalize=p["normalize"]):
+            for j in batch[np.flatnonzero(ext.crosses_border)]:
+                x, y, z = table.positions_zyx_um[rows[j]][::-1]
+                progress.log(f"particle {int(ids[rows[j]])} (image {entry.image_id}, x, y, z = "
+                             f"{x:.3f}, {y:.3f}, {z:.3f} µm) crosses the image border: {action}")
+            for particle, j in zip(ext.particles, batch[ext.indices]):
+                row = rows[j]
+                path = folder / f"particle_{int(ids[row]):06d}.ome.tif"
+                write_volume(path, particle, (p["voxel_size"],) * 3)
+                out_ids.append(int(ids[row]))
+                out_paths.append(str(path))
+                out_rows.append(row)
+                out_cross.append(int(ext.crosses_border[j - batch[0]]))
+            n_done += len(ext)
+            n_cross_image += int(ext.crosses_border.sum())
+            fields.update(i, (batch[-1] + 1) / rows.size if batch.size else 1.0)
+        progress.log(f"image {entry.image_id}: {n_done} particle(s), {n_cross_image} crossing "
+                     "the border")
     if not out_ids:
         raise JobError("every particle crosses the image border and was skipped: use "
                        "border 'pad' or a smaller box")

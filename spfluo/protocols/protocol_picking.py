@@ -29,7 +29,7 @@ from ..io import (
     write_coordinates_csv,
     write_image_list,
 )
-from ..algorithms.extraction import extraction_peak_bytes
+from ..algorithms.extraction import EXTRACTION_BATCH, extraction_peak_bytes
 from ..algorithms.picking import DEFAULT_MEMORY_BYTES, plan_tiles
 from ..algorithms.limits import MAX_BOX_SIZE, MAX_CHANNELS
 from ..objects import Coordinate3D, Particle, SetOfCoordinates3D, SetOfParticles
@@ -438,7 +438,10 @@ class ProtExtractParticles(ProtFluoJob):
         for c in coords.items():
             counts[c.getImageId()] = counts.get(c.getImageId(), 0) + 1
         shapes = {img.getImageId(): img.getShape() for img in images.items()}
-        peak, worst = max((extraction_peak_bytes(shapes[i], k, box), i)
+        ratio = self._voxelSize() / np.asarray(images.getVoxelSize(), dtype=np.float64)
+        # the job reads each box from a memory map and writes the particles by batches
+        peak, worst = max((extraction_peak_bytes(shapes[i], min(k, EXTRACTION_BATCH), box,
+                                                 ratio), i)
                           for i, k in counts.items() if i in shapes)
         return memory_errors(
             peak, what=f"Extracting the {counts[worst]} particle(s) of image {worst} in boxes "

@@ -127,6 +127,7 @@ def test_pick_then_extract_without_pyworkflow(tmp_path, inputs, fields):
     # extraction of every pick, both channels, isotropic voxels
     run = _run("extract", _extract_job(inputs, out / "coords.csv", out), tmp_path)
     assert run.returncode == 0, run.stderr
+    assert "2/2 field(s) done" in run.stdout and "remaining ~" in run.stdout
     table = read_particle_table(out / "particles.csv")
     assert table.ids.tolist() == coords.particle_id.tolist()
     assert list(table.extra["image_id"]) == [str(i) for i in coords.image_ids]
