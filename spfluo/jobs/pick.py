@@ -8,7 +8,8 @@ Job file::
      "params":  {"channel": 0, "diameter_um": 0.5, "threshold": 0.5,
                  "box_size_um": 0.75, "classifier": "forest",
                  "candidate_threshold": 3.0, "nms_distance": 0.5, "novelty": 2.5,
-                 "memory_gb": 2.0},
+                 "memory_gb": 2.0,                      # peak memory per field
+                 "scheduler": null},                    # or a Dask address, tcp://node:8786
      "outputs": {"coordinates": "extra/coordinates.csv",  # image_id,x,y,z,score,box_size_um,
                                                           # particle_id
                  "report": "extra/pick_report.json"},
@@ -24,13 +25,13 @@ channel.
 Each field is read through a memory map or plane by plane (:func:`spfluo.io.fields.open_field`)
 in lateral tiles that fit ``memory_gb`` (:func:`spfluo.algorithms.picking.plan_tiles`); the
 tiles are planned for every field before the first is read, and a field that cannot fit is
-refused with the memory it needs.  The log gives the fields done out of the total and the
-remaining time.
+refused with the memory it needs.  The fields run one after the other, or one per task
+on the Dask cluster at ``scheduler`` (:mod:`spfluo.jobs._fields`); the log gives the fields
+done out of the total and the remaining time.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Sequence
 
 import numpy as np
@@ -55,9 +56,10 @@ from ..io.atomic import write_json_atomic
 from ..io.fields import open_field
 from ..algorithms.limits import MAX_CHANNELS
 from ._inputs import choice_param, float_param, int_param
+from ._fields import FieldProgress, run_fields, scheduler_param
 from .jobfile import Job, JobError, Progress
 
-__all__ = ["positions_by_image", "check_inside", "FieldProgress", "run"]
+__all__ = ["positions_by_image", "check_inside", "plan_fields", "run"]
 
 #: Fewest example picks the classifier learns from.
 MIN_EXAMPLES = 3
@@ -99,42 +101,6 @@ def check_inside(table: CoordinateTable, entries: Sequence[ImageEntry], *,
                            "µm); fix the coordinates or their unit (micrometres)")
 
 
-class FieldProgress:
-    """Progress lines of work over several fields: fields done out of the total, the
-    share of the current field done, elapsed and remaining time.
-
-    ``weights`` (one per field, e.g. its voxels) set each field's share of the work;
-    ``update(k, fraction)`` reports field ``k`` (from 0) done to ``fraction``; a line is
-    printed at most every ``every`` seconds, and when a field completes.
-    """
-
-    def __init__(self, progress: Progress, names: Sequence[str], weights, *, every: float = 5.0):
-        self.progress, self.names = progress, list(names)
-        w = np.asarray(weights, dtype=np.float64)
-        self.before = np.concatenate([[0.0], np.cumsum(w)[:-1]]) / w.sum()
-        self.share = w / w.sum()
-        self.every, self.last = float(every), -np.inf
-        self.completed = set()
-        self.start = time.perf_counter()
-
-    def update(self, k: int, fraction: float) -> None:
-        now = time.perf_counter()
-        fraction = min(max(float(fraction), 0.0), 1.0)
-        if (fraction < 1.0 and now - self.last < self.every) or k in self.completed:
-            return
-        if fraction >= 1.0:
-            self.completed.add(k)
-        self.last = now
-        done = self.before[k] + self.share[k] * fraction
-        elapsed = now - self.start
-        remaining = elapsed * (1.0 - done) / done if done > 0 else float("nan")
-        fields_done = k + (fraction >= 1.0)
-        eta = f"~{remaining:.0f} s" if np.isfinite(remaining) else "unknown"
-        self.progress.log(f"{fields_done}/{len(self.names)} field(s) done; field "
-                          f"{self.names[k]} {100 * fraction:.0f}% ({100 * done:.0f}% of the "
-                          f"work, elapsed {elapsed:.0f} s, remaining {eta})")
-
-
 def _params(job: Job) -> dict:
     channel = int_param(job, "channel", 0, minimum=0, maximum=MAX_CHANNELS - 1)
     diameter = float(job.param("diameter_um"))
@@ -150,7 +116,8 @@ def _params(job: Job) -> dict:
             "nms_distance": float(job.param("nms_distance", 0.5)),
             "novelty": float(job.param("novelty", 2.5)),
             "memory_bytes": 1e9 * float_param(job, "memory_gb", DEFAULT_MEMORY_BYTES / 1e9,
-                                              low=0.0, strict=True)}
+                                              low=0.0, strict=True),
+            "scheduler": scheduler_param(job)}
 
 
 def plan_fields(readers, entries, diameter: float, memory_bytes: float) -> list:
@@ -198,14 +165,10 @@ def run(job: Job) -> None:
     seed = 0 if job.seed is None else int(job.seed)
     fields = FieldProgress(progress, [e.image_id for e in entries],
                            [r.size for r in readers])
-    trainings = []
-    for k, (e, r) in enumerate(zip(entries, readers)):
-        trainings.append(field_training(
-            r, examples[k], vs0, diameter=p["diameter"],
-            candidate_threshold=p["candidate_threshold"], memory_bytes=p["memory_bytes"],
-            progress=lambda done, total, k=k: fields.update(k, done / total),
-            name=f"image {e.image_id}"))
-        fields.update(k, 1.0)
+    tasks = [dict(field=r, examples=examples[k], voxel_size=vs0, diameter=p["diameter"],
+                  candidate_threshold=p["candidate_threshold"], memory_bytes=p["memory_bytes"],
+                  name=f"image {e.image_id}") for k, (e, r) in enumerate(zip(entries, readers))]
+    trainings = run_fields(field_training, tasks, fields, scheduler=p["scheduler"])
     progress.log(f"classifying {sum(len(t.rows) for t in trainings)} candidate(s) and "
                  "example(s)")
     result = classify_fields(trainings, vs0, diameter=p["diameter"], threshold=p["threshold"],

@@ -214,3 +214,30 @@ def test_bad_jobs_are_rejected(tmp_path, inputs, fields, capsys):
                                                   "coordinates": str(inputs / "unknown.csv")}}))
     assert main(["extract", str(ext)]) == EXIT_JOB_ERROR
     assert "not in the image list" in capsys.readouterr().err
+
+
+def test_fields_on_a_dask_cluster_give_the_same_particles(tmp_path, inputs, fields, capsys):
+    from dask.distributed import LocalCluster
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    assert main(["pick", str(_pick_job(inputs, here, fields))]) == 0
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                      dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert main(["pick", str(_pick_job(inputs, there, fields, scheduler=address))]) == 0
+        log = capsys.readouterr().out
+        assert f"2 field(s) sent to the Dask scheduler {address}" in log
+        assert "2/2 field(s) done" in log
+        a, b = (read_coordinates_csv(d / "coords.csv") for d in (here, there))
+        np.testing.assert_array_equal(a.positions_zyx_um, b.positions_zyx_um)
+        np.testing.assert_array_equal(a.score, b.score)
+        assert main(["extract", str(_extract_job(inputs, here / "coords.csv", here))]) == 0
+        assert main(["extract", str(_extract_job(inputs, here / "coords.csv", there,
+                                                 scheduler=address))]) == 0
+    p, q = (read_particle_table(d / "particles.csv") for d in (here, there))
+    assert p.ids.tolist() == q.ids.tolist()
+    for x, y in zip(p.paths, q.paths):
+        np.testing.assert_array_equal(read_volume(x).data, read_volume(y).data)
+    job = _pick_job(inputs, there, fields, scheduler="node; rm -rf /")
+    assert main(["pick", str(job)]) == EXIT_JOB_ERROR
+    assert "scheduler must be the address of a Dask scheduler" in capsys.readouterr().err
