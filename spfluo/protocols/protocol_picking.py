@@ -32,6 +32,7 @@ from ..io import (
 from ..algorithms.extraction import EXTRACTION_BATCH, extraction_peak_bytes
 from ..algorithms.picking import DEFAULT_MEMORY_BYTES, plan_tiles
 from ..algorithms.limits import MAX_BOX_SIZE, MAX_CHANNELS
+from ..constants import DASK_ADDRESS
 from ..objects import Coordinate3D, Particle, SetOfCoordinates3D, SetOfParticles
 from .base import ProtFluo, ProtFluoJob, add_count_param, add_seed_param, memory_errors, pointed
 from .convert import image_from_file
@@ -83,6 +84,27 @@ def _check_coordinates_in_images(coords, images, errors: list, *, what: str) -> 
                           f"{tuple(np.round(pos[::-1], 4))} µm is outside image {key} (size "
                           f"{tuple(np.round(extents[key][::-1], 4))} µm); fix the coordinates.")
             return
+
+
+def _add_scheduler_param(form) -> None:
+    form.addParam("scheduler", params.StringParam, default="",
+                  expertLevel=params.LEVEL_ADVANCED, label="Dask scheduler",
+                  help="Address of a running Dask scheduler (e.g. tcp://node:8786, the one "
+                       "'spfluo batch --scheduler' uses): each field of view is one task of "
+                       "that cluster, whose workers must see the same files. Empty: the "
+                       "fields run one after the other in the run's own process.")
+
+
+def _scheduler(prot) -> str | None:
+    return (prot.scheduler.get() or "").strip() or None
+
+
+def _scheduler_errors(prot) -> list[str]:
+    value = _scheduler(prot)
+    if value is None or re.fullmatch(DASK_ADDRESS, value):
+        return []
+    return [f"Dask scheduler {value!r} is not the address of a Dask scheduler such as "
+            "tcp://node:8786: correct it, or leave it empty to run here."]
 
 
 def _parse_ids(text: str | None) -> list[int]:
@@ -166,6 +188,7 @@ class ProtPickParticles(ProtFluoJob):
                            "file, never a whole copy); the picks do not depend on the tiles. "
                            "Validation refuses a value too small for the particle diameter, "
                            "or larger than the machine's memory.")
+        _add_scheduler_param(form)
         add_seed_param(form)
 
     # --------------------------- STEPS functions ------------------------------
@@ -179,7 +202,8 @@ class ProtPickParticles(ProtFluoJob):
                       "threshold": self.threshold.get(), "box_size_um": self._boxSize(),
                       "classifier": _CLASSIFIER_KEYS[self.classifier.get()],
                       "candidate_threshold": self.candidateThreshold.get(),
-                      "novelty": self.novelty.get(), "memory_gb": self.memoryGb.get()}
+                      "novelty": self.novelty.get(), "memory_gb": self.memoryGb.get(),
+                      "scheduler": _scheduler(self)}
         self._writeJob(self._jobStep, inputs=inputs, params=job_params,
                        outputs={"coordinates": self._getExtraPath("coordinates.csv"),
                                 "report": self._getExtraPath("pick_report.json")},
@@ -250,6 +274,7 @@ class ProtPickParticles(ProtFluoJob):
         novelty = self.novelty.get()
         if novelty is None or not novelty > 1:
             errors.append(f"Background novelty ratio must be > 1, got {novelty}.")
+        errors.extend(_scheduler_errors(self))
         if not errors:
             errors.extend(self._memoryErrors(images, d, vs))
         return errors
@@ -352,6 +377,7 @@ class ProtExtractParticles(ProtFluoJob):
                       label="Intensity normalisation",
                       help="None; zero mean and unit variance over each box; or over the "
                            "background around each particle (outside the inscribed sphere).")
+        _add_scheduler_param(form)
 
     # --------------------------- STEPS functions ------------------------------
     def convertInputStep(self, key):
@@ -361,7 +387,8 @@ class ProtExtractParticles(ProtFluoJob):
         write_coordinates_csv(inputs["coordinates"], _coordinate_table(coords, with_ids=True))
         job_params = {"box_size_um": self._boxSize(), "voxel_size_um": self._voxelSize(),
                       "border": _BORDER_KEYS[self.border.get()],
-                      "normalize": _NORMALIZE_KEYS[self.normalize.get()]}
+                      "normalize": _NORMALIZE_KEYS[self.normalize.get()],
+                      "scheduler": _scheduler(self)}
         self.extractionChoices.set(self._choices())
         self._store(self.extractionChoices)
         self.info(f"particles: {self.extractionChoices.get()}")
@@ -402,7 +429,7 @@ class ProtExtractParticles(ProtFluoJob):
         images = coords.getImages()
         if images is None or images.getSize() == 0:
             return ["The coordinates are not linked to images: import them for an image set."]
-        errors = []
+        errors = _scheduler_errors(self)
         _check_coordinates_in_images(coords, images, errors, what="Coordinates")
         box = self.boxSize.get()
         if box is None or box < 0:

@@ -54,10 +54,15 @@ def test_a_job_refuses_a_field_as_psf_before_reading_it(tmp_path, capsys):
     assert "much larger than any particle box" in capsys.readouterr().err
 
 
-def test_picking_memory_is_checked_before_launch(project, launch, data_dir, monkeypatch):
+def test_picking_memory_and_cluster_are_checked_before_launch(project, launch, data_dir, monkeypatch):
     from spfluo.protocols.base import MEMORY_VAR
     from spfluo.io import CoordinateTable, write_coordinates_csv
-    from spfluo.protocols import ProtImportCoordinates, ProtImportFluoImages, ProtPickParticles
+    from spfluo.protocols import (
+        ProtExtractParticles,
+        ProtImportCoordinates,
+        ProtImportFluoImages,
+        ProtPickParticles,
+    )
 
     rng = np.random.default_rng(0)
     write_volume(data_dir / "fov_0.ome.tif", rng.random((12, 64, 64), np.float32), VS)
@@ -76,6 +81,10 @@ def test_picking_memory_is_checked_before_launch(project, launch, data_dir, monk
                     memoryGb=0.05, **form)
     assert_rejected(project, ProtPickParticles, r"Memory \(GB\) must be > 0",
                     memoryGb=0.0, **form)
+    assert_rejected(project, ProtPickParticles, r"Dask scheduler 'node; ls' is not the "
+                    r"address of a Dask scheduler", scheduler="node; ls", **form)
+    assert_rejected(project, ProtExtractParticles, r"Dask scheduler 'tcp:/x' is not",
+                    inputCoordinates=(examples, "outputCoordinates"), scheduler="tcp:/x")
     # the estimate against the machine's memory
     monkeypatch.setenv(MEMORY_VAR, "0.1")
     assert_rejected(project, ProtPickParticles,
