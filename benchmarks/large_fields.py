@@ -15,8 +15,9 @@ Then the jobs run as the protocols run them, each in its own process (``python -
 spfluo.jobs``): ``pick`` from 10 examples (the true centres nearest a corner of the
 field, jittered by up to a voxel laterally and half a voxel along z) with the default
 memory budget (``--memory-gb``), and ``extract`` of every pick (both channels, boxes of
-1.5 diameters at 0.1 µm).  Recorded per job: wall time (s), peak resident memory (MB,
-the VmHWM of its process), the tiles and the estimated peak (GB); for the picks, precision,
+1.5 diameters at 0.1 µm).  Recorded per job: wall time and CPU time (user + system, s:
+the measure that a loaded machine changes least), peak resident memory (MB, the VmHWM
+of its process), the tiles and the estimated peak (GB); for the picks, precision,
 recall and F1 against the true centres (one-to-one within half a diameter, µm).
 
 Whole field against tiles, on a crop small enough for both (``crop_*``): the picking of
@@ -35,6 +36,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -129,15 +131,21 @@ _JOB = ("import sys\nfrom spfluo.jobs.__main__ import main\nrc = main(sys.argv[1
         "print('job peak RSS', hwm[0].split()[1], 'kB')\nsys.exit(rc)")
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_job(step: str, job, cwd) -> dict:
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu_s()
     out = subprocess.run([sys.executable, "-c", _JOB, step, str(job)], cwd=cwd,
                          capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _children_cpu_s() - cpu
     if out.returncode != 0:
         raise RuntimeError(f"job {step} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     peak = re.search(r"job peak RSS (\d+) kB", out.stdout)
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(int(peak.group(1)) / 1e3),
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "peak_rss_mb": round(int(peak.group(1)) / 1e3),
             "log_tail": out.stdout.strip().splitlines()[-7:-1]}
 
 
