@@ -40,11 +40,12 @@ DEFAULT_MEMORY_BYTES = 2_000_000_000
 #: field: the median and MAD of the image and of its blob response.
 MAX_NOISE_SAMPLES = 1 << 22
 
-# Memory model of a run (bytes), measured on fields of 20 x 96 x 96 to 100 x 743 x 743
-# voxels (benchmarks/large_fields.py): the interpreter with numpy, scipy and
-# scikit-learn; per lateral pixel, the projection and its blob maps; per voxel of a
-# tile, its float32 arrays (the smoothed tile and the blob filters); per noise sample,
-# the two lattices and the copies of their medians; the gathers of the local filters.
+# Memory model of a run (bytes): the interpreter with numpy, scipy and scikit-learn; per
+# lateral pixel, the projection and its blob maps; per voxel of a tile, its float32
+# arrays (the smoothed tile and the blob filters); per noise sample, the two lattices and
+# the copies of their medians; the gathers of the local filters.  It bounds the peak
+# from above: benchmarks/large_fields.py, 100 x 2048 x 2048 voxels in 9 tiles,
+# estimate 1.77 GB, the pick job's resident peak (VmHWM) 1.08 GB.
 _BASE_BYTES = 250_000_000
 _BYTES_PER_PIXEL = 48
 _BYTES_PER_TILE_VOXEL = 20
