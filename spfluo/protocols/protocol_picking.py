@@ -4,11 +4,15 @@
   :func:`spfluo.algorithms.picking.pick_particles`): blob candidates on the maximum
   projection along z and in the planes, about 90 features each, a classifier trained from
   the user's examples (Fortun et al. 2018 sec. II-B), non-maximum suppression.  Detection runs in
-  one channel; the coordinates apply to every channel.  Output: coordinates with a score.
+  one channel; the coordinates apply to every channel.  Each field is read through a memory
+  map in lateral tiles that fit ``Memory (GB)`` (validation estimates the peak from the
+  image sizes); the picks do not depend on the tiles.  Output: coordinates with a score.
 - ``ProtExtractParticles`` runs the job ``extract`` (:mod:`spfluo.jobs.extract`,
   :func:`spfluo.algorithms.extraction.extract_particles`): a cubic box of a given size
   around each coordinate, every channel, resampled to isotropic voxels (cubic
-  interpolation).  Output: particles that record their coordinate and source image.
+  interpolation), each box read with its interpolation halo from a memory map of the field.
+  Output: particles that record their coordinate and source image.
+- Both run field after field, or one field per task on a Dask cluster (``Dask scheduler``).
 - ``ProtSelectParticles`` keeps the coordinates or particles whose score passes a
   threshold and that are not in an exclusion list of ids.
 """
