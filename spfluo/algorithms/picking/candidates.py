@@ -683,15 +683,9 @@ def find_candidates(field, plan, vs, diameter: float, *, threshold: float = 3.0,
     mip_scale = scale[ys, xs]
     del mip, resp, scale
     # 2. blobs of the planes: particles next to each other on the projection but at
-    # different depths, so within a diameter of a blob of the projection (the blob map
-    # of the first pass is in intensity units)
+    # different depths, and particles the projection misses (a brighter neighbour above
+    # or below); the blob map of the first pass is in intensity units
     planes = maxima[values > _robust_level(blob_samples, threshold)]
-    if len(planes) and len(mip_yx):
-        near = cKDTree(mip_yx * vs[1:]).query(planes[:, 1:] * vs[1:], k=1,
-                                              distance_upper_bound=diameter * (1 + 1e-9))[0]
-        planes = planes[np.isfinite(near)]
-    else:
-        planes = planes[:0]
     planes = planes[np.lexsort(planes.T[::-1])]
     pos, response, scales, _ = _second_pass(field, plan, vs, diameter, noise, mip_yx,
                                             mip_scale, planes, counter)
