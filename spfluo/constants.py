@@ -10,7 +10,7 @@ __all__ = [
     "JOB_FILE", "JOB_MODULE", "EXIT_JOB_ERROR", "EXIT_JOB_CRASH", "WORKER_LOCK",
     "JOB_ERROR_FILE",
     "VOLUME_EXT", "POSES_EXT",
-    "DEVICE_CPU", "DEVICE_GPU",
+    "DEVICE_CPU", "DEVICE_GPU", "DASK_ADDRESS",
 ]
 
 #: Environment variable that moves the spfluo home folder (projects, engine config).
@@ -43,3 +43,7 @@ POSES_EXT = ".csv"
 
 DEVICE_CPU = "cpu"
 DEVICE_GPU = "gpu"
+
+#: The address of a Dask scheduler (``spfluo batch --scheduler``, the ``scheduler`` of the
+#: picking and extraction jobs), a regular expression.
+DASK_ADDRESS = r"(tcp|tls|ucx)://[A-Za-z0-9.\-]+:[0-9]{1,5}"

@@ -15,6 +15,13 @@ Voxel ``k`` of the box (along one axis) samples the image at
 Borders: a box that reaches more than half an image voxel beyond the first or last voxel
 centre along some axis crosses the border; with ``border="pad"`` its outside voxels take
 the median of its inside voxels (per channel), with ``border="skip"`` it is left out.
+
+Streaming: the image is never needed whole.  Each box is read with its resampling halo
+(the spline support and :data:`SPLINE_HALO` voxels over which the spline prefilter's
+recursion decays to below float32 rounding) from any array-like that reads by slices,
+such as a memory map of the file (:mod:`spfluo.io.fields`); the values are those of the
+spline of the whole image, mirrored :data:`_SPLINE_PAD` voxels beyond its border.
+:func:`iter_extractions` runs the positions in batches of :data:`EXTRACTION_BATCH`.
 """
 
 from __future__ import annotations
@@ -26,14 +33,20 @@ import scipy.ndimage as ndi
 
 from spfluo.algorithms.geometry import as_voxel_size
 
-__all__ = ["Extraction", "box_voxels", "extract_particles", "normalize_particles",
-           "extraction_peak_bytes"]
+__all__ = ["Extraction", "box_voxels", "extract_particles", "iter_extractions",
+           "normalize_particles", "extraction_peak_bytes", "EXTRACTION_BATCH", "SPLINE_HALO"]
 
 _BORDERS = ("pad", "skip")
 _NORMALIZATIONS = (None, "zscore", "background")
-# interpolated points per chunk (the coordinate arrays take 24 bytes a point)
-_CHUNK_POINTS = 1 << 21
+# the image is mirrored this many voxels beyond its border before the spline prefilter
 _SPLINE_PAD = 12
+#: Voxels of image read beyond a box's spline support: the prefilter's recursion (pole
+#: 2 - sqrt(3), 0.27 per voxel) decays over them to 1e-9, below float32 rounding.
+SPLINE_HALO = 16
+# index arrays and the spline's line buffers of one box, bytes (measured: < 50 kB)
+_SMALL_BUFFERS = 100_000
+#: Particles extracted per batch by :func:`iter_extractions` (the job's memory bound).
+EXTRACTION_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -98,20 +111,86 @@ def _positive(value, name: str) -> float:
     return v
 
 
-def _check_image(image) -> np.ndarray:
-    a = np.asarray(image)
-    if a.ndim == 3:
-        a = a[None]
-    if a.ndim != 4:
-        raise ValueError(f"image must have shape (Z, Y, X) or (C, Z, Y, X), got shape {a.shape}")
-    if a.size == 0:
-        raise ValueError(f"image is empty (shape {a.shape}); give a non-empty volume")
-    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise ValueError(f"image must be a real array, got dtype {a.dtype}")
-    a = a.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(a)):
-        raise ValueError("image contains NaN or infinite voxels; fix or mask them first")
-    return a
+def _channels(image) -> list:
+    """The channels of an image as a list of array-likes ``(Z, Y, X)`` of one shape: an
+    array ``(Z, Y, X)`` or ``(C, Z, Y, X)`` (an ndarray or a memory map), or a sequence of
+    per-channel array-likes (e.g. :class:`spfluo.io.fields.FieldReader`).  No voxel is
+    read."""
+    if isinstance(image, (list, tuple)):
+        channels = list(image)
+    else:
+        a = image if hasattr(image, "shape") and hasattr(image, "dtype") else np.asarray(image)
+        if a.ndim == 3:
+            channels = [a]
+        elif a.ndim == 4:
+            channels = [a[c] for c in range(a.shape[0])]
+        else:
+            raise ValueError(f"image must have shape (Z, Y, X) or (C, Z, Y, X), got shape "
+                             f"{tuple(a.shape)}")
+    if not channels:
+        raise ValueError("image has no channel; give at least one (Z, Y, X) volume")
+    shapes = {tuple(int(n) for n in getattr(c, "shape", ())) for c in channels}
+    shape = shapes.pop()
+    if shapes or len(shape) != 3:
+        raise ValueError("image channels must be (Z, Y, X) volumes of one shape, got shapes "
+                         f"{sorted({tuple(c.shape) for c in channels})}")
+    if min(shape) == 0:
+        raise ValueError(f"image is empty (shape {shape}); give a non-empty volume")
+    for c in channels:
+        if np.dtype(c.dtype).kind not in "biuf":
+            raise ValueError(f"image must be a real array, got dtype {c.dtype}")
+    return channels
+
+
+def _symmetric(index: np.ndarray, n: int) -> np.ndarray:
+    """Image indices of the voxels ``index`` of the image mirrored beyond its border
+    (``numpy.pad`` "symmetric", the edge voxel repeated)."""
+    m = np.mod(index, 2 * n)
+    return np.where(m >= n, 2 * n - 1 - m, m)
+
+
+def _spline_region(channel, lo: np.ndarray, hi: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """Cubic B-spline coefficients of the voxels ``lo`` to ``hi`` (exclusive, indices of the
+    image padded by ``_SPLINE_PAD``) of one channel, float32."""
+    index = [_symmetric(np.arange(lo[a], hi[a]) - _SPLINE_PAD, int(shape[a])) for a in range(3)]
+    first = [int(i.min()) for i in index]
+    block = np.asarray(channel[first[0]:int(index[0].max()) + 1,
+                               first[1]:int(index[1].max()) + 1,
+                               first[2]:int(index[2].max()) + 1], dtype=np.float32)
+    region = block[np.ix_(*[i - f for i, f in zip(index, first)])]
+    if not np.isfinite(region).all():
+        raise ValueError("image contains NaN or infinite voxels (near voxel (z, y, x) = "
+                         f"{tuple(int(v) for v in (lo + hi) // 2 - _SPLINE_PAD)}); fix or mask "
+                         "them first")
+    return ndi.spline_filter(region, order=3, output=np.float32, mode="mirror")
+
+
+def _extract_box(channels, position, offsets, shape, border: str) -> np.ndarray:
+    """One box ``(C, D, D, D)`` around ``position`` (voxels), read with its halo."""
+    d = offsets.shape[1]
+    axes = position[:, None] + offsets  # (3, D) image voxels sampled along each axis
+    inside_axes = [(axes[a] >= -0.5) & (axes[a] <= shape[a] - 0.5) for a in range(3)]
+    # the spline support of the samples inside the image, widened by the halo
+    span = [axes[a][inside_axes[a]] for a in range(3)]
+    lo = np.array([np.floor(s.min()) for s in span], dtype=np.int64) + _SPLINE_PAD - 1
+    hi = np.array([np.floor(s.max()) for s in span], dtype=np.int64) + _SPLINE_PAD + 3
+    lo = np.maximum(lo - SPLINE_HALO, 0)
+    hi = np.minimum(hi + SPLINE_HALO, shape + 2 * _SPLINE_PAD)
+    coords = np.empty((3, d, d, d), dtype=np.float64)
+    coords[0] = (axes[0] + _SPLINE_PAD - lo[0])[:, None, None]
+    coords[1] = (axes[1] + _SPLINE_PAD - lo[1])[None, :, None]
+    coords[2] = (axes[2] + _SPLINE_PAD - lo[2])[None, None, :]
+    inside = (inside_axes[0][:, None, None] & inside_axes[1][None, :, None]
+              & inside_axes[2][None, None, :])
+    out = np.empty((len(channels), d, d, d), dtype=np.float32)
+    for c, channel in enumerate(channels):
+        coeffs = _spline_region(channel, lo, hi, shape)
+        vals = ndi.map_coordinates(coeffs, coords, order=3, mode="mirror", prefilter=False,
+                                   output=np.float32)
+        if border == "pad" and not inside.all():
+            vals[~inside] = np.median(vals[inside])
+        out[c] = vals
+    return out
 
 
 def normalize_particles(particles, *, method: str | None = "zscore") -> np.ndarray:
@@ -190,7 +269,7 @@ def extract_particles(image, positions, image_voxel_size, *, box_size: float,
     prefiltered once per channel, mirror boundary); samples beyond the last voxel centre
     and within half a voxel use the spline's mirror extension.
     """
-    img = _check_image(image)
+    channels = _channels(image)
     vs = as_voxel_size(image_voxel_size)
     p = np.asarray(positions, dtype=np.float64)
     if p.ndim == 1 and p.size == 0:
@@ -206,8 +285,7 @@ def extract_particles(image, positions, image_voxel_size, *, box_size: float,
         raise ValueError(f"border must be 'pad' or 'skip', got {border!r}")
     if normalize not in _NORMALIZATIONS:
         raise ValueError(f"normalize must be None, 'zscore' or 'background', got {normalize!r}")
-    n_channels = img.shape[0]
-    shape = np.asarray(img.shape[1:])
+    shape = np.asarray(channels[0].shape, dtype=np.int64)
     if p.size:
         outside_image = ((p < -0.5) | (p > shape - 0.5)).any(axis=1)
         if outside_image.any():
@@ -223,52 +301,49 @@ def extract_particles(image, positions, image_voxel_size, *, box_size: float,
     crosses = ((lo < -0.5) | (hi > shape - 0.5)).any(axis=1)
     keep = np.flatnonzero(~crosses) if border == "skip" else np.arange(p.shape[0])
 
-    out = np.empty((keep.size, n_channels, d, d, d), dtype=np.float32)
-    if keep.size:
-        coeffs = [_prefilter(img[c]) for c in range(n_channels)]
-        per_chunk = max(1, _CHUNK_POINTS // d**3)
-        for start in range(0, keep.size, per_chunk):
-            rows = keep[start:start + per_chunk]
-            axes = p[rows][:, :, None] + offsets[None]  # (n, 3, D)
-            coords = np.empty((3, rows.size, d, d, d), dtype=np.float64)
-            coords[0] = axes[:, 0, :, None, None]
-            coords[1] = axes[:, 1, None, :, None]
-            coords[2] = axes[:, 2, None, None, :]
-            inside = np.ones((rows.size, d, d, d), dtype=bool)
-            for a in range(3):
-                inside &= (coords[a] >= -0.5) & (coords[a] <= shape[a] - 0.5)
-            coords += _SPLINE_PAD
-            for c in range(n_channels):
-                vals = ndi.map_coordinates(coeffs[c], coords, order=3, mode="mirror",
-                                           prefilter=False, output=np.float32)
-                if border == "pad" and not inside.all():
-                    for j in np.flatnonzero(~inside.reshape(rows.size, -1).all(axis=1)):
-                        fill = np.median(vals[j][inside[j]]) if inside[j].any() else 0.0
-                        vals[j][~inside[j]] = fill
-                out[start:start + rows.size, c] = vals
+    out = np.empty((keep.size, len(channels), d, d, d), dtype=np.float32)
+    for j, row in enumerate(keep):
+        out[j] = _extract_box(channels, p[row], offsets, shape, border)
     if normalize is not None and keep.size:
         out = normalize_particles(out, method=normalize)
     return Extraction(particles=out, indices=keep.astype(np.int64), crosses_border=crosses,
                       voxel_size=v)
 
 
-def extraction_peak_bytes(image_shape, n_particles: int, box: int) -> int:
+def iter_extractions(image, positions, image_voxel_size, *, batch: int = EXTRACTION_BATCH,
+                     **options):
+    """:func:`extract_particles` in batches of ``batch`` positions: yields ``(rows,
+    Extraction)`` where ``rows`` are the rows of ``positions`` in the batch (the
+    extraction's ``indices`` index ``rows``).  ``options`` are those of
+    :func:`extract_particles`; the peak memory is one batch's particles."""
+    p = np.asarray(positions, dtype=np.float64)
+    if p.ndim == 1 and p.size == 0:
+        p = p.reshape(0, 3)
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be a positive number of particles, got {batch!r}")
+    for start in range(0, max(len(p), 1), int(batch)):
+        rows = np.arange(start, min(start + int(batch), len(p)))
+        yield rows, extract_particles(image, p[rows], image_voxel_size, **options)
+
+
+def extraction_peak_bytes(image_shape, n_particles: int, box: int, voxel_ratio=1.0) -> int:
     """Peak memory, in bytes, of :func:`extract_particles` of ``n_particles`` boxes of
-    ``box^3`` voxels from an image of shape ``(C, Z, Y, X)``.
+    ``box^3`` voxels from an image of shape ``(C, Z, Y, X)`` (the job streams them: at
+    most :data:`EXTRACTION_BATCH` at a time).
 
-    The image and its spline coefficients (float32, with their margin), the particles
-    (float32), and one chunk of interpolation coordinates (float64, 3 per point) with its
-    mask and values.
+    ``voxel_ratio`` is the particles' voxel size over the image's, per axis ``(z, y, x)``
+    (or one number).  Counted: the particles (float32), and for one box its region of
+    the image with the halo (the block read, its mirrored copy and its spline
+    coefficients, float32), the interpolation coordinates (float64, 3 per voxel), the
+    values, the box's channels, the border masks and the inside values (their median),
+    and 100 kB of small buffers (index arrays, spline lines).  The image itself is read
+    region by region.
     """
-    c, z, y, x = (int(v) for v in image_shape)
-    d3 = int(box) ** 3
-    image = 4 * c * z * y * x
-    coefficients = 4 * c * (z + 2 * _SPLINE_PAD) * (y + 2 * _SPLINE_PAD) * (x + 2 * _SPLINE_PAD)
-    points = min(max(1, int(n_particles)), max(1, _CHUNK_POINTS // d3)) * d3
-    return image + coefficients + 4 * int(n_particles) * c * d3 + points * (3 * 8 + 1 + 4)
-
-
-def _prefilter(channel: np.ndarray) -> np.ndarray:
-    """Cubic B-spline coefficients of a channel, with a mirrored margin of _SPLINE_PAD voxels."""
-    padded = np.pad(channel, _SPLINE_PAD, mode="symmetric")
-    return ndi.spline_filter(padded, order=3, output=np.float32, mode="mirror")
+    c = int(image_shape[0])
+    d = int(box)
+    ratio = np.broadcast_to(np.asarray(voxel_ratio, dtype=np.float64), (3,))
+    side = [min(int(np.ceil((d - 1) * r)) + 4 + 2 * SPLINE_HALO, int(n) + 2 * _SPLINE_PAD)
+            for r, n in zip(ratio, image_shape[1:])]
+    region = int(np.prod(side))
+    return int(4 * (int(n_particles) + 1) * c * d**3 + 3 * 4 * region
+               + d**3 * (3 * 8 + 4 + 2 + 4) + _SMALL_BUFFERS)

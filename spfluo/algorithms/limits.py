@@ -26,7 +26,7 @@ __all__ = [
     "MAX_SEARCH_ROTATIONS", "MAX_SIMULATED_VOXELS", "MAX_GPU_ID", "MAX_WORKERS", "MAX_DPI",
     "global_search_rotations", "local_search_rotations", "search_stage_rotations",
     "search_size_error", "orientations_error", "simulated_voxels_error",
-    "gigabytes", "memory_error", "particles_bytes",
+    "gigabytes", "memory_error", "particles_bytes", "MAX_PSF_VOXELS", "psf_size_error",
 ]
 
 #: Random seed (NumPy accepts any non-negative integer; 32 bits are plenty).
@@ -170,3 +170,21 @@ def memory_error(estimate_bytes: float, available_bytes: float | None, *, what: 
         return None
     return (f"{what} needs about {gigabytes(estimate_bytes)} of memory at its peak, more than "
             f"the {gigabytes(available_bytes)} of this machine: {fix}.")
+
+
+#: Voxels per channel of a PSF file: the largest particle box (``MAX_BOX_SIZE^3``).  A PSF
+#: is cropped to the particles' box; a larger file is a field of view given by mistake.
+MAX_PSF_VOXELS = MAX_BOX_SIZE**3
+
+
+def psf_size_error(shape_zyx, *, what: str) -> str | None:
+    """Why a PSF of ``shape_zyx`` voxels (one channel, read from the file's header) is
+    refused, or None.  ``what`` names the file in the message."""
+    z, y, x = (int(s) for s in shape_zyx)
+    n = z * y * x
+    if n <= MAX_PSF_VOXELS:
+        return None
+    return (f"{what} holds {z} x {y} x {x} voxels (z, y, x; {gigabytes(n * _FLOAT32)} as "
+            f"float32), much larger than any particle box (at most {MAX_BOX_SIZE}^3 voxels): "
+            "it looks like a field of view, not a PSF. Crop the bead (a few times the "
+            "particle's size) or import the field with 'import images'.")

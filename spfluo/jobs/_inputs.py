@@ -16,12 +16,14 @@ import numpy as np
 
 from ..algorithms.backend import Backend, get_backend
 from ..algorithms.geometry import um_to_voxels, voxels_to_um
+from ..algorithms.limits import psf_size_error
 from ..algorithms.psf_preparation import prepare_psf
 from ..io import (
     ParticleTable,
     particle_stack_info,
     read_particle_stack,
     read_particle_table,
+    read_shape,
     read_volume,
     read_voxel_size,
     write_volume,
@@ -292,9 +294,16 @@ def read_psf_input(job: Job, voxel_size, *, n_channels: int, box: int, log,
     Returns the PSF ``(C', d, d, d)`` with ``C'`` 1 or ``n_channels``, or None for an
     absent input that is not ``required``.
     """
-    volume = _read_volume(job, "psf", what="PSF", required=required)
-    if volume is None:
+    path = job.existing_input("psf", required=required)
+    if path is None:
         return None
+    try:  # header only: a field given as a PSF is refused before its pixels are read
+        error = psf_size_error(read_shape(path)[1:], what=f"the PSF {path}")
+    except ValueError as exc:
+        fail(job, f"cannot read the PSF {path}: {exc}")
+    if error:
+        fail(job, error)
+    volume = _read_volume(job, "psf", what="PSF", required=required)
     psf = volume.data
     if psf.shape[0] not in (1, n_channels):
         fail(job, f"the PSF has {psf.shape[0]} channels and the particles {n_channels}: give one "

@@ -7,7 +7,8 @@ Job file::
                  "coordinates": "extra/coordinates.csv"},  # image_id,x,y,z (µm)[,particle_id]
      "params":  {"box_size_um": 1.6, "voxel_size_um": 0.1,
                  "border": "pad",                          # or "skip"
-                 "normalize": "none"},                     # or "zscore", "background"
+                 "normalize": "none",                      # or "zscore", "background"
+                 "scheduler": null},                       # or a Dask address
      "outputs": {"particles": "extra/particles.csv",       # particle table
                  "particles_dir": "extra/particles",       # one OME-TIFF per particle
                  "report": "extra/extract_report.json"}}
@@ -17,21 +18,38 @@ The particle table has the columns ``id, path`` (``id`` is the coordinate's
 (the coordinate, micrometres), ``score`` (when the coordinates have one) and
 ``crosses_border`` (1 when the box crosses the image border and was padded).  The log
 names every particle whose box crosses the border, padded or skipped.
+
+The images are never read whole: each box is read with its resampling halo through a
+memory map of the file (:func:`spfluo.io.fields.open_field`), in batches of
+:data:`~spfluo.algorithms.extraction.EXTRACTION_BATCH` particles written before the next
+batch is read; the fields one after the other, or one per task on the Dask cluster at
+``scheduler`` (:mod:`spfluo.jobs._fields`).  The log gives the fields done out of the total
+and the remaining time.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from ..algorithms.extraction import box_voxels, extract_particles
-from ..io import read_coordinates_csv, read_image_list, write_particle_table, write_volume
+from ..algorithms.extraction import box_voxels, iter_extractions
+from ..io import (
+    read_coordinates_csv,
+    read_image_list,
+    read_shape,
+    write_particle_table,
+    write_volume,
+)
+from ..io.fields import open_field
 from ..io.atomic import write_json_atomic
 from ..algorithms.limits import MAX_BOX_SIZE
 from ._inputs import choice_param
 from .jobfile import Job, JobError, Progress
+from ._fields import FieldProgress, run_fields, scheduler_param
 from .pick import check_inside, positions_by_image
 
-__all__ = ["run"]
+__all__ = ["extract_field", "run"]
 
 _NORMALIZE = {"none": None, "zscore": "zscore", "background": "background"}
 
@@ -52,7 +70,34 @@ def _params(job: Job) -> dict:
         raise JobError(f"job extract: a box of {box:g} µm holds {size} voxels of {vs:g} µm per "
                        f"side, more than {MAX_BOX_SIZE}: use larger voxels or a smaller box")
     return {"box": box, "voxel_size": vs, "border": border, "normalize": _NORMALIZE[normalize],
-            "size": size}
+            "size": size, "scheduler": scheduler_param(job)}
+
+
+def extract_field(path: str, n_channels: int, positions, image_voxel_size, ids, folder: str,
+                  options: dict, progress=None) -> dict:
+    """Extract and write the particles of one field (a task of :func:`run_fields`).
+
+    ``positions`` are voxels ``(z, y, x)``, ``ids`` the particle ids (file names).
+    Returns ``rows`` (the positions written, in order), their ``paths`` and ``crosses``
+    (every position: its box crosses the border).
+    """
+    channels = [open_field(path, c) for c in range(n_channels)]
+    rows, paths = [], []
+    crosses = np.zeros(len(positions), bool)
+    for batch, ext in iter_extractions(channels, positions, image_voxel_size,
+                                       box_size=options["box"],
+                                       voxel_size=options["voxel_size"],
+                                       border=options["border"],
+                                       normalize=options["normalize"]):
+        crosses[batch] = ext.crosses_border
+        for particle, j in zip(ext.particles, batch[ext.indices]):
+            out = Path(folder) / f"particle_{int(ids[j]):06d}.ome.tif"
+            write_volume(out, particle, (options["voxel_size"],) * 3)
+            rows.append(int(j))
+            paths.append(str(out))
+        if progress is not None and batch.size:
+            progress(batch[-1] + 1, len(positions))
+    return {"rows": rows, "paths": paths, "crosses": crosses}
 
 
 def run(job: Job) -> None:
@@ -77,36 +122,32 @@ def run(job: Job) -> None:
                  f"image(s); box {p['box']:g} µm = {p['size']}^3 voxels of {p['voxel_size']:g} "
                  f"µm; border: {p['border']}; normalisation: {p['normalize'] or 'none'}")
     out_ids, out_paths, out_rows, out_cross = [], [], [], []
-    n_channels = None
-    for k, entry in enumerate(entries):
-        rows = rows_of_image[k]
-        if rows.size == 0:
-            continue
-        image = entry.read()
-        if n_channels is None:
-            n_channels = image.shape[0]
-        elif image.shape[0] != n_channels:
-            raise JobError(f"image {entry.image_id!r} has {image.shape[0]} channel(s), the "
-                           f"others {n_channels}: every image needs the same channels")
-        ext = extract_particles(image, per_image[k], entry.voxel_size, box_size=p["box"],
-                                voxel_size=p["voxel_size"], border=p["border"],
-                                normalize=p["normalize"])
-        for j in np.flatnonzero(ext.crosses_border):
-            row = rows[j]
-            x, y, z = table.positions_zyx_um[row][::-1]
-            action = "padded" if p["border"] == "pad" else "skipped"
-            progress.log(f"particle {int(ids[row])} (image {entry.image_id}, x, y, z = "
+    used = [k for k in range(len(entries)) if rows_of_image[k].size]
+    n_channels = read_shape(entries[used[0]].path)[0]
+    for k in used:
+        found = read_shape(entries[k].path)[0]
+        if found != n_channels:
+            raise JobError(f"image {entries[k].image_id!r} has {found} channel(s), "
+                           f"{entries[used[0]].image_id!r} has {n_channels}: every image needs "
+                           "the same channels")
+    fields = FieldProgress(progress, [entries[k].image_id for k in used],
+                           [rows_of_image[k].size for k in used])
+    tasks = [dict(path=entries[k].path, n_channels=n_channels, positions=per_image[k],
+                  image_voxel_size=entries[k].voxel_size, ids=ids[rows_of_image[k]],
+                  folder=str(folder), options=p) for k in used]
+    action = "padded" if p["border"] == "pad" else "skipped"
+    for k, done in zip(used, run_fields(extract_field, tasks, fields, scheduler=p["scheduler"])):
+        entry, rows = entries[k], rows_of_image[k]
+        for j in np.flatnonzero(done["crosses"]):
+            x, y, z = table.positions_zyx_um[rows[j]][::-1]
+            progress.log(f"particle {int(ids[rows[j]])} (image {entry.image_id}, x, y, z = "
                          f"{x:.3f}, {y:.3f}, {z:.3f} µm) crosses the image border: {action}")
-        for particle, j in zip(ext.particles, ext.indices):
-            row = rows[j]
-            path = folder / f"particle_{int(ids[row]):06d}.ome.tif"
-            write_volume(path, particle, (p["voxel_size"],) * 3)
-            out_ids.append(int(ids[row]))
-            out_paths.append(str(path))
-            out_rows.append(row)
-            out_cross.append(int(ext.crosses_border[j]))
-        progress.step(k + 1, len(entries), image=entry.image_id, particles=len(ext),
-                      crossing=int(ext.crosses_border.sum()))
+        out_ids += [int(ids[rows[j]]) for j in done["rows"]]
+        out_paths += done["paths"]
+        out_rows += [int(rows[j]) for j in done["rows"]]
+        out_cross += [int(done["crosses"][j]) for j in done["rows"]]
+        progress.log(f"image {entry.image_id}: {len(done['rows'])} particle(s), "
+                     f"{int(done['crosses'].sum())} crossing the border")
     if not out_ids:
         raise JobError("every particle crosses the image border and was skipped: use "
                        "border 'pad' or a smaller box")

@@ -7,7 +7,9 @@ Job file::
                  "examples": "extra/examples.csv"},      # coordinates CSV (µm), >= 3 rows
      "params":  {"channel": 0, "diameter_um": 0.5, "threshold": 0.5,
                  "box_size_um": 0.75, "classifier": "forest",
-                 "candidate_threshold": 3.0, "nms_distance": 0.5, "novelty": 2.5},
+                 "candidate_threshold": 3.0, "nms_distance": 0.5, "novelty": 2.5,
+                 "memory_gb": 2.0,                      # peak memory per field
+                 "scheduler": null},                    # or a Dask address, tcp://node:8786
      "outputs": {"coordinates": "extra/coordinates.csv",  # image_id,x,y,z,score,box_size_um,
                                                           # particle_id
                  "report": "extra/pick_report.json"},
@@ -19,6 +21,13 @@ and read by :func:`spfluo.io.write_image_list` and :func:`spfluo.io.read_image_l
 ``extract`` job reads the same list.  Coordinates are micrometres from the centre of voxel 0 of their image
 (``spfluo.io.coordinates``).  Detection runs on ``channel``; the coordinates apply to every
 channel.
+
+Each field is read through a memory map or plane by plane (:func:`spfluo.io.fields.open_field`)
+in lateral tiles that fit ``memory_gb`` (:func:`spfluo.algorithms.picking.plan_tiles`); the
+tiles are planned for every field before the first is read, and a field that cannot fit is
+refused with the memory it needs.  The fields run one after the other, or one per task
+on the Dask cluster at ``scheduler`` (:mod:`spfluo.jobs._fields`); the log gives the fields
+done out of the total and the remaining time.
 """
 
 from __future__ import annotations
@@ -28,7 +37,13 @@ from typing import Sequence
 import numpy as np
 
 from ..algorithms.geometry import vectors_um_to_voxels, vectors_voxels_to_um
-from ..algorithms.picking import CLASSIFIERS, pick_particles
+from ..algorithms.picking import (
+    CLASSIFIERS,
+    DEFAULT_MEMORY_BYTES,
+    classify_fields,
+    field_training,
+    plan_tiles,
+)
 from ..io import (
     CoordinateTable,
     ImageEntry,
@@ -38,11 +53,16 @@ from ..io import (
     write_coordinates_csv,
 )
 from ..io.atomic import write_json_atomic
+from ..io.fields import open_field
 from ..algorithms.limits import MAX_CHANNELS
-from ._inputs import choice_param, int_param
+from ._inputs import choice_param, float_param, int_param
+from ._fields import FieldProgress, run_fields, scheduler_param
 from .jobfile import Job, JobError, Progress
 
-__all__ = ["positions_by_image", "check_inside", "run"]
+__all__ = ["positions_by_image", "check_inside", "plan_fields", "run"]
+
+#: Fewest example picks the classifier learns from.
+MIN_EXAMPLES = 3
 
 
 def positions_by_image(table: CoordinateTable, entries: Sequence[ImageEntry], *,
@@ -81,21 +101,6 @@ def check_inside(table: CoordinateTable, entries: Sequence[ImageEntry], *,
                            "µm); fix the coordinates or their unit (micrometres)")
 
 
-class _LazyChannel:
-    """The detection channel of each image, read when the picker asks for it."""
-
-    def __init__(self, entries, channel, progress):
-        self.entries, self.channel, self.progress = entries, channel, progress
-
-    def __len__(self):
-        return len(self.entries)
-
-    def __getitem__(self, k):
-        e = self.entries[k]
-        self.progress.step(k + 1, len(self.entries), image=e.image_id)
-        return e.read(channel=self.channel)
-
-
 def _params(job: Job) -> dict:
     channel = int_param(job, "channel", 0, minimum=0, maximum=MAX_CHANNELS - 1)
     diameter = float(job.param("diameter_um"))
@@ -109,7 +114,22 @@ def _params(job: Job) -> dict:
             "classifier": classifier,
             "candidate_threshold": float(job.param("candidate_threshold", 3.0)),
             "nms_distance": float(job.param("nms_distance", 0.5)),
-            "novelty": float(job.param("novelty", 2.5))}
+            "novelty": float(job.param("novelty", 2.5)),
+            "memory_bytes": 1e9 * float_param(job, "memory_gb", DEFAULT_MEMORY_BYTES / 1e9,
+                                              low=0.0, strict=True),
+            "scheduler": scheduler_param(job)}
+
+
+def plan_fields(readers, entries, diameter: float, memory_bytes: float) -> list:
+    """The tile plan of every field (header sizes only); JobError naming the field, the
+    memory it needs and the parameter to change when one cannot fit."""
+    plans = []
+    for r, e in zip(readers, entries):
+        try:
+            plans.append(plan_tiles(r.shape, e.voxel_size, diameter, memory_bytes=memory_bytes))
+        except ValueError as exc:
+            raise JobError(f"image {e.image_id!r}: {exc} (parameter memory_gb)") from None
+    return plans
 
 
 def run(job: Job) -> None:
@@ -131,12 +151,29 @@ def run(job: Job) -> None:
     progress.log(f"{len(entries)} image(s), {n_ex} example(s), channel {p['channel']}, "
                  f"diameter {p['diameter']:g} µm, classifier {p['classifier']}, "
                  f"threshold {p['threshold']:g}")
+    if n_ex < MIN_EXAMPLES:
+        raise JobError(f"examples ({examples_path}): need at least {MIN_EXAMPLES} example "
+                       f"picks, got {n_ex}; pick more particles (about 10-20 work well)")
+    readers = [open_field(e.path, p["channel"]) for e in entries]
+    plans = plan_fields(readers, entries, p["diameter"], p["memory_bytes"])
+    for e, r, plan in zip(entries, readers, plans):
+        z, y, x = r.shape
+        progress.log(f"image {e.image_id}: {z} x {y} x {x} voxels (z, y, x), {r.stored_dtype}, "
+                     f"read by {'memory map' if r.mode == 'mmap' else 'plane'}; "
+                     f"{len(plan)} tile(s), estimated peak {plan.peak_bytes / 1e9:.2f} GB "
+                     f"(memory_gb {p['memory_bytes'] / 1e9:g})")
     seed = 0 if job.seed is None else int(job.seed)
-    result = pick_particles(_LazyChannel(entries, p["channel"], progress), examples, vs0,
-                            diameter=p["diameter"], threshold=p["threshold"],
-                            method=p["classifier"],
-                            candidate_threshold=p["candidate_threshold"],
-                            nms_distance=p["nms_distance"], novelty=p["novelty"], seed=seed)
+    fields = FieldProgress(progress, [e.image_id for e in entries],
+                           [r.size for r in readers])
+    tasks = [dict(field=r, examples=examples[k], voxel_size=vs0, diameter=p["diameter"],
+                  candidate_threshold=p["candidate_threshold"], memory_bytes=p["memory_bytes"],
+                  name=f"image {e.image_id}") for k, (e, r) in enumerate(zip(entries, readers))]
+    trainings = run_fields(field_training, tasks, fields, scheduler=p["scheduler"])
+    progress.log(f"classifying {sum(len(t.rows) for t in trainings)} candidate(s) and "
+                 "example(s)")
+    result = classify_fields(trainings, vs0, diameter=p["diameter"], threshold=p["threshold"],
+                             method=p["classifier"], nms_distance=p["nms_distance"],
+                             novelty=p["novelty"], seed=seed)
     per_image = np.bincount(result.image_index, minlength=len(entries))
     for e, n_cand, n_det in zip(entries, result.n_candidates, per_image):
         progress.log(f"image {e.image_id}: {n_cand} candidate(s), {n_det} detection(s)")
@@ -165,6 +202,9 @@ def run(job: Job) -> None:
             "classifier": p["classifier"],
             "threshold": p["threshold"],
             "diameter_um": p["diameter"],
+            "n_tiles": [len(plan) for plan in plans],
+            "estimated_peak_gb": round(max(plan.peak_bytes for plan in plans) / 1e9, 3),
+            "memory_gb": p["memory_bytes"] / 1e9,
             "wall_s": round(progress.elapsed, 3),
         })
     progress.log("done")

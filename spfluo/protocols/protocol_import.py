@@ -16,6 +16,7 @@ import numpy as np
 import pyworkflow.protocol.params as params
 
 from ..algorithms.geometry import vectors_voxels_to_um
+from ..algorithms.limits import psf_size_error
 from ..algorithms.psf_preparation import average_beads, prepare_psf
 from ..io import (
     read_coordinates_csv,
@@ -299,6 +300,15 @@ class ProtImportPSF(ProtFluo):
         if not os.path.exists(files[0]):
             return [f"PSF file {files[0]} does not exist: check the path."]
         _check_given_voxel_size(self, errors)
+        if errors:
+            return errors
+        for f in files:  # header only: a field given as a PSF is refused before any pixel
+            try:
+                error = psf_size_error(read_shape(f)[1:], what=f"PSF file {f}")
+            except Exception:  # unreadable: _inspect_files names the reason
+                continue
+            if error:
+                errors.append(error)
         if errors:
             return errors
         found = _inspect_files(files, _given_voxel_size(self), errors, what="PSF")

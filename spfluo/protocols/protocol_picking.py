@@ -4,11 +4,15 @@
   :func:`spfluo.algorithms.picking.pick_particles`): blob candidates on the maximum
   projection along z and in the planes, about 90 features each, a classifier trained from
   the user's examples (Fortun et al. 2018 sec. II-B), non-maximum suppression.  Detection runs in
-  one channel; the coordinates apply to every channel.  Output: coordinates with a score.
+  one channel; the coordinates apply to every channel.  Each field is read through a memory
+  map in lateral tiles that fit ``Memory (GB)`` (validation estimates the peak from the
+  image sizes); the picks do not depend on the tiles.  Output: coordinates with a score.
 - ``ProtExtractParticles`` runs the job ``extract`` (:mod:`spfluo.jobs.extract`,
   :func:`spfluo.algorithms.extraction.extract_particles`): a cubic box of a given size
   around each coordinate, every channel, resampled to isotropic voxels (cubic
-  interpolation).  Output: particles that record their coordinate and source image.
+  interpolation), each box read with its interpolation halo from a memory map of the field.
+  Output: particles that record their coordinate and source image.
+- Both run field after field, or one field per task on a Dask cluster (``Dask scheduler``).
 - ``ProtSelectParticles`` keeps the coordinates or particles whose score passes a
   threshold and that are not in an exclusion list of ids.
 """
@@ -29,8 +33,10 @@ from ..io import (
     write_coordinates_csv,
     write_image_list,
 )
-from ..algorithms.extraction import extraction_peak_bytes
+from ..algorithms.extraction import EXTRACTION_BATCH, extraction_peak_bytes
+from ..algorithms.picking import DEFAULT_MEMORY_BYTES, plan_tiles
 from ..algorithms.limits import MAX_BOX_SIZE, MAX_CHANNELS
+from ..constants import DASK_ADDRESS
 from ..objects import Coordinate3D, Particle, SetOfCoordinates3D, SetOfParticles
 from .base import ProtFluo, ProtFluoJob, add_count_param, add_seed_param, memory_errors, pointed
 from .convert import image_from_file
@@ -82,6 +88,27 @@ def _check_coordinates_in_images(coords, images, errors: list, *, what: str) -> 
                           f"{tuple(np.round(pos[::-1], 4))} µm is outside image {key} (size "
                           f"{tuple(np.round(extents[key][::-1], 4))} µm); fix the coordinates.")
             return
+
+
+def _add_scheduler_param(form) -> None:
+    form.addParam("scheduler", params.StringParam, default="",
+                  expertLevel=params.LEVEL_ADVANCED, label="Dask scheduler",
+                  help="Address of a running Dask scheduler (e.g. tcp://node:8786, the one "
+                       "'spfluo batch --scheduler' uses): each field of view is one task of "
+                       "that cluster, whose workers must see the same files. Empty: the "
+                       "fields run one after the other in the run's own process.")
+
+
+def _scheduler(prot) -> str | None:
+    return (prot.scheduler.get() or "").strip() or None
+
+
+def _scheduler_errors(prot) -> list[str]:
+    value = _scheduler(prot)
+    if value is None or re.fullmatch(DASK_ADDRESS, value):
+        return []
+    return [f"Dask scheduler {value!r} is not the address of a Dask scheduler such as "
+            "tcp://node:8786: correct it, or leave it empty to run here."]
 
 
 def _parse_ids(text: str | None) -> list[int]:
@@ -158,6 +185,14 @@ class ProtPickParticles(ProtFluoJob):
                       help="Candidates farther from the examples than this many times the "
                            "typical distance between examples (in feature space) start as "
                            "background for the classifier.")
+        form.addParam("memoryGb", params.FloatParam, default=DEFAULT_MEMORY_BYTES / 1e9,
+                      expertLevel=params.LEVEL_ADVANCED, label="Memory (GB)",
+                      help="Peak memory of the picking of one field, GB (10^9 bytes). Each "
+                           "field is read in lateral tiles that fit (a memory map of the "
+                           "file, never a whole copy); the picks do not depend on the tiles. "
+                           "Validation refuses a value too small for the particle diameter, "
+                           "or larger than the machine's memory.")
+        _add_scheduler_param(form)
         add_seed_param(form)
 
     # --------------------------- STEPS functions ------------------------------
@@ -171,7 +206,8 @@ class ProtPickParticles(ProtFluoJob):
                       "threshold": self.threshold.get(), "box_size_um": self._boxSize(),
                       "classifier": _CLASSIFIER_KEYS[self.classifier.get()],
                       "candidate_threshold": self.candidateThreshold.get(),
-                      "novelty": self.novelty.get()}
+                      "novelty": self.novelty.get(), "memory_gb": self.memoryGb.get(),
+                      "scheduler": _scheduler(self)}
         self._writeJob(self._jobStep, inputs=inputs, params=job_params,
                        outputs={"coordinates": self._getExtraPath("coordinates.csv"),
                                 "report": self._getExtraPath("pick_report.json")},
@@ -242,7 +278,30 @@ class ProtPickParticles(ProtFluoJob):
         novelty = self.novelty.get()
         if novelty is None or not novelty > 1:
             errors.append(f"Background novelty ratio must be > 1, got {novelty}.")
+        errors.extend(_scheduler_errors(self))
+        if not errors:
+            errors.extend(self._memoryErrors(images, d, vs))
         return errors
+
+    def _memoryErrors(self, images, diameter: float, vs) -> list[str]:
+        """The tiles of every field within Memory (GB), and that memory against the machine
+        (header sizes only)."""
+        gb = self.memoryGb.get()
+        if gb is None or not gb > 0:
+            return [f"Memory (GB) must be > 0, got {gb}."]
+        peak, worst = 0, None
+        for img in images.items():
+            shape = tuple(img.getShape()[1:])
+            try:
+                plan = plan_tiles(shape, vs, diameter, memory_bytes=gb * 1e9)
+            except ValueError as exc:
+                return [f"Image {img.getImageId()}: {exc}: raise Memory (GB) (memoryGb)."]
+            if plan.peak_bytes > peak:
+                peak, worst = plan.peak_bytes, (img.getImageId(), shape, len(plan))
+        return memory_errors(
+            peak, what=f"Picking image {worst[0]} ({' x '.join(map(str, worst[1]))} voxels, "
+                       f"z, y, x) in {worst[2]} tile(s)",
+            fix="lower Memory (GB) (memoryGb); the tiles get smaller")
 
     def _summary(self):
         if not hasattr(self, "outputCoordinates"):
@@ -322,6 +381,7 @@ class ProtExtractParticles(ProtFluoJob):
                       label="Intensity normalisation",
                       help="None; zero mean and unit variance over each box; or over the "
                            "background around each particle (outside the inscribed sphere).")
+        _add_scheduler_param(form)
 
     # --------------------------- STEPS functions ------------------------------
     def convertInputStep(self, key):
@@ -331,7 +391,8 @@ class ProtExtractParticles(ProtFluoJob):
         write_coordinates_csv(inputs["coordinates"], _coordinate_table(coords, with_ids=True))
         job_params = {"box_size_um": self._boxSize(), "voxel_size_um": self._voxelSize(),
                       "border": _BORDER_KEYS[self.border.get()],
-                      "normalize": _NORMALIZE_KEYS[self.normalize.get()]}
+                      "normalize": _NORMALIZE_KEYS[self.normalize.get()],
+                      "scheduler": _scheduler(self)}
         self.extractionChoices.set(self._choices())
         self._store(self.extractionChoices)
         self.info(f"particles: {self.extractionChoices.get()}")
@@ -372,7 +433,7 @@ class ProtExtractParticles(ProtFluoJob):
         images = coords.getImages()
         if images is None or images.getSize() == 0:
             return ["The coordinates are not linked to images: import them for an image set."]
-        errors = []
+        errors = _scheduler_errors(self)
         _check_coordinates_in_images(coords, images, errors, what="Coordinates")
         box = self.boxSize.get()
         if box is None or box < 0:
@@ -408,7 +469,10 @@ class ProtExtractParticles(ProtFluoJob):
         for c in coords.items():
             counts[c.getImageId()] = counts.get(c.getImageId(), 0) + 1
         shapes = {img.getImageId(): img.getShape() for img in images.items()}
-        peak, worst = max((extraction_peak_bytes(shapes[i], k, box), i)
+        ratio = self._voxelSize() / np.asarray(images.getVoxelSize(), dtype=np.float64)
+        # the job reads each box from a memory map and writes the particles by batches
+        peak, worst = max((extraction_peak_bytes(shapes[i], min(k, EXTRACTION_BATCH), box,
+                                                 ratio), i)
                           for i, k in counts.items() if i in shapes)
         return memory_errors(
             peak, what=f"Extracting the {counts[worst]} particle(s) of image {worst} in boxes "

@@ -12,6 +12,10 @@ The user picks a few particles; the picker finds the others (Fortun et al. 2018 
 4. :mod:`~spfluo.algorithms.picking.pipeline`: :func:`pick_particles` runs the chain on
    a set of images.
 
+Fields of any size are read in lateral tiles with halos
+(:mod:`~spfluo.algorithms.picking.tiles`: :func:`plan_tiles` fits them to a memory budget,
+:func:`picking_peak_bytes` estimates the peak); the result does not depend on the tiles.
+
 Positions are in voxels ``(z, y, x)`` of the image (algorithms work in voxels); the
 particle diameter and the voxel sizes are in micrometres.
 """
@@ -33,7 +37,19 @@ from spfluo.algorithms.picking.classifier import (
     score_candidates,
 )
 from spfluo.algorithms.picking.features import FEATURE_NAMES, particle_features
-from spfluo.algorithms.picking.pipeline import PickingResult, pick_particles
+from spfluo.algorithms.picking.pipeline import (
+    FieldTraining,
+    PickingResult,
+    classify_fields,
+    field_training,
+    pick_particles,
+)
+from spfluo.algorithms.picking.tiles import (
+    DEFAULT_MEMORY_BYTES,
+    TilePlan,
+    picking_peak_bytes,
+    plan_tiles,
+)
 
 __all__ = [
     "FEATURE_NAMES",
@@ -50,4 +66,11 @@ __all__ = [
     "score_candidates",
     "non_maximum_suppression",
     "pick_particles",
+    "FieldTraining",
+    "field_training",
+    "classify_fields",
+    "DEFAULT_MEMORY_BYTES",
+    "TilePlan",
+    "plan_tiles",
+    "picking_peak_bytes",
 ]

@@ -1,14 +1,24 @@
 """Candidates: normalisation, blob detection on the z-MIP, depth, non-maximum suppression.
 
-**Candidates** (:func:`detect_candidates`): the volume is normalised to noise units
-and lightly smoothed.  Blobs of its maximum-intensity projection along z (local maxima
-of the scale-normalised Laplacian of Gaussian over scales around the particle radius,
-in micrometres) are extended along z (:func:`estimate_depth`: one candidate per peak
-of the intensity profile along z, at the centroid of its half-maximum run).  Blobs of
-the planes (the lateral Laplacian of Gaussian of the volume smoothed along z, local
-maxima in 3D) add the particles that sit next to another one on the projection but at
-a different depth.  Every candidate is then centred on the lateral blob maximum of
-its plane and its depth re-measured.
+**Candidates** (:func:`detect_candidates`): the volume is lightly smoothed and expressed
+in noise units.  Blobs of its maximum-intensity projection along z (local maxima of the
+scale-normalised Laplacian of Gaussian over scales around the particle radius, in
+micrometres) are extended along z (:func:`estimate_depth`: one candidate per peak of the
+intensity profile along z, at the centroid of its half-maximum run).  Blobs of the
+planes (the lateral Laplacian of Gaussian of the volume smoothed along z, local maxima
+in 3D) add the particles that sit next to another one on the projection but at a
+different depth.  Every candidate is then centred on the lateral blob maximum of its
+plane and its depth re-measured.
+
+**Fields of any size** (:func:`find_candidates`): the field is read in lateral tiles with
+halos (:mod:`spfluo.algorithms.picking.tiles`), twice.  The first pass smooths each tile
+and keeps its projection, the local maxima of its blob map and a lattice of samples of
+both; the noise level (median and MAD of the image, then of the blob map) comes from
+the lattices, which hold every voxel of fields of up to 4 million voxels.  The second
+pass measures the depth, refines and scores the seeds of each tile with filters
+evaluated only around them (:mod:`spfluo.algorithms.picking.local`).  The seeds are then
+put back in the whole-field order before the non-maximum suppression, so that the
+candidates do not depend on the tiles.
 
 **Non-maximum suppression** (:func:`non_maximum_suppression`): detections closer
 than half a diameter keep only the best score; the examples are always kept.
@@ -31,20 +41,39 @@ from spfluo.algorithms.picking._validation import (
     check_image,
     check_positive,
 )
+from spfluo.algorithms.picking.local import (
+    Region,
+    correlate_valid,
+    filter_boxes,
+    gather,
+    gaussian_kernel,
+    kernel_radius,
+)
+from spfluo.algorithms.picking.scales import REACH, blob_pool, picking_sigmas, z_window
+from spfluo.algorithms.picking.tiles import (
+    DEFAULT_MEMORY_BYTES,
+    TileCounter,
+    check_field,
+    lattice_stride,
+    plan_tiles,
+    read_region,
+)
 
 __all__ = [
     "Candidates",
     "DepthPeaks",
+    "NoiseLevel",
     "normalize_image",
     "detect_candidates",
     "estimate_depth",
+    "find_candidates",
     "non_maximum_suppression",
 ]
 
 # blob detection scales, fractions of radius / sqrt(2) (the LoG optimum of a disk; smaller
 # scales put maxima on the wall of hollow particles)
 _BLOB_SCALES = (1.0, 1.25, 1.5)
-_SMOOTHING = 1.0 / 16.0  # smoothing of the volume, sigma = diameter / 16 (micrometres)
+_MIN_PEAK = 0.25  # secondary peaks of a z profile, fraction of the main one
 
 
 # ----------------------------------------------------------------------------- results
@@ -101,7 +130,40 @@ class DepthPeaks:
         return int(self.z.shape[0])
 
 
+@dataclass(frozen=True)
+class NoiseLevel:
+    """Background and noise of a field: the image in noise units is
+    ``(smoothed image - median) / scale``.
+
+    Attributes
+    ----------
+    median : float
+        Median of the image (its sampled lattice), intensity units.
+    scale : float
+        Robust noise standard deviation, ``1.4826 MAD`` (the standard deviation for a
+        noise-free image); 0 for a constant image.
+    """
+
+    median: float
+    scale: float
+
+
 # ----------------------------------------------------------------------------- helpers
+
+
+def noise_level(samples) -> NoiseLevel:
+    """Median and robust standard deviation (1.4826 MAD) of intensity samples.
+
+    A volume without noise (MAD far below the standard deviation) uses its standard
+    deviation; a constant one gives a scale of 0.
+    """
+    a = np.asarray(samples)
+    med = float(np.median(a))
+    scale = 1.4826 * float(np.median(np.abs(a - med)))
+    spread = float(a.std())
+    if scale <= 1e-6 * max(spread, 1e-30):
+        scale = spread
+    return NoiseLevel(median=med, scale=max(scale, 0.0))
 
 
 def normalize_image(image) -> np.ndarray:
@@ -117,29 +179,147 @@ def normalize_image(image) -> np.ndarray:
     ndarray, shape (Z, Y, X), float32
         Background near 0, noise standard deviation near 1 (robust to the sparse
         particles).  A volume without noise uses its standard deviation instead; a
-        constant volume gives zeros.
+        constant volume gives zeros.  Median and MAD come from every voxel of volumes
+        of up to 4 million voxels, else from a regular lateral lattice of 4 million
+        (:func:`spfluo.algorithms.picking.tiles.lattice_stride`).
     """
     a = check_image(image)
-    med = float(np.median(a))
-    scale = 1.4826 * float(np.median(np.abs(a - med)))
-    spread = float(a.std())
-    if scale <= 1e-6 * max(spread, 1e-30):
-        scale = spread
-    if scale <= 0:
+    s = lattice_stride(a.shape)
+    noise = noise_level(a[:, ::s, ::s])
+    if noise.scale <= 0:
         return np.zeros_like(a)
-    return ((a - med) / scale).astype(np.float32)
+    return ((a - noise.median) / noise.scale).astype(np.float32)
 
 
-def smoothed(norm: np.ndarray, vs: np.ndarray, diameter: float) -> np.ndarray:
-    """The normalised volume smoothed by a Gaussian of ``diameter / 16`` µm (float32)."""
-    return ndi.gaussian_filter(norm, _SMOOTHING * diameter / vs, output=np.float32,
+def smooth_tile(data: np.ndarray, vs: np.ndarray, diameter: float) -> np.ndarray:
+    """The image smoothed by a Gaussian of ``diameter / 16`` µm (float32, "nearest" border)."""
+    return ndi.gaussian_filter(data, picking_sigmas(vs, diameter)["smooth"], output=np.float32,
                                mode="nearest")
+
+
+def in_noise_units(smooth: np.ndarray, noise: NoiseLevel) -> np.ndarray:
+    """``(smooth - median) / scale`` as float32, in place (``smooth`` is float32)."""
+    smooth -= noise.median
+    smooth /= noise.scale
+    return smooth
 
 
 def round_index(positions: np.ndarray, shape) -> np.ndarray:
     """Nearest voxel indices ``(N, 3)`` of positions, clipped to ``shape``."""
     idx = np.rint(positions).astype(np.int64)
     return np.clip(idx, 0, np.asarray(shape) - 1)
+
+
+def _robust_level(values: np.ndarray, threshold: float) -> float:
+    """``median + threshold * 1.4826 MAD`` of an array."""
+    med = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - med)))
+    return med + threshold * max(spread, 1e-12)
+
+
+# ----------------------------------------------------------------------------- filters
+
+
+def blob_map(smooth: np.ndarray, vs: np.ndarray, diameter: float) -> np.ndarray:
+    """Lateral blob response of each plane of a whole tile, float32.
+
+    ``-sigma^2 (d2/dy2 + d2/dx2)`` of the volume smoothed by a Gaussian of lateral sigma
+    ``r / sqrt(2)`` and axial sigma ``diameter / 4`` (micrometres); the two derivatives
+    share the pass along z, done in place: ``smooth`` (float32) is overwritten.
+    """
+    sig = picking_sigmas(vs, diameter)["blob"]
+    s = 0.5 * diameter / np.sqrt(2.0)
+    t = ndi.gaussian_filter1d(smooth, sig[0], axis=0, output=smooth, mode="nearest")
+    dyy = ndi.gaussian_filter1d(t, sig[1], axis=1, order=2, output=np.float32, mode="nearest")
+    ndi.gaussian_filter1d(dyy, sig[2], axis=2, output=dyy, mode="nearest")
+    dxx = ndi.gaussian_filter1d(t, sig[1], axis=1, output=np.float32, mode="nearest")
+    del t
+    ndi.gaussian_filter1d(dxx, sig[2], axis=2, order=2, output=dxx, mode="nearest")
+    dyy *= np.float32(-(s**2) / vs[1] ** 2)
+    dxx *= np.float32(-(s**2) / vs[2] ** 2)
+    dyy += dxx
+    return dyy
+
+
+def blob_planes(region: Region, centres: np.ndarray, half, vs: np.ndarray,
+                diameter: float) -> np.ndarray:
+    """The blob map of :func:`blob_map` (of the volume in noise units) evaluated on a lateral
+    box ``centre +- half`` in the plane of each centre: ``(N, 2 hy + 1, 2 hx + 1)``."""
+    sig = picking_sigmas(vs, diameter)["blob"]
+    s = 0.5 * diameter / np.sqrt(2.0)
+    kz = gaussian_kernel(sig[0])
+    ky, kx = gaussian_kernel(sig[1]), gaussian_kernel(sig[2])
+    ky2, kx2 = gaussian_kernel(sig[1], 2), gaussian_kernel(sig[2], 2)
+    rz, ry, rx = (kernel_radius(v) for v in sig)
+    centres = np.asarray(centres, dtype=np.int64).reshape(-1, 3)
+    lengths = (2 * rz + 1, 2 * (half[0] + ry) + 1, 2 * (half[1] + rx) + 1)
+    starts = centres - np.array([rz, half[0] + ry, half[1] + rx])
+    out = np.empty((len(centres), 2 * half[0] + 1, 2 * half[1] + 1))
+    step = max(1, (1 << 21) // int(np.prod(lengths)))
+    for k in range(0, len(centres), step):
+        t = correlate_valid(gather(region, starts[k:k + step], lengths), kz, axis=1)[:, 0]
+        dyy = correlate_valid(correlate_valid(t, ky2, axis=1), kx, axis=2)
+        dxx = correlate_valid(correlate_valid(t, ky, axis=1), kx2, axis=2)
+        out[k:k + step] = -(s**2) * (dyy / vs[1] ** 2 + dxx / vs[2] ** 2)
+    return out
+
+
+def profiles(region: Region, yx: np.ndarray, vs: np.ndarray, diameter: float) -> np.ndarray:
+    """z profiles ``(N, Z)`` at lateral positions (rounded), averaged over half a radius."""
+    sig = picking_sigmas(vs, diameter)["profile"]
+    idx = round_index(np.asarray(yx, dtype=np.float64).reshape(-1, 2),
+                      region.image_shape[1:])
+    centres = np.column_stack([np.zeros(len(idx), np.int64), idx])
+    boxes = filter_boxes(region, centres, (None, 0, 0),
+                         (np.ones(1), gaussian_kernel(sig[1]), gaussian_kernel(sig[2])))
+    return boxes[:, :, 0, 0]
+
+
+def refine_lateral(region: Region, positions: np.ndarray, vs: np.ndarray,
+                   diameter: float) -> np.ndarray:
+    """Move each position to the blob maximum of its plane within half a diameter.
+
+    The maximum is refined to sub-voxel precision along y and x by a parabola through it
+    and its two neighbours.  Returns the positions ``(N, 3)``, z unchanged.
+    """
+    if positions.shape[0] == 0:
+        return positions.copy()
+    shape = np.asarray(region.image_shape)
+    half = np.maximum(1, np.floor(REACH * diameter / vs[1:])).astype(int)
+    oy = np.arange(-half[0], half[0] + 1)
+    ox = np.arange(-half[1], half[1] + 1)
+    dy, dx = np.meshgrid(oy * vs[1], ox * vs[2], indexing="ij")
+    disk = (np.hypot(dy, dx) <= REACH * diameter + 1e-9).ravel()
+    idx = round_index(positions, shape)
+    m = half + 1  # the box holds the neighbours of the disk's edge
+    box = blob_planes(region, idx, m, vs, diameter)
+    n = np.arange(len(idx))
+
+    def at(iy, ix):  # blob at the clipped voxels (iy, ix) of each row's plane
+        extra = (1,) * (np.ndim(iy) - 1)
+        py = np.clip(iy, 0, shape[1] - 1) - (idx[:, 1] - m[0]).reshape((-1,) + extra)
+        px = np.clip(ix, 0, shape[2] - 1) - (idx[:, 2] - m[1]).reshape((-1,) + extra)
+        return box[n.reshape((-1,) + extra), py, px]
+
+    patches = at(idx[:, 1, None, None] + oy[None, :, None],
+                 idx[:, 2, None, None] + ox[None, None, :]).reshape(len(idx), -1)
+    patches = np.where(disk[None, :], patches, -np.inf)
+    best = patches.argmax(axis=1)
+    by, bx = np.unravel_index(best, (oy.size, ox.size))
+    iy = np.clip(idx[:, 1] + oy[by], 0, shape[1] - 1)
+    ix = np.clip(idx[:, 2] + ox[bx], 0, shape[2] - 1)
+    out = positions.astype(np.float64).copy()
+    # sub-voxel: vertex of the parabola through the maximum and its two neighbours
+    for axis, centre in ((1, iy), (2, ix)):
+        lo = np.maximum(centre - 1, 0)
+        hi = np.minimum(centre + 1, shape[axis] - 1)
+        pick = (lambda c: at(c, ix)) if axis == 1 else (lambda c: at(iy, c))
+        f_lo, f_c, f_hi = pick(lo), pick(centre), pick(hi)
+        curv = f_lo - 2 * f_c + f_hi
+        shift = np.where((curv < 0) & (lo < centre) & (hi > centre),
+                         0.5 * (f_lo - f_hi) / np.where(curv < 0, curv, -1.0), 0.0)
+        out[:, axis] = centre + np.clip(shift, -0.5, 0.5)
+    return out
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -177,7 +357,7 @@ def _local_maxima(response: np.ndarray, min_distance_vox: np.ndarray, threshold:
 
 
 def estimate_depth(image, positions_yx, voxel_size, *, diameter: float,
-                   min_peak: float = 0.25) -> DepthPeaks:
+                   min_peak: float = _MIN_PEAK) -> DepthPeaks:
     """The z of 2D detections, from the intensity profile along z (one or several peaks).
 
     Parameters
@@ -202,8 +382,8 @@ def estimate_depth(image, positions_yx, voxel_size, *, diameter: float,
 
     Notes
     -----
-    The profile is the volume (normalised, lightly smoothed) averaged laterally with a
-    Gaussian of half the particle radius, at each position.  Its peaks are the local
+    The profile is the volume (lightly smoothed, in noise units) averaged laterally with
+    a Gaussian of half the particle radius, at each position.  Its peaks are the local
     maxima over a window of one diameter; the depth of a peak is the centroid, weighted
     by the intensity above its half maximum, of the run above half maximum around it
     (within half a diameter).
@@ -219,24 +399,14 @@ def estimate_depth(image, positions_yx, voxel_size, *, diameter: float,
     rel = float(min_peak)
     if not 0.0 < rel <= 1.0:
         raise ValueError(f"min_peak must be a fraction in (0, 1], got {min_peak!r}")
-    vol = smoothed(normalize_image(a), vs, d)
-    prof = profiles(vol, p, vs, d)
+    s = lattice_stride(a.shape)
+    noise = noise_level(a[:, ::s, ::s])
+    vol = smooth_tile(a, vs, d)
+    vol = in_noise_units(vol, noise) if noise.scale > 0 else np.zeros_like(vol)
+    prof = profiles(Region(vol, (0, 0, 0), a.shape), p, vs, d)
     rows, peaks = _profile_peaks(prof, vs, d, rel)
     z, fwhm, contrast = peak_stats(prof[rows], peaks, vs, d)
     return DepthPeaks(index=rows, z=z, fwhm_um=fwhm, contrast=contrast)
-
-
-def profiles(vol: np.ndarray, yx: np.ndarray, vs: np.ndarray, diameter: float) -> np.ndarray:
-    """z profiles ``(N, Z)`` at lateral positions, averaged over half a radius."""
-    sig = (0.0, *(0.25 * diameter / vs[1:]))
-    lat = ndi.gaussian_filter(vol, sig, output=np.float32, mode="nearest")
-    idx = round_index(yx, vol.shape[1:])
-    return lat[:, idx[:, 0], idx[:, 1]].T.astype(np.float64)
-
-
-def z_window(vs: np.ndarray, diameter: float) -> int:
-    """Half a diameter along z, in voxels (>= 1)."""
-    return max(1, int(round(0.5 * diameter / vs[0])))
 
 
 def _profile_peaks(prof: np.ndarray, vs: np.ndarray, diameter: float, rel: float):
@@ -298,69 +468,17 @@ def nearest_peak(prof: np.ndarray, z: np.ndarray, vs: np.ndarray, diameter: floa
     return np.where(near, prof, -np.inf).argmax(axis=1)
 
 
-def _slab_blob_map(vol: np.ndarray, vs: np.ndarray, diameter: float) -> np.ndarray:
-    """Lateral blob response of each plane, ``-sigma^2 (d2/dy2 + d2/dx2)`` at the particle scale.
-
-    Lateral sigma ``r / sqrt(2)``, axial sigma ``diameter / 4`` (micrometres).
-    """
-    s = 0.5 * diameter / np.sqrt(2.0)
-    sig = np.array([0.25 * diameter, s, s]) / vs
-    dyy = ndi.gaussian_filter(vol, sig, order=(0, 2, 0), output=np.float32, mode="nearest")
-    dxx = ndi.gaussian_filter(vol, sig, order=(0, 0, 2), output=np.float32, mode="nearest")
-    return -(s**2) * (dyy / vs[1] ** 2 + dxx / vs[2] ** 2)
-
-
-def _refine_lateral(blob: np.ndarray, positions: np.ndarray, vs: np.ndarray, diameter: float,
-                    reach: float = 0.5):
-    """Move each position to the maximum of ``blob`` in its plane within ``reach`` diameters.
-
-    The maximum is refined to sub-voxel precision along y and x by a parabola through it
-    and its two neighbours.
-    """
-    if positions.shape[0] == 0:
-        return positions.copy(), np.zeros(0, np.float32)
-    half = np.maximum(1, np.floor(reach * diameter / vs[1:])).astype(int)
-    oy = np.arange(-half[0], half[0] + 1)
-    ox = np.arange(-half[1], half[1] + 1)
-    dy, dx = np.meshgrid(oy * vs[1], ox * vs[2], indexing="ij")
-    disk = (np.hypot(dy, dx) <= reach * diameter + 1e-9).ravel()
-    idx = round_index(positions, blob.shape)
-    padded = np.pad(blob, ((0, 0), (half[0], half[0]), (half[1], half[1])), mode="edge")
-    rows = idx[:, 1, None, None] + half[0] + oy[None, :, None]
-    cols = idx[:, 2, None, None] + half[1] + ox[None, None, :]
-    patches = padded[idx[:, 0, None, None], rows, cols].reshape(len(idx), -1)
-    patches = np.where(disk[None, :], patches, -np.inf)
-    best = patches.argmax(axis=1)
-    by, bx = np.unravel_index(best, (oy.size, ox.size))
-    iy = np.clip(idx[:, 1] + oy[by], 0, blob.shape[1] - 1)
-    ix = np.clip(idx[:, 2] + ox[bx], 0, blob.shape[2] - 1)
-    out = positions.astype(np.float64).copy()
-    # sub-voxel: vertex of the parabola through the maximum and its two neighbours
-    for axis, centre in ((1, iy), (2, ix)):
-        lo = np.maximum(centre - 1, 0)
-        hi = np.minimum(centre + 1, blob.shape[axis] - 1)
-        at = [idx[:, 0], iy, ix]
-        at[axis] = lo
-        f_lo = blob[tuple(at)].astype(np.float64)
-        at[axis] = hi
-        f_hi = blob[tuple(at)].astype(np.float64)
-        at[axis] = centre
-        f_c = blob[tuple(at)].astype(np.float64)
-        curv = f_lo - 2 * f_c + f_hi
-        shift = np.where((curv < 0) & (lo < centre) & (hi > centre),
-                         0.5 * (f_lo - f_hi) / np.where(curv < 0, curv, -1.0), 0.0)
-        out[:, axis] = centre + np.clip(shift, -0.5, 0.5)
-    return out, patches[np.arange(len(idx)), best].astype(np.float32)
-
 
 def detect_candidates(image, voxel_size, *, diameter: float, threshold: float = 3.0,
-                      min_distance: float = 0.5) -> Candidates:
+                      min_distance: float = 0.5, memory_bytes: float = DEFAULT_MEMORY_BYTES,
+                      tile: int | None = None) -> Candidates:
     """Blob candidates: multi-scale LoG maxima on the maximum projection along z, then z.
 
     Parameters
     ----------
-    image : ndarray, shape (Z, Y, X)
-        One channel of the field of view.
+    image : array-like, shape (Z, Y, X)
+        One channel of the field of view: an ndarray, or any array-like read by lateral
+        slices (``image[:, y0:y1, x0:x1]``), such as a memory map of a large file.
     voxel_size : float or tuple of 3 floats
         ``(z, y, x)`` in micrometres.
     diameter : float
@@ -374,6 +492,12 @@ def detect_candidates(image, voxel_size, *, diameter: float, threshold: float = 
     min_distance : float, default 0.5
         Minimum lateral distance between 2D maxima, and 3D distance between candidates,
         fraction of the diameter.
+    memory_bytes : float, default 2e9
+        Peak memory allowed: the field is read in lateral tiles that fit
+        (:func:`~spfluo.algorithms.picking.tiles.plan_tiles`); the result does not depend
+        on the tiles.
+    tile : int, optional
+        Tile core size in voxels (y and x) instead of the largest that fits.
 
     Returns
     -------
@@ -382,70 +506,196 @@ def detect_candidates(image, voxel_size, *, diameter: float, threshold: float = 
 
     Notes
     -----
-    The volume is normalised to noise units (:func:`normalize_image`) and smoothed with a
-    Gaussian of ``diameter / 16`` micrometres before the projection (Fortun et al. 2018 sec. II-B
-    picks on the maximum-intensity projection along the optical axis).  Each 2D maximum
-    is extended along z (:func:`estimate_depth`): particles stacked along z, which
-    overlap on the projection, give one candidate per peak of the z profile.  Each
+    The volume is smoothed with a Gaussian of ``diameter / 16`` micrometres and expressed
+    in noise units (:func:`normalize_image`) before the projection (Fortun et al. 2018
+    sec. II-B picks on the maximum-intensity projection along the optical axis).  Each
+    2D maximum is extended along z (:func:`estimate_depth`): particles stacked along z,
+    which overlap on the projection, give one candidate per peak of the z profile.  Each
     candidate then moves, in its plane and within one radius, to the maximum of the
     lateral blob response of the volume smoothed along z over a quarter diameter (the
     projection mixes stacked particles), and its z is re-measured there.
     """
-    a = check_image(image)
+    shape = check_field(image)
     vs = as_voxel_size(voxel_size)
-    d = check_diameter(diameter, a.shape, vs)
+    d = check_diameter(diameter, shape, vs)
     thr = float(threshold)
     if not np.isfinite(thr):
         raise ValueError(f"threshold must be a finite number of robust standard deviations, "
                          f"got {threshold!r}")
     md = check_positive(min_distance, "min_distance", "fraction of the diameter")
-    vol = smoothed(normalize_image(a), vs, d)
-    return candidates_from_volume(vol, vs, d, thr, md)
+    plan = plan_tiles(shape, vs, d, memory_bytes=memory_bytes, min_distance=md, core=tile)
+    return find_candidates(image, plan, vs, d, threshold=thr, min_distance=md)[0]
 
 
-def _robust_level(values: np.ndarray, threshold: float) -> float:
-    """``median + threshold * 1.4826 MAD`` of an array."""
-    med = float(np.median(values))
-    spread = 1.4826 * float(np.median(np.abs(values - med)))
-    return med + threshold * max(spread, 1e-12)
+def pool_lateral(a: np.ndarray, pool: int) -> np.ndarray:
+    """Means over ``pool x pool`` lateral blocks, float32 (the last block of a row or column
+    of the image may be partial); ``a`` itself for ``pool`` 1."""
+    if pool == 1:
+        return a
+    starts_y, starts_x = np.arange(0, a.shape[1], pool), np.arange(0, a.shape[2], pool)
+    out = np.add.reduceat(np.add.reduceat(a, starts_y, axis=1), starts_x, axis=2)
+    counts = (np.diff(np.r_[starts_y, a.shape[1]])[:, None]
+              * np.diff(np.r_[starts_x, a.shape[2]])[None, :])
+    out /= counts.astype(np.float32)
+    return out
 
 
-def candidates_from_volume(vol, vs, diameter, threshold, min_distance,
-                            min_peak: float = 0.25) -> Candidates:
-    # 1. blobs of the maximum projection, extended along z (one candidate per z peak)
-    mip = vol.max(axis=0)
-    resp, scale = _blob_response(mip, vs[1:], diameter / 2)
+def _first_pass(field, plan, vs, diameter, min_distance, counter):
+    """Projection, local maxima of the (pooled) blob map and noise samples, tile by tile."""
+    n_z, n_y, n_x = plan.shape
+    pool = blob_pool(vs, diameter)
+    vs_pool = vs * np.array([1, pool, pool])
+    p_y, p_x = -(-n_y // pool), -(-n_x // pool)
+    st, st_b = plan.stride, lattice_stride((n_z, p_y, p_x))
+    samples = np.empty((n_z, -(-n_y // st), -(-n_x // st)), np.float32)
+    blob_samples = np.empty((n_z, -(-p_y // st_b), -(-p_x // st_b)), np.float32)
+    mip = np.empty((n_y, n_x), np.float32)
+    size = (2 * z_window(vs, diameter) + 1,) + tuple(
+        int(max(3, 2 * np.floor(min_distance * diameter / v) + 1)) for v in vs_pool[1:])
+    positions, values = [], []
+    planes = np.arange(n_z)
+
+    def lattice(lo, hi, step):
+        return np.arange(-(-lo // step) * step, hi, step)
+
+    for tile in plan.tiles:
+        region = read_region(field, tile, plan.shape)
+        (cy0, cy1, cx0, cx1), ry0, rx0 = tile.core, tile.read[0], tile.read[2]
+        core = (slice(None), slice(cy0 - ry0, cy1 - ry0), slice(cx0 - rx0, cx1 - rx0))
+        ly, lx = lattice(cy0, cy1, st), lattice(cx0, cx1, st)
+        samples[np.ix_(planes, ly // st, lx // st)] = region.data[np.ix_(planes, ly - ry0,
+                                                                          lx - rx0)]
+        smooth = smooth_tile(region.data, vs, diameter)
+        del region
+        mip[cy0:cy1, cx0:cx1] = smooth[core].max(axis=0)
+        # the blob map on pooled voxels (tiles start on the pooled grid)
+        blob = blob_map(pool_lateral(smooth, pool), vs_pool, diameter)
+        del smooth
+        (j0, j1, i0, i1), oj, oi = (cy0 // pool, -(-cy1 // pool), cx0 // pool,
+                                    -(-cx1 // pool)), ry0 // pool, rx0 // pool
+        core = (slice(None), slice(j0 - oj, j1 - oj), slice(i0 - oi, i1 - oi))
+        is_max = blob >= ndi.maximum_filter(blob, size=size, mode="nearest")
+        zz, jj, ii = np.nonzero(is_max[core])
+        del is_max
+        values.append(blob[core][zz, jj, ii])
+        centre = (pool - 1) // 2
+        positions.append(np.stack([zz, np.minimum((jj + j0) * pool + centre, n_y - 1),
+                                   np.minimum((ii + i0) * pool + centre, n_x - 1)], axis=1))
+        ly, lx = lattice(j0, j1, st_b), lattice(i0, i1, st_b)
+        blob_samples[np.ix_(planes, ly // st_b, lx // st_b)] = blob[np.ix_(planes, ly - oj,
+                                                                           lx - oi)]
+        del blob
+        counter.done("blobs")
+    return mip, np.concatenate(positions), np.concatenate(values), samples, blob_samples
+
+
+def _second_pass(field, plan, vs, diameter, noise, mip_yx, mip_scale, planes, counter):
+    """Depth, lateral refinement and response of the seeds of each tile.
+
+    Returns positions ``(K, 3)``, responses, scales and the keys of the whole-field order.
+    """
+    shape = plan.shape
+    pos_out, resp_out, scale_out, key_out = [], [], [], []
+    for tile in plan.tiles:
+        cy0, cy1, cx0, cx1 = tile.core
+
+        def inside(y, x):
+            return np.flatnonzero((y >= cy0) & (y < cy1) & (x >= cx0) & (x < cx1))
+
+        mi = inside(mip_yx[:, 0], mip_yx[:, 1])
+        pi = inside(planes[:, 1], planes[:, 2])
+        if mi.size == 0 and pi.size == 0:
+            counter.done("seeds")
+            continue
+        region = read_region(field, tile, shape)
+        vol = Region(in_noise_units(smooth_tile(region.data, vs, diameter), noise),
+                     region.origin, shape)
+        del region
+        # the projection's maxima: one seed per peak of their z profile
+        prof = profiles(vol, mip_yx[mi], vs, diameter)
+        rows, peaks = _profile_peaks(prof, vs, diameter, _MIN_PEAK)
+        z, _, _ = peak_stats(prof[rows], peaks, vs, diameter)
+        seeds = np.concatenate([np.column_stack([z, mip_yx[mi[rows]]]).reshape(-1, 3),
+                                planes[pi].astype(np.float64)])
+        keys = np.concatenate([np.column_stack([np.zeros_like(rows), mi[rows], peaks,
+                                                np.zeros_like(rows)]).reshape(-1, 4),
+                               np.column_stack([np.ones(pi.size, np.int64), planes[pi]])])
+        scale_out.append(np.concatenate([mip_scale[mi[rows]],
+                                         np.full(pi.size, 0.5 * diameter / np.sqrt(2))]))
+        # centred on the blob maximum of the plane, depth re-measured there
+        pos = refine_lateral(vol, seeds, vs, diameter)
+        prof = profiles(vol, pos[:, 1:], vs, diameter)
+        pos[:, 0] = peak_stats(prof, nearest_peak(prof, pos[:, 0], vs, diameter), vs,
+                               diameter)[0]
+        resp_out.append(blob_planes(vol, round_index(pos, shape), (0, 0), vs,
+                                    diameter)[:, 0, 0])
+        pos_out.append(pos)
+        key_out.append(keys)
+        counter.done("seeds")
+    if not pos_out:
+        return np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros((0, 4), np.int64)
+    keys = np.concatenate(key_out)
+    order = np.lexsort(keys.T[::-1])
+    return (np.concatenate(pos_out)[order], np.concatenate(resp_out)[order],
+            np.concatenate(scale_out)[order], keys[order])
+
+
+def find_candidates(field, plan, vs, diameter: float, *, threshold: float = 3.0,
+                    min_distance: float = 0.5, counter=None):
+    """Candidates of a field read tile by tile (see the module notes), and its noise level.
+
+    Parameters
+    ----------
+    field : array-like, shape (Z, Y, X)
+        One channel (read by lateral slices).
+    plan : TilePlan
+        Its tiles (:func:`~spfluo.algorithms.picking.tiles.plan_tiles`).
+    vs : ndarray, shape (3,)
+        Voxel size ``(z, y, x)``, micrometres.
+    diameter : float
+        Particle diameter, micrometres (checked by the caller).
+    threshold, min_distance : float
+        As :func:`detect_candidates`.
+    counter : TileCounter, optional
+        Told of every tile done.
+
+    Returns
+    -------
+    Candidates
+    NoiseLevel
+        Of the field: the features of :mod:`~spfluo.algorithms.picking.features` use it.
+    """
+    counter = counter if counter is not None else TileCounter(len(plan))
+    empty = Candidates(positions=np.zeros((0, 3)), response=np.zeros(0, np.float32),
+                       scale=np.zeros(0, np.float32))
+    mip, maxima, values, samples, blob_samples = _first_pass(field, plan, vs, diameter,
+                                                             min_distance, counter)
+    noise = noise_level(samples)
+    del samples
+    if noise.scale <= 0:  # a constant field: nothing to detect
+        counter.skip("seeds")
+        return empty, noise
+    # 1. blobs of the maximum projection (extended along z in the second pass)
+    resp, scale = _blob_response(in_noise_units(mip, noise), vs[1:], diameter / 2)
     ys, xs = _local_maxima(resp, min_distance * diameter / vs[1:],
                            _robust_level(resp, threshold))
-    yx = np.stack([ys, xs], axis=1).astype(np.float64)
-    prof = profiles(vol, yx, vs, diameter)
-    rows, peaks = _profile_peaks(prof, vs, diameter, min_peak)
-    z, _, _ = peak_stats(prof[rows], peaks, vs, diameter)
-    from_mip = np.stack([z, yx[rows, 0], yx[rows, 1]], axis=1).reshape(-1, 3)
-    mip_scale = scale[ys[rows], xs[rows]]
-    # 2. blobs of the planes (lateral LoG, z smoothed over a quarter diameter): particles
-    # next to each other on the projection but at different depths
-    blob = _slab_blob_map(vol, vs, diameter)
-    size = (2 * z_window(vs, diameter) + 1,) + tuple(
-        int(max(3, 2 * np.floor(min_distance * diameter / v) + 1)) for v in vs[1:])
-    local = ndi.maximum_filter(blob, size=size, mode="nearest")
-    from_planes = np.argwhere((blob >= local) & (blob > _robust_level(blob, threshold)))
-    pos = np.concatenate([from_mip, from_planes.astype(np.float64)])
+    mip_yx = np.stack([ys, xs], axis=1).astype(np.int64)
+    mip_scale = scale[ys, xs]
+    del mip, resp, scale
+    # 2. blobs of the planes: particles next to each other on the projection but at
+    # different depths, and particles the projection misses (a brighter neighbour above
+    # or below); the blob map of the first pass is in intensity units
+    planes = maxima[values > _robust_level(blob_samples, threshold)]
+    planes = planes[np.lexsort(planes.T[::-1])]
+    pos, response, scales, _ = _second_pass(field, plan, vs, diameter, noise, mip_yx,
+                                            mip_scale, planes, counter)
     if pos.shape[0] == 0:
-        return Candidates(positions=np.zeros((0, 3)), response=np.zeros(0, np.float32),
-                          scale=np.zeros(0, np.float32))
-    scales = np.concatenate([mip_scale, np.full(len(from_planes), 0.5 * diameter / np.sqrt(2))])
-    pos, response = _refine_lateral(blob, pos, vs, diameter)
-    # depth at the refined lateral position (the peak nearest the first estimate)
-    prof2 = profiles(vol, pos[:, 1:], vs, diameter)
-    pos[:, 0], _, _ = peak_stats(prof2, nearest_peak(prof2, pos[:, 0], vs, diameter), vs,
-                                  diameter)
-    response = blob[tuple(round_index(pos, blob.shape).T)]
+        return empty, noise
     # several seeds may lead to one particle: keep the strongest
     keep = non_maximum_suppression(pos * vs, response, min_distance=min_distance * diameter)
     keep = keep[np.argsort(-response[keep], kind="stable")]
     return Candidates(positions=pos[keep], response=response[keep].astype(np.float32),
-                      scale=scales[keep].astype(np.float32))
+                      scale=scales[keep].astype(np.float32)), noise
 
 
 # ----------------------------------------------------------------------------- NMS

@@ -106,6 +106,35 @@ def test_detect_candidates_finds_every_object(fields):
         assert cands.positions.shape == (len(cands), 3) and cands.scale.shape == (len(cands),)
 
 
+def test_tiled_candidates_equal_the_whole_field(fields):
+    image = fields[0][0]
+    whole = pk.detect_candidates(image, VS, diameter=DIAMETER)
+    assert len(pk.plan_tiles(image.shape, VS, DIAMETER)) == 1  # the field fits: one tile
+    tiled = pk.detect_candidates(image, VS, diameter=DIAMETER, tile=16)  # 36 tiles
+    np.testing.assert_array_equal(tiled.positions, whole.positions)
+    np.testing.assert_array_equal(tiled.response, whole.response)
+    np.testing.assert_array_equal(tiled.scale, whole.scale)
+
+
+def test_tile_plan_fits_the_memory_budget():
+    shape = (100, 2048, 2048)
+    plan = pk.plan_tiles(shape, VS, DIAMETER, memory_bytes=2e9)
+    assert len(plan) > 1 and plan.peak_bytes <= 2e9
+    # the cores partition the field; each read rectangle is its core and the halo
+    cover = np.zeros(shape[1:], np.int64)
+    for t in plan.tiles:
+        y0, y1, x0, x1 = t.core
+        cover[y0:y1, x0:x1] += 1
+        assert t.read == (max(0, y0 - plan.halo[0]), min(shape[1], y1 + plan.halo[0]),
+                          max(0, x0 - plan.halo[1]), min(shape[2], x1 + plan.halo[1]))
+    assert np.all(cover == 1)
+    smaller = pk.plan_tiles(shape, VS, DIAMETER, memory_bytes=1e9)
+    assert len(smaller) > len(plan) and smaller.peak_bytes <= 1e9
+    assert pk.picking_peak_bytes(shape, (2048, 2048)) > 2e9  # the whole field would not fit
+    with pytest.raises(ValueError, match=r"needs at least 0\.\d\d GB.*allow more memory"):
+        pk.plan_tiles(shape, VS, DIAMETER, memory_bytes=3e8)
+
+
 def test_candidates_separate_particles_stacked_along_z():
     # two rings at the same lateral position, 2.5 µm apart in z: one blob on the projection
     image, truth, _ = _field(shape=(24, 48, 48), positions=[[5.0, 24, 24], [15.0, 24, 25]],
@@ -280,7 +309,7 @@ def test_non_maximum_suppression_matches_brute_force():
 # ----------------------------------------------------------------------------- whole chain
 
 
-def test_pick_particles_from_a_few_examples(fields):
+def test_pick_particles_from_a_few_examples(fields, tmp_path):
     images = [f[0] for f in fields]
     truths = [f[1] for f in fields]
     debris = [f[2] for f in fields]
@@ -300,8 +329,19 @@ def test_pick_particles_from_a_few_examples(fields):
     assert res.n_candidates.shape == (2,) and res.rounds >= 1
     for i in range(2):  # sorted by score within each image
         assert np.all(np.diff(res.scores[res.image_index == i]) <= 0)
-    again = pk.pick_particles(images, examples, VS, diameter=DIAMETER, seed=0)
-    np.testing.assert_array_equal(again.positions, res.positions)
+    # the same picks from memory-mapped fields read in tiles of 24 x 24 voxels (9-16 tiles
+    # a field, each with its halo): the tiles change nothing, bit for bit
+    maps = []
+    for i, img in enumerate(images):
+        m = np.memmap(tmp_path / f"field{i}.raw", dtype=np.float32, mode="w+", shape=img.shape)
+        m[:] = img
+        m.flush()
+        maps.append(np.memmap(tmp_path / f"field{i}.raw", dtype=np.float32, mode="r",
+                              shape=img.shape))
+    tiled = pk.pick_particles(maps, examples, VS, diameter=DIAMETER, seed=0, tile=24)
+    np.testing.assert_array_equal(tiled.positions, res.positions)
+    np.testing.assert_array_equal(tiled.scores, res.scores)
+    np.testing.assert_array_equal(tiled.n_candidates, res.n_candidates)
 
 
 def test_pick_particles_rejects_bad_input(fields):

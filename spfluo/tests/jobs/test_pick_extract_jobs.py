@@ -105,6 +105,8 @@ def test_pick_then_extract_without_pyworkflow(tmp_path, inputs, fields):
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "False"
     assert "image fov1:" in run.stdout and "particle(s) picked" in run.stdout
+    assert "read by memory map" in run.stdout  # never a whole float32 copy
+    assert "2/2 field(s) done" in run.stdout and "remaining ~" in run.stdout
     coords = read_coordinates_csv(out / "coords.csv")
     assert coords.particle_id.tolist() == list(range(1, len(coords) + 1))
     assert np.all((coords.score >= 0) & (coords.score <= 1))
@@ -120,10 +122,12 @@ def test_pick_then_extract_without_pyworkflow(tmp_path, inputs, fields):
     report = json.loads((out / "pick.json").read_text())
     assert report["n_examples"] == 5 and report["examples_kept"] == 5
     assert sum(report["n_detections"]) == len(coords) and len(report["n_candidates"]) == 2
+    assert report["n_tiles"] == [1, 1] and 0 < report["estimated_peak_gb"] <= 2.0
 
     # extraction of every pick, both channels, isotropic voxels
     run = _run("extract", _extract_job(inputs, out / "coords.csv", out), tmp_path)
     assert run.returncode == 0, run.stderr
+    assert "2/2 field(s) done" in run.stdout and "remaining ~" in run.stdout
     table = read_particle_table(out / "particles.csv")
     assert table.ids.tolist() == coords.particle_id.tolist()
     assert list(table.extra["image_id"]) == [str(i) for i in coords.image_ids]
@@ -174,6 +178,9 @@ def test_bad_jobs_are_rejected(tmp_path, inputs, fields, capsys):
         ({"params": {**data["params"], "channel": 5}}, "channel 5 does not exist"),
         ({"params": {**data["params"], "classifier": "cnn"}}, "classifier must be one of"),
         ({"params": {**data["params"], "diameter_um": 50.0}}, "larger than the image"),
+        ({"params": {**data["params"], "memory_gb": 0.05}},
+         "allowed: allow more memory (parameter memory_gb)"),
+        ({"params": {**data["params"], "memory_gb": 0}}, "'memory_gb' must be a number > 0"),
         ({"inputs": {**data["inputs"], "images": str(inputs / "none.json")}}, "does not exist"),
     ]
     for change, match in cases:
@@ -207,3 +214,30 @@ def test_bad_jobs_are_rejected(tmp_path, inputs, fields, capsys):
                                                   "coordinates": str(inputs / "unknown.csv")}}))
     assert main(["extract", str(ext)]) == EXIT_JOB_ERROR
     assert "not in the image list" in capsys.readouterr().err
+
+
+def test_fields_on_a_dask_cluster_give_the_same_particles(tmp_path, inputs, fields, capsys):
+    from dask.distributed import LocalCluster
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    assert main(["pick", str(_pick_job(inputs, here, fields))]) == 0
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                      dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert main(["pick", str(_pick_job(inputs, there, fields, scheduler=address))]) == 0
+        log = capsys.readouterr().out
+        assert f"2 field(s) sent to the Dask scheduler {address}" in log
+        assert "2/2 field(s) done" in log
+        a, b = (read_coordinates_csv(d / "coords.csv") for d in (here, there))
+        np.testing.assert_array_equal(a.positions_zyx_um, b.positions_zyx_um)
+        np.testing.assert_array_equal(a.score, b.score)
+        assert main(["extract", str(_extract_job(inputs, here / "coords.csv", here))]) == 0
+        assert main(["extract", str(_extract_job(inputs, here / "coords.csv", there,
+                                                 scheduler=address))]) == 0
+    p, q = (read_particle_table(d / "particles.csv") for d in (here, there))
+    assert p.ids.tolist() == q.ids.tolist()
+    for x, y in zip(p.paths, q.paths):
+        np.testing.assert_array_equal(read_volume(x).data, read_volume(y).data)
+    job = _pick_job(inputs, there, fields, scheduler="node; rm -rf /")
+    assert main(["pick", str(job)]) == EXIT_JOB_ERROR
+    assert "scheduler must be the address of a Dask scheduler" in capsys.readouterr().err

@@ -82,11 +82,11 @@ def test_a_run_that_needs_more_memory_than_the_machine_is_refused(project, launc
     coords = finished(launch(ProtImportCoordinates, inputImages=(images, "outputImages"),
                              coordinatesFile=str(data_dir / "c.csv"), boxSize=1.0))
     monkeypatch.setenv("SPFLUO_MEMORY_GB", "0.5")
-    # 1 µm at 0.004 µm: 3 particles of 250^3 voxels (188 MB) and the coordinates of one
-    # (15.6 million points of 29 bytes, 453 MB)
+    # 1 µm at 0.004 µm: 3 particles of 250^3 voxels and the box being read (250 MB), and
+    # the coordinates, values and masks of one box (15.6 million points of 34 bytes, 531 MB)
     rejected("ProtExtractParticles",
              r"Extracting the 3 particle\(s\) of image fov in boxes of 250\^3 voxels \(1 µm at "
-             r"0.004 µm\) needs about 641 MB of memory at its peak, more than the 500 MB of this "
+             r"0.004 µm\) needs about 782 MB of memory at its peak, more than the 500 MB of this "
              r"machine: choose a larger Voxel size \(voxelSize\) or a smaller Box size",
              inputCoordinates=(coords, "outputCoordinates"), voxelSize=0.004)
     monkeypatch.setenv("SPFLUO_MEMORY_GB", "lots")
