@@ -132,10 +132,11 @@ def global_check(fv_low: FourierVolume, sc_low: Scorer, fv_full: FourierVolume,
     the full band, and the best replaces the current pose when its energy at the
     full band is lower and it still lies more than ``min_angle / 2`` from the
     current pose (a particle whose sampling settled in a wrong mode).
-    With ``keep_polarity`` (Cn, after the polarity consensus) the candidates
+    With ``keep_polarity`` (Cn, once the polarity is settled) the candidates
     that turn the symmetry axis upside down (within 30 degrees) are not
-    considered: the polarity is a collective decision
-    (:func:`~spfluo.algorithms.abinitio.polarity.polarity_consensus`);
+    considered: the polarity is decided against a reference that keeps the
+    n-fold detail (:func:`~spfluo.algorithms.abinitio.inplane.align_in_plane`)
+    or collectively (:func:`~spfluo.algorithms.abinitio.polarity.polarity_consensus`);
     against an iterate, one particle's two polarities differ by a few tens of
     log-likelihood units for side views, within the noise of the comparison.
     Returns the poses and the indices of the particles moved.

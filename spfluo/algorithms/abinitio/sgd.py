@@ -73,8 +73,9 @@ Design decisions (beyond the paper)
   (:func:`spfluo.algorithms.symmetry.align_symmetry_axis`), the poses follow, the iterate
   is symmetrised, the preconditioner rebuilt for the Cn updates, the sampling
   distributions re-centred on the poses on the Cn grid, and the epochs continue with Cn;
-  then the polarity consensus (:mod:`.polarity`) decides which end is up for all
-  particles together.
+  first the angle of every particle about the axis and which end is up are settled on a
+  reference that keeps the n-fold structure (:mod:`.inplane`; with ``in_plane`` off, the
+  polarity consensus on the iterate, :mod:`.polarity`).
 - **Damping grows with the poses.**  The preconditioner sums the curvatures of ``N n``
   poses (particles times symmetry copies); with the damping of one particle, the steps
   at frequencies weakly covered next to strongly covered ones grow with it and the

@@ -155,8 +155,8 @@ def _search(model: VolumeModel, scorer: Scorer, coarse: Scorer, indices: np.ndar
     by Newton iterations at full band, and the best of them wins.  ``keep_polarity``
     (Cn particles): the global stage only tries rotations whose symmetry axis ``R e_z``
     points into the hemisphere of the current one, so that a particle is not turned
-    upside down where the two polarities fit nearly alike (the polarity is the ab initio
-    consensus's).
+    upside down where the two polarities fit nearly alike (the polarity is the one the ab
+    initio settled).
     Returns (R (P, 3, 3), t (P, 3), relative energies (P,)).
     """
     bk = model.bk
