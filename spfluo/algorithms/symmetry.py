@@ -55,6 +55,7 @@ from spfluo.algorithms.geometry import (
 from spfluo.algorithms.transform import rotate, rotate_about_z
 
 __all__ = [
+    "centring_shift",
     "SymmetryAxis",
     "SymmetryAlignment",
     "SymmetryOrderEstimate",
@@ -231,6 +232,23 @@ def _centre_of_mass_shift(xp, vol) -> np.ndarray:
                     float((mass.sum(axis=(0, 2)) * axes).sum()),
                     float((mass.sum(axis=(0, 1)) * axes).sum())]) / total
     return d // 2 - com
+
+
+def centring_shift(volume, *, backend: Any = None) -> np.ndarray:
+    """Shift ``s`` (voxels, ``(z, y, x)``) that brings the centre of mass of ``volume``
+    (background removed, channels summed) to the box centre ``D // 2``: ``T_s f`` is centred,
+    and :func:`realign_poses` with the identity and ``s`` gives the particles' poses for it.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (D, D, D) or (C, D, D, D)
+    backend : Backend or {"cpu", "gpu"}, optional
+    """
+    bk = resolve_backend(backend, volume)
+    vol = bk.xp.asarray(volume, dtype=bk.xp.float32)
+    if vol.ndim == 3:
+        vol = vol[None]
+    return _centre_of_mass_shift(bk.xp, vol)
 
 
 def _inertia_axes(xp, vol) -> np.ndarray:

@@ -54,11 +54,3 @@ def launch(project):
     A pointer parameter takes ``(protocol, "outputName")``.
     """
     return functools.partial(launch_protocol, project)
-
-
-def pytest_collection_modifyitems(config, items):
-    """The catalog tests share the PostgreSQL test database (dropped and filled by each
-    test): one xdist group, so that they run one after the other in one process."""
-    for item in items:
-        if "/tests/catalog/" in str(item.fspath).replace("\\", "/"):
-            item.add_marker(pytest.mark.xdist_group("catalog"))

@@ -151,7 +151,8 @@ class AbInitioResult:
         (False: the maximum number of epochs).
     iterate : ndarray, float32, same shape as ``volume``
         The last SGD iterate (annealing: its closed-form volume), before the
-        final known-pose reconstruction.
+        final known-pose reconstruction (SGD without symmetry: in its own frame, which the
+        final volume and ``poses`` shift to put the centre of mass at the box centre).
     epoch_moved : ndarray, float64, shape (E,), optional
         SGD: fraction of the particles whose rotation changed by more than
         :func:`~spfluo.algorithms.abinitio.sgd.move_threshold_deg` in each epoch (None: annealing).

@@ -629,7 +629,17 @@ class _SGD:
             self.stage("poses refined locally at the full band")
         if opt.final_reconstruction is not None:
             from spfluo.algorithms.reconstruct import reconstruct
+            from spfluo.algorithms.symmetry import centring_shift, realign_poses
 
+            if self.grid.symmetry == 1:
+                # the SGD frame is defined up to a translation: the object is centred before
+                # the final volume, whose support is a sphere about the box centre (symmetric
+                # runs were centred when their axis was aligned)
+                try:
+                    shift = centring_shift(iterate, backend=self.bk)
+                except ValueError:  # no signal above the background: nothing to centre
+                    shift = np.zeros(3)
+                poses = realign_poses(poses, np.eye(3), shift)
             self.stage(f"final volume: known-pose reconstruction ({opt.final_reconstruction})")
             volume = reconstruct(self.y, poses, self.psf, method=opt.final_reconstruction,
                                  symmetry=opt.symmetry, backend=self.bk).volume

@@ -50,6 +50,13 @@ def postgres_url() -> str:
     from spfluo.catalog.db import make_engine
     from spfluo.catalog.schema import Base
 
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # test processes in parallel: one database each (the user may create them)
+        try:
+            url = _worker_database(url, worker)
+        except Exception as exc:
+            pytest.skip(f"PostgreSQL catalog tests skipped: cannot create a database for the "
+                        f"test process {worker} on {url} ({exc}); run with -n 0")
     try:
         engine = make_engine(url)
         with engine.begin() as conn:
@@ -71,3 +78,23 @@ def db_url(request, tmp_path):
 @pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+
+
+def _worker_database(url: str, worker: str) -> str:
+    """``url`` with the database ``<its database>_<worker>``, created when missing."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from spfluo.catalog.db import make_engine
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    engine = make_engine(url)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                            {"n": name}).first() is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)

@@ -4,7 +4,8 @@
 # `postgresql` package when no server is installed (root only), creates a cluster
 # in a temporary folder on a free local port, creates the user and database
 # `spfluo_test`, exports SPFLUO_TEST_POSTGRES_URL for the tests, and stops the
-# server and removes the folder when the calling shell exits.  When any step
+# server and removes the folder when the calling shell exits.  The user may create
+# databases: each parallel test process (pytest-xdist) uses its own, spfluo_test_gwN.  When any step
 # fails it prints why and leaves SPFLUO_TEST_POSTGRES_URL unset: the PostgreSQL
 # tests then skip with that message, and everything else runs as usual.
 
@@ -37,7 +38,7 @@ _spfluo_pg_start() {
     SPFLUO_PG_STOP="${run[*]} $bin/pg_ctl -D $dir/data -m fast -w stop >/dev/null 2>&1; rm -rf $dir"
     trap 'eval "$SPFLUO_PG_STOP"' EXIT
     "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-        -c "CREATE USER spfluo_test PASSWORD 'spfluo_test'" \
+        -c "CREATE USER spfluo_test PASSWORD 'spfluo_test' CREATEDB" \
         -c "CREATE DATABASE spfluo_test OWNER spfluo_test" >/dev/null \
         || { echo "catalog tests: could not create the test database"; return 1; }
     export SPFLUO_TEST_POSTGRES_URL="postgresql://spfluo_test:spfluo_test@127.0.0.1:$port/spfluo_test"
