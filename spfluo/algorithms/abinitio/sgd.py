@@ -353,23 +353,23 @@ class _SGD:
 
     def choose_start(self) -> None:
         """``starts`` random starts, one epoch each: the run goes on from the one with the
-        lowest energy.  Start 0 is that of ``seed``; the others' seeds derive from it."""
+        lowest energy.  Start 0 is that of ``seed``; the others' seeds derive from it (an
+        integer ``seed``: ``SeedSequence([seed, k])``; otherwise draws of start 0's
+        generator after its epoch)."""
         opt = self.opt
         if opt.starts == 1 or self.epoch > 0:
             return
-        if isinstance(self.seed, np.random.Generator):
-            seeds = [self.seed] + [np.random.default_rng(v) for v in
-                                   self.seed.integers(2**63, size=opt.starts - 1)]
-        else:
-            seeds = [self.seed] + [np.random.SeedSequence([int(self.seed), k])
-                                   for k in range(1, opt.starts)]
         checkpoint, progress = self.checkpoint, self.progress
         self.checkpoint = self.progress = None
-        trials = []
+        trials, children = [], None
         try:
-            for k, seed in enumerate(seeds):
-                if k:
-                    self._start(seed)
+            for k in range(opt.starts):
+                if k and isinstance(self.seed, (int, np.integer)):
+                    self._start(np.random.SeedSequence([int(self.seed), k]))
+                elif k:
+                    if children is None:
+                        children = self.rng.integers(2**63, size=opt.starts - 1)
+                    self._start(children[k - 1])
                 self.run_epoch()
                 trials.append(self.state())
         finally:
@@ -380,12 +380,7 @@ class _SGD:
         self.stage(f"{opt.starts} random starts, energy after one epoch "
                    + ", ".join(f"{e:.4g}" for e in energies) + f": start {best} goes on")
         self.save_state()
-        if self.progress is not None:
-            self.progress({"epoch": self.epoch, "max_epochs": opt.max_epochs,
-                           "energy": self.energies[-1], "moved": self.moved[-1],
-                           "band": self.bands[-1], "alpha": self.alpha,
-                           "seconds": self.seconds[-1],
-                           "elapsed": time.perf_counter() - self.t_start})
+        self.report_epoch()
 
     def stage(self, message: str) -> None:
         if self.progress is not None:
@@ -482,10 +477,14 @@ class _SGD:
         self.bands.append(band)
         self.seconds.append(time.perf_counter() - t_epoch)
         self.save_state()
+        self.report_epoch()
+
+    def report_epoch(self) -> None:
+        """``progress`` of the last epoch."""
         if self.progress is not None:
-            self.progress({"epoch": self.epoch, "max_epochs": opt.max_epochs,
+            self.progress({"epoch": self.epoch, "max_epochs": self.opt.max_epochs,
                            "energy": self.energies[-1], "moved": self.moved[-1],
-                           "band": band, "alpha": self.alpha,
+                           "band": self.bands[-1], "alpha": self.alpha,
                            "seconds": self.seconds[-1],
                            "elapsed": time.perf_counter() - self.t_start})
 

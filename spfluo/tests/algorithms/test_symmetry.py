@@ -144,3 +144,19 @@ def test_bad_inputs_are_rejected(barrel):
         sy.align_symmetry_axis(barrel, 9, axis=(0, 0, 1))
     with pytest.raises(ValueError, match="rotation must be"):
         sy.realign_poses(Poses.identity(1), np.eye(2), np.zeros(3))
+
+
+def test_centring_shift_brings_the_centre_of_mass_to_the_box_centre():
+    """A centred object moved by a known shift: the centring shift is minus that shift, and
+    a volume without signal above its background is refused."""
+    from spfluo.algorithms.fourier import shift_volume
+
+    centred = asymmetric_phantom((32,) * 3, seed=1)
+    com = lambda v: np.array([(v.sum(axis=tuple(a for a in range(3) if a != k))
+                                * np.arange(32)).sum() for k in range(3)]) / v.sum()
+    centred = shift_volume(centred, 16 - com(centred)).astype(np.float32)
+    moved = shift_volume(centred, np.array([3.0, -2.0, 1.5])).astype(np.float32)
+    np.testing.assert_allclose(sy.centring_shift(moved), [-3.0, 2.0, -1.5], atol=0.25)
+    np.testing.assert_allclose(sy.centring_shift(moved[None]), sy.centring_shift(moved))
+    with pytest.raises(ValueError, match="no signal"):
+        sy.centring_shift(np.ones((16, 16, 16), np.float32))
